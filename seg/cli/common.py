@@ -1,0 +1,67 @@
+"""What the entry points share: turning config nodes into objects, one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from seg.data.palette import voc_palette
+from seg.models import SegmentationModel, build_model
+
+log = logging.getLogger("seg")
+
+# Errors caused by the user's input (a path, a name, a value): one line, no traceback.
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError, KeyError, FloatingPointError)
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """Hydra wraps errors raised in constructors; the user needs the original one."""
+    while isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def exit_on_user_error(main: Callable) -> Callable:
+    """Print a user error as one line on stderr and exit 1 instead of a traceback."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except (*USER_ERRORS, InstantiationException) as error:
+            cause = root_cause(error)
+            if not isinstance(cause, USER_ERRORS):
+                raise
+            message = cause.args[0] if cause.args else repr(cause)
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(1)
+
+    return wrapper
+
+
+def check_dataset_root(root: str | Path, setup_command: str | None = None) -> None:
+    if not Path(root).is_dir():
+        hint = f"create it with `{setup_command}`" if setup_command else "set dataset.root=PATH"
+        raise FileNotFoundError(f"dataset root {root} does not exist: {hint}")
+
+
+def resolve_palette(palette, num_classes: int) -> list[list[int]]:
+    """``voc`` names the PASCAL VOC colour map; otherwise a list of [r, g, b]."""
+    colours = voc_palette() if palette == "voc" else [list(c) for c in palette]
+    if len(colours) < num_classes:
+        raise ValueError(f"dataset.palette has {len(colours)} colours for {num_classes} classes")
+    return [list(c) for c in colours]
+
+
+def model_from_config(model_cfg: DictConfig, num_classes: int) -> SegmentationModel:
+    """Build encoder, upsampler factory and decoder from the ``model`` node."""
+    encoder = instantiate(model_cfg.encoder)
+    return build_model(encoder, instantiate(model_cfg.decoder), num_classes,
+                       instantiate(model_cfg.upsampler))

@@ -1,0 +1,96 @@
+"""``seg-train``: train a model from the Hydra config ``configs/train.yaml``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from seg.cli.common import (
+    check_dataset_root,
+    exit_on_user_error,
+    model_from_config,
+    resolve_palette,
+)
+from seg.data.loader import build_loader
+from seg.engine import RunInfo, per_class, seed_everything
+from seg.metrics import format_table
+
+log = logging.getLogger("seg.train")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+
+
+def hparams_of(cfg: DictConfig) -> dict[str, object]:
+    """The knobs a sweep compares, shown in TensorBoard's HParams tab."""
+    return {
+        "encoder": cfg.model.encoder.name,
+        "decoder": cfg.model.decoder.variant,
+        "upsampler": cfg.model.upsampler.name,
+        "learnable": bool(cfg.model.upsampler.get("learnable", False)),
+        "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
+        "lr": cfg.optimizer.lr,
+        "batch_size": cfg.dataset.batch_size,
+        "max_iters": cfg.trainer.max_iters,
+        "seed": cfg.seed,
+    }
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """Train as ``cfg`` says, writing checkpoints, TensorBoard events and metrics.json
+    into ``run_dir``; return the final metrics."""
+    run_dir = Path(run_dir)
+    trainer = instantiate(cfg.trainer)
+    seed_everything(cfg.seed, trainer.deterministic)
+    data = cfg.dataset
+    check_dataset_root(data.root, data.get("setup_command"))
+    pin_memory = trainer.device.type == "cuda"
+    train_loader = build_loader(instantiate(data.train), data.batch_size, train=True,
+                                num_workers=data.num_workers, seed=cfg.seed, pin_memory=pin_memory)
+    val_loader = build_loader(instantiate(data.val), data.val_batch_size, train=False,
+                              num_workers=data.num_workers, seed=cfg.seed, pin_memory=pin_memory)
+
+    model = model_from_config(cfg.model, data.num_classes)
+    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    scheduler = instantiate(cfg.scheduler)(optimizer=optimizer)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    info = RunInfo(
+        class_names=list(data.class_names),
+        palette=resolve_palette(data.palette, data.num_classes),
+        mean=list(data.mean),
+        std=list(data.std),
+        config=resolved,
+        ignore_index=data.ignore_index,
+    )
+    logger = instantiate(cfg.logger)(log_dir=run_dir / "tb")
+    logger.log_text("config", OmegaConf.to_yaml(resolved))
+    log.info("training %s on %s in %s", type(model.encoder).__name__, trainer.device, run_dir)
+    try:
+        metrics = trainer.fit(model, optimizer, scheduler, train_loader, val_loader, run_dir,
+                              logger, info)
+        table = format_table(metrics, info.class_names)
+        metrics["per_class_iou"] = per_class(metrics["per_class_iou"], info.class_names)
+        metrics["per_class_acc"] = per_class(metrics["per_class_acc"], info.class_names)
+        logger.log_hparams(hparams_of(cfg), {"hparams/mIoU": metrics["mIoU"],
+                                             "hparams/pixel_acc": metrics["pixel_acc"]})
+    finally:
+        logger.close()
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(table)
+    print(f"run folder: {run_dir}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float:
+    metrics = train(cfg, HydraConfig.get().runtime.output_dir)
+    return metrics["mIoU"]  # what a sweeper maximises
+
+
+if __name__ == "__main__":
+    main()

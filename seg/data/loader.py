@@ -1,0 +1,44 @@
+"""DataLoader construction: seeded shuffling and per-worker augmentation seeds."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+
+def seed_worker_transform(worker_id: int) -> None:
+    """Give each worker's albumentations pipeline its own seed, derived from the loader's.
+
+    albumentations keeps a private random state, so seeding torch alone would
+    leave augmentations irreproducible (or identical across workers).
+    """
+    info = get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(info.seed % 2**32)
+
+
+def build_loader(
+    dataset: Dataset,
+    batch_size: int,
+    train: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """Training loaders shuffle with a seeded generator and drop the last partial batch."""
+    generator = torch.Generator().manual_seed(seed)
+    transform = getattr(dataset, "transform", None)
+    if num_workers == 0 and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        worker_init_fn=seed_worker_transform,
+        generator=generator,
+    )

@@ -1,0 +1,106 @@
+"""Albumentations pipelines for training and evaluation.
+
+Masks are only ever resized with nearest neighbour (class indices must not be blended) and
+padded with 255, the ignore label, so padding never counts as background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import albumentations as A
+import cv2
+from albumentations.pytorch import ToTensorV2
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+IGNORE_INDEX = 255
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+def train_transform(
+    crop_size: int | Sequence[int],
+    scale_range: Sequence[float] = (0.5, 2.0),
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    hflip: float = 0.5,
+    color_jitter: float = 0.2,
+) -> A.Compose:
+    """Training augmentation: random scale, pad, random crop, flip, colour jitter, normalise.
+
+    Args:
+        crop_size: output size, an int or ``(height, width)``.
+        scale_range: ``(min, max)`` factor for the random rescale (image bilinear,
+            mask nearest).
+        mean, std: normalisation statistics in [0, 1] units.
+        hflip: probability of a horizontal flip.
+        color_jitter: brightness/contrast/saturation strength (hue gets a quarter of it),
+            applied with probability 0.5; ``0`` disables it.
+    """
+    height, width = _pair(crop_size)
+    low, high = scale_range
+    steps: list = [
+        # RandomScale samples from 1 + scale_limit, hence the -1.
+        A.RandomScale(
+            scale_limit=(low - 1.0, high - 1.0),
+            interpolation=cv2.INTER_LINEAR,
+            mask_interpolation=cv2.INTER_NEAREST,
+            p=1.0,
+        ),
+        A.PadIfNeeded(
+            min_height=height,
+            min_width=width,
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=IGNORE_INDEX,
+        ),
+        A.RandomCrop(height=height, width=width),
+    ]
+    if hflip > 0:
+        steps.append(A.HorizontalFlip(p=hflip))
+    if color_jitter > 0:
+        steps.append(
+            A.ColorJitter(
+                brightness=color_jitter,
+                contrast=color_jitter,
+                saturation=color_jitter,
+                hue=min(0.5, color_jitter / 4),
+                p=0.5,
+            )
+        )
+    steps += [A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
+    return A.Compose(steps)
+
+
+def eval_transform(
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    pad_to_multiple: int | None = None,
+) -> A.Compose:
+    """Evaluation pipeline: normalise, optionally pad bottom/right to a multiple, to tensor.
+
+    Padding is applied after normalisation, so padded image pixels are 0 (the mean colour)
+    and padded mask pixels are 255 (ignored by the loss and the metrics).
+    """
+    steps: list = [A.Normalize(mean=tuple(mean), std=tuple(std))]
+    if pad_to_multiple is not None and pad_to_multiple > 1:
+        steps.append(
+            A.PadIfNeeded(
+                min_height=None,
+                min_width=None,
+                pad_height_divisor=pad_to_multiple,
+                pad_width_divisor=pad_to_multiple,
+                position="top_left",
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=IGNORE_INDEX,
+            )
+        )
+    steps.append(ToTensorV2())
+    return A.Compose(steps)

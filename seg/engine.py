@@ -1,0 +1,299 @@
+"""Training and evaluation loops, learning-rate schedule, checkpoints and resume."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from seg.metrics import ConfusionMatrix
+from seg.reporting import TensorBoardLogger, denormalize
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch; ``deterministic`` also forbids nondeterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def poly_factor(
+    iteration: int, total_iters: int, power: float = 0.9, warmup_iters: int = 0,
+    warmup_ratio: float = 0.1,
+) -> float:
+    """Learning-rate multiplier: linear warmup, then ``(1 - t / T) ** power``."""
+    factor = (1 - min(iteration, total_iters) / total_iters) ** power
+    if iteration < warmup_iters:
+        factor *= warmup_ratio + (1 - warmup_ratio) * iteration / warmup_iters
+    return factor
+
+
+class PolyLR(LRScheduler):
+    """Poly learning-rate decay stepped once per iteration, with optional linear warmup."""
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, total_iters: int, power: float = 0.9,
+        warmup_iters: int = 0, warmup_ratio: float = 0.1,
+    ) -> None:
+        self.total_iters = total_iters
+        self.power = power
+        self.warmup_iters = warmup_iters
+        self.warmup_ratio = warmup_ratio
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        factor = poly_factor(self.last_epoch, self.total_iters, self.power,
+                             self.warmup_iters, self.warmup_ratio)
+        return [base_lr * factor for base_lr in self.base_lrs]
+
+
+@dataclass
+class RunInfo:
+    """What a checkpoint carries besides weights, so it can be used on its own."""
+
+    class_names: list[str]
+    palette: list[list[int]]
+    mean: list[float]
+    std: list[float]
+    config: dict = field(default_factory=dict)
+    ignore_index: int = 255
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically: a crash during the save leaves the previous file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found: pass the path of a run's "
+                                "checkpoints/last.pt or best.pt")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader: DataLoader, num_classes: int, device: torch.device,
+    ignore_index: int = 255,
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Metrics over the whole split from one confusion matrix, and the first batch's
+    images, targets and predictions for display."""
+    model.eval()
+    confusion = ConfusionMatrix(num_classes, ignore_index, device=str(device))
+    first_batch: dict[str, torch.Tensor] = {}
+    for batch in loader:
+        images = batch["image"].to(device, non_blocking=True)
+        targets = batch["mask"].to(device, non_blocking=True)
+        predictions = model(images).argmax(1)
+        confusion.update(predictions, targets)
+        if not first_batch:
+            first_batch = {"image": images, "mask": targets, "prediction": predictions}
+    model.train()
+    return confusion.compute(), first_batch
+
+
+def endless(loader: DataLoader, epoch: int) -> Iterator[tuple[int, dict]]:
+    """Batches over epochs without end, telling each batch's epoch."""
+    while True:
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            yield epoch, batch
+        epoch += 1
+
+
+class Trainer:
+    """Iteration-based training with periodic evaluation, checkpoints and resume.
+
+    ``resume`` is false, true (this run folder's ``checkpoints/last.pt``) or a path
+    to a checkpoint file or to a run folder.
+    """
+
+    def __init__(
+        self,
+        max_iters: int = 2000,
+        eval_every: int = 500,
+        device: str = "auto",
+        deterministic: bool = False,
+        resume: bool | str = False,
+        grad_clip: float | None = None,
+        log_every: int = 20,
+        progress: bool = True,
+    ) -> None:
+        self.max_iters = max_iters
+        self.eval_every = eval_every
+        self.device = resolve_device(device)
+        self.deterministic = deterministic
+        self.resume = resume
+        self.grad_clip = grad_clip
+        self.log_every = log_every
+        self.progress = progress
+
+    def resume_path(self, run_dir: Path) -> Path | None:
+        if self.resume is False or self.resume is None:
+            return None
+        if self.resume is True:
+            path = run_dir / "checkpoints" / "last.pt"
+        else:
+            path = Path(self.resume)
+            path = path / "checkpoints" / "last.pt" if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"trainer.resume: no checkpoint at {path}; set trainer.resume to a run folder or "
+                "checkpoint file, or run in the old folder with hydra.run.dir=<run folder>"
+            )
+        return path
+
+    def fit(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: LRScheduler,
+        train_loader: DataLoader,
+        val_loader: DataLoader,
+        run_dir: Path,
+        logger: TensorBoardLogger,
+        info: RunInfo,
+    ) -> dict:
+        """Train to ``max_iters``; return the final evaluation's metrics (also in metrics.json)."""
+        run_dir = Path(run_dir)
+        checkpoints = run_dir / "checkpoints"
+        model.to(self.device).train()
+        iteration, epoch, best_miou = 0, 0, -1.0
+        resume_from = self.resume_path(run_dir)
+        if resume_from is not None:
+            state = load_checkpoint(resume_from)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            iteration, epoch, best_miou = state["iteration"], state["epoch"], state["best_miou"]
+            log.info("resumed from %s at iteration %d", resume_from, iteration)
+
+        def checkpoint_state() -> dict:
+            return {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "iteration": iteration,
+                "epoch": epoch,
+                "best_miou": best_miou,
+                **asdict(info),
+            }
+
+        metrics: dict = {}
+        train_seconds, train_images = 0.0, 0
+        start = time.perf_counter()
+        bar = tqdm(total=self.max_iters, initial=iteration, disable=not self.progress,
+                   desc="train", dynamic_ncols=True, mininterval=1.0)
+        batches = endless(train_loader, epoch)
+        step_start = time.perf_counter()
+        while iteration < self.max_iters:
+            # forward / backward / step
+            epoch, batch = next(batches)
+            images = batch["image"].to(self.device, non_blocking=True)
+            targets = batch["mask"].to(self.device, non_blocking=True)
+            loss = F.cross_entropy(model(images), targets, ignore_index=info.ignore_index)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"loss is {loss_value} at iteration {iteration + 1}; the last good "
+                    f"checkpoint is kept in {checkpoints}: lower optimizer.lr or set "
+                    "trainer.grad_clip"
+                )
+            optimizer.step()
+            scheduler.step()
+            iteration += 1
+            now = time.perf_counter()
+            train_seconds += now - step_start
+            train_images += images.shape[0]
+
+            # log
+            images_per_s = train_images / max(train_seconds, 1e-9)
+            lr = optimizer.param_groups[0]["lr"]
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.0f}",
+                            refresh=False)
+            if iteration % self.log_every == 0 or iteration == self.max_iters:
+                logger.log_scalars({"train/loss": loss_value, "train/lr": lr,
+                                    "train/images_per_s": images_per_s}, iteration)
+
+            # evaluate and checkpoint
+            if iteration % self.eval_every == 0 or iteration == self.max_iters:
+                metrics, shown = evaluate(model, val_loader, len(info.class_names), self.device,
+                                          info.ignore_index)
+                self.log_evaluation(logger, metrics, shown, info, iteration)
+                bar.write(f"iteration {iteration}: val mIoU {metrics['mIoU']:.4f}, "
+                          f"pixel acc {metrics['pixel_acc']:.4f}")
+                if metrics["mIoU"] > best_miou:
+                    best_miou = metrics["mIoU"]
+                    save_checkpoint(checkpoints / "best.pt", checkpoint_state())
+                save_checkpoint(checkpoints / "last.pt", checkpoint_state())
+            step_start = time.perf_counter()
+        bar.close()
+        if not metrics:  # resumed at max_iters: evaluate what was loaded
+            metrics, _ = evaluate(model, val_loader, len(info.class_names), self.device,
+                                  info.ignore_index)
+        return {
+            **metrics,
+            "best_mIoU": max(best_miou, metrics["mIoU"]),
+            "iterations": iteration,
+            "train_images_per_s": train_images / train_seconds if train_seconds else 0.0,
+            "wall_s": time.perf_counter() - start,
+        }
+
+    @staticmethod
+    def log_evaluation(
+        logger: TensorBoardLogger, metrics: dict, shown: dict[str, torch.Tensor], info: RunInfo,
+        iteration: int,
+    ) -> None:
+        scalars = {f"val/{key}": metrics[key] for key in ("mIoU", "pixel_acc", "mean_acc", "fw_iou")}
+        for name, iou in zip(info.class_names, metrics["per_class_iou"], strict=True):
+            if iou == iou:  # NaN: the class is absent from this split
+                scalars[f"val_iou/{name}"] = iou
+        logger.log_scalars(scalars, iteration)
+        logger.log_segmentation(
+            "val/examples", denormalize(shown["image"], info.mean, info.std), shown["mask"],
+            shown["prediction"], info.palette, iteration,
+        )
+
+
+def per_class(values: Sequence[float], class_names: Sequence[str]) -> dict[str, float | None]:
+    """``{class name: value}``, with undefined (NaN) values as None so JSON stays valid."""
+    return {name: (None if v != v else v) for name, v in zip(class_names, values, strict=True)}

@@ -1,0 +1,18 @@
+"""Models: encoders, upsamplers, the FCN decoder and the model that joins them."""
+
+from seg.models.decoder import FCNDecoder
+from seg.models.encoders import ENCODERS, Encoder, build_encoder
+from seg.models.model import SegmentationModel, build_model
+from seg.models.upsamplers import UPSAMPLERS, build_upsampler, register_upsampler
+
+__all__ = [
+    "ENCODERS",
+    "UPSAMPLERS",
+    "Encoder",
+    "FCNDecoder",
+    "SegmentationModel",
+    "build_encoder",
+    "build_model",
+    "build_upsampler",
+    "register_upsampler",
+]

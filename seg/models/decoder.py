@@ -1,0 +1,73 @@
+"""FCN decoder: score the encoder's taps with 1x1 convs, fuse them coarse to fine.
+
+FCN-32s upsamples the stride-32 scores straight to the input; FCN-16s first adds
+the stride-16 skip scores; FCN-8s adds the stride-8 ones too (Long et al. 2015).
+Every upsampling step is a pluggable upsampler built by ``upsampler(channels, factor)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+from torch import nn
+
+from seg.models.upsamplers import build_upsampler
+
+VARIANTS = {"fcn32s": 1, "fcn16s": 2, "fcn8s": 3}  # how many taps are fused
+UpsamplerFactory = Callable[..., nn.Module]
+
+
+def crop_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Keep the top-left ``height x width`` of a map at least that large (FCN's crop)."""
+    return x[:, :, :height, :width]
+
+
+class FCNDecoder(nn.Module):
+    """FCN-32s / 16s / 8s fusion head over taps ``[stride 8, stride 16, stride 32]``.
+
+    ``skip_scaling`` multiplies the pool4 and pool3 skips by 0.01 and 0.0001 before
+    scoring, as FCN's "at-once" training did. Skip score layers start at zero, so
+    every variant starts out as FCN-32s.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        strides: Sequence[int],
+        num_classes: int,
+        variant: str = "fcn8s",
+        upsampler: UpsamplerFactory = partial(build_upsampler, "bilinear"),
+        skip_scaling: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown decoder variant '{variant}': valid are {', '.join(VARIANTS)}")
+        num_taps = VARIANTS[variant]
+        self.variant = variant
+        self.strides = list(strides)[-num_taps:]  # coarse tap last
+        channels = list(in_channels)[-num_taps:]
+        self.skip_scales = [0.0001, 0.01][-(num_taps - 1):] if skip_scaling and num_taps > 1 else None
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.score = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in channels)
+        for skip_score in self.score[:-1]:
+            nn.init.zeros_(skip_score.weight)
+            nn.init.zeros_(skip_score.bias)
+        # fuse[i] takes the scores at strides[i + 1] up to strides[i]
+        self.fuse = nn.ModuleList(
+            upsampler(channels=num_classes, factor=self.strides[i + 1] // self.strides[i])
+            for i in range(num_taps - 1)
+        )
+        self.final = upsampler(channels=num_classes, factor=self.strides[0])
+
+    def forward(self, taps: Sequence[torch.Tensor], height: int, width: int) -> torch.Tensor:
+        taps = list(taps)[-len(self.score):]
+        scores = self.score[-1](self.dropout(taps[-1]))  # (B, K, H/32, W/32)
+        for i in reversed(range(len(self.fuse))):
+            skip = taps[i] if self.skip_scales is None else taps[i] * self.skip_scales[i]
+            skip_scores = self.score[i](skip)  # (B, K, H/s, W/s)
+            upsampled = self.fuse[i](scores)
+            scores = crop_to(upsampled, *skip_scores.shape[-2:]) + skip_scores
+        return crop_to(self.final(scores), height, width)  # (B, K, H, W)

@@ -1,0 +1,210 @@
+"""Encoders: backbones that expose feature taps at output strides 8, 16 and 32.
+
+Every encoder returns a list of three feature maps, shallow to deep, and carries
+``channels`` and ``strides`` for them. With dilation (``output_stride`` 16 or 8)
+the deeper taps keep a finer stride, and ``strides`` says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+ENCODERS = ("simple", "vgg16", "resnet18", "resnet34", "resnet50")
+
+
+class Encoder(nn.Module):
+    """Base class: ``forward(x) -> [tap8, tap16, tap32]`` with ``channels`` and ``strides``."""
+
+    channels: tuple[int, int, int]
+    strides: tuple[int, int, int]
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SimpleEncoder(Encoder):
+    """A small from-scratch CNN, fast on CPU: five stride-2 stages of 3x3 convs."""
+
+    def __init__(self, widths: tuple[int, ...] = (24, 48, 96, 160, 256)) -> None:
+        super().__init__()
+        stages, in_channels = [], 3
+        for width in widths:
+            stages.append(nn.Sequential(conv_bn_relu(in_channels, width, stride=2),
+                                        conv_bn_relu(width, width)))
+            in_channels = width
+        self.stem = nn.Sequential(*stages[:3])  # stride 8
+        self.stage16 = stages[3]
+        self.stage32 = stages[4]
+        self.channels = (widths[2], widths[3], widths[4])
+        self.strides = (8, 16, 32)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        tap8 = self.stem(x)
+        tap16 = self.stage16(tap8)
+        return [tap8, tap16, self.stage32(tap16)]
+
+
+class VGG16Encoder(Encoder):
+    """FCN's original backbone: VGG-16 with pool3/pool4 taps and fc6/fc7 as convolutions."""
+
+    def __init__(self, fc_channels: int = 4096, dropout: float = 0.5) -> None:
+        super().__init__()
+        features = torchvision.models.vgg16().features
+        for layer in features:
+            if isinstance(layer, nn.MaxPool2d):
+                layer.ceil_mode = True  # as FCN's Caffe pools: no input row is dropped
+        self.to_pool3 = features[:17]  # (B, 256, H/8, W/8)
+        self.to_pool4 = features[17:24]  # (B, 512, H/16, W/16)
+        self.to_pool5 = features[24:]  # (B, 512, H/32, W/32)
+        self.fc = nn.Sequential(
+            nn.Conv2d(512, fc_channels, 7, padding=3),  # fc6
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(dropout),
+            nn.Conv2d(fc_channels, fc_channels, 1),  # fc7
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(dropout),
+        )
+        self.channels = (256, 512, fc_channels)
+        self.strides = (8, 16, 32)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        pool3 = self.to_pool3(x)
+        pool4 = self.to_pool4(pool3)
+        return [pool3, pool4, self.fc(self.to_pool5(pool4))]
+
+    def load_torchvision_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load torchvision VGG-16 weights, reshaping fc6/fc7 into convolutions (FCN surgery)."""
+        features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        nn.Sequential(*self.to_pool3, *self.to_pool4, *self.to_pool5).load_state_dict(features)
+        fc6, fc7 = self.fc[0], self.fc[3]
+        if fc6.out_channels == state["classifier.0.weight"].shape[0]:
+            with torch.no_grad():
+                fc6.weight.copy_(state["classifier.0.weight"].view_as(fc6.weight))
+                fc6.bias.copy_(state["classifier.0.bias"])
+                fc7.weight.copy_(state["classifier.3.weight"].view_as(fc7.weight))
+                fc7.bias.copy_(state["classifier.3.bias"])
+
+
+def dilate_layer(layer: nn.Sequential, dilation: int) -> None:
+    """Trade a ResNet stage's stride 2 for dilation, as DeepLab does (any block type)."""
+    for module in layer.modules():
+        if isinstance(module, nn.Conv2d):
+            if module.stride == (2, 2):
+                module.stride = (1, 1)
+            if module.kernel_size == (3, 3):
+                module.dilation = (dilation, dilation)
+                module.padding = (dilation, dilation)
+
+
+class ResNetEncoder(Encoder):
+    """A torchvision ResNet with layer2/layer3/layer4 taps; optional output stride 16 or 8."""
+
+    def __init__(self, depth: int = 50, output_stride: int = 32) -> None:
+        super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        net = getattr(torchvision.models, f"resnet{depth}")()
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
+        self.layer2, self.layer3, self.layer4 = net.layer2, net.layer3, net.layer4
+        if output_stride <= 16:
+            dilate_layer(self.layer4, 2 if output_stride == 16 else 4)
+        if output_stride == 8:
+            dilate_layer(self.layer3, 2)
+        widths = [block_out_channels(layer) for layer in (net.layer2, net.layer3, net.layer4)]
+        self.channels = tuple(widths)
+        self.strides = (8, min(16, output_stride), min(32, output_stride))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        c2 = self.layer2(self.stem(x))
+        c3 = self.layer3(c2)
+        return [c2, c3, self.layer4(c3)]
+
+    def load_torchvision_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load torchvision ResNet weights (the classifier ``fc.*`` is dropped)."""
+        renamed = {}
+        for key, value in state.items():
+            prefix = key.split(".")[0]
+            if prefix == "fc":
+                continue
+            if prefix in ("conv1", "bn1"):
+                key = f"stem.{0 if prefix == 'conv1' else 1}.{key.split('.', 1)[1]}"
+            elif prefix == "layer1":
+                key = f"stem.4.{key.split('.', 1)[1]}"
+            renamed[key] = value
+        self.load_state_dict(renamed)
+
+
+def block_out_channels(layer: nn.Sequential) -> int:
+    last_block = layer[-1]
+    last_bn = last_block.bn3 if hasattr(last_block, "bn3") else last_block.bn2
+    return last_bn.num_features
+
+
+TORCHVISION_WEIGHTS = {
+    "vgg16": "VGG16_Weights",
+    "resnet18": "ResNet18_Weights",
+    "resnet34": "ResNet34_Weights",
+    "resnet50": "ResNet50_Weights",
+}
+
+
+def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet weights for ``name`` from the torch hub cache, never downloaded."""
+    weights = getattr(torchvision.models, TORCHVISION_WEIGHTS[name]).IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not cached.is_file():
+        raise FileNotFoundError(
+            f"ImageNet weights for {name} are not in the torch hub cache: download {weights.url} "
+            f"to {cached}, or set model.encoder.weights=/path/to/file.pth (or weights=null)"
+        )
+    return torch.load(cached, map_location="cpu", weights_only=True)
+
+
+def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"encoder weights file {path} not found: set model.encoder.weights to an existing "
+            "file, to imagenet, or to null"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state.get("model", state))
+
+
+def build_encoder(
+    name: str, weights: str | None = None, output_stride: int = 32, **options
+) -> Encoder:
+    """Build encoder ``name``; ``weights`` is None, "imagenet" or a path to a state dict.
+
+    A path holds either torchvision's layout (as the hub cache does) or this
+    encoder's own ``state_dict``.
+    """
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder '{name}': valid names are {', '.join(ENCODERS)}")
+    if name == "simple":
+        if weights == "imagenet":
+            raise ValueError("the simple encoder has no ImageNet weights: set weights=null")
+        encoder: Encoder = SimpleEncoder(**options)
+    elif name == "vgg16":
+        if output_stride != 32:
+            raise ValueError("vgg16 supports output_stride=32 only")
+        encoder = VGG16Encoder(**options)
+    else:
+        encoder = ResNetEncoder(int(name[len("resnet"):]), output_stride, **options)
+    if weights is None:
+        return encoder
+    state = imagenet_state_dict(name) if weights == "imagenet" else load_state_file(weights)
+    if set(state) <= set(encoder.state_dict()):
+        encoder.load_state_dict(state)
+    else:
+        encoder.load_torchvision_state(state)
+    return encoder

@@ -1,0 +1,37 @@
+"""The segmentation model: an encoder and a decoder, logits at the input's size."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seg.models.decoder import FCNDecoder
+from seg.models.encoders import Encoder
+
+
+class SegmentationModel(nn.Module):
+    """``forward(images (B, 3, H, W)) -> logits (B, K, H, W)`` for any H and W."""
+
+    def __init__(self, encoder: Encoder, decoder: FCNDecoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        return self.decoder(self.encoder(images), height, width)
+
+    def upsamplers(self) -> list[nn.Module]:
+        """The decoder's upsampling steps, coarse to fine."""
+        return [*reversed(self.decoder.fuse), self.decoder.final]
+
+
+def build_model(encoder: Encoder, decoder_factory, num_classes: int, upsampler) -> SegmentationModel:
+    """Assemble a model: the decoder is sized from the encoder's taps."""
+    decoder = decoder_factory(
+        in_channels=encoder.channels,
+        strides=encoder.strides,
+        num_classes=num_classes,
+        upsampler=upsampler,
+    )
+    return SegmentationModel(encoder, decoder)

@@ -1,0 +1,72 @@
+"""TensorBoard helpers: scalars, colour-coded image grids, the config and hparams."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+from torchvision.utils import make_grid
+
+
+def colorize(labels: torch.Tensor, palette: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Label maps ``(B, H, W)`` to RGB images ``(B, 3, H, W)`` in [0, 1]; 255 -> palette[255]."""
+    table = torch.zeros(256, 3)
+    table[: len(palette)] = torch.tensor(palette, dtype=torch.float32)[:256] / 255
+    return table[labels.long().clamp(0, 255).cpu()].permute(0, 3, 1, 2)
+
+
+def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Undo the input normalisation so images display in [0, 1]."""
+    mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images * std_t + mean_t).clamp(0, 1)
+
+
+class TensorBoardLogger:
+    """Writes a run's TensorBoard events under ``log_dir``."""
+
+    def __init__(self, log_dir: str | Path, max_images: int = 4) -> None:
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.max_images = max_images
+
+    def log_scalars(self, values: dict[str, float], step: int) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def log_segmentation(
+        self,
+        tag: str,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        predictions: torch.Tensor,
+        palette: Sequence[Sequence[int]],
+        step: int,
+    ) -> None:
+        """One grid row per sample: input, ground truth, prediction."""
+        n = min(self.max_images, images.shape[0])
+        rows = torch.stack(
+            [images[:n].cpu().float(), colorize(targets[:n], palette),
+             colorize(predictions[:n], palette)],
+            dim=1,
+        )  # (n, 3 panels, 3, H, W)
+        grid = rows.flatten(0, 1)  # (3n, 3, H, W): image, truth, prediction, image, ...
+        self.writer.add_image(tag, make_grid(grid, nrow=3, padding=2), step)
+
+    def log_text(self, tag: str, text: str, step: int = 0) -> None:
+        # Markdown code fence keeps the YAML indentation readable in TensorBoard.
+        self.writer.add_text(tag, "```\n" + text + "\n```", step)
+
+    def log_hparams(self, hparams: dict[str, object], metrics: dict[str, float]) -> None:
+        """Hyper-parameters and final metrics, in this run's own folder for the HParams tab."""
+        clean = {k: v if isinstance(v, int | float | str | bool) else str(v)
+                 for k, v in hparams.items()}
+        for summary in hparams_summary(clean, metrics):
+            self.writer.file_writer.add_summary(summary)
+        for tag, value in metrics.items():
+            self.writer.add_scalar(tag, value, 0)
+
+    def close(self) -> None:
+        self.writer.close()

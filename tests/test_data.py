@@ -1,0 +1,199 @@
+"""Tests for the shapes generator, the VOC dataset and the augmentation pipelines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from seg.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SHAPES_CLASSES,
+    VOCSegmentation,
+    eval_transform,
+    flat_palette,
+    generate_shapes,
+    train_transform,
+    voc_palette,
+)
+
+NUM_CLASSES = len(SHAPES_CLASSES)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_shapes(tmp_path_factory.mktemp("tiny"), num_train=6, num_val=3, image_size=64)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Big enough for every class to show up and for stroke widths to be measurable.
+    return generate_shapes(
+        tmp_path_factory.mktemp("sample"), num_train=40, num_val=0, image_size=128, seed=3
+    )
+
+
+def _masks(root: Path) -> list[np.ndarray]:
+    return [np.array(Image.open(p)) for p in sorted((root / "SegmentationClass").glob("*.png"))]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_palette() -> None:
+    palette = voc_palette()
+    assert len(palette) == 256
+    assert palette[:3] == [(0, 0, 0), (128, 0, 0), (0, 128, 0)]
+    assert palette[255] == (224, 224, 192)
+    flat = flat_palette()
+    assert len(flat) == 768 and flat[3:6] == [128, 0, 0]
+
+
+def test_layout_and_lists(tiny: Path) -> None:
+    lists = tiny / "ImageSets" / "Segmentation"
+    train = (lists / "train.txt").read_text().split()
+    val = (lists / "val.txt").read_text().split()
+    assert len(train) == 6 and len(val) == 3
+    assert not set(train) & set(val)
+    for sample_id in train + val:
+        image = Image.open(tiny / "JPEGImages" / f"{sample_id}.jpg")
+        mask = Image.open(tiny / "SegmentationClass" / f"{sample_id}.png")
+        assert image.mode == "RGB" and image.size == (64, 64)
+        assert mask.mode == "P" and mask.size == (64, 64)
+        assert mask.getpalette()[:768] == flat_palette()
+        assert np.array(mask).max() < NUM_CLASSES
+
+
+def test_generator_is_deterministic(tiny: Path, tmp_path: Path) -> None:
+    again = generate_shapes(tmp_path / "again", num_train=6, num_val=3, image_size=64)
+    assert _files(again) == _files(tiny)
+
+    other = _files(generate_shapes(tmp_path / "other", 6, 3, image_size=64, seed=1))
+    reference = _files(tiny)
+    assert all(other[k] != reference[k] for k in reference if k.startswith("JPEGImages"))
+
+
+def test_val_does_not_depend_on_train_count(tiny: Path, tmp_path: Path) -> None:
+    fewer = generate_shapes(tmp_path / "fewer", num_train=2, num_val=3, image_size=64)
+    for name in (tiny / "ImageSets" / "Segmentation" / "val.txt").read_text().split():
+        for rel in (f"JPEGImages/{name}.jpg", f"SegmentationClass/{name}.png"):
+            assert (fewer / rel).read_bytes() == (tiny / rel).read_bytes()
+
+
+def test_every_class_appears(sample: Path) -> None:
+    masks = _masks(sample)
+    present = set(np.unique(np.stack(masks)).tolist())
+    assert present == set(range(NUM_CLASSES))
+    # Thin and small objects must be common, not just present somewhere.
+    dot = SHAPES_CLASSES.index("dot")
+    assert sum((m == dot).any() for m in masks) >= 0.8 * len(masks)
+    thin = [SHAPES_CLASSES.index("ring"), SHAPES_CLASSES.index("line")]
+    assert sum(np.isin(m, thin).any() for m in masks) >= 0.8 * len(masks)
+
+
+def _erode(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """Binary erosion by a size x size box (min-pool via max-pool of the complement)."""
+    inverse = (~mask).float()[None, None]
+    return F.max_pool2d(inverse, size, stride=1, padding=size // 2)[0, 0] == 0
+
+
+@pytest.mark.parametrize("name", ["ring", "line"])
+def test_thin_classes_are_thin(sample: Path, name: str) -> None:
+    cls = SHAPES_CLASSES.index(name)
+    total = survived = 0
+    for mask in _masks(sample):
+        region = torch.from_numpy(mask == cls)
+        total += int(region.sum())
+        survived += int(_erode(region, 5).sum())
+    assert total > 0
+    # Strokes are at most 4 px wide, so a 5x5 erosion removes them (up to rare overlaps).
+    assert survived <= 0.02 * total
+
+
+def test_dataset_items(tiny: Path) -> None:
+    ds = VOCSegmentation(tiny, "val")
+    assert len(ds) == 3 and ds.ids == ["val_00000", "val_00001", "val_00002"]
+    item = ds[1]
+    assert item["id"] == "val_00001"
+    assert item["image"].dtype == torch.float32 and item["image"].shape == (3, 64, 64)
+    assert item["image"].min() >= 0.0 and item["image"].max() <= 1.0
+    assert item["mask"].dtype == torch.long and item["mask"].shape == (64, 64)
+    expected = np.array(Image.open(tiny / "SegmentationClass" / "val_00001.png"))
+    assert torch.equal(item["mask"], torch.from_numpy(expected).long())
+
+
+def test_dataset_with_transforms(tiny: Path) -> None:
+    item = VOCSegmentation(tiny, "train", transform=train_transform(48))[0]
+    assert item["image"].dtype == torch.float32 and item["image"].shape == (3, 48, 48)
+    assert item["mask"].dtype == torch.long and item["mask"].shape == (48, 48)
+
+    item = VOCSegmentation(tiny, "val", transform=eval_transform(pad_to_multiple=32))[0]
+    assert item["image"].shape == (3, 64, 64) and item["mask"].dtype == torch.long
+
+
+def test_missing_paths_raise(tmp_path: Path, tiny: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        VOCSegmentation(missing, "train")
+    with pytest.raises(FileNotFoundError, match="test.txt"):
+        VOCSegmentation(tiny, "test")
+
+
+def test_undecodable_image_raises(tmp_path: Path, tiny: Path) -> None:
+    root = generate_shapes(tmp_path / "broken", num_train=1, num_val=0, image_size=32)
+    (root / "JPEGImages" / "train_00000.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="train_00000.jpg"):
+        VOCSegmentation(root, "train")[0]
+
+
+def _random_pair(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mask = rng.integers(0, NUM_CLASSES, (height, width), dtype=np.uint8)
+    return image, mask
+
+
+def test_train_transform_crop_and_labels() -> None:
+    image, mask = _random_pair(40, 50)
+    transform = train_transform((32, 48))
+    for _ in range(10):
+        out = transform(image=image, mask=mask)
+        assert tuple(out["image"].shape) == (3, 32, 48)
+        assert tuple(out["mask"].shape) == (32, 48)
+        assert set(out["mask"].unique().tolist()) <= set(range(NUM_CLASSES)) | {255}
+
+    # Upscaling only, so the crop never needs padding and no ignore label may appear.
+    out = train_transform(32, scale_range=(1.0, 2.0))(image=image, mask=mask)
+    assert 255 not in out["mask"]
+
+
+def test_train_transform_pads_with_ignore() -> None:
+    image, mask = _random_pair(40, 50)
+    transform = train_transform(64, scale_range=(1.0, 1.0), hflip=0.0, color_jitter=0.0)
+    out = transform(image=image, mask=mask)
+    # Centre padding of a 40x50 image to 64x64: 12 rows on top, 7 columns on the left.
+    inner = (slice(12, 52), slice(7, 57))
+    assert torch.equal(out["mask"][inner], torch.from_numpy(mask))
+    outside = torch.ones(64, 64, dtype=torch.bool)
+    outside[inner] = False
+    assert (out["mask"][outside] == 255).all()
+    padded_value = -torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(out["image"][:, 0, 0], padded_value, atol=1e-5)
+
+
+def test_eval_transform_pads_to_multiple() -> None:
+    image, mask = _random_pair(40, 50)
+    out = eval_transform(pad_to_multiple=32)(image=image, mask=mask)
+    assert tuple(out["image"].shape) == (3, 64, 64)
+    assert torch.equal(out["mask"][:40, :50], torch.from_numpy(mask))
+    assert (out["mask"][40:] == 255).all() and (out["mask"][:, 50:] == 255).all()
+    assert (out["image"][:, 40:] == 0).all() and (out["image"][:, :, 50:] == 0).all()
+
+    plain = eval_transform()(image=image, mask=mask)
+    assert tuple(plain["image"].shape) == (3, 40, 50)
