@@ -38,7 +38,7 @@ _THIN_CLASSES = (RING, LINE)
 _SPLITS = {"train": 0, "val": 1}
 # Geometry below is specified in pixels for this image size and scaled for other sizes.
 _REFERENCE_SIZE = 192
-_MIN_CONTRAST = 45.0  # RGB distance between object mean and nearby background mean
+_MIN_CONTRAST = 70.0  # RGB distance between object mean and nearby background mean
 _JPEG_QUALITY = 90
 _PALETTE = flat_palette()
 
@@ -64,7 +64,9 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) 
     return up[oy : oy + height, ox : ox + width]
 
 
-def _surface(rng: np.random.Generator, height: int, width: int, scale: float) -> np.ndarray:
+def _surface(
+    rng: np.random.Generator, height: int, width: int, scale: float, texture: float = 1.0
+) -> np.ndarray:
     """A random textured colour field, shape (height, width, 3) float32.
 
     Used for backgrounds *and* object fills so both share one distribution: a base colour,
@@ -76,7 +78,7 @@ def _surface(rng: np.random.Generator, height: int, width: int, scale: float) ->
     for cell in (2, 5, 12, 32):
         if rng.random() < 0.75:
             noise = _smooth_noise(rng, height, width, max(1, round(cell * scale)))
-            out += rng.uniform(2.0, 14.0) * noise
+            out += texture * rng.uniform(2.0, 14.0) * noise
 
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0.0, 2.0 * math.pi)
@@ -84,7 +86,7 @@ def _surface(rng: np.random.Generator, height: int, width: int, scale: float) ->
     ramp = (xx * math.cos(angle) + yy * math.sin(angle)) / (_REFERENCE_SIZE * scale)
     out += ramp[..., None] * rng.uniform(-35.0, 35.0, size=3).astype(np.float32)
 
-    if rng.random() < 0.3:
+    if rng.random() < 0.3 * texture:
         angle = rng.uniform(0.0, math.pi)
         period = rng.uniform(4.0, 16.0)
         phase = (xx * math.cos(angle) + yy * math.sin(angle)) * (2.0 * math.pi / period)
@@ -188,6 +190,8 @@ def _object_mask(cls: int, rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 _RING_KERNEL = np.ones((9, 9), dtype=np.uint8)
+_MARGIN_KERNEL = np.ones((5, 5), dtype=np.uint8)
+_PLACEMENT_TRIES = 8
 
 
 def _bbox(mask: np.ndarray) -> tuple[slice, slice]:
@@ -208,7 +212,8 @@ def _paint_object(
     box = _bbox(obj)
     inside = obj[box]
     # Textures are only synthesised over the bounding box, which keeps generation fast.
-    fill = _surface(rng, inside.shape[0], inside.shape[1], scale)[inside]
+    # Fills are less textured than backgrounds: texture, not colour, tells them apart.
+    fill = _surface(rng, inside.shape[0], inside.shape[1], scale, texture=0.4)[inside]
     around = cv2.dilate(obj.view(np.uint8), _RING_KERNEL).astype(bool) & ~obj
     if around.any():
         context = image[around].mean(axis=0)
@@ -224,7 +229,7 @@ def _paint_object(
 def _object_classes(rng: np.random.Generator) -> list[int]:
     # Every image gets at least one thin stroke and one group of dots, so the hard
     # (thin / small) classes are present almost everywhere; the rest is uniform.
-    count = int(rng.integers(3, 9))
+    count = int(rng.integers(7, 13))
     classes = [int(rng.choice(_THIN_CLASSES)), DOT]
     classes += [int(c) for c in rng.integers(1, len(SHAPES_CLASSES), size=count - 2)]
     rng.shuffle(classes)
@@ -234,15 +239,21 @@ def _object_classes(rng: np.random.Generator) -> list[int]:
 def render_shapes_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Render one sample: an RGB uint8 image (size, size, 3) and a class-index mask (size, size).
 
-    Objects are painted in order, so later ones occlude earlier ones in image and mask alike.
+    Objects mostly keep apart (a few placements are tried), so that each keeps its shape;
+    when no free place is found the object is painted over the others, occluding them.
     """
     scale = size / _REFERENCE_SIZE
     image = _surface(rng, size, size, scale)
     mask = np.zeros((size, size), dtype=np.uint8)
+    taken = np.zeros((size, size), dtype=np.uint8)  # objects plus a small margin
     for cls in _object_classes(rng):
-        obj = _object_mask(cls, rng, size)
+        for _ in range(_PLACEMENT_TRIES):
+            obj = _object_mask(cls, rng, size)
+            if obj.any() and not taken[obj].any():
+                break
         if not obj.any():
             continue
+        taken |= cv2.dilate(obj.view(np.uint8), _MARGIN_KERNEL)
         _paint_object(image, obj, rng, scale)
         mask[obj] = cls
     image += rng.normal(0.0, rng.uniform(2.0, 8.0), size=image.shape).astype(np.float32)

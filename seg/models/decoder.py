@@ -17,6 +17,7 @@ from seg.models.upsamplers import build_upsampler
 
 VARIANTS = {"fcn32s": 1, "fcn16s": 2, "fcn8s": 3}  # how many taps are fused
 UpsamplerFactory = Callable[..., nn.Module]
+BILINEAR: UpsamplerFactory = partial(build_upsampler, "bilinear")
 
 
 def crop_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -38,18 +39,20 @@ class FCNDecoder(nn.Module):
         strides: Sequence[int],
         num_classes: int,
         variant: str = "fcn8s",
-        upsampler: UpsamplerFactory = partial(build_upsampler, "bilinear"),
+        upsampler: UpsamplerFactory = BILINEAR,
         skip_scaling: bool = False,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
-            raise ValueError(f"unknown decoder variant '{variant}': valid are {', '.join(VARIANTS)}")
+            valid = ", ".join(VARIANTS)
+            raise ValueError(f"unknown decoder variant '{variant}': valid are {valid}")
         num_taps = VARIANTS[variant]
         self.variant = variant
         self.strides = list(strides)[-num_taps:]  # coarse tap last
         channels = list(in_channels)[-num_taps:]
-        self.skip_scales = [0.0001, 0.01][-(num_taps - 1):] if skip_scaling and num_taps > 1 else None
+        # FCN "at-once": pool3 x 0.0001, pool4 x 0.01, aligned with the fused taps
+        self.skip_scales = [0.0001, 0.01][3 - num_taps:] if skip_scaling else None
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.score = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in channels)
         for skip_score in self.score[:-1]:

@@ -31,26 +31,54 @@ def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seq
     )
 
 
-class SimpleEncoder(Encoder):
-    """A small from-scratch CNN, fast on CPU: five stride-2 stages of 3x3 convs."""
+class ResidualBlock(nn.Module):
+    """Two 3x3 convs with a shortcut (ResNet's basic block); ``stride`` 2 halves the size."""
 
-    def __init__(self, widths: tuple[int, ...] = (24, 48, 96, 160, 256)) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
-        stages, in_channels = [], 3
-        for width in widths:
-            stages.append(nn.Sequential(conv_bn_relu(in_channels, width, stride=2),
-                                        conv_bn_relu(width, width)))
+        self.body = nn.Sequential(
+            conv_bn_relu(in_channels, out_channels, stride),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.body(x) + self.shortcut(x))
+
+
+class SimpleEncoder(Encoder):
+    """A small from-scratch residual CNN, fast on CPU: a stride-2 stem conv, then one
+    stage per stride (4, 8, 16, 32) of ``depths[i]`` residual blocks of ``widths[i]``."""
+
+    def __init__(
+        self,
+        stem_width: int = 24,
+        widths: tuple[int, int, int, int] = (48, 96, 160, 256),
+        depths: tuple[int, int, int, int] = (1, 1, 2, 2),
+    ) -> None:
+        super().__init__()
+        stages, in_channels = [], stem_width
+        for width, depth in zip(widths, depths, strict=True):
+            blocks = [ResidualBlock(in_channels, width, stride=2)]
+            blocks += [ResidualBlock(width, width) for _ in range(depth - 1)]
+            stages.append(nn.Sequential(*blocks))
             in_channels = width
-        self.stem = nn.Sequential(*stages[:3])  # stride 8
-        self.stage16 = stages[3]
-        self.stage32 = stages[4]
-        self.channels = (widths[2], widths[3], widths[4])
+        self.stem = nn.Sequential(conv_bn_relu(3, stem_width, stride=2), stages[0], stages[1])
+        self.stage16, self.stage32 = stages[2], stages[3]
+        self.channels = (widths[1], widths[2], widths[3])
         self.strides = (8, 16, 32)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        tap8 = self.stem(x)
-        tap16 = self.stage16(tap8)
-        return [tap8, tap16, self.stage32(tap16)]
+        tap8 = self.stem(x)  # (B, widths[1], H/8, W/8)
+        tap16 = self.stage16(tap8)  # (B, widths[2], H/16, W/16)
+        return [tap8, tap16, self.stage32(tap16)]  # last: (B, widths[3], H/32, W/32)
 
 
 class VGG16Encoder(Encoder):

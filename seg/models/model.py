@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -26,8 +28,14 @@ class SegmentationModel(nn.Module):
         return [*reversed(self.decoder.fuse), self.decoder.final]
 
 
-def build_model(encoder: Encoder, decoder_factory, num_classes: int, upsampler) -> SegmentationModel:
-    """Assemble a model: the decoder is sized from the encoder's taps."""
+def build_model(
+    encoder: Encoder,
+    decoder_factory: Callable[..., FCNDecoder],
+    num_classes: int,
+    upsampler: Callable[..., nn.Module],
+) -> SegmentationModel:
+    """Assemble a model: the decoder is sized from the encoder's taps; ``upsampler``
+    is called as ``upsampler(channels=..., factor=...)`` for each upsampling step."""
     decoder = decoder_factory(
         in_channels=encoder.channels,
         strides=encoder.strides,

@@ -1,0 +1,48 @@
+# seg: `make help` lists the targets. Every target that needs Python creates
+# .venv and installs into it when it is missing or pyproject.toml changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SHAPES := data/shapes/ImageSets/Segmentation/train.txt
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install data train eval test test-all lint tensorboard clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install seg with the tested versions (constraints.txt)
+
+$(SHAPES): | $(STAMP)
+	$(BIN)/python scripts/make_shapes.py --root data/shapes
+
+data: $(SHAPES) ## Generate the embedded shapes dataset into data/shapes
+
+train: $(STAMP) $(SHAPES) ## Train with the defaults; override with ARGS="key=value ..."
+	$(BIN)/seg-train $(ARGS)
+
+eval: $(STAMP) ## Evaluate a checkpoint: make eval CKPT=outputs/<date>/<time>/checkpoints/best.pt
+	$(BIN)/seg-eval checkpoint=$(CKPT) $(ARGS)
+
+test: $(STAMP) ## Run the fast tests (under 5 minutes on 2 CPU cores)
+	$(BIN)/pytest -q
+
+test-all: $(STAMP) ## Run every test, the slow ones included
+	$(BIN)/pytest -q -m ""
+
+lint: $(STAMP) ## Check the code with ruff
+	$(BIN)/ruff check .
+
+tensorboard: $(STAMP) ## Open TensorBoard on every run and sweep under outputs/
+	$(BIN)/tensorboard --logdir outputs
+
+clean: ## Remove caches and build leftovers (keeps .venv, data/ and outputs/)
+	rm -rf .pytest_cache .ruff_cache *.egg-info
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

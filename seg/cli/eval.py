@@ -1,0 +1,60 @@
+"""``seg-eval checkpoint=PATH``: a checkpoint's metrics table on its dataset's val split.
+
+The checkpoint carries the resolved training config, so no dataset or model
+config is needed; ``dataset_root=PATH`` points it at the data elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from seg.cli.common import check_dataset_root, exit_on_user_error, model_from_config
+from seg.data.loader import build_loader
+from seg.engine import evaluate, load_checkpoint, per_class, resolve_device
+from seg.metrics import format_table
+
+log = logging.getLogger("seg.eval")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+
+
+def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """Evaluate ``cfg.checkpoint``; print the table and write ``eval.json`` into ``run_dir``."""
+    state = load_checkpoint(cfg.checkpoint)
+    trained = OmegaConf.create(state["config"])
+    data = trained.dataset
+    if cfg.dataset_root is not None:
+        data.root = cfg.dataset_root
+    check_dataset_root(data.root, data.get("setup_command"))
+    split_cfg = data.val.copy()
+    split_cfg.split = cfg.split
+    loader = build_loader(instantiate(split_cfg), cfg.batch_size, train=False,
+                          num_workers=cfg.num_workers)
+
+    model = model_from_config(trained.model, len(state["class_names"]))
+    model.load_state_dict(state["model"])
+    device = resolve_device(cfg.device)
+    metrics, _ = evaluate(model.to(device), loader, len(state["class_names"]), device,
+                          state["ignore_index"])
+    print(f"{cfg.checkpoint} (iteration {state['iteration']}) on {data.root} {cfg.split}:")
+    print(format_table(metrics, state["class_names"]))
+    metrics["per_class_iou"] = per_class(metrics["per_class_iou"], state["class_names"])
+    metrics["per_class_acc"] = per_class(metrics["per_class_acc"], state["class_names"])
+    Path(run_dir, "eval.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    evaluate_checkpoint(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()

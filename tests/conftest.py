@@ -1,0 +1,36 @@
+"""Shared fixtures: a tiny generated dataset and Hydra composition of train.yaml."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from seg.data import generate_shapes
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+
+@pytest.fixture(scope="session")
+def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny shapes dataset in VOC layout: 8 train and 4 val images of 64x64."""
+    return generate_shapes(tmp_path_factory.mktemp("shapes"), num_train=8, num_val=4,
+                           image_size=64, seed=0)
+
+
+@pytest.fixture
+def compose_train(shapes_root: Path) -> Callable[..., DictConfig]:
+    """Compose train.yaml with debug=tiny on the tiny dataset, plus extra overrides."""
+
+    def compose_with(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose(
+                config_name="train",
+                overrides=["debug=tiny", f"dataset.root={shapes_root}",
+                           "dataset.crop_size=48", *overrides],
+            )
+
+    return compose_with

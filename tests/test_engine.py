@@ -1,0 +1,36 @@
+"""Learning-rate schedule, checkpoints and the training step."""
+
+import pytest
+import torch
+
+from seg.engine import PolyLR, load_checkpoint, poly_factor, save_checkpoint
+
+
+def test_poly_schedule_decays_to_zero_after_linear_warmup() -> None:
+    assert poly_factor(0, 100) == 1.0
+    assert poly_factor(50, 100) == pytest.approx(0.5**0.9)
+    assert poly_factor(100, 100) == 0.0
+    assert poly_factor(0, 100, warmup_iters=10, warmup_ratio=0.1) == pytest.approx(0.1)
+    assert poly_factor(5, 100, warmup_iters=10, warmup_ratio=0.1) == pytest.approx(
+        0.55 * (1 - 0.05) ** 0.9)
+
+
+def test_poly_scheduler_steps_per_iteration() -> None:
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    scheduler = PolyLR(optimizer, total_iters=10, power=1.0)
+    lrs = []
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(0.09) and lrs[-1] == pytest.approx(0.0)
+
+
+def test_checkpoint_save_is_atomic_and_loads_weights_only(tmp_path) -> None:
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint(path, {"iteration": 1, "model": {"w": torch.ones(2)}})
+    save_checkpoint(path, {"iteration": 2, "model": {"w": torch.zeros(2)}})
+    assert not list(path.parent.glob("*.tmp"))
+    assert load_checkpoint(path)["iteration"] == 2
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_checkpoint(tmp_path / "nope.pt")

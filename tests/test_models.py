@@ -1,0 +1,103 @@
+"""Encoders, decoders and upsamplers: shapes, initialisation and errors."""
+
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seg.models import ENCODERS, UPSAMPLERS, FCNDecoder, build_encoder, build_model, build_upsampler
+from seg.models.decoder import VARIANTS
+from seg.models.upsamplers import bilinear_kernel
+
+ODD_SIZES = [(97, 131), (33, 65)]
+
+
+@pytest.fixture(scope="module", params=[*ENCODERS, "resnet50-os8"])
+def encoder(request):
+    name, _, stride = request.param.partition("-os")
+    return build_encoder(name, output_stride=int(stride or 32)).eval()
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("upsampler", sorted(UPSAMPLERS))
+def test_logits_come_out_at_the_input_size(encoder, variant: str, upsampler: str) -> None:
+    model = build_model(encoder, partial(FCNDecoder, variant=variant), 5,
+                        partial(build_upsampler, upsampler)).eval()
+    with torch.no_grad():
+        for height, width in ODD_SIZES:
+            logits = model(torch.randn(1, 3, height, width))
+            assert logits.shape == (1, 5, height, width)
+            assert torch.isfinite(logits).all()
+
+
+def test_encoder_taps_match_declared_channels_and_strides() -> None:
+    for name in ("simple", "resnet18"):
+        for output_stride in (32, 8) if name == "resnet18" else (32,):
+            enc = build_encoder(name, output_stride=output_stride)
+            taps = enc(torch.randn(1, 3, 64, 64))
+            assert [t.shape[1] for t in taps] == list(enc.channels)
+            assert [64 // t.shape[-1] for t in taps] == list(enc.strides)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 5, 8, 16, 32])
+def test_transposed_equals_bilinear_interpolation_at_init(factor: int) -> None:
+    x = torch.randn(2, 3, 7, 10)
+    upsampler = build_upsampler("transposed", channels=3, factor=factor)
+    expected = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    out = upsampler(x)
+    assert out.shape == expected.shape
+    interior = (slice(None), slice(None), slice(factor, -factor), slice(factor, -factor))
+    assert torch.allclose(out[interior], expected[interior], atol=1e-5)
+    assert torch.allclose(out, expected, atol=1e-5)  # borders too, thanks to replicate padding
+
+
+def test_transposed_kernel_has_fcn_shape_and_is_learnable() -> None:
+    upsampler = build_upsampler("transposed", channels=4, factor=4)
+    assert upsampler.deconv.kernel_size == (8, 8) and upsampler.deconv.stride == (4, 4)
+    assert upsampler.deconv.weight.requires_grad
+    assert torch.equal(upsampler.deconv.weight[2, 0], bilinear_kernel(4))
+    assert build_upsampler("transposed", channels=4, factor=3).deconv.kernel_size == (5, 5)
+    frozen = build_upsampler("transposed", channels=4, factor=4, learnable=False)
+    assert not any(p.requires_grad for p in frozen.parameters())
+
+
+def test_bilinear_upsampler_has_no_parameters() -> None:
+    assert not list(build_upsampler("bilinear", channels=4, factor=8).parameters())
+
+
+def test_unknown_upsampler_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="valid names are bilinear, transposed"):
+        build_upsampler("nearest-ish", channels=4, factor=2)
+
+
+def test_skip_score_layers_start_at_zero_so_fcn8s_starts_as_fcn32s() -> None:
+    torch.manual_seed(0)
+    encoder = build_encoder("simple").eval()
+    fcn8s = build_model(encoder, partial(FCNDecoder, variant="fcn8s"), 3,
+                        partial(build_upsampler, "bilinear")).eval()
+    fcn32s = build_model(encoder, partial(FCNDecoder, variant="fcn32s"), 3,
+                         partial(build_upsampler, "bilinear")).eval()
+    fcn32s.decoder.score[-1].load_state_dict(fcn8s.decoder.score[-1].state_dict())
+    for skip in fcn8s.decoder.score[:-1]:
+        assert not skip.weight.any() and not skip.bias.any()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(fcn8s(x), fcn32s(x), atol=1e-5)
+
+
+def test_missing_imagenet_weights_name_the_expected_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"resnet18-[0-9a-f]+\.pth"):
+        build_encoder("resnet18", weights="imagenet")
+
+
+def test_weights_load_from_a_local_file(tmp_path) -> None:
+    source = build_encoder("resnet18")
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    loaded = build_encoder("resnet18", weights=str(path))
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        build_encoder("resnet18", weights=str(tmp_path / "missing.pth"))

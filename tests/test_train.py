@@ -1,0 +1,121 @@
+"""End to end: compose train.yaml with debug=tiny, train, read the run folder back."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from seg.cli.train import train
+
+SEG_TRAIN = [sys.executable, "-m", "seg.cli.train"]
+SEG_EVAL = [sys.executable, "-m", "seg.cli.eval"]
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0, "images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, shapes_root) -> Path:
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONFIG_DIR
+
+    run_dir = tmp_path_factory.mktemp("run")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            "debug=tiny", f"dataset.root={shapes_root}", "dataset.crop_size=48"])
+    train(cfg, run_dir)
+    return run_dir
+
+
+def test_run_folder_holds_checkpoints_and_metrics(tiny_run: Path) -> None:
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(tiny_run / "checkpoints" / name, weights_only=True)
+        assert {"model", "optimizer", "scheduler", "iteration", "best_miou", "config",
+                "class_names", "palette"} <= set(state)
+        assert state["iteration"] == 2
+        assert state["class_names"][0] == "background"
+        assert state["config"]["trainer"]["max_iters"] == 2  # the resolved config
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    for key in ("mIoU", "pixel_acc", "mean_acc", "fw_iou", "iterations", "train_images_per_s",
+                "wall_s"):
+        assert isinstance(metrics[key], int | float)
+    assert metrics["iterations"] == 2
+    assert set(metrics["per_class_iou"]) >= {"background", "ring", "line"}
+
+
+def test_tensorboard_has_scalars_images_config_and_hparams(tiny_run: Path) -> None:
+    acc = events(tiny_run)
+    scalars = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "val/mIoU", "val/pixel_acc", "val_iou/background",
+            "hparams/mIoU"} <= scalars
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
+    assert "val/examples" in acc.Tags()["images"]
+    assert any("config" in tag for tag in acc.Tags()["tensors"])  # add_text is a tensor
+    assert acc.summary_metadata  # hparams plugin data present
+
+
+def test_resume_continues_from_the_saved_iteration(compose_train, tmp_path) -> None:
+    train(compose_train(), tmp_path)
+    metrics = train(compose_train("trainer.max_iters=4", "trainer.resume=true"), tmp_path)
+    assert metrics["iterations"] == 4
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 4
+    steps = [e.step for e in events(tmp_path).Scalars("train/loss")]
+    assert sorted(set(steps)) == [1, 2, 3, 4] and len(steps) == 4  # no step trained twice
+
+
+def test_resume_without_a_checkpoint_names_the_path(compose_train, tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        train(compose_train("trainer.resume=true"), tmp_path)
+
+
+def run_cli(command: list[str], *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*command, *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_missing_dataset_root_is_one_line_naming_path_and_command(tmp_path) -> None:
+    result = run_cli(SEG_TRAIN, "debug=tiny", f"hydra.run.dir={tmp_path}/run",
+                     f"dataset.root={tmp_path}/nowhere", cwd=tmp_path)
+    assert result.returncode != 0
+    error = result.stderr.strip().splitlines()[-1]
+    assert f"{tmp_path}/nowhere" in error and "make_shapes.py" in error
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_upsampler_lists_valid_names(tmp_path, shapes_root) -> None:
+    result = run_cli(SEG_TRAIN, "debug=tiny", "model/upsampler=nearest",
+                     f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "bilinear" in result.stderr and "transposed" in result.stderr
+    result = run_cli(SEG_TRAIN, "debug=tiny", "model.upsampler.name=nearest",
+                     f"dataset.root={shapes_root}", f"hydra.run.dir={tmp_path}/run2", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "valid names are bilinear, transposed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_multirun_sweep_makes_one_folder_per_run(tmp_path, shapes_root) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli(SEG_TRAIN, "-m", "model/upsampler=transposed,bilinear", "debug=tiny",
+                     f"dataset.root={shapes_root}", "dataset.crop_size=48",
+                     f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    runs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
+    assert [p.name for p in runs] == ["0", "1"]
+    assert (runs[1] / ".hydra" / "overrides.yaml").read_text().count("bilinear") == 1
+
+
+def test_eval_prints_the_checkpoint_table(tiny_run: Path, shapes_root, tmp_path) -> None:
+    result = run_cli(SEG_EVAL, f"checkpoint={tiny_run}/checkpoints/best.pt",
+                     f"dataset_root={shapes_root}", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ring" in result.stdout and "mIoU" in result.stdout
+    assert json.loads((tmp_path / "eval.json").read_text())["mIoU"] >= 0
