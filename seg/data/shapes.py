@@ -1,9 +1,10 @@
 """Procedural generator for the embedded "shapes" segmentation dataset (PASCAL VOC layout).
 
-Every image is a textured, noisy background with 3-8 textured objects on top. Objects and
-backgrounds draw their colours and textures from the *same* distribution, so a per-pixel
-colour classifier cannot solve the task; only shape and boundaries separate the classes.
-Thin strokes (ring, line) and tiny dots make boundary precision and small objects matter.
+Every image is a textured, noisy background with 7-12 objects on top. Objects and
+backgrounds draw their colours from the *same* distribution, so a per-pixel colour
+classifier cannot solve the task; only shape, texture and boundaries separate the classes.
+Thin lines (2-4 px wide), tiny dots (4-8 px across) and hollow rings make boundary
+precision and small objects matter.
 
 Each image ``i`` of a split gets its own ``numpy.random.Generator`` seeded from
 ``(seed, split, i)``, so output is byte-identical for a given seed and the train and val
@@ -34,7 +35,7 @@ SHAPES_CLASSES: tuple[str, ...] = (
 )
 
 DISK, RECTANGLE, TRIANGLE, RING, LINE, DOT, CROSS = range(1, 8)
-_THIN_CLASSES = (RING, LINE)
+_THIN_CLASSES = (LINE,)  # every image gets one
 _SPLITS = {"train": 0, "val": 1}
 # Geometry below is specified in pixels for this image size and scaled for other sizes.
 _REFERENCE_SIZE = 192
@@ -136,8 +137,9 @@ def _draw_triangle(d: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, 
 
 def _draw_ring(d: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, k: float) -> None:
     cx, cy = _centre(rng, size)
-    stroke = int(rng.integers(2, 5))  # never scaled: thin strokes are the point
-    r = max(stroke + 3.0, rng.uniform(8.0, 30.0) * k)
+    # An annulus: hollow, so only its hole tells it from a disk (lines are the thin class).
+    stroke = int(rng.integers(5, 9))
+    r = max(stroke + 4.0, rng.uniform(12.0, 32.0) * k)
     d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=1, width=stroke)
 
 
