@@ -18,6 +18,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from seg.metrics import ConfusionMatrix
 from seg.reporting import TensorBoardLogger, denormalize
@@ -226,58 +227,51 @@ class Trainer:
         metrics: dict = {}
         train_seconds, train_images = 0.0, 0
         start = time.perf_counter()
-        bar = tqdm(total=self.max_iters, initial=iteration, disable=not self.progress,
-                   desc="train", dynamic_ncols=True, mininterval=1.0)
-        batches = endless(train_loader, epoch)
-        step_start = time.perf_counter()
-        while iteration < self.max_iters:
-            # forward / backward / step
-            epoch, batch = next(batches)
-            images = batch["image"].to(self.device, non_blocking=True,
-                                       memory_format=self.memory_format)
-            targets = batch["mask"].to(self.device, non_blocking=True)
-            loss = F.cross_entropy(model(images), targets, ignore_index=info.ignore_index)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(
-                    f"loss is {loss_value} at iteration {iteration + 1}; the last good "
-                    f"checkpoint is kept in {checkpoints}: lower optimizer.lr or set "
-                    "trainer.grad_clip"
-                )
-            optimizer.step()
-            scheduler.step()
-            iteration += 1
-            now = time.perf_counter()
-            train_seconds += now - step_start
-            train_images += images.shape[0]
-
-            # log
-            images_per_s = train_images / max(train_seconds, 1e-9)
-            lr = optimizer.param_groups[0]["lr"]
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.0f}",
-                            refresh=False)
-            if iteration % self.log_every == 0 or iteration == self.max_iters:
-                logger.log_scalars({"train/loss": loss_value, "train/lr": lr,
-                                    "train/images_per_s": images_per_s}, iteration)
-
-            # evaluate and checkpoint
-            if iteration % self.eval_every == 0 or iteration == self.max_iters:
-                metrics, shown = evaluate(model, val_loader, len(info.class_names), self.device,
-                                          info.ignore_index)
-                self.log_evaluation(logger, metrics, shown, info, iteration)
-                bar.write(f"iteration {iteration}: val mIoU {metrics['mIoU']:.4f}, "
-                          f"pixel acc {metrics['pixel_acc']:.4f}")
-                if metrics["mIoU"] > best_miou:
-                    best_miou = metrics["mIoU"]
-                    save_checkpoint(checkpoints / "best.pt", checkpoint_state())
-                save_checkpoint(checkpoints / "last.pt", checkpoint_state())
+        # Log lines go through tqdm.write, above the progress bar instead of through it.
+        with logging_redirect_tqdm(), tqdm(
+            total=self.max_iters, initial=iteration, disable=not self.progress, desc="train",
+            dynamic_ncols=True, mininterval=1.0,
+        ) as bar:
+            batches = endless(train_loader, epoch)
             step_start = time.perf_counter()
-        bar.close()
+            while iteration < self.max_iters:
+                # forward / backward / step
+                epoch, batch = next(batches)
+                loss_value = self.train_step(model, optimizer, batch, info.ignore_index)
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(
+                        f"loss is {loss_value} at iteration {iteration + 1}; the last good "
+                        f"checkpoint is kept in {checkpoints}: lower optimizer.lr or set "
+                        "trainer.grad_clip"
+                    )
+                scheduler.step()
+                iteration += 1
+                now = time.perf_counter()
+                train_seconds += now - step_start
+                train_images += len(batch["mask"])
+
+                # log
+                images_per_s = train_images / max(train_seconds, 1e-9)
+                lr = optimizer.param_groups[0]["lr"]
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}",
+                                img_s=f"{images_per_s:.0f}", refresh=False)
+                if iteration % self.log_every == 0 or iteration == self.max_iters:
+                    logger.log_scalars({"train/loss": loss_value, "train/lr": lr,
+                                        "train/images_per_s": images_per_s}, iteration)
+
+                # evaluate and checkpoint
+                if iteration % self.eval_every == 0 or iteration == self.max_iters:
+                    metrics, shown = evaluate(model, val_loader, len(info.class_names),
+                                              self.device, info.ignore_index)
+                    self.log_evaluation(logger, metrics, shown, info, iteration)
+                    log.info("iteration %d: val mIoU %.4f, pixel acc %.4f", iteration,
+                             metrics["mIoU"], metrics["pixel_acc"])
+                    if metrics["mIoU"] > best_miou:
+                        best_miou = metrics["mIoU"]
+                        save_checkpoint(checkpoints / "best.pt", checkpoint_state())
+                    save_checkpoint(checkpoints / "last.pt", checkpoint_state())
+                step_start = time.perf_counter()
         if not metrics:  # resumed at max_iters: evaluate what was loaded
             metrics, _ = evaluate(model, val_loader, len(info.class_names), self.device,
                                   info.ignore_index)
@@ -288,6 +282,24 @@ class Trainer:
             "train_images_per_s": train_images / train_seconds if train_seconds else 0.0,
             "wall_s": time.perf_counter() - start,
         }
+
+    def train_step(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, ignore_index: int
+    ) -> float:
+        """One optimisation step on ``batch``; returns the loss. A non-finite loss is not
+        applied, so the weights stay those of the last good step."""
+        images = batch["image"].to(self.device, non_blocking=True,
+                                   memory_format=self.memory_format)
+        targets = batch["mask"].to(self.device, non_blocking=True)
+        loss = F.cross_entropy(model(images), targets, ignore_index=ignore_index)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+        loss_value = loss.item()
+        if math.isfinite(loss_value):
+            optimizer.step()
+        return loss_value
 
     @staticmethod
     def log_evaluation(

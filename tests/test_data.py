@@ -196,3 +196,17 @@ def test_eval_transform_pads_to_multiple() -> None:
 
     plain = eval_transform()(image=image, mask=mask)
     assert tuple(plain["image"].shape) == (3, 40, 50)
+
+
+def test_eval_batches_pad_mixed_sizes_with_ignore() -> None:
+    from seg.data.loader import pad_collate
+
+    items = [
+        {"image": torch.ones(3, 4, 6), "mask": torch.zeros(4, 6, dtype=torch.long), "id": "a"},
+        {"image": torch.ones(3, 5, 3), "mask": torch.ones(5, 3, dtype=torch.long), "id": "b"},
+    ]
+    batch = pad_collate(items)
+    assert batch["image"].shape == (2, 3, 5, 6) and batch["mask"].shape == (2, 5, 6)
+    assert batch["id"] == ["a", "b"]
+    assert (batch["mask"][0, 4] == 255).all() and (batch["mask"][1, :, 3:] == 255).all()
+    assert batch["image"][0, :, 4].sum() == 0 and batch["image"][1, :, :5, :3].min() == 1

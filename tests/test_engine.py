@@ -34,3 +34,27 @@ def test_checkpoint_save_is_atomic_and_loads_weights_only(tmp_path) -> None:
     assert load_checkpoint(path)["iteration"] == 2
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_nan_loss_stops_the_run_naming_the_iteration_and_keeps_weights(tmp_path) -> None:
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from seg.engine import RunInfo, Trainer
+    from seg.reporting import TensorBoardLogger
+
+    model = nn.Conv2d(3, 2, 1)
+    with torch.no_grad():
+        model.bias.fill_(float("nan"))
+    weight_before = model.weight.detach().clone()
+    item = {"image": torch.randn(3, 4, 4), "mask": torch.zeros(4, 4, dtype=torch.long), "id": "x"}
+    loader = DataLoader([item] * 4, batch_size=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = Trainer(max_iters=3, eval_every=10, device="cpu", progress=False)
+    info = RunInfo(class_names=["a", "b"], palette=[[0, 0, 0], [255, 0, 0]], mean=[0.0] * 3,
+                   std=[1.0] * 3)
+    logger = TensorBoardLogger(tmp_path / "tb")
+    with pytest.raises(FloatingPointError, match="at iteration 1"):
+        trainer.fit(model, optimizer, PolyLR(optimizer, 3), loader, loader, tmp_path, logger, info)
+    logger.close()
+    assert torch.equal(model.weight, weight_before)  # the bad step was not applied

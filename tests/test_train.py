@@ -119,3 +119,15 @@ def test_eval_prints_the_checkpoint_table(tiny_run: Path, shapes_root, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "ring" in result.stdout and "mIoU" in result.stdout
     assert json.loads((tmp_path / "eval.json").read_text())["mIoU"] >= 0
+
+
+def test_same_seed_gives_the_same_run(compose_train, tmp_path) -> None:
+    overrides = ("trainer.deterministic=true", "trainer.max_iters=3", "seed=7")
+    first = train(compose_train(*overrides), tmp_path / "a")
+    second = train(compose_train(*overrides), tmp_path / "b")
+    assert first["mIoU"] == second["mIoU"]
+    weights = [torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=True)["model"]
+               for run in ("a", "b")]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+    losses = [[e.value for e in events(tmp_path / run).Scalars("train/loss")] for run in "ab"]
+    assert losses[0] == losses[1]

@@ -18,6 +18,20 @@ def seed_worker_transform(worker_id: int) -> None:
         transform.set_random_seed(info.seed % 2**32)
 
 
+def pad_collate(items: list[dict], ignore_index: int = 255) -> dict:
+    """Batch items of different sizes: pad images (0) and masks (``ignore_index``) at the
+    bottom and right to the largest, so padding never counts in loss or metrics."""
+    height = max(item["image"].shape[-2] for item in items)
+    width = max(item["image"].shape[-1] for item in items)
+    images = items[0]["image"].new_zeros(len(items), 3, height, width)
+    masks = items[0]["mask"].new_full((len(items), height, width), ignore_index)
+    for i, item in enumerate(items):
+        h, w = item["mask"].shape
+        images[i, :, :h, :w] = item["image"]
+        masks[i, :h, :w] = item["mask"]
+    return {"image": images, "mask": masks, "id": [item["id"] for item in items]}
+
+
 def build_loader(
     dataset: Dataset,
     batch_size: int,
@@ -26,7 +40,8 @@ def build_loader(
     seed: int = 0,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """Training loaders shuffle with a seeded generator and drop the last partial batch."""
+    """Training loaders shuffle with a seeded generator and drop the last partial batch;
+    evaluation loaders keep every image and pad mixed sizes (see ``pad_collate``)."""
     generator = torch.Generator().manual_seed(seed)
     transform = getattr(dataset, "transform", None)
     if num_workers == 0 and hasattr(transform, "set_random_seed"):
@@ -41,4 +56,5 @@ def build_loader(
         persistent_workers=num_workers > 0,
         worker_init_fn=seed_worker_transform,
         generator=generator,
+        collate_fn=None if train else pad_collate,
     )
