@@ -61,7 +61,7 @@ class SimpleEncoder(Encoder):
         self,
         stem_width: int = 24,
         widths: tuple[int, int, int, int] = (48, 96, 160, 256),
-        depths: tuple[int, int, int, int] = (1, 1, 2, 2),
+        depths: tuple[int, int, int, int] = (1, 2, 2, 2),
     ) -> None:
         super().__init__()
         stages, in_channels = [], stem_width
