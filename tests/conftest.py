@@ -9,9 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from seg.cli.common import CONFIG_DIR
 from seg.data import generate_shapes
-
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from seg.cli.common import model_from_config
-from tests.conftest import CONFIG_DIR
+from seg.cli.common import CONFIG_DIR, model_from_config
 
 GROUPS = ["dataset", "model/encoder", "model/decoder", "model/upsampler", "optimizer",
           "scheduler", "trainer", "logger", "experiment", "debug"]

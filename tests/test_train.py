@@ -25,7 +25,7 @@ def events(run_dir: Path) -> EventAccumulator:
 def tiny_run(tmp_path_factory, shapes_root) -> Path:
     from hydra import compose, initialize_config_dir
 
-    from tests.conftest import CONFIG_DIR
+    from seg.cli.common import CONFIG_DIR
 
     run_dir = tmp_path_factory.mktemp("run")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

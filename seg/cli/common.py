@@ -16,6 +16,7 @@ from seg.data.palette import voc_palette
 from seg.models import SegmentationModel, build_model
 
 log = logging.getLogger("seg")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")  # the repository's configs/
 
 # Errors caused by the user's input (a path, a name, a value): one line, no traceback.
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError, KeyError, FloatingPointError)

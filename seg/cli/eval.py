@@ -15,13 +15,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from seg.cli.common import check_dataset_root, exit_on_user_error, model_from_config
+from seg.cli.common import (
+    CONFIG_DIR,
+    check_dataset_root,
+    exit_on_user_error,
+    model_from_config,
+)
 from seg.data.loader import build_loader
 from seg.engine import evaluate, load_checkpoint, per_class, resolve_device
 from seg.metrics import format_table
 
 log = logging.getLogger("seg.eval")
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seg.cli.common import (
+    CONFIG_DIR,
     check_dataset_root,
     exit_on_user_error,
     model_from_config,
@@ -22,7 +23,6 @@ from seg.engine import RunInfo, per_class, seed_everything
 from seg.metrics import format_table
 
 log = logging.getLogger("seg.train")
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 
 def hparams_of(cfg: DictConfig) -> dict[str, object]:
