@@ -4,11 +4,9 @@ from functools import partial
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from seg.models import ENCODERS, UPSAMPLERS, FCNDecoder, build_encoder, build_model, build_upsampler
 from seg.models.decoder import VARIANTS
-from seg.models.upsamplers import bilinear_kernel
 
 ODD_SIZES = [(97, 131), (33, 65)]
 
@@ -38,37 +36,6 @@ def test_encoder_taps_match_declared_channels_and_strides() -> None:
             taps = enc(torch.randn(1, 3, 64, 64))
             assert [t.shape[1] for t in taps] == list(enc.channels)
             assert [64 // t.shape[-1] for t in taps] == list(enc.strides)
-
-
-@pytest.mark.parametrize("factor", [2, 3, 4, 5, 8, 16, 32])
-def test_transposed_equals_bilinear_interpolation_at_init(factor: int) -> None:
-    x = torch.randn(2, 3, 7, 10)
-    upsampler = build_upsampler("transposed", channels=3, factor=factor)
-    expected = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
-    out = upsampler(x)
-    assert out.shape == expected.shape
-    interior = (slice(None), slice(None), slice(factor, -factor), slice(factor, -factor))
-    assert torch.allclose(out[interior], expected[interior], atol=1e-5)
-    assert torch.allclose(out, expected, atol=1e-5)  # borders too, thanks to replicate padding
-
-
-def test_transposed_kernel_has_fcn_shape_and_is_learnable() -> None:
-    upsampler = build_upsampler("transposed", channels=4, factor=4)
-    assert upsampler.deconv.kernel_size == (8, 8) and upsampler.deconv.stride == (4, 4)
-    assert upsampler.deconv.weight.requires_grad
-    assert torch.equal(upsampler.deconv.weight[2, 0], bilinear_kernel(4))
-    assert build_upsampler("transposed", channels=4, factor=3).deconv.kernel_size == (5, 5)
-    frozen = build_upsampler("transposed", channels=4, factor=4, learnable=False)
-    assert not any(p.requires_grad for p in frozen.parameters())
-
-
-def test_bilinear_upsampler_has_no_parameters() -> None:
-    assert not list(build_upsampler("bilinear", channels=4, factor=8).parameters())
-
-
-def test_unknown_upsampler_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="valid names are bilinear, transposed"):
-        build_upsampler("nearest-ish", channels=4, factor=2)
 
 
 def test_skip_score_layers_start_at_zero_so_skips_do_not_count_at_init() -> None:

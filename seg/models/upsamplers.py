@@ -33,7 +33,18 @@ def build_upsampler(name: str, channels: int, factor: int, **options) -> nn.Modu
         raise ValueError(f"unknown upsampler '{name}': valid names are {valid}")
     if not isinstance(factor, int) or factor < 1:
         raise ValueError(f"upsampling factor must be a positive integer, got {factor!r}")
-    return UPSAMPLERS[name](channels=channels, factor=factor, **options)
+    # A private RNG: building any upsampler leaves the global random state, and so every
+    # other weight of the model, exactly as it was; comparisons differ only here.
+    with torch.random.fork_rng(devices=[]):
+        return UPSAMPLERS[name](channels=channels, factor=factor, **options)
+
+
+def resize(x: torch.Tensor, factor: int, mode: str = "bilinear") -> torch.Tensor:
+    """Fixed resizing by ``factor``: bilinear (align_corners=False) or nearest."""
+    if factor == 1:
+        return x
+    align_corners = False if mode == "bilinear" else None
+    return F.interpolate(x, scale_factor=factor, mode=mode, align_corners=align_corners)
 
 
 def bilinear_kernel(factor: int) -> torch.Tensor:
@@ -55,9 +66,7 @@ class BilinearUpsampler(nn.Module):
         self.factor = factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.factor == 1:
-            return x
-        return F.interpolate(x, scale_factor=self.factor, mode="bilinear", align_corners=False)
+        return resize(x, self.factor)
 
 
 @register_upsampler("transposed")
@@ -65,29 +74,56 @@ class TransposedConvUpsampler(nn.Module):
     """Learned upsampling by a transposed convolution ("deconvolution").
 
     Kernel ``2f - f % 2``, stride ``f``, padding ``f // 2``: the output is exactly
-    ``f`` times the input. The kernel starts as the bilinear kernel, one per channel,
-    so at initialisation the output equals bilinear interpolation. The input is
-    first padded by one replicated pixel (and the output cropped back), because
-    interpolation clamps at the image edge where a zero-padded convolution would fade.
+    ``f`` times the input. With ``init="bilinear"`` the kernel starts as the bilinear
+    kernel, so at initialisation the output equals ``F.interpolate(bilinear,
+    align_corners=False)``. The input is first padded by one replicated pixel (and the
+    output cropped back), because interpolation clamps at the image edge where a
+    zero-padded convolution would fade towards zero over about f/2 pixels.
+
+    ``channelwise``: one kernel per channel (grouped); otherwise a full C -> C kernel,
+    initialised diagonal, as FCN's net surgery did. ``learnable=False`` freezes it.
     """
 
-    def __init__(self, channels: int, factor: int, learnable: bool = True) -> None:
+    def __init__(
+        self,
+        channels: int,
+        factor: int,
+        learnable: bool = True,
+        init: str = "bilinear",
+        channelwise: bool = True,
+    ) -> None:
         super().__init__()
+        if init not in ("bilinear", "kaiming"):
+            raise ValueError(f"transposed upsampler init must be bilinear or kaiming, got {init}")
         self.channels = channels
         self.factor = factor
-        kernel_size = 2 * factor - factor % 2
         self.deconv = nn.ConvTranspose2d(
             channels,
             channels,
-            kernel_size=kernel_size,
+            kernel_size=2 * factor - factor % 2,
             stride=factor,
             padding=factor // 2,
-            groups=channels,
+            groups=channels if channelwise else 1,
             bias=False,
         )
+        self.initial_weight: torch.Tensor
+        self.register_buffer("initial_weight", self.bilinear_weight(), persistent=False)
         with torch.no_grad():
-            self.deconv.weight.copy_(bilinear_kernel(factor).expand_as(self.deconv.weight))
+            if init == "bilinear":
+                self.deconv.weight.copy_(self.initial_weight)
+            else:
+                nn.init.kaiming_normal_(self.deconv.weight, nonlinearity="linear")
         self.deconv.weight.requires_grad_(learnable)
+
+    def bilinear_weight(self) -> torch.Tensor:
+        """The weight that makes this layer bilinear interpolation: (C, C or 1, k, k)."""
+        kernel = bilinear_kernel(self.factor)
+        weight = torch.zeros_like(self.deconv.weight)
+        if self.deconv.groups == self.channels:
+            weight[:] = kernel
+        else:
+            weight[range(self.channels), range(self.channels)] = kernel
+        return weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.factor == 1:
@@ -96,3 +132,50 @@ class TransposedConvUpsampler(nn.Module):
         out = self.deconv(padded)  # (B, C, (H + 2) f, (W + 2) f)
         f = self.factor
         return out[:, :, f:-f, f:-f]
+
+
+@register_upsampler("resize_conv")
+class ResizeConvUpsampler(nn.Module):
+    """Resize, then a learned 3x3 convolution (Odena, Dumoulin and Olah 2016): avoids the
+    checkerboard artifacts of strided transposed convolutions. The convolution starts as
+    the identity, so at initialisation the output equals the plain resize."""
+
+    def __init__(self, channels: int, factor: int, mode: str = "bilinear") -> None:
+        super().__init__()
+        if mode not in ("bilinear", "nearest"):
+            raise ValueError(f"resize_conv mode must be bilinear or nearest, got {mode}")
+        self.channels = channels
+        self.factor = factor
+        self.mode = mode
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        with torch.no_grad():
+            nn.init.dirac_(self.conv.weight)
+            nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(resize(x, self.factor, self.mode))
+
+
+@register_upsampler("pixel_shuffle")
+class PixelShuffleUpsampler(nn.Module):
+    """Sub-pixel convolution (Shi et al. 2016): a conv to ``C * f^2`` maps, rearranged into
+    an ``f`` times larger map. ICNR initialisation (Aitken et al. 2017) gives every
+    sub-pixel the same kernel, here the identity, so at initialisation the output equals
+    nearest-neighbour upsampling, free of checkerboard artifacts."""
+
+    def __init__(self, channels: int, factor: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.channels = channels
+        self.factor = factor
+        self.conv = nn.Conv2d(channels, channels * factor**2, kernel_size,
+                              padding=kernel_size // 2)
+        self.shuffle = nn.PixelShuffle(factor)
+        with torch.no_grad():
+            identity = torch.zeros(channels, channels, kernel_size, kernel_size)
+            nn.init.dirac_(identity)
+            # PixelShuffle reads output channel c * f^2 + i as sub-pixel i of channel c.
+            self.conv.weight.copy_(identity.repeat_interleave(factor**2, dim=0))
+            nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(self.conv(x))  # (B, C, H f, W f)

@@ -1,0 +1,137 @@
+"""Upsamplers: what a transposed convolution is, and exactness at initialisation."""
+
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seg.models import FCNDecoder, build_encoder, build_model, build_upsampler
+from seg.models.upsamplers import bilinear_kernel
+
+FACTORS = list(range(2, 33))
+SIZES = [(7, 10), (1, 1), (5, 3)]
+
+
+def zero_insertion_reference(
+    x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int
+) -> torch.Tensor:
+    """A transposed convolution written out: insert stride - 1 zeros between input pixels,
+    pad by k - 1 - p, then a stride-1 convolution with the kernel rotated by 180 degrees."""
+    batch, channels, height, width = x.shape
+    k = weight.shape[-1]
+    dilated = x.new_zeros(batch, channels, (height - 1) * stride + 1, (width - 1) * stride + 1)
+    dilated[:, :, ::stride, ::stride] = x
+    border = k - 1 - padding
+    padded = F.pad(dilated, (border, border, border, border))
+    # ConvTranspose2d weights are (in, out, k, k); a convolution wants (out, in, k, k).
+    rotated = weight.flip(-1, -2).transpose(0, 1)
+    return F.conv2d(padded, rotated)
+
+
+@pytest.mark.parametrize("stride", [2, 3, 4])
+@pytest.mark.parametrize("padding", [0, 1])
+def test_transposed_conv_is_zero_insertion_then_convolution(stride: int, padding: int) -> None:
+    torch.manual_seed(stride)
+    deconv = torch.nn.ConvTranspose2d(3, 2, kernel_size=2 * stride, stride=stride,
+                                      padding=padding, bias=False)
+    x = torch.randn(2, 3, 5, 6)
+    expected = zero_insertion_reference(x, deconv.weight.detach(), stride, padding)
+    assert torch.allclose(deconv(x), expected, atol=1e-5)
+
+
+def test_our_transposed_upsampler_is_that_construction_on_the_edge_padded_input() -> None:
+    upsampler = build_upsampler("transposed", channels=2, factor=4, channelwise=False)
+    x = torch.randn(1, 2, 6, 5)
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    reference = zero_insertion_reference(padded, upsampler.deconv.weight.detach(), 4, 2)
+    assert torch.allclose(upsampler(x), reference[:, :, 4:-4, 4:-4], atol=1e-5)
+
+
+def fixed_reference(name: str, x: torch.Tensor, factor: int) -> torch.Tensor:
+    mode = "nearest" if name == "pixel_shuffle" else "bilinear"
+    align_corners = None if mode == "nearest" else False
+    return F.interpolate(x, scale_factor=factor, mode=mode, align_corners=align_corners)
+
+
+@pytest.mark.parametrize("factor", FACTORS)
+@pytest.mark.parametrize(("name", "options"), [
+    ("bilinear", {}),
+    ("transposed", {}),
+    ("transposed", {"learnable": False}),
+    ("transposed", {"channelwise": False}),
+    ("resize_conv", {}),
+    ("pixel_shuffle", {}),
+], ids=["bilinear", "transposed", "transposed-frozen", "transposed-full", "resize_conv",
+        "pixel_shuffle"])
+def test_every_upsampler_equals_its_fixed_counterpart_at_init(name, options, factor) -> None:
+    upsampler = build_upsampler(name, channels=3, factor=factor, **options)
+    for height, width in SIZES:
+        x = torch.randn(2, 3, height, width)
+        expected = fixed_reference(name, x, factor)
+        with torch.no_grad():
+            out = upsampler(x)
+        assert out.shape == expected.shape
+        assert torch.allclose(out, expected, atol=1e-5), (height, width)  # borders included
+
+
+def test_transposed_kernel_has_fcn_shape() -> None:
+    upsampler = build_upsampler("transposed", channels=4, factor=4)
+    assert upsampler.deconv.kernel_size == (8, 8) and upsampler.deconv.stride == (4, 4)
+    assert upsampler.deconv.weight.requires_grad
+    assert torch.equal(upsampler.deconv.weight[2, 0], bilinear_kernel(4))
+    assert build_upsampler("transposed", channels=4, factor=3).deconv.kernel_size == (5, 5)
+    full = build_upsampler("transposed", channels=3, factor=2, channelwise=False)
+    assert full.deconv.weight.shape == (3, 3, 4, 4)
+    assert not full.deconv.weight[0, 1].any() and torch.equal(full.deconv.weight[1, 1],
+                                                               bilinear_kernel(2))
+
+
+def test_kaiming_init_is_not_bilinear() -> None:
+    upsampler = build_upsampler("transposed", channels=3, factor=2, init="kaiming")
+    assert not torch.allclose(upsampler.deconv.weight, upsampler.initial_weight)
+
+
+def test_fixed_upsamplers_have_no_trainable_parameters() -> None:
+    for name, options in [("bilinear", {}), ("transposed", {"learnable": False})]:
+        upsampler = build_upsampler(name, channels=4, factor=8, **options)
+        assert not [p for p in upsampler.parameters() if p.requires_grad]
+
+
+def test_building_an_upsampler_leaves_the_global_rng_alone() -> None:
+    torch.manual_seed(0)
+    build_upsampler("transposed", channels=3, factor=2, init="kaiming")
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(1))
+
+
+def losses_over_five_steps(upsampler: str, **options) -> list[float]:
+    torch.manual_seed(0)
+    upsample = partial(build_upsampler, upsampler, **options)
+    model = build_model(build_encoder("simple"), partial(FCNDecoder, variant="fcn8s"), 4,
+                        upsample)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    generator = torch.Generator().manual_seed(1)
+    losses = []
+    for _ in range(5):
+        images = torch.randn(2, 3, 48, 40, generator=generator)
+        targets = torch.randint(0, 4, (2, 48, 40), generator=generator)
+        loss = F.cross_entropy(model(images), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_frozen_transposed_trains_like_bilinear() -> None:
+    frozen = losses_over_five_steps("transposed", learnable=False)
+    bilinear = losses_over_five_steps("bilinear")
+    assert frozen == pytest.approx(bilinear, abs=1e-4)
+    assert frozen[0] != frozen[-1]  # it did train
+
+
+def test_unknown_upsampler_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="valid names are bilinear, pixel_shuffle, resize_conv"):
+        build_upsampler("nearest-ish", channels=4, factor=2)
