@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from seg.metrics import ConfusionMatrix
+from seg.metrics import BoundaryMetrics, ConfusionMatrix, PhaseConfidence
 from seg.reporting import TensorBoardLogger, denormalize
 
 log = logging.getLogger(__name__)
@@ -115,22 +115,28 @@ def load_checkpoint(path: str | Path) -> dict:
 @torch.no_grad()
 def evaluate(
     model: nn.Module, loader: DataLoader, num_classes: int, device: torch.device,
-    ignore_index: int = 255,
+    ignore_index: int = 255, boundary_tolerance: int = 2,
 ) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Metrics over the whole split from one confusion matrix, and the first batch's
-    images, targets and predictions for display."""
+    """Metrics over the whole split (one confusion matrix, boundary counts and phase
+    confidences), and the first batch's images, targets and predictions for display."""
     model.eval()
     confusion = ConfusionMatrix(num_classes, ignore_index, device=str(device))
+    boundary = BoundaryMetrics(num_classes, boundary_tolerance, ignore_index)
+    phase = PhaseConfidence(getattr(model, "output_stride", 1))
     first_batch: dict[str, torch.Tensor] = {}
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True)
         targets = batch["mask"].to(device, non_blocking=True)
-        predictions = model(images).argmax(1)
+        logits = model(images)
+        predictions = logits.argmax(1)
         confusion.update(predictions, targets)
+        boundary.update(predictions, targets)
+        phase.update(logits.softmax(1), targets != ignore_index)
         if not first_batch:
             first_batch = {"image": images, "mask": targets, "prediction": predictions}
     model.train()
-    return confusion.compute(), first_batch
+    metrics = {**confusion.compute(), **boundary.compute(), "checkerboard": phase.compute()}
+    return metrics, first_batch
 
 
 def endless(loader: DataLoader, epoch: int) -> Iterator[tuple[int, dict]]:
@@ -306,7 +312,8 @@ class Trainer:
         logger: TensorBoardLogger, metrics: dict, shown: dict[str, torch.Tensor], info: RunInfo,
         iteration: int,
     ) -> None:
-        keys = ("mIoU", "pixel_acc", "mean_acc", "fw_iou")
+        keys = ("mIoU", "pixel_acc", "mean_acc", "fw_iou", "boundary_f", "boundary_iou",
+                "checkerboard")
         scalars = {f"val/{key}": metrics[key] for key in keys}
         for name, iou in zip(info.class_names, metrics["per_class_iou"], strict=True):
             if iou == iou:  # skip NaN: the class is absent from this split

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 
 class ConfusionMatrix:
@@ -59,19 +60,126 @@ class ConfusionMatrix:
 
 
 def format_table(metrics: dict, class_names: Sequence[str]) -> str:
-    """A plain-text table: one row per class (IoU, accuracy), then the means."""
+    """A plain-text table: one row per class (IoU, accuracy, boundary F when present),
+    then the means."""
+    columns = [("IoU", "per_class_iou"), ("acc", "per_class_acc")]
+    if "per_class_boundary_f" in metrics:
+        columns.append(("bnd F", "per_class_boundary_f"))
     width = max(len(name) for name in [*class_names, "pixel accuracy"])
-    lines = [f"{'class':<{width}}  {'IoU':>6}  {'acc':>6}", "-" * (width + 16)]
-    for name, iou, acc in zip(
-        class_names, metrics["per_class_iou"], metrics["per_class_acc"], strict=True
-    ):
-        lines.append(f"{name:<{width}}  {_percent(iou)}  {_percent(acc)}")
-    lines.append("-" * (width + 16))
+    rule = "-" * (width + 8 * len(columns))
+    header = f"{'class':<{width}}" + "".join(f"  {title:>6}" for title, _ in columns)
+    lines = [header, rule]
+    for row, name in enumerate(class_names):
+        lines.append(f"{name:<{width}}" + "".join(f"  {_percent(metrics[key][row])}"
+                                                 for _, key in columns))
+    lines.append(rule)
     for label, key in [("mIoU", "mIoU"), ("mean accuracy", "mean_acc"),
-                       ("pixel accuracy", "pixel_acc"), ("fw IoU", "fw_iou")]:
-        lines.append(f"{label:<{width}}  {_percent(metrics[key])}")
+                       ("pixel accuracy", "pixel_acc"), ("fw IoU", "fw_iou"),
+                       ("boundary F", "boundary_f"), ("boundary IoU", "boundary_iou")]:
+        if key in metrics:
+            lines.append(f"{label:<{width}}  {_percent(metrics[key])}")
+    if "checkerboard" in metrics:
+        lines.append(f"{'checkerboard':<{width}}  {metrics['checkerboard']:6.4f}")
     return "\n".join(lines)
 
 
 def _percent(value: float) -> str:
     return f"{'n/a':>6}" if value != value else f"{100 * value:6.2f}"
+
+
+def erode(masks: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary erosion of ``(B, H, W)`` bool masks by a ``(2r+1)^2`` square. Outside the
+    image counts as inside the mask, so the image frame is never a boundary."""
+    inverted = (~masks).float().unsqueeze(1)  # (B, 1, H, W)
+    grown = F.max_pool2d(inverted, 2 * radius + 1, stride=1, padding=radius)
+    return grown.squeeze(1) == 0
+
+
+def dilate(masks: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary dilation of ``(B, H, W)`` bool masks by a ``(2r+1)^2`` square."""
+    grown = F.max_pool2d(masks.float().unsqueeze(1), 2 * radius + 1, stride=1, padding=radius)
+    return grown.squeeze(1) > 0
+
+
+class BoundaryMetrics:
+    """Boundary F-score and boundary IoU per class, accumulated over a whole split.
+
+    Boundary F (Csurka et al. 2013): precision is the share of predicted boundary pixels
+    within ``tolerance`` pixels of a true boundary pixel, recall the converse; F is their
+    harmonic mean. Boundary IoU (Cheng et al. 2021): the IoU of the parts of the true and
+    predicted masks that lie within ``tolerance`` pixels of their own contours. Distances
+    are chessboard distances, computed by max-pooling; ignored pixels count nowhere.
+    """
+
+    def __init__(self, num_classes: int, tolerance: int = 2, ignore_index: int = 255) -> None:
+        self.num_classes = num_classes
+        self.tolerance = tolerance
+        self.ignore_index = ignore_index
+        # per class: matched predicted, predicted, matched true, true boundary pixels;
+        # then boundary-band intersection and union
+        self.counts = torch.zeros(6, num_classes, dtype=torch.float64)
+
+    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch of ``(B, H, W)`` predicted and true label maps."""
+        valid = target != self.ignore_index
+        for c in range(self.num_classes):
+            true, pred = (target == c), (prediction == c) & valid
+            true_edge = true & ~erode(true | ~valid, 1)
+            pred_edge = pred & ~erode(pred | ~valid, 1)
+            near_true = dilate(true_edge, self.tolerance)
+            near_pred = dilate(pred_edge, self.tolerance)
+            true_band = true & ~erode(true | ~valid, self.tolerance)
+            pred_band = pred & ~erode(pred | ~valid, self.tolerance)
+            self.counts[:, c] += torch.stack([
+                (pred_edge & near_true).sum(), pred_edge.sum(),
+                (true_edge & near_pred).sum(), true_edge.sum(),
+                (true_band & pred_band).sum(), (true_band | pred_band).sum(),
+            ]).double().cpu()
+
+    def compute(self) -> dict[str, float | list[float]]:
+        matched_pred, pred, matched_true, true, intersection, union = self.counts
+        precision = matched_pred / pred
+        recall = matched_true / true
+        f_score = 2 * precision * recall / (precision + recall)
+        # a class with a true boundary that was never predicted scores 0, not NaN
+        f_score = torch.where(true > 0, f_score.nan_to_num(0.0), f_score)
+        boundary_iou = intersection / union
+        return {
+            "boundary_f": float(f_score.nanmean()),
+            "boundary_iou": float(boundary_iou.nanmean()),
+            "per_class_boundary_f": f_score.tolist(),
+            "per_class_boundary_iou": boundary_iou.tolist(),
+        }
+
+
+class PhaseConfidence:
+    """Checkerboard score: how much the mean confidence of the output depends on the
+    pixel's phase ``(y mod s, x mod s)`` relative to the decoder's stride ``s``.
+
+    It is the standard deviation of the ``s x s`` phase means of the top-class
+    probability divided by their mean, over a whole split: 0 for an output that does
+    not care where the coarse grid falls; checkerboard artifacts raise it.
+    """
+
+    def __init__(self, stride: int) -> None:
+        self.stride = stride
+        self.sums = torch.zeros(stride, stride, dtype=torch.float64)
+        self.counts = torch.zeros(stride, stride, dtype=torch.float64)
+
+    def update(self, probabilities: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+        """Add ``(B, K, H, W)`` class probabilities; ``valid`` masks out padding."""
+        confidence = probabilities.max(1).values  # (B, H, W)
+        weight = torch.ones_like(confidence) if valid is None else valid.to(confidence.dtype)
+        s = self.stride
+        height, width = confidence.shape[-2:]
+        pad = (0, (-width) % s, 0, (-height) % s)
+        confidence = F.pad(confidence * weight, pad)
+        weight = F.pad(weight, pad)
+        # (B, H/s, s, W/s, s) -> sum over everything but the two phase axes
+        shape = (confidence.shape[0], confidence.shape[1] // s, s, confidence.shape[2] // s, s)
+        self.sums += confidence.reshape(shape).sum((0, 1, 3)).double().cpu()
+        self.counts += weight.reshape(shape).sum((0, 1, 3)).double().cpu()
+
+    def compute(self) -> float:
+        means = self.sums / self.counts
+        return float(means.std(unbiased=False) / means.mean())

@@ -54,3 +54,80 @@ def test_table_names_classes() -> None:
     cm.update(torch.tensor([0, 1]), torch.tensor([0, 1]))
     table = format_table(cm.compute(), ["background", "disk"])
     assert "background" in table and "disk" in table and "100.00" in table
+
+
+def square(size: int, rows: slice, cols: slice, label: int = 1) -> torch.Tensor:
+    labels = torch.zeros(1, size, size, dtype=torch.long)
+    labels[0, rows, cols] = label
+    return labels
+
+
+def test_boundary_metrics_are_one_for_a_perfect_prediction() -> None:
+    from seg.metrics import BoundaryMetrics
+
+    target = square(8, slice(2, 6), slice(1, 5))
+    metrics = BoundaryMetrics(num_classes=2, tolerance=2)
+    metrics.update(target.clone(), target)
+    result = metrics.compute()
+    assert result["boundary_f"] == 1.0 and result["boundary_iou"] == 1.0
+
+
+def test_boundary_f_tolerates_shifts_within_the_band() -> None:
+    from seg.metrics import BoundaryMetrics
+
+    target = square(10, slice(3, 7), slice(2, 6))
+    shifted = square(10, slice(3, 7), slice(3, 7))
+    within, exact = BoundaryMetrics(2, tolerance=1), BoundaryMetrics(2, tolerance=0)
+    within.update(shifted, target)
+    exact.update(shifted, target)
+    assert within.compute()["per_class_boundary_f"][1] == 1.0
+    # tolerance 0: the 12-pixel contours share the 6 pixels of rows 3 and 6, cols 3-5
+    assert exact.compute()["per_class_boundary_f"][1] == pytest.approx(0.5)
+
+
+def test_boundary_iou_matches_hand_count() -> None:
+    from seg.metrics import BoundaryMetrics
+
+    # True 4x4 square at rows/cols 1-4 of a 6x6 image; the prediction is shifted right by
+    # one, against the image's right edge (which is not a contour). Bands of width 1:
+    # true band 12 pixels, predicted band 10 (rows 1 and 4, plus column 2), 6 in common.
+    target = square(6, slice(1, 5), slice(1, 5))
+    prediction = square(6, slice(1, 5), slice(2, 6))
+    metrics = BoundaryMetrics(2, tolerance=1)
+    metrics.update(prediction, target)
+    assert metrics.compute()["per_class_boundary_iou"][1] == pytest.approx(6 / 16)
+
+
+def test_boundary_of_a_missed_class_scores_zero_and_absent_classes_are_left_out() -> None:
+    from seg.metrics import BoundaryMetrics
+
+    target = square(8, slice(2, 6), slice(2, 6))
+    metrics = BoundaryMetrics(3, tolerance=2)
+    metrics.update(torch.zeros_like(target), target)
+    result = metrics.compute()
+    assert result["per_class_boundary_f"][1] == 0.0
+    assert math.isnan(result["per_class_boundary_f"][2])  # class 2 nowhere
+
+
+def test_ignored_pixels_make_no_boundary() -> None:
+    from seg.metrics import BoundaryMetrics
+
+    target = square(8, slice(0, 8), slice(4, 8), label=255)  # right half ignored
+    metrics = BoundaryMetrics(2, tolerance=1)
+    metrics.update(torch.zeros_like(target), target)
+    assert metrics.counts.sum() == 0
+
+
+def test_checkerboard_score_by_hand() -> None:
+    from seg.metrics import PhaseConfidence
+
+    flat = PhaseConfidence(stride=2)
+    flat.update(torch.full((1, 3, 4, 6), 1 / 3))
+    assert flat.compute() == pytest.approx(0.0)
+    # top-class probability 0.9 at phase (0, 0) and 0.5 elsewhere:
+    # phase means [0.9, 0.5, 0.5, 0.5] -> std 0.1732 / mean 0.6
+    probabilities = torch.full((1, 2, 4, 6), 0.5)
+    probabilities[:, 0, ::2, ::2], probabilities[:, 1, ::2, ::2] = 0.9, 0.1
+    patterned = PhaseConfidence(stride=2)
+    patterned.update(probabilities)
+    assert patterned.compute() == pytest.approx(0.03**0.5 / 0.6)

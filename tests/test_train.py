@@ -44,18 +44,19 @@ def test_run_folder_holds_checkpoints_and_metrics(tiny_run: Path) -> None:
         assert state["class_names"][0] == "background"
         assert state["config"]["trainer"]["max_iters"] == 2  # the resolved config
     metrics = json.loads((tiny_run / "metrics.json").read_text())
-    for key in ("mIoU", "pixel_acc", "mean_acc", "fw_iou", "iterations", "train_images_per_s",
-                "wall_s"):
+    for key in ("mIoU", "pixel_acc", "mean_acc", "fw_iou", "boundary_f", "boundary_iou",
+                "checkerboard", "iterations", "train_images_per_s", "wall_s"):
         assert isinstance(metrics[key], int | float)
     assert metrics["iterations"] == 2
     assert set(metrics["per_class_iou"]) >= {"background", "ring", "line"}
+    assert set(metrics["per_class_boundary_f"]) == set(metrics["per_class_iou"])
 
 
 def test_tensorboard_has_scalars_images_config_and_hparams(tiny_run: Path) -> None:
     acc = events(tiny_run)
     scalars = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "val/mIoU", "val/pixel_acc", "val_iou/background",
-            "hparams/mIoU"} <= scalars
+    assert {"train/loss", "train/lr", "val/mIoU", "val/pixel_acc", "val/boundary_f",
+            "val/boundary_iou", "val/checkerboard", "val_iou/background", "hparams/mIoU"} <= scalars
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
     assert "val/examples" in acc.Tags()["images"]
     assert any("config" in tag for tag in acc.Tags()["tensors"])  # add_text is a tensor

@@ -49,7 +49,8 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
     print(f"{cfg.checkpoint} (iteration {state['iteration']}) on {data.root} {cfg.split}:")
     print(format_table(metrics, state["class_names"]))
     metrics["per_class_iou"] = per_class(metrics["per_class_iou"], state["class_names"])
-    metrics["per_class_acc"] = per_class(metrics["per_class_acc"], state["class_names"])
+    for key in ("per_class_acc", "per_class_boundary_f", "per_class_boundary_iou"):
+        metrics[key] = per_class(metrics[key], state["class_names"])
     Path(run_dir, "eval.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 

@@ -74,7 +74,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                               logger, info)
         table = format_table(metrics, info.class_names)
         metrics["per_class_iou"] = per_class(metrics["per_class_iou"], info.class_names)
-        metrics["per_class_acc"] = per_class(metrics["per_class_acc"], info.class_names)
+        for key in ("per_class_acc", "per_class_boundary_f", "per_class_boundary_iou"):
+            metrics[key] = per_class(metrics[key], info.class_names)
         logger.log_hparams(hparams_of(cfg), {"hparams/mIoU": metrics["mIoU"],
                                              "hparams/pixel_acc": metrics["pixel_acc"]})
     finally:

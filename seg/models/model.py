@@ -23,6 +23,11 @@ class SegmentationModel(nn.Module):
         height, width = images.shape[-2:]
         return self.decoder(self.encoder(images), height, width)
 
+    @property
+    def output_stride(self) -> int:
+        """The stride of the finest scores, which the last upsampling step enlarges."""
+        return self.decoder.strides[0]
+
     def upsamplers(self) -> list[nn.Module]:
         """The decoder's upsampling steps, coarse to fine."""
         return [*reversed(self.decoder.fuse), self.decoder.final]
