@@ -21,6 +21,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from seg.metrics import BoundaryMetrics, ConfusionMatrix, PhaseConfidence
+from seg.models.upsamplers import kernel_drift
 from seg.reporting import TensorBoardLogger, denormalize
 
 log = logging.getLogger(__name__)
@@ -271,6 +272,7 @@ class Trainer:
                     metrics, shown = evaluate(model, val_loader, len(info.class_names),
                                               self.device, info.ignore_index)
                     self.log_evaluation(logger, metrics, shown, info, iteration)
+                    self.log_upsamplers(logger, model, iteration)
                     log.info("iteration %d: val mIoU %.4f, pixel acc %.4f", iteration,
                              metrics["mIoU"], metrics["pixel_acc"])
                     if metrics["mIoU"] > best_miou:
@@ -306,6 +308,17 @@ class Trainer:
         if math.isfinite(loss_value):
             optimizer.step()
         return loss_value
+
+    @staticmethod
+    def log_upsamplers(logger: TensorBoardLogger, model: nn.Module, iteration: int) -> None:
+        """For each learned upsampling step (0 = coarsest): its kernels and their drift."""
+        steps = model.upsamplers() if hasattr(model, "upsamplers") else []
+        for index, upsampler in enumerate(steps):
+            drift = kernel_drift(upsampler)
+            if drift is None or not upsampler.weight.requires_grad:
+                continue
+            logger.log_scalars({f"upsampler/{index}_kernel_drift": drift}, iteration)
+            logger.log_kernels(f"upsampler/{index}_kernels", upsampler.weight, iteration)
 
     @staticmethod
     def log_evaluation(

@@ -55,6 +55,15 @@ class TensorBoardLogger:
         grid = rows.flatten(0, 1)  # (3n, 3, H, W): image, truth, prediction, image, ...
         self.writer.add_image(tag, make_grid(grid, nrow=3, padding=2), step)
 
+    def log_kernels(self, tag: str, weight: torch.Tensor, step: int, max_kernels: int = 64) -> None:
+        """A weight tensor ``(out, in, k, k)`` as a grid of kernels, each scaled to [0, 1]."""
+        kernels = weight.detach().float().cpu().flatten(0, 1)[:max_kernels]  # (n, k, k)
+        low = kernels.amin((1, 2), keepdim=True)
+        high = kernels.amax((1, 2), keepdim=True)
+        scaled = (kernels - low) / (high - low).clamp_min(1e-12)
+        grid = make_grid(scaled.unsqueeze(1), nrow=8, padding=1, pad_value=0.5)
+        self.writer.add_image(tag, grid, step)
+
     def log_text(self, tag: str, text: str, step: int = 0) -> None:
         # Markdown code fence keeps the YAML indentation readable in TensorBoard.
         self.writer.add_text(tag, "```\n" + text + "\n```", step)

@@ -59,6 +59,9 @@ def test_tensorboard_has_scalars_images_config_and_hparams(tiny_run: Path) -> No
             "val/boundary_iou", "val/checkerboard", "val_iou/background", "hparams/mIoU"} <= scalars
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
     assert "val/examples" in acc.Tags()["images"]
+    for step in range(3):  # FCN-8s has three learned upsampling steps by default
+        assert f"upsampler/{step}_kernel_drift" in scalars
+        assert f"upsampler/{step}_kernels" in acc.Tags()["images"]
     assert any("config" in tag for tag in acc.Tags()["tensors"])  # add_text is a tensor
     assert acc.summary_metadata  # hparams plugin data present
 

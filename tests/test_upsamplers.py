@@ -135,3 +135,15 @@ def test_frozen_transposed_trains_like_bilinear() -> None:
 def test_unknown_upsampler_lists_valid_names() -> None:
     with pytest.raises(ValueError, match="valid names are bilinear, pixel_shuffle, resize_conv"):
         build_upsampler("nearest-ish", channels=4, factor=2)
+
+
+@pytest.mark.parametrize("name", ["transposed", "resize_conv", "pixel_shuffle"])
+def test_kernel_drift_is_zero_at_init_and_grows_with_change(name: str) -> None:
+    from seg.models.upsamplers import kernel_drift
+
+    upsampler = build_upsampler(name, channels=3, factor=2)
+    assert kernel_drift(upsampler) == 0.0
+    with torch.no_grad():
+        upsampler.weight.mul_(1.5)
+    assert kernel_drift(upsampler) == pytest.approx(0.5)
+    assert kernel_drift(build_upsampler("bilinear", channels=3, factor=2)) is None

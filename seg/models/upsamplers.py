@@ -16,6 +16,16 @@ from torch import nn
 UPSAMPLERS: dict[str, Callable[..., nn.Module]] = {}
 
 
+def kernel_drift(upsampler: nn.Module) -> float | None:
+    """``||W - W0|| / ||W0||``: how far learning moved a learned upsampler's kernel from
+    its initial (fixed-equivalent) kernel ``W0``; None for upsamplers with no kernel."""
+    initial = getattr(upsampler, "initial_weight", None)
+    if initial is None:
+        return None
+    moved = upsampler.weight.detach() - initial
+    return float(moved.norm() / initial.norm())
+
+
 def register_upsampler(name: str) -> Callable:
     """Class decorator that makes an upsampler buildable by ``name``."""
 
@@ -115,6 +125,10 @@ class TransposedConvUpsampler(nn.Module):
                 nn.init.kaiming_normal_(self.deconv.weight, nonlinearity="linear")
         self.deconv.weight.requires_grad_(learnable)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.deconv.weight
+
     def bilinear_weight(self) -> torch.Tensor:
         """The weight that makes this layer bilinear interpolation: (C, C or 1, k, k)."""
         kernel = bilinear_kernel(self.factor)
@@ -151,6 +165,12 @@ class ResizeConvUpsampler(nn.Module):
         with torch.no_grad():
             nn.init.dirac_(self.conv.weight)
             nn.init.zeros_(self.conv.bias)
+        self.register_buffer("initial_weight", self.conv.weight.detach().clone(),
+                             persistent=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.conv.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(resize(x, self.factor, self.mode))
@@ -176,6 +196,12 @@ class PixelShuffleUpsampler(nn.Module):
             # PixelShuffle reads output channel c * f^2 + i as sub-pixel i of channel c.
             self.conv.weight.copy_(identity.repeat_interleave(factor**2, dim=0))
             nn.init.zeros_(self.conv.bias)
+        self.register_buffer("initial_weight", self.conv.weight.detach().clone(),
+                             persistent=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.conv.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shuffle(self.conv(x))  # (B, C, H f, W f)
