@@ -65,3 +65,24 @@ def test_weights_load_from_a_local_file(tmp_path) -> None:
         assert torch.equal(value, loaded.state_dict()[key])
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         build_encoder("resnet18", weights=str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.parametrize(("variant", "scales"), [("fcn8s", [0.0001, 0.01]), ("fcn16s", [0.01]),
+                                                 ("fcn32s", [])])
+def test_fcn_at_once_skip_scaling(variant: str, scales: list[float]) -> None:
+    encoder = build_encoder("simple").eval()
+    scaled = FCNDecoder(encoder.channels, encoder.strides, 3, variant, skip_scaling=True)
+    assert scaled.skip_scales == scales
+    assert FCNDecoder(encoder.channels, encoder.strides, 3, variant).skip_scales is None
+    if not scales:
+        return
+    plain = FCNDecoder(encoder.channels, encoder.strides, 3, variant)
+    plain.load_state_dict(scaled.state_dict())
+    for skip in (*plain.score[:-1], *scaled.score[:-1]):
+        torch.nn.init.ones_(skip.weight)
+    with torch.no_grad():
+        taps = encoder(torch.randn(1, 3, 64, 64))
+        skips = taps[-len(plain.score):-1]
+        taps_scaled = [tap * scale for tap, scale in zip(skips, scales, strict=True)]
+        taps_scaled.append(taps[-1])
+        assert torch.allclose(scaled(taps, 64, 64), plain(taps_scaled, 64, 64), atol=1e-5)
