@@ -148,8 +148,24 @@ class TransposedConvUpsampler(nn.Module):
         return out[:, :, f:-f, f:-f]
 
 
+class ConvKernelUpsampler(nn.Module):
+    """Base of upsamplers whose learned kernel is ``self.conv.weight``: it remembers the
+    kernel it started from, so ``kernel_drift`` can tell how far learning moved it."""
+
+    conv: nn.Conv2d
+    initial_weight: torch.Tensor
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.conv.weight
+
+    def remember_initial_weight(self) -> None:
+        self.register_buffer("initial_weight", self.conv.weight.detach().clone(),
+                             persistent=False)
+
+
 @register_upsampler("resize_conv")
-class ResizeConvUpsampler(nn.Module):
+class ResizeConvUpsampler(ConvKernelUpsampler):
     """Resize, then a learned 3x3 convolution (Odena, Dumoulin and Olah 2016): avoids the
     checkerboard artifacts of strided transposed convolutions. The convolution starts as
     the identity, so at initialisation the output equals the plain resize."""
@@ -165,19 +181,14 @@ class ResizeConvUpsampler(nn.Module):
         with torch.no_grad():
             nn.init.dirac_(self.conv.weight)
             nn.init.zeros_(self.conv.bias)
-        self.register_buffer("initial_weight", self.conv.weight.detach().clone(),
-                             persistent=False)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.conv.weight
+        self.remember_initial_weight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(resize(x, self.factor, self.mode))
 
 
 @register_upsampler("pixel_shuffle")
-class PixelShuffleUpsampler(nn.Module):
+class PixelShuffleUpsampler(ConvKernelUpsampler):
     """Sub-pixel convolution (Shi et al. 2016): a conv to ``C * f^2`` maps, rearranged into
     an ``f`` times larger map. ICNR initialisation (Aitken et al. 2017) gives every
     sub-pixel the same kernel, here the identity, so at initialisation the output equals
@@ -196,12 +207,7 @@ class PixelShuffleUpsampler(nn.Module):
             # PixelShuffle reads output channel c * f^2 + i as sub-pixel i of channel c.
             self.conv.weight.copy_(identity.repeat_interleave(factor**2, dim=0))
             nn.init.zeros_(self.conv.bias)
-        self.register_buffer("initial_weight", self.conv.weight.detach().clone(),
-                             persistent=False)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.conv.weight
+        self.remember_initial_weight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shuffle(self.conv(x))  # (B, C, H f, W f)
