@@ -338,6 +338,12 @@ class Trainer:
         )
 
 
-def per_class(values: Sequence[float], class_names: Sequence[str]) -> dict[str, float | None]:
-    """``{class name: value}``, with undefined (NaN) values as None so JSON stays valid."""
-    return {name: (None if v != v else v) for name, v in zip(class_names, values, strict=True)}
+def name_per_class(metrics: dict, class_names: Sequence[str]) -> dict:
+    """A copy of ``metrics`` whose ``per_class_*`` lists become ``{class name: value}``,
+    with undefined (NaN) values as None so that JSON stays valid."""
+    named = dict(metrics)
+    for key, values in metrics.items():
+        if key.startswith("per_class_"):
+            named[key] = {name: (None if v != v else v)
+                          for name, v in zip(class_names, values, strict=True)}
+    return named

@@ -22,7 +22,7 @@ from seg.cli.common import (
     model_from_config,
 )
 from seg.data.loader import build_loader
-from seg.engine import evaluate, load_checkpoint, per_class, resolve_device
+from seg.engine import evaluate, load_checkpoint, name_per_class, resolve_device
 from seg.metrics import format_table
 
 log = logging.getLogger("seg.eval")
@@ -48,10 +48,8 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
                           state["ignore_index"])
     print(f"{cfg.checkpoint} (iteration {state['iteration']}) on {data.root} {cfg.split}:")
     print(format_table(metrics, state["class_names"]))
-    metrics["per_class_iou"] = per_class(metrics["per_class_iou"], state["class_names"])
-    for key in ("per_class_acc", "per_class_boundary_f", "per_class_boundary_iou"):
-        metrics[key] = per_class(metrics[key], state["class_names"])
-    Path(run_dir, "eval.json").write_text(json.dumps(metrics, indent=2))
+    Path(run_dir, "eval.json").write_text(
+        json.dumps(name_per_class(metrics, state["class_names"]), indent=2))
     return metrics
 
 

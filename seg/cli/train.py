@@ -19,7 +19,7 @@ from seg.cli.common import (
     resolve_palette,
 )
 from seg.data.loader import build_loader
-from seg.engine import RunInfo, per_class, seed_everything
+from seg.engine import RunInfo, name_per_class, seed_everything
 from seg.metrics import format_table
 
 log = logging.getLogger("seg.train")
@@ -42,7 +42,7 @@ def hparams_of(cfg: DictConfig) -> dict[str, object]:
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train as ``cfg`` says, writing checkpoints, TensorBoard events and metrics.json
-    into ``run_dir``; return the final metrics."""
+    into ``run_dir``; return the final metrics (as in metrics.json)."""
     run_dir = Path(run_dir)
     trainer = instantiate(cfg.trainer)
     seed_everything(cfg.seed, trainer.deterministic)
@@ -72,17 +72,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     try:
         metrics = trainer.fit(model, optimizer, scheduler, train_loader, val_loader, run_dir,
                               logger, info)
-        table = format_table(metrics, info.class_names)
-        metrics["per_class_iou"] = per_class(metrics["per_class_iou"], info.class_names)
-        for key in ("per_class_acc", "per_class_boundary_f", "per_class_boundary_iou"):
-            metrics[key] = per_class(metrics[key], info.class_names)
-        logger.log_hparams(hparams_of(cfg), {"hparams/mIoU": metrics["mIoU"],
-                                             "hparams/pixel_acc": metrics["pixel_acc"]})
+        logger.log_hparams(hparams_of(cfg), {f"hparams/{key}": metrics[key] for key in
+                                             ("mIoU", "pixel_acc", "boundary_f")})
     finally:
         logger.close()
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(table)
+    print(format_table(metrics, info.class_names))
     print(f"run folder: {run_dir}")
+    metrics = name_per_class(metrics, info.class_names)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
