@@ -125,10 +125,16 @@ def evaluate(
     boundary = BoundaryMetrics(num_classes, boundary_tolerance, ignore_index)
     phase = PhaseConfidence(getattr(model, "output_stride", 1))
     first_batch: dict[str, torch.Tensor] = {}
+    forward_seconds, images_seen = 0.0, 0
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True)
         targets = batch["mask"].to(device, non_blocking=True)
+        synchronize(device)
+        start = time.perf_counter()
         logits = model(images)
+        synchronize(device)
+        forward_seconds += time.perf_counter() - start
+        images_seen += images.shape[0]
         predictions = logits.argmax(1)
         confusion.update(predictions, targets)
         boundary.update(predictions, targets)
@@ -136,8 +142,15 @@ def evaluate(
         if not first_batch:
             first_batch = {"image": images, "mask": targets, "prediction": predictions}
     model.train()
-    metrics = {**confusion.compute(), **boundary.compute(), "checkerboard": phase.compute()}
+    metrics = {**confusion.compute(), **boundary.compute(), "checkerboard": phase.compute(),
+               "inference_ms_per_image": 1000 * forward_seconds / max(images_seen, 1)}
     return metrics, first_batch
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer measures the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def endless(loader: DataLoader, epoch: int) -> Iterator[tuple[int, dict]]:

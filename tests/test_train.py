@@ -115,6 +115,11 @@ def test_multirun_sweep_makes_one_folder_per_run(tmp_path, shapes_root) -> None:
     runs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
     assert [p.name for p in runs] == ["0", "1"]
     assert (runs[1] / ".hydra" / "overrides.yaml").read_text().count("bilinear") == 1
+    # the sweep aggregates into a comparison (one seed: no interval yet)
+    from seg.cli.compare import aggregate
+
+    report = aggregate(sweep).read_text()
+    assert "| fcn8s | transposed | mIoU | 1 |" in report and "too few paired seeds" in report
 
 
 def test_eval_prints_the_checkpoint_table(tiny_run: Path, shapes_root, tmp_path) -> None:

@@ -72,6 +72,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     try:
         metrics = trainer.fit(model, optimizer, scheduler, train_loader, val_loader, run_dir,
                               logger, info)
+        metrics["upsampler_params"] = model.upsampler_parameters()
         logger.log_hparams(hparams_of(cfg), {f"hparams/{key}": metrics[key] for key in
                                              ("mIoU", "pixel_acc", "boundary_f")})
     finally:

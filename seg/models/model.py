@@ -30,7 +30,12 @@ class SegmentationModel(nn.Module):
 
     def upsamplers(self) -> list[nn.Module]:
         """The decoder's upsampling steps, coarse to fine."""
-        return [*reversed(self.decoder.fuse), self.decoder.final]
+        return [*self.decoder.fuse[::-1], self.decoder.final]
+
+    def upsampler_parameters(self) -> int:
+        """How many trainable parameters the upsampling steps add."""
+        return sum(p.numel() for step in self.upsamplers() for p in step.parameters()
+                   if p.requires_grad)
 
 
 def build_model(

@@ -1,0 +1,65 @@
+"""Aggregation of an upsampler comparison sweep."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from seg.cli.compare import T_975, aggregate, difference_interval, main
+
+
+def write_run(sweep: Path, number: int, upsampler: str, seed: int, miou: float | None,
+              learnable: bool = True) -> None:
+    run = sweep / str(number)
+    (run / ".hydra").mkdir(parents=True)
+    config = {"seed": seed, "model": {"decoder": {"variant": "fcn8s"},
+                                      "upsampler": {"name": upsampler, "learnable": learnable}}}
+    OmegaConf.save(OmegaConf.create(config), run / ".hydra" / "config.yaml")
+    if miou is None:
+        return  # a run that failed before writing its metrics
+    metrics = {"mIoU": miou, "boundary_f": miou / 2, "pixel_acc": 0.9, "checkerboard": 0.01,
+               "upsampler_params": 0 if upsampler == "bilinear" else 100,
+               "train_images_per_s": 50.0, "inference_ms_per_image": 3.0}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_t_quantiles_match_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for df, value in enumerate(T_975, start=1):
+        assert value == pytest.approx(stats.t.ppf(0.975, df), abs=1e-3)
+
+
+def test_difference_interval_by_hand() -> None:
+    # diffs 0.01, 0.02, 0.03: mean 0.02, sd 0.01, half width 4.303 * 0.01 / sqrt(3) = 0.0248
+    result = difference_interval([0.01, 0.02, 0.03])
+    assert result["mean"] == pytest.approx(0.02)
+    assert result["low"] == pytest.approx(0.02 - 4.303 * 0.01 / math.sqrt(3))
+    assert result["verdict"] == "no significant difference"  # the interval holds 0
+    assert difference_interval([0.019, 0.02, 0.021])["verdict"] == "learned is better"
+    assert difference_interval([-0.019, -0.02, -0.021])["verdict"] == "learned is worse"
+
+
+def test_aggregate_writes_tables_pairs_by_seed_and_lists_failures(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for seed, (fixed, learned) in enumerate([(0.70, 0.72), (0.60, 0.61), (0.65, 0.68)]):
+        write_run(sweep, 3 * seed, "bilinear", seed, fixed)
+        write_run(sweep, 3 * seed + 1, "transposed", seed, learned)
+        write_run(sweep, 3 * seed + 2, "transposed", seed, fixed, learnable=False)
+    write_run(sweep, 9, "pixel_shuffle", 0, None)
+    report = aggregate(sweep).read_text()
+    # transposed - bilinear per seed: 0.02, 0.01, 0.03 -> mean 0.02
+    assert "| fcn8s | transposed | mIoU | 3 | +0.0200 |" in report
+    assert "| fcn8s | transposed_frozen | mIoU | 3 | +0.0000 |" in report
+    assert "Failed runs: 9" in report
+    csv_text = (sweep / "compare.csv").read_text()
+    assert csv_text.splitlines()[0].startswith("decoder,upsampler,seeds,mIoU_mean")
+    assert len(csv_text.splitlines()) == 4  # header + bilinear, transposed, frozen
+
+
+def test_missing_sweep_folder_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--aggregate", str(tmp_path / "nope")])
+    assert exit_info.value.code == 1
+    assert "nope does not exist" in capsys.readouterr().err
