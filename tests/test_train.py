@@ -140,3 +140,17 @@ def test_same_seed_gives_the_same_run(compose_train, tmp_path) -> None:
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
     losses = [[e.value for e in events(tmp_path / run).Scalars("train/loss")] for run in "ab"]
     assert losses[0] == losses[1]
+
+
+def test_a_failed_run_does_not_stop_the_sweep_and_is_listed(tmp_path, shapes_root) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli(SEG_TRAIN, "-m", f"dataset.root={tmp_path}/missing,{shapes_root}",
+                     "debug=tiny", "dataset.crop_size=48", f"hydra.sweep.dir={sweep}",
+                     cwd=tmp_path)
+    assert result.returncode != 0
+    assert f"error: dataset root {tmp_path}/missing does not exist" in result.stderr
+    assert (sweep / "1" / "metrics.json").is_file()  # the run after the failure still ran
+    from seg.cli.compare import load_runs
+
+    runs, failed = load_runs(sweep)
+    assert len(runs) == 1 and failed[0].startswith("0 (dataset.root=")

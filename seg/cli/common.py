@@ -8,7 +8,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -29,8 +31,16 @@ def root_cause(error: BaseException) -> BaseException:
     return error
 
 
+def in_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def exit_on_user_error(main: Callable) -> Callable:
-    """Print a user error as one line on stderr and exit 1 instead of a traceback."""
+    """Print a user error as one line on stderr and exit 1 instead of a traceback.
+
+    In a sweep the error is printed and raised again, so that Hydra records the run as
+    failed and goes on with the others, then exits non-zero.
+    """
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -42,6 +52,8 @@ def exit_on_user_error(main: Callable) -> Callable:
                 raise
             message = cause.args[0] if cause.args else repr(cause)
             print(f"error: {message}", file=sys.stderr)
+            if in_sweep():
+                raise
             sys.exit(1)
 
     return wrapper
