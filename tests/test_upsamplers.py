@@ -7,7 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from seg.models import FCNDecoder, build_encoder, build_model, build_upsampler
-from seg.models.upsamplers import bilinear_kernel
+from seg.models.upsamplers import (
+    PhaseConvTranspose2d,
+    bilinear_kernel,
+    conv_transpose_by_phases,
+)
 
 FACTORS = list(range(2, 33))
 SIZES = [(7, 10), (1, 1), (5, 3)]
@@ -29,15 +33,40 @@ def zero_insertion_reference(
     return F.conv2d(padded, rotated)
 
 
+@pytest.mark.parametrize("layer", [torch.nn.ConvTranspose2d, PhaseConvTranspose2d])
 @pytest.mark.parametrize("stride", [2, 3, 4])
 @pytest.mark.parametrize("padding", [0, 1])
-def test_transposed_conv_is_zero_insertion_then_convolution(stride: int, padding: int) -> None:
+def test_transposed_conv_is_zero_insertion_then_convolution(layer, stride, padding) -> None:
     torch.manual_seed(stride)
-    deconv = torch.nn.ConvTranspose2d(3, 2, kernel_size=2 * stride, stride=stride,
-                                      padding=padding, bias=False)
+    deconv = layer(3, 2, kernel_size=2 * stride, stride=stride, padding=padding, bias=False)
     x = torch.randn(2, 3, 5, 6)
     expected = zero_insertion_reference(x, deconv.weight.detach(), stride, padding)
     assert torch.allclose(deconv(x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 4, 5, 8, 13, 16, 32])
+@pytest.mark.parametrize(("in_channels", "out_channels", "groups"),
+                         [(3, 3, 3), (3, 2, 1), (4, 6, 2)])
+def test_phase_decomposition_equals_native_transposed_conv(
+    factor, in_channels, out_channels, groups
+) -> None:
+    """Same outputs and same gradients (input and kernel) as F.conv_transpose2d."""
+    torch.manual_seed(factor)
+    k = 2 * factor - factor % 2
+    for height, width in SIZES:
+        for padding in sorted({0, factor // 2, (k - 1) // 2}):
+            x = torch.randn(2, in_channels, height, width, requires_grad=True)
+            weight = torch.randn(in_channels, out_channels // groups, k, k, requires_grad=True)
+            native = F.conv_transpose2d(x, weight, stride=factor, padding=padding,
+                                        groups=groups)
+            phases = conv_transpose_by_phases(x, weight, factor, padding, groups)
+            assert phases.shape == native.shape
+            assert torch.allclose(phases, native, atol=1e-4)
+            upstream = torch.randn_like(native)
+            for ours, theirs in zip(torch.autograd.grad(phases, (x, weight), upstream),
+                                    torch.autograd.grad(native, (x, weight), upstream),
+                                    strict=True):
+                assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-3)
 
 
 def test_our_transposed_upsampler_is_that_construction_on_the_edge_padded_input() -> None:

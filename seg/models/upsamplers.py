@@ -7,6 +7,7 @@ decoder can swap them freely. They are built by name through a registry:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -66,6 +67,57 @@ def bilinear_kernel(factor: int) -> torch.Tensor:
     return torch.outer(taps, taps).float()  # (size, size)
 
 
+def conv_transpose_by_phases(
+    x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, groups: int = 1
+) -> torch.Tensor:
+    """``F.conv_transpose2d(x, weight, stride=stride, padding=padding, groups=groups)``,
+    computed as sub-pixel convolution: one small stride-1 convolution per output phase,
+    then a pixel shuffle.
+
+    Output pixel ``o`` of a stride-f transposed convolution only sees the input pixels
+    ``i`` with ``o + padding - i f`` inside the kernel, that is ``n = ceil(k / f)`` of them
+    per axis, through the kernel taps of its phase ``(o + padding) mod f``. So every
+    phase is an ``n x n`` convolution, and all ``f^2`` of them are one convolution with
+    ``f^2`` times the output channels. The native kernel instead multiplies every input
+    pixel by the whole ``k x k`` kernel and scatters the products, which is slow on CPUs
+    for the large kernels of x16 and x32 upsampling.
+    """
+    f = stride
+    in_channels, out_per_group, k, _ = weight.shape
+    n = math.ceil(k / f)
+    taps = F.pad(weight, (0, n * f - k, 0, n * f - k))  # (Cin, Cout/g, n f, n f)
+    # tap t = j f + r: r is the output phase, j the input offset (reversed for correlation)
+    taps = taps.view(groups, in_channels // groups, out_per_group, n, f, n, f).flip(3, 5)
+    phase_weight = taps.permute(0, 2, 4, 6, 1, 3, 5).reshape(
+        groups * out_per_group * f * f, in_channels // groups, n, n)  # (Cout f^2, Cin/g, n, n)
+    # contiguous, so that the pixel shuffle below is a view and one copy
+    phases = F.conv2d(F.pad(x.contiguous(), (n - 1,) * 4), phase_weight, groups=groups)
+    batch, _, rows, cols = phases.shape  # (B, Cout f^2, H + n - 1, W + n - 1)
+    out_channels = groups * out_per_group
+    full = (phases.view(batch, out_channels, f, f, rows, cols)
+            .permute(0, 1, 4, 2, 5, 3)
+            .reshape(batch, out_channels, rows * f, cols * f))
+    height = (x.shape[-2] - 1) * f - 2 * padding + k
+    width = (x.shape[-1] - 1) * f - 2 * padding + k
+    return full[:, :, padding:padding + height, padding:padding + width]
+
+
+class PhaseConvTranspose2d(nn.ConvTranspose2d):
+    """An ``nn.ConvTranspose2d`` (same parameters, function and gradients) computed by
+    :func:`conv_transpose_by_phases` where it can: square stride, kernel and padding,
+    no dilation or output padding; anything else takes the native kernel."""
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        stride, kernel, padding = self.stride[0], self.kernel_size[0], self.padding[0]
+        square = (self.stride == (stride,) * 2 and self.kernel_size == (kernel,) * 2
+                  and self.padding == (padding,) * 2)
+        plain = self.dilation == (1, 1) and self.output_padding == (0, 0)
+        if output_size is not None or not (square and plain) or self.padding_mode != "zeros":
+            return super().forward(x, output_size)
+        out = conv_transpose_by_phases(x, self.weight, stride, padding, self.groups)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+
+
 @register_upsampler("bilinear")
 class BilinearUpsampler(nn.Module):
     """Fixed bilinear resizing, ``F.interpolate(align_corners=False)``; no parameters."""
@@ -92,6 +144,7 @@ class TransposedConvUpsampler(nn.Module):
 
     ``channelwise``: one kernel per channel (grouped); otherwise a full C -> C kernel,
     initialised diagonal, as FCN's net surgery did. ``learnable=False`` freezes it.
+    The layer is a :class:`PhaseConvTranspose2d`: the same function, faster on CPUs.
     """
 
     def __init__(
@@ -107,7 +160,7 @@ class TransposedConvUpsampler(nn.Module):
             raise ValueError(f"transposed upsampler init must be bilinear or kaiming, got {init}")
         self.channels = channels
         self.factor = factor
-        self.deconv = nn.ConvTranspose2d(
+        self.deconv = PhaseConvTranspose2d(
             channels,
             channels,
             kernel_size=2 * factor - factor % 2,
