@@ -8,7 +8,7 @@ SHAPES := data/shapes/ImageSets/Segmentation/train.txt
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train eval test test-all lint tensorboard clean
+.PHONY: help install data train eval compare test test-all lint tensorboard clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,6 +30,9 @@ train: $(STAMP) $(SHAPES) ## Train with the defaults; override with ARGS="key=va
 
 eval: $(STAMP) ## Evaluate a checkpoint: make eval CKPT=outputs/<date>/<time>/checkpoints/best.pt
 	$(BIN)/seg-eval checkpoint=$(CKPT) $(ARGS)
+
+compare: $(STAMP) $(SHAPES) ## The upsampling study: every upsampler x FCN-32s/8s x 3 seeds (ARGS="compare=quick")
+	$(BIN)/seg-compare $(ARGS)
 
 test: $(STAMP) ## Run the fast tests (under 5 minutes on 2 CPU cores)
 	$(BIN)/pytest -q

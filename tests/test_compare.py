@@ -1,7 +1,9 @@
-"""Aggregation of an upsampler comparison sweep."""
+"""The upsampling study: running its sweep and aggregating it."""
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,12 @@ def write_run(sweep: Path, number: int, upsampler: str, seed: int, miou: float |
               learnable: bool = True) -> None:
     run = sweep / str(number)
     (run / ".hydra").mkdir(parents=True)
-    config = {"seed": seed, "model": {"decoder": {"variant": "fcn8s"},
-                                      "upsampler": {"name": upsampler, "learnable": learnable}}}
+    config = {"seed": seed,
+              "model": {"encoder": {"name": "simple"}, "decoder": {"variant": "fcn8s"},
+                        "upsampler": {"name": upsampler, "learnable": learnable}},
+              "trainer": {"max_iters": 100},
+              "dataset": {"name": "shapes", "batch_size": 4, "crop_size": 64},
+              "optimizer": {"_target_": "torch.optim.AdamW", "lr": 0.001}}
     OmegaConf.save(OmegaConf.create(config), run / ".hydra" / "config.yaml")
     if miou is None:
         return  # a run that failed before writing its metrics
@@ -49,13 +55,34 @@ def test_aggregate_writes_tables_pairs_by_seed_and_lists_failures(tmp_path: Path
         write_run(sweep, 3 * seed + 2, "transposed", seed, fixed, learnable=False)
     write_run(sweep, 9, "pixel_shuffle", 0, None)
     report = aggregate(sweep).read_text()
-    # transposed - bilinear per seed: 0.02, 0.01, 0.03 -> mean 0.02
-    assert "| fcn8s | transposed | mIoU | 3 | +0.0200 |" in report
-    assert "| fcn8s | transposed_frozen | mIoU | 3 | +0.0000 |" in report
+    # transposed - bilinear per seed: 0.02, 0.01, 0.03 -> mean 0.02, in percentage points
+    assert "| fcn8s | transposed | mIoU | 3 | +2.00 |" in report
+    assert "| fcn8s | transposed_frozen | mIoU | 3 | +0.00 |" in report
+    assert "| fcn8s | bilinear | 3 | 65.00 ± 5.00 |" in report  # mean ± std of 70, 60, 65
+    assert "Every run: encoder simple, 100 iterations of batch 4 at 64 px" in report
     assert "Failed runs: 9" in report
     csv_text = (sweep / "compare.csv").read_text()
     assert csv_text.splitlines()[0].startswith("decoder,upsampler,seeds,mIoU_mean")
     assert len(csv_text.splitlines()) == 4  # header + bilinear, transposed, frozen
+    assert (sweep / "compare.png").stat().st_size > 0
+
+
+def test_seg_compare_runs_the_sweep_and_writes_every_report(tmp_path, shapes_root) -> None:
+    """The study's sweep, cut to 2 upsamplers x 2 decoders x 2 seeds of 2 iterations."""
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, "-m", "seg.cli.compare", "debug=tiny", f"dataset.root={shapes_root}",
+         "dataset.crop_size=48", "model/upsampler=bilinear,transposed", "seed=0,1",
+         f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list(sweep.glob("*/metrics.json"))) == 8
+    for name in ("compare.md", "compare.csv", "compare.png", "examples.png"):
+        assert (sweep / name).stat().st_size > 0, name
+    report = (sweep / "compare.md").read_text()
+    assert "| fcn32s | transposed | mIoU | 2 |" in report
+    assert "| fcn8s | transposed | boundary_f | 2 |" in report
+    assert "Failed runs: none" in report
 
 
 def test_missing_sweep_folder_is_a_one_line_error(tmp_path: Path, capsys) -> None:

@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from seg.cli.common import CONFIG_DIR, model_from_config
 
 GROUPS = ["dataset", "model/encoder", "model/decoder", "model/upsampler", "optimizer",
-          "scheduler", "trainer", "logger", "experiment", "debug"]
+          "scheduler", "trainer", "logger", "experiment", "debug", "compare"]
 
 
 def options(group: str) -> list[str]:

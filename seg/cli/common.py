@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from seg.data.palette import voc_palette
 from seg.models import SegmentationModel, build_model
@@ -78,3 +78,17 @@ def model_from_config(model_cfg: DictConfig, num_classes: int) -> SegmentationMo
     encoder = instantiate(model_cfg.encoder)
     return build_model(encoder, instantiate(model_cfg.decoder), num_classes,
                        instantiate(model_cfg.upsampler))
+
+
+def model_from_checkpoint(state: dict) -> SegmentationModel:
+    """The trained model of a loaded checkpoint, rebuilt from the config it carries."""
+    trained = OmegaConf.create(state["config"])
+    model = model_from_config(trained.model, len(state["class_names"]))
+    model.load_state_dict(state["model"])
+    return model
+
+
+def upsampler_label(upsampler_cfg: DictConfig) -> str:
+    """The upsampler's name, or ``transposed_frozen`` for a transposed one that is frozen."""
+    name = upsampler_cfg.name
+    return f"{name}_frozen" if upsampler_cfg.get("learnable", True) is False else name

@@ -19,7 +19,7 @@ from seg.cli.common import (
     CONFIG_DIR,
     check_dataset_root,
     exit_on_user_error,
-    model_from_config,
+    model_from_checkpoint,
 )
 from seg.data.loader import build_loader
 from seg.engine import evaluate, load_checkpoint, name_per_class, resolve_device
@@ -41,8 +41,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
     loader = build_loader(instantiate(split_cfg), cfg.batch_size, train=False,
                           num_workers=cfg.num_workers)
 
-    model = model_from_config(trained.model, len(state["class_names"]))
-    model.load_state_dict(state["model"])
+    model = model_from_checkpoint(state)
     device = resolve_device(cfg.device)
     metrics, _ = evaluate(model.to(device), loader, len(state["class_names"]), device,
                           state["ignore_index"])

@@ -17,6 +17,7 @@ from seg.cli.common import (
     exit_on_user_error,
     model_from_config,
     resolve_palette,
+    upsampler_label,
 )
 from seg.data.loader import build_loader
 from seg.engine import RunInfo, name_per_class, seed_everything
@@ -30,8 +31,7 @@ def hparams_of(cfg: DictConfig) -> dict[str, object]:
     return {
         "encoder": cfg.model.encoder.name,
         "decoder": cfg.model.decoder.variant,
-        "upsampler": cfg.model.upsampler.name,
-        "learnable": bool(cfg.model.upsampler.get("learnable", False)),
+        "upsampler": upsampler_label(cfg.model.upsampler),
         "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
         "lr": cfg.optimizer.lr,
         "batch_size": cfg.dataset.batch_size,
