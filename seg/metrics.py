@@ -88,17 +88,27 @@ def _percent(value: float) -> str:
 
 
 def erode(masks: torch.Tensor, radius: int) -> torch.Tensor:
-    """Binary erosion of ``(B, H, W)`` bool masks by a ``(2r+1)^2`` square. Outside the
+    """Binary erosion of ``(..., H, W)`` bool masks by a ``(2r+1)^2`` square. Outside the
     image counts as inside the mask, so the image frame is never a boundary."""
-    inverted = (~masks).float().unsqueeze(1)  # (B, 1, H, W)
-    grown = F.max_pool2d(inverted, 2 * radius + 1, stride=1, padding=radius)
-    return grown.squeeze(1) == 0
+    return ~dilate(~masks, radius)
 
 
 def dilate(masks: torch.Tensor, radius: int) -> torch.Tensor:
-    """Binary dilation of ``(B, H, W)`` bool masks by a ``(2r+1)^2`` square."""
-    grown = F.max_pool2d(masks.float().unsqueeze(1), 2 * radius + 1, stride=1, padding=radius)
-    return grown.squeeze(1) > 0
+    """Binary dilation of ``(..., H, W)`` bool masks by a ``(2r+1)^2`` square.
+
+    A square is a row then a column, and each is an OR of shifted copies: bool work,
+    many times faster than max-pooling float masks on CPUs.
+    """
+    grown = masks.clone()
+    for axis in (-2, -1):
+        source = grown.clone()
+        length = masks.shape[axis]
+        for shift in range(1, min(radius, length - 1) + 1):
+            grown.narrow(axis, shift, length - shift).logical_or_(
+                source.narrow(axis, 0, length - shift))
+            grown.narrow(axis, 0, length - shift).logical_or_(
+                source.narrow(axis, shift, length - shift))
+    return grown
 
 
 class BoundaryMetrics:
@@ -121,20 +131,25 @@ class BoundaryMetrics:
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch of ``(B, H, W)`` predicted and true label maps."""
-        valid = target != self.ignore_index
-        for c in range(self.num_classes):
-            true, pred = (target == c), (prediction == c) & valid
+        valid = (target != self.ignore_index).unsqueeze(1)  # (B, 1, H, W)
+        # Classes are done together, in chunks that keep the masks near 16 M pixels.
+        chunk = max(1, (1 << 24) // max(target.numel(), 1))
+        for first in range(0, self.num_classes, chunk):
+            classes = torch.arange(first, min(first + chunk, self.num_classes),
+                                   device=target.device).view(1, -1, 1, 1)
+            true = target.unsqueeze(1) == classes  # (B, c, H, W)
+            pred = (prediction.unsqueeze(1) == classes) & valid
             true_edge = true & ~erode(true | ~valid, 1)
             pred_edge = pred & ~erode(pred | ~valid, 1)
             near_true = dilate(true_edge, self.tolerance)
             near_pred = dilate(pred_edge, self.tolerance)
             true_band = true & ~erode(true | ~valid, self.tolerance)
             pred_band = pred & ~erode(pred | ~valid, self.tolerance)
-            self.counts[:, c] += torch.stack([
-                (pred_edge & near_true).sum(), pred_edge.sum(),
-                (true_edge & near_pred).sum(), true_edge.sum(),
-                (true_band & pred_band).sum(), (true_band | pred_band).sum(),
-            ]).double().cpu()
+            counts = torch.stack([
+                pred_edge & near_true, pred_edge, true_edge & near_pred, true_edge,
+                true_band & pred_band, true_band | pred_band,
+            ]).sum((1, 3, 4))  # (6, c)
+            self.counts[:, first:first + classes.numel()] += counts.double().cpu()
 
     def compute(self) -> dict[str, float | list[float]]:
         matched_pred, pred, matched_true, true, intersection, union = self.counts

@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from seg.metrics import ConfusionMatrix, format_table
+from seg.metrics import ConfusionMatrix, dilate, erode, format_table
 
 
 def test_metrics_match_hand_computed_values() -> None:
@@ -131,3 +132,23 @@ def test_checkerboard_score_by_hand() -> None:
     patterned = PhaseConfidence(stride=2)
     patterned.update(probabilities)
     assert patterned.compute() == pytest.approx(0.03**0.5 / 0.6)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 4])
+def test_dilation_and_erosion_match_max_pooling(radius: int) -> None:
+    """The shifted-OR morphology equals the textbook one: max-pooling a square."""
+    torch.manual_seed(radius)
+    masks = torch.rand(3, 2, 17, 9) > 0.85
+    size = 2 * radius + 1
+
+    def pooled(m: torch.Tensor) -> torch.Tensor:
+        grown = F.max_pool2d(m.float().flatten(0, 1).unsqueeze(1), size, stride=1,
+                             padding=radius)
+        return grown.view(m.shape) > 0
+
+    assert torch.equal(dilate(masks, radius), pooled(masks))
+    assert torch.equal(erode(masks, radius), ~pooled(~masks))
+    thin = torch.zeros(1, 1, 5, dtype=torch.bool)  # a 1-pixel-high image
+    thin[0, 0, 2] = True
+    assert dilate(thin, radius).tolist() == [[[i - 2 in range(-radius, radius + 1)
+                                               for i in range(5)]]]
