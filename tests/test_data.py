@@ -136,6 +136,16 @@ def test_dataset_with_transforms(tiny: Path) -> None:
     assert item["image"].shape == (3, 64, 64) and item["mask"].dtype == torch.long
 
 
+def test_cached_dataset_decodes_once_and_gives_the_same_samples(tiny: Path) -> None:
+    plain, cached = VOCSegmentation(tiny, "val"), VOCSegmentation(tiny, "val", cache=True)
+    first = cached.load(1)
+    first[0][:] = 0  # a transform writing into its input must not reach the cache
+    image, mask = cached.load(1)
+    assert np.array_equal(image, plain.load(1)[0]) and np.array_equal(mask, plain.load(1)[1])
+    assert list(cached.cache) == [1]  # decoded once, on first read
+    assert torch.equal(cached[1]["image"], plain[1]["image"])
+
+
 def test_missing_paths_raise(tmp_path: Path, tiny: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match=str(missing)):
