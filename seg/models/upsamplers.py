@@ -90,16 +90,22 @@ def conv_transpose_by_phases(
     taps = taps.view(groups, in_channels // groups, out_per_group, n, f, n, f).flip(3, 5)
     phase_weight = taps.permute(0, 2, 4, 6, 1, 3, 5).reshape(
         groups * out_per_group * f * f, in_channels // groups, n, n)  # (Cout f^2, Cin/g, n, n)
-    # contiguous, so that the pixel shuffle below is a view and one copy
-    phases = F.conv2d(F.pad(x.contiguous(), (n - 1,) * 4), phase_weight, groups=groups)
-    batch, _, rows, cols = phases.shape  # (B, Cout f^2, H + n - 1, W + n - 1)
-    out_channels = groups * out_per_group
-    full = (phases.view(batch, out_channels, f, f, rows, cols)
-            .permute(0, 1, 4, 2, 5, 3)
-            .reshape(batch, out_channels, rows * f, cols * f))
+    # Output row o is phase o mod f of coarse row o // f, which reads padded input rows
+    # o // f .. o // f + n - 1. Only the coarse rows that reach the output are computed.
     height = (x.shape[-2] - 1) * f - 2 * padding + k
     width = (x.shape[-1] - 1) * f - 2 * padding + k
-    return full[:, :, padding:padding + height, padding:padding + width]
+    first = padding // f  # the first coarse row (and column) that reaches the output
+    last_row, last_col = -(-(padding + height) // f), -(-(padding + width) // f)
+    padded = F.pad(x.contiguous(), (n - 1,) * 4)  # contiguous: the shuffle below is a view
+    window = padded[:, :, first:last_row + n - 1, first:last_col + n - 1]
+    phases = F.conv2d(window, phase_weight, groups=groups)  # (B, Cout f^2, rows, cols)
+    batch, _, rows, cols = phases.shape
+    out_channels = groups * out_per_group
+    shuffled = (phases.view(batch, out_channels, f, f, rows, cols)
+                .permute(0, 1, 4, 2, 5, 3)
+                .reshape(batch, out_channels, rows * f, cols * f))
+    offset = padding - first * f
+    return shuffled[:, :, offset:offset + height, offset:offset + width]
 
 
 class PhaseConvTranspose2d(nn.ConvTranspose2d):
@@ -135,12 +141,13 @@ class BilinearUpsampler(nn.Module):
 class TransposedConvUpsampler(nn.Module):
     """Learned upsampling by a transposed convolution ("deconvolution").
 
-    Kernel ``2f - f % 2``, stride ``f``, padding ``f // 2``: the output is exactly
-    ``f`` times the input. With ``init="bilinear"`` the kernel starts as the bilinear
-    kernel, so at initialisation the output equals ``F.interpolate(bilinear,
-    align_corners=False)``. The input is first padded by one replicated pixel (and the
-    output cropped back), because interpolation clamps at the image edge where a
-    zero-padded convolution would fade towards zero over about f/2 pixels.
+    Kernel ``2f - f % 2``, stride ``f``: the output is exactly ``f`` times the input.
+    With ``init="bilinear"`` the kernel starts as the bilinear kernel, so at
+    initialisation the output equals ``F.interpolate(bilinear, align_corners=False)``.
+    The input is first padded by one replicated pixel, because
+    interpolation clamps at the image edge where a zero-padded convolution would fade
+    towards zero over about f/2 pixels; the padding ``f // 2 + f`` of the transposed
+    convolution then crops its output to exactly ``f`` times the unpadded input.
 
     ``channelwise``: one kernel per channel (grouped); otherwise a full C -> C kernel,
     initialised diagonal, as FCN's net surgery did. ``learnable=False`` freezes it.
@@ -165,7 +172,7 @@ class TransposedConvUpsampler(nn.Module):
             channels,
             kernel_size=2 * factor - factor % 2,
             stride=factor,
-            padding=factor // 2,
+            padding=factor // 2 + factor,
             groups=channels if channelwise else 1,
             bias=False,
         )
@@ -195,10 +202,8 @@ class TransposedConvUpsampler(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.factor == 1:
             return x
-        padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
-        out = self.deconv(padded)  # (B, C, (H + 2) f, (W + 2) f)
-        f = self.factor
-        return out[:, :, f:-f, f:-f]
+        padded = F.pad(x, (1, 1, 1, 1), mode="replicate")  # (B, C, H + 2, W + 2)
+        return self.deconv(padded)  # (B, C, H f, W f)
 
 
 class ConvKernelUpsampler(nn.Module):
