@@ -7,7 +7,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from seg.metrics import BoundaryMetrics, ConfusionMatrix, PhaseConfidence
+from seg.models.model import NativeStrideClassifier
 from seg.models.upsamplers import kernel_drift
 from seg.reporting import TensorBoardLogger, denormalize
 
@@ -145,6 +146,13 @@ def evaluate(
     metrics = {**confusion.compute(), **boundary.compute(), "checkerboard": phase.compute(),
                "inference_ms_per_image": 1000 * forward_seconds / max(images_seen, 1)}
     return metrics, first_batch
+
+
+def segmentation_loss(
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = 255
+) -> torch.Tensor:
+    """Per-pixel cross-entropy of ``(B, K, H, W)`` logits; ``ignore_index`` pixels count nowhere."""
+    return F.cross_entropy(logits, targets, ignore_index=ignore_index)
 
 
 def synchronize(device: torch.device) -> None:
@@ -304,15 +312,50 @@ class Trainer:
             "wall_s": time.perf_counter() - start,
         }
 
+    def pretrain(
+        self,
+        classifier: NativeStrideClassifier,
+        optimizer: torch.optim.Optimizer,
+        scheduler: LRScheduler,
+        loader: DataLoader,
+        iterations: int,
+        logger: TensorBoardLogger,
+        ignore_index: int = 255,
+    ) -> float:
+        """Train an encoder with per-tap heads at the taps' own strides (no upsampling) for
+        ``iterations`` steps; return the mean loss of the last ``log_every`` steps."""
+        classifier.to(self.device, memory_format=self.memory_format).train()
+        batches = endless(loader, 0)
+        recent: list[float] = []
+        for iteration in range(1, iterations + 1):
+            _, batch = next(batches)
+            loss_value = self.train_step(classifier, optimizer, batch, ignore_index,
+                                         criterion=classifier.loss)
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"pretraining loss is {loss_value} at iteration "
+                                         f"{iteration}: lower pretrain.lr")
+            scheduler.step()
+            recent = [*recent[-self.log_every + 1:], loss_value]
+            if iteration % self.log_every == 0 or iteration == iterations:
+                logger.log_scalars({"pretrain/loss": sum(recent) / len(recent),
+                                    "pretrain/lr": optimizer.param_groups[0]["lr"]}, iteration)
+            if iteration % (10 * self.log_every) == 0:
+                log.info("pretraining iteration %d/%d: loss %.4f", iteration, iterations,
+                         sum(recent) / len(recent))
+        return sum(recent) / max(len(recent), 1)
+
     def train_step(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, ignore_index: int
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, ignore_index: int,
+        criterion: Callable[..., torch.Tensor] | None = None,
     ) -> float:
         """One optimisation step on ``batch``; returns the loss. A non-finite loss is not
-        applied, so the weights stay those of the last good step."""
+        applied, so the weights stay those of the last good step. ``criterion(output,
+        targets, ignore_index)`` defaults to per-pixel cross-entropy."""
         images = batch["image"].to(self.device, non_blocking=True,
                                    memory_format=self.memory_format)
         targets = batch["mask"].to(self.device, non_blocking=True)
-        loss = F.cross_entropy(model(images), targets, ignore_index=ignore_index)
+        criterion = criterion or segmentation_loss
+        loss = criterion(model(images), targets, ignore_index)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:

@@ -68,15 +68,21 @@ def test_aggregate_writes_tables_pairs_by_seed_and_lists_failures(tmp_path: Path
 
 
 def test_seg_compare_runs_the_sweep_and_writes_every_report(tmp_path, shapes_root) -> None:
-    """The study's sweep, cut to 2 upsamplers x 2 decoders x 2 seeds of 2 iterations."""
+    """The study, cut to 2 upsamplers x 2 decoders x 2 seeds of 2 iterations, from an
+    encoder pretrained for 3 iterations."""
     sweep = tmp_path / "sweep"
     result = subprocess.run(
         [sys.executable, "-m", "seg.cli.compare", "debug=tiny", f"dataset.root={shapes_root}",
-         "dataset.crop_size=48", "model/upsampler=bilinear,transposed", "seed=0,1",
-         f"hydra.sweep.dir={sweep}"],
+         "dataset.crop_size=48", "pretrain.iterations=3",
+         "pretrain.batch_size=2", "model/upsampler=bilinear,transposed",
+         "seed=0,1", f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(list(sweep.glob("*/metrics.json"))) == 8
+    encoder = sweep / "pretrained_encoder" / "encoder.pth"
+    for run in sweep.glob("*/.hydra/config.yaml"):
+        if run.parent.parent.name != "pretrained_encoder":
+            assert OmegaConf.load(run).model.encoder.weights == str(encoder)
     for name in ("compare.md", "compare.csv", "compare.png", "examples.png"):
         assert (sweep / name).stat().st_size > 0, name
     report = (sweep / "compare.md").read_text()

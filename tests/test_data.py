@@ -21,6 +21,7 @@ from seg.data import (
     train_transform,
     voc_palette,
 )
+from seg.data.loader import build_loader
 
 NUM_CLASSES = len(SHAPES_CLASSES)
 
@@ -144,6 +145,11 @@ def test_cached_dataset_decodes_once_and_gives_the_same_samples(tiny: Path) -> N
     assert np.array_equal(image, plain.load(1)[0]) and np.array_equal(mask, plain.load(1)[1])
     assert list(cached.cache) == [1]  # decoded once, on first read
     assert torch.equal(cached[1]["image"], plain[1]["image"])
+
+
+def test_a_batch_larger_than_the_training_split_is_an_error(tiny: Path) -> None:
+    with pytest.raises(ValueError, match="fewer than one batch of 64: lower the batch size"):
+        build_loader(VOCSegmentation(tiny, "train"), 64, train=True)
 
 
 def test_missing_paths_raise(tmp_path: Path, tiny: Path) -> None:

@@ -1,8 +1,9 @@
 """``seg-compare``: the upsampling study, learned vs fixed, measured over seeds.
 
-``seg-compare [OVERRIDES...]`` runs the sweep of ``configs/compare/default.yaml``
-(``compare=quick`` for the small one) as a Hydra multirun of ``seg-train``, then
-aggregates it; ``seg-compare --aggregate DIR`` aggregates an existing sweep folder.
+``seg-compare [OVERRIDES...]`` pretrains one encoder (``seg.cli.pretrain``), runs the
+sweep of ``configs/compare/default.yaml`` (``compare=quick`` for the small one) as a
+Hydra multirun of ``seg-train`` whose runs all start from that encoder, then aggregates
+it; ``seg-compare --aggregate DIR`` aggregates an existing sweep folder.
 
 Aggregation reads every run folder (``.hydra/config.yaml``, ``metrics.json`` and the
 last checkpoint) and writes into the sweep folder: ``compare.md`` and ``compare.csv``,
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
@@ -39,6 +41,7 @@ from seg.engine import load_checkpoint
 from seg.reporting import colorize, denormalize
 
 FIXED = "bilinear"
+ENCODER_DIR = "pretrained_encoder"  # in the sweep folder, beside the numbered runs
 UPSAMPLER_ORDER = ("bilinear", "transposed_frozen", "transposed", "resize_conv", "pixel_shuffle")
 # metric -> (column title, scale, format); ratios are shown in percent
 SUMMARY_METRICS = {
@@ -67,6 +70,8 @@ def load_runs(sweep_dir: Path) -> tuple[list[dict], list[str]]:
     runs, failed = [], []
     for config_file in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
         run_dir = config_file.parent.parent
+        if run_dir.name == ENCODER_DIR:
+            continue
         cfg = OmegaConf.load(config_file)
         metrics_file = run_dir / "metrics.json"
         if not metrics_file.is_file():
@@ -140,6 +145,8 @@ def recipe_of(cfg) -> str:
     """One line saying what every run of the sweep trained, for the report's reader."""
     encoder = cfg.model.encoder
     widths = f" widths {list(encoder.widths)}" if "widths" in encoder else ""
+    if encoder.get("weights"):
+        widths += f" from {encoder.weights}"
     return (f"encoder {encoder.name}{widths}, {cfg.trainer.max_iters} iterations of batch "
             f"{cfg.dataset.batch_size} at {cfg.dataset.crop_size} px, "
             f"{cfg.optimizer._target_.rsplit('.', 1)[-1]} lr {cfg.optimizer.lr}, "
@@ -317,9 +324,13 @@ def aggregate(sweep_dir: str | Path) -> Path:
     return report
 
 
-def run_sweep(overrides: Sequence[str]) -> tuple[Path, int]:
-    """Run the study as a ``seg-train`` multirun (``compare=default`` unless the overrides
-    choose another); return its folder and exit status."""
+def run_study(overrides: Sequence[str]) -> tuple[Path, int]:
+    """Pretrain the shared encoder, then run the study's sweep (``compare=default``
+    unless the overrides choose another); return the sweep folder and exit status.
+
+    An override of ``model.encoder.weights`` skips the pretraining: runs start from
+    those weights (``null``: from scratch, each with its seed's encoder).
+    """
     overrides = list(overrides)
     if not any(o.startswith("compare=") for o in overrides):
         overrides.insert(0, "compare=default")
@@ -328,6 +339,18 @@ def run_sweep(overrides: Sequence[str]) -> tuple[Path, int]:
     if sweep_dir is None:
         sweep_dir = f"outputs/compare/{datetime.now():%Y-%m-%d/%H-%M-%S}"
         overrides.append(f"hydra.sweep.dir={sweep_dir}")
+    if not any(o.startswith("model.encoder.weights=") for o in overrides):
+        # the encoder is pretrained once, with the overrides that are not swept (seed 0)
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        single = [o.input_line for o in parsed if not o.is_sweep_override()
+                  and not o.key_or_group.startswith("hydra.")]
+        encoder_dir = Path(sweep_dir) / ENCODER_DIR
+        command = [sys.executable, "-m", "seg.cli.pretrain", *single,
+                   f"hydra.run.dir={encoder_dir}"]
+        status = subprocess.run(command, check=False).returncode
+        if status:
+            return Path(sweep_dir), status
+        overrides.append(f"model.encoder.weights={encoder_dir / 'encoder.pth'}")
     command = [sys.executable, "-m", "seg.cli.train", "--multirun", *overrides]
     return Path(sweep_dir), subprocess.run(command, check=False).returncode
 
@@ -347,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     status, sweep_dir = 0, args.aggregate
     if sweep_dir is None:
-        sweep_dir, status = run_sweep(args.overrides)
+        sweep_dir, status = run_study(args.overrides)
     try:
         report = aggregate(sweep_dir)
     except FileNotFoundError as error:

@@ -42,6 +42,10 @@ def build_loader(
 ) -> DataLoader:
     """Training loaders shuffle with a seeded generator and drop the last partial batch;
     evaluation loaders keep every image and pad mixed sizes (see ``pad_collate``)."""
+    if train and len(dataset) < batch_size:
+        # every batch would be dropped, and training would wait forever for one
+        raise ValueError(f"the training split has {len(dataset)} samples, fewer than one "
+                         f"batch of {batch_size}: lower the batch size")
     generator = torch.Generator().manual_seed(seed)
     transform = getattr(dataset, "transform", None)
     if num_workers == 0 and hasattr(transform, "set_random_seed"):

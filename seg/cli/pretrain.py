@@ -1,0 +1,68 @@
+"""``python -m seg.cli.pretrain``: train an encoder alone, for the upsampling study.
+
+It composes the same config as ``seg-train`` (``configs/train.yaml``) and reads
+``pretrain.iterations``, ``pretrain.batch_size`` and ``pretrain.lr``, which
+``compare=default`` sets. The encoder learns per-pixel classes at each of its taps' own
+strides (the labels are brought down by nearest neighbour), so no upsampler takes part.
+It writes ``encoder.pth`` into its run folder, which ``model.encoder.weights=PATH``
+loads: ``seg-compare`` starts every run of the study from it, as FCN started from
+ImageNet weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from seg.cli.common import CONFIG_DIR, check_dataset_root, exit_on_user_error
+from seg.data.loader import build_loader
+from seg.engine import save_checkpoint, seed_everything
+from seg.models import NativeStrideClassifier
+
+log = logging.getLogger("seg.pretrain")
+
+
+def pretrain(cfg: DictConfig, run_dir: str | Path) -> Path:
+    """Pretrain ``cfg.model.encoder`` on the train split; return the ``encoder.pth`` path."""
+    settings = cfg.get("pretrain")
+    if settings is None:
+        raise KeyError("pretrain settings are missing: add compare=default, or "
+                       "+pretrain.iterations=N +pretrain.batch_size=B +pretrain.lr=LR")
+    run_dir = Path(run_dir)
+    trainer = instantiate(cfg.trainer)
+    seed_everything(cfg.seed, trainer.deterministic)
+    data = cfg.dataset
+    check_dataset_root(data.root, data.get("setup_command"))
+    loader = build_loader(instantiate(data.train), settings.batch_size, train=True,
+                          num_workers=data.num_workers, seed=cfg.seed,
+                          pin_memory=trainer.device.type == "cuda")
+    classifier = NativeStrideClassifier(instantiate(cfg.model.encoder), data.num_classes)
+    optimizer = instantiate(cfg.optimizer, lr=settings.lr)(params=classifier.parameters())
+    scheduler = instantiate(cfg.scheduler, total_iters=settings.iterations)(optimizer=optimizer)
+    logger = instantiate(cfg.logger)(log_dir=run_dir / "tb")
+    log.info("pretraining %s for %d iterations on %s", cfg.model.encoder.name,
+             settings.iterations, trainer.device)
+    try:
+        loss = trainer.pretrain(classifier, optimizer, scheduler, loader, settings.iterations,
+                                logger, data.ignore_index)
+    finally:
+        logger.close()
+    path = run_dir / "encoder.pth"
+    save_checkpoint(path, classifier.encoder.state_dict())
+    print(f"pretrained encoder: {path} (loss {loss:.4f})")
+    return path
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    pretrain(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()
