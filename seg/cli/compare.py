@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 
 from seg.cli.common import model_from_checkpoint, upsampler_label
 from seg.engine import load_checkpoint
+from seg.metrics import dilate
 from seg.reporting import colorize, denormalize
 
 FIXED = "bilinear"
@@ -178,6 +179,7 @@ def markdown_report(rows: list[dict], pairs: list[dict], failed: list[str],
     return "\n".join(lines) + "\n"
 
 
+BOUNDARY_BAND = 3  # pixels: how near a true boundary a disputed pixel counts in examples.png
 BAR_METRICS = (("mIoU", "val mIoU"), ("boundary_f", "val boundary F (2 px)"),
                ("train_images_per_s", "train images/s"))
 
@@ -232,14 +234,20 @@ def lowest_seed_checkpoints(runs: list[dict]) -> dict[tuple[str, str], Path]:
 @torch.no_grad()
 def most_disputed_window(models: list[torch.nn.Module], dataset, window: int,
                          max_images: int = 32) -> tuple[int, int, int, list[torch.Tensor]]:
-    """The val image and ``window``-square region where the models' predictions differ
-    most: ``(index, top, left, predictions)``, predictions ``(H, W)`` per model."""
+    """The val image and ``window``-square region whose true boundaries the models'
+    predictions dispute most: ``(index, top, left, predictions)``, predictions ``(H, W)``
+    per model. Boundaries are where upsampling shows, so only pixels within
+    ``BOUNDARY_BAND`` pixels of a true boundary count."""
     best = (-1.0, 0, 0, 0, [])
     for index in range(min(len(dataset), max_images)):
-        image = dataset[index]["image"][None]  # (1, 3, H, W)
-        predictions = [model(image).argmax(1)[0] for model in models]
+        item = dataset[index]
+        predictions = [model(item["image"][None]).argmax(1)[0] for model in models]
         stacked = torch.stack(predictions)  # (M, H, W)
-        disputed = (stacked != stacked[0]).any(0).float()[None, None]  # (1, 1, H, W)
+        labels = item["mask"][None]  # (1, H, W)
+        # a pixel is on a true boundary when its 3x3 neighbourhood holds another label
+        on_boundary = (dilate_labels(labels) != -dilate_labels(-labels))
+        near_boundary = dilate(on_boundary, BOUNDARY_BAND)[0]
+        disputed = ((stacked != stacked[0]).any(0) & near_boundary).float()[None, None]
         size = min(window, *disputed.shape[-2:])
         stride = max(size // 4, 1)
         share = F.avg_pool2d(disputed, size, stride=stride)[0, 0]  # (rows, cols)
@@ -249,6 +257,12 @@ def most_disputed_window(models: list[torch.nn.Module], dataset, window: int,
             best = (float(value), index, top * stride, left * stride, predictions)
     _, index, top, left, predictions = best
     return index, top, left, predictions
+
+
+def dilate_labels(labels: torch.Tensor) -> torch.Tensor:
+    """The largest label in each pixel's 3x3 neighbourhood, ``(B, H, W)``."""
+    pooled = F.max_pool2d(labels[:, None].float(), 3, stride=1, padding=1)
+    return pooled[:, 0].long()
 
 
 def example_figure(runs: list[dict], path: Path, window: int = 48) -> bool:
@@ -295,7 +309,8 @@ def example_figure(runs: list[dict], path: Path, window: int = 48) -> bool:
             else:
                 axes.set_axis_off()
     figure.suptitle(f"val image {item['id']}, rows {top}-{top + size}, columns "
-                    f"{left}-{left + size}: where the upsamplers disagree most", fontsize=10)
+                    f"{left}-{left + size}: where the upsamplers dispute the true boundaries most",
+                    fontsize=10)
     figure.savefig(path, dpi=120)
     return True
 
