@@ -346,7 +346,7 @@ class Trainer:
 
     def train_step(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, ignore_index: int,
-        criterion: Callable[..., torch.Tensor] | None = None,
+        criterion: Callable[..., torch.Tensor] = segmentation_loss,
     ) -> float:
         """One optimisation step on ``batch``; returns the loss. A non-finite loss is not
         applied, so the weights stay those of the last good step. ``criterion(output,
@@ -354,7 +354,6 @@ class Trainer:
         images = batch["image"].to(self.device, non_blocking=True,
                                    memory_format=self.memory_format)
         targets = batch["mask"].to(self.device, non_blocking=True)
-        criterion = criterion or segmentation_loss
         loss = criterion(model(images), targets, ignore_index)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -96,3 +96,10 @@ def test_missing_sweep_folder_is_a_one_line_error(tmp_path: Path, capsys) -> Non
         main(["--aggregate", str(tmp_path / "nope")])
     assert exit_info.value.code == 1
     assert "nope does not exist" in capsys.readouterr().err
+
+
+def test_pretraining_without_its_settings_names_them(compose_train, tmp_path) -> None:
+    from seg.cli.pretrain import pretrain
+
+    with pytest.raises(KeyError, match="add compare=default, or \\+pretrain.iterations=N"):
+        pretrain(compose_train(), tmp_path)

@@ -58,3 +58,40 @@ def test_nan_loss_stops_the_run_naming_the_iteration_and_keeps_weights(tmp_path)
         trainer.fit(model, optimizer, PolyLR(optimizer, 3), loader, loader, tmp_path, logger, info)
     logger.close()
     assert torch.equal(model.weight, weight_before)  # the bad step was not applied
+
+
+def test_native_stride_pretraining_scores_each_tap_against_nearest_labels(tmp_path) -> None:
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    from seg.engine import Trainer
+    from seg.models import NativeStrideClassifier, build_encoder
+    from seg.reporting import TensorBoardLogger
+
+    torch.manual_seed(0)
+    classifier = NativeStrideClassifier(build_encoder("simple", stem_width=8,
+                                                      widths=[8, 8, 8, 8]), num_classes=3)
+    labels = torch.arange(3).repeat_interleave(32).repeat(64, 1)[None, :64, :64]  # 3 bands
+    labels[:, :8] = 255  # ignored rows
+    scores = classifier(torch.randn(1, 3, 64, 64))
+    assert [s.shape[-2:] for s in scores] == [(8, 8), (4, 4), (2, 2)]
+    # the loss is the mean over taps of the cross-entropy against labels taken by nearest
+    by_hand = [F.cross_entropy(s, labels[:, ::stride, ::stride], ignore_index=255)
+               for s, stride in zip(scores, (8, 16, 32), strict=True)]
+    loss = NativeStrideClassifier.loss(scores, labels)
+    assert loss.item() == pytest.approx(sum(v.item() for v in by_hand) / 3, rel=1e-6)
+
+    item = {"image": torch.randn(3, 64, 64), "mask": labels[0], "id": "x"}
+    loader = DataLoader([item] * 4, batch_size=2)
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=0.01)
+    encoder_before = {k: v.clone() for k, v in classifier.encoder.state_dict().items()}
+    logger = TensorBoardLogger(tmp_path / "tb")
+    first = Trainer(device="cpu", log_every=1).pretrain(
+        classifier, optimizer, PolyLR(optimizer, 30), loader, 1, logger)
+    last = Trainer(device="cpu", log_every=5).pretrain(
+        classifier, optimizer, PolyLR(optimizer, 30), loader, 29, logger)
+    logger.close()
+    assert last < first  # it learns the three bands
+    after = classifier.encoder.state_dict()
+    assert any(not torch.equal(encoder_before[k], after[k]) for k in after)
+    assert not any(k.startswith("heads") for k in after)  # only the encoder is kept

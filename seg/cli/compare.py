@@ -145,13 +145,13 @@ def difference_interval(diffs: Sequence[float]) -> dict:
 def recipe_of(cfg) -> str:
     """One line saying what every run of the sweep trained, for the report's reader."""
     encoder = cfg.model.encoder
-    widths = f" widths {list(encoder.widths)}" if "widths" in encoder else ""
+    details = f" widths {list(encoder.widths)}" if "widths" in encoder else ""
     if encoder.get("weights"):
-        widths += f" from {encoder.weights}"
-    return (f"encoder {encoder.name}{widths}, {cfg.trainer.max_iters} iterations of batch "
+        details += f" from {encoder.weights}"
+    return (f"encoder {encoder.name}{details}, {cfg.trainer.max_iters} iterations of batch "
             f"{cfg.dataset.batch_size} at {cfg.dataset.crop_size} px, "
             f"{cfg.optimizer._target_.rsplit('.', 1)[-1]} lr {cfg.optimizer.lr}, "
-            f"dataset {cfg.dataset.name}")
+            f"dataset {cfg.dataset.get('name', cfg.dataset.get('root'))}")
 
 
 def markdown_report(rows: list[dict], pairs: list[dict], failed: list[str],
