@@ -127,7 +127,11 @@ def evaluate(
     phase = PhaseConfidence(getattr(model, "output_stride", 1))
     first_batch: dict[str, torch.Tensor] = {}
     forward_seconds, images_seen = 0.0, 0
+    skipped: list[str] = []
     for batch in loader:
+        skipped += batch.get("skipped", [])
+        if not len(batch["mask"]):
+            continue
         images = batch["image"].to(device, non_blocking=True)
         targets = batch["mask"].to(device, non_blocking=True)
         synchronize(device)
@@ -143,6 +147,7 @@ def evaluate(
         if not first_batch:
             first_batch = {"image": images, "mask": targets, "prediction": predictions}
     model.train()
+    warn_skipped(skipped, "evaluation")
     metrics = {**confusion.compute(), **boundary.compute(), "checkerboard": phase.compute(),
                "inference_ms_per_image": 1000 * forward_seconds / max(images_seen, 1)}
     return metrics, first_batch
@@ -161,13 +166,26 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def warn_skipped(skipped: list[str], where: str) -> None:
+    """One warning for the samples a dataset skipped (``dataset.on_error=skip``)."""
+    if skipped:
+        shown = "; ".join(skipped[:5]) + ("; ..." if len(skipped) > 5 else "")
+        log.warning("%s skipped %d bad sample(s) (dataset.on_error=skip): %s", where,
+                    len(skipped), shown)
+
+
 def endless(loader: DataLoader, epoch: int) -> Iterator[tuple[int, dict]]:
-    """Batches over epochs without end, telling each batch's epoch."""
+    """Batches over epochs without end, telling each batch's epoch. Batches whose samples
+    were all skipped are left out; the skipped samples are reported after each epoch."""
     while True:
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
+        skipped: list[str] = []
         for batch in loader:
-            yield epoch, batch
+            skipped += batch.get("skipped", [])
+            if len(batch["mask"]):
+                yield epoch, batch
+        warn_skipped(skipped, f"epoch {epoch}")
         epoch += 1
 
 

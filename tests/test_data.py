@@ -215,13 +215,13 @@ def test_eval_transform_pads_to_multiple() -> None:
 
 
 def test_eval_batches_pad_mixed_sizes_with_ignore() -> None:
-    from seg.data.loader import pad_collate
+    from seg.data.loader import collate
 
     items = [
         {"image": torch.ones(3, 4, 6), "mask": torch.zeros(4, 6, dtype=torch.long), "id": "a"},
         {"image": torch.ones(3, 5, 3), "mask": torch.ones(5, 3, dtype=torch.long), "id": "b"},
     ]
-    batch = pad_collate(items)
+    batch = collate(items)
     assert batch["image"].shape == (2, 3, 5, 6) and batch["mask"].shape == (2, 5, 6)
     assert batch["id"] == ["a", "b"]
     assert (batch["mask"][0, 4] == 255).all() and (batch["mask"][1, :, 3:] == 255).all()

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seg.data.palette import voc_palette
+from seg.data.resolvers import register_resolvers
 from seg.models import SegmentationModel, build_model
 
 log = logging.getLogger("seg")
@@ -22,6 +23,16 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")  # the reposit
 
 # Errors caused by the user's input (a path, a name, a value): one line, no traceback.
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError, KeyError, FloatingPointError)
+register_resolvers()  # ${seg.folder_classes:...} in configs/dataset/folder.yaml
+
+
+def one_line(message: str) -> str:
+    """A DataLoader worker's error comes back as "Caught X in DataLoader worker ...
+    Original Traceback ...": the user needs only its last line, the original message."""
+    if "Original Traceback" not in message:
+        return message
+    last = message.strip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 def root_cause(error: BaseException) -> BaseException:
@@ -50,7 +61,7 @@ def exit_on_user_error(main: Callable) -> Callable:
             cause = root_cause(error)
             if not isinstance(cause, USER_ERRORS):
                 raise
-            message = cause.args[0] if cause.args else repr(cause)
+            message = one_line(str(cause.args[0])) if cause.args else repr(cause)
             print(f"error: {message}", file=sys.stderr)
             if in_sweep():
                 raise

@@ -49,10 +49,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     data = cfg.dataset
     check_dataset_root(data.root, data.get("setup_command"))
     pin_memory = trainer.device.type == "cuda"
+    loader_options = {"num_workers": data.num_workers, "seed": cfg.seed,
+                      "pin_memory": pin_memory, "ignore_index": data.ignore_index}
     train_loader = build_loader(instantiate(data.train), data.batch_size, train=True,
-                                num_workers=data.num_workers, seed=cfg.seed, pin_memory=pin_memory)
+                                **loader_options)
     val_loader = build_loader(instantiate(data.val), data.val_batch_size, train=False,
-                              num_workers=data.num_workers, seed=cfg.seed, pin_memory=pin_memory)
+                              **loader_options)
 
     model = model_from_config(cfg.model, data.num_classes)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())

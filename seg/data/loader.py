@@ -1,9 +1,15 @@
-"""DataLoader construction: seeded shuffling and per-worker augmentation seeds."""
+"""DataLoader construction: seeded shuffling, per-worker augmentation seeds, batches that
+leave out and report skipped samples, and worker counts sized to the machine."""
 
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from seg.data.base import IGNORE_INDEX
 
 
 def seed_worker_transform(worker_id: int) -> None:
@@ -18,9 +24,18 @@ def seed_worker_transform(worker_id: int) -> None:
         transform.set_random_seed(info.seed % 2**32)
 
 
-def pad_collate(items: list[dict], ignore_index: int = 255) -> dict:
-    """Batch items of different sizes: pad images (0) and masks (``ignore_index``) at the
-    bottom and right to the largest, so padding never counts in loss or metrics."""
+def collate(items: list[dict], ignore_index: int = IGNORE_INDEX) -> dict:
+    """Batch items, padding mixed sizes: images with 0 and masks with ``ignore_index`` at
+    the bottom and right, so padding never counts in loss or metrics.
+
+    Items a dataset skipped (``{"skipped": message}``, see ``dataset.on_error``) are left
+    out; their messages are in the batch's ``"skipped"`` list, which may be all it holds.
+    """
+    skipped = [item["skipped"] for item in items if "skipped" in item]
+    items = [item for item in items if "skipped" not in item]
+    if not items:
+        return {"image": torch.empty(0, 3, 0, 0), "mask": torch.empty(0, 0, 0, dtype=torch.long),
+                "id": [], "skipped": skipped}
     height = max(item["image"].shape[-2] for item in items)
     width = max(item["image"].shape[-1] for item in items)
     images = items[0]["image"].new_zeros(len(items), 3, height, width)
@@ -29,36 +44,65 @@ def pad_collate(items: list[dict], ignore_index: int = 255) -> dict:
         h, w = item["mask"].shape
         images[i, :, :h, :w] = item["image"]
         masks[i, :h, :w] = item["mask"]
-    return {"image": images, "mask": masks, "id": [item["id"] for item in items]}
+    return {"image": images, "mask": masks, "id": [item["id"] for item in items],
+            "skipped": skipped}
+
+
+
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (a SLURM or container limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_num_workers(num_workers: int | str) -> int:
+    """``auto``: one worker per available CPU, at most 8 (decoding beyond that rarely
+    keeps up with anything but many GPUs, and each worker holds its own memory)."""
+    if num_workers == "auto":
+        return min(8, available_cpus())
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"dataset.num_workers={num_workers!r}: use an integer >= 0 or auto")
+    return num_workers
 
 
 def build_loader(
     dataset: Dataset,
     batch_size: int,
     train: bool,
-    num_workers: int = 0,
+    num_workers: int | str = 0,
     seed: int = 0,
     pin_memory: bool = False,
+    ignore_index: int = IGNORE_INDEX,
 ) -> DataLoader:
     """Training loaders shuffle with a seeded generator and drop the last partial batch;
-    evaluation loaders keep every image and pad mixed sizes (see ``pad_collate``)."""
+    evaluation loaders keep every image and pad mixed sizes (see ``collate``).
+
+    Workers persist across epochs (no restart cost, and cached samples stay) and each
+    prefetches two batches, so a batch is always ready when the model wants one.
+    """
     if train and len(dataset) < batch_size:
         # every batch would be dropped, and training would wait forever for one
         raise ValueError(f"the training split has {len(dataset)} samples, fewer than one "
                          f"batch of {batch_size}: lower the batch size")
+    workers = resolve_num_workers(num_workers)
     generator = torch.Generator().manual_seed(seed)
     transform = getattr(dataset, "transform", None)
-    if num_workers == 0 and hasattr(transform, "set_random_seed"):
+    if workers == 0 and hasattr(transform, "set_random_seed"):
         transform.set_random_seed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=train,
         drop_last=train,
-        num_workers=num_workers,
+        num_workers=workers,
         pin_memory=pin_memory,
-        persistent_workers=num_workers > 0,
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers > 0 else None,
         worker_init_fn=seed_worker_transform,
         generator=generator,
-        collate_fn=None if train else pad_collate,
+        collate_fn=functools.partial(collate, ignore_index=ignore_index),
     )

@@ -24,9 +24,30 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     return int(height), int(width)
 
 
+class RandomShortSideScale(A.RandomScale):
+    """Random rescale by a factor drawn from ``scale_range``, relative to the image's own
+    size, or with ``base_size`` to a short side of ``base_size`` first (mmsegmentation's
+    ``RandomResize(scale=(2048, 512), ratio_range=(0.5, 2.0))`` is ``base_size=512``)."""
+
+    def __init__(self, scale_range: Sequence[float] = (0.5, 2.0), base_size: int | None = None,
+                 ) -> None:
+        low, high = scale_range
+        # RandomScale samples from 1 + scale_limit, hence the -1.
+        super().__init__(scale_limit=(low - 1.0, high - 1.0), interpolation=cv2.INTER_LINEAR,
+                         mask_interpolation=cv2.INTER_NEAREST, p=1.0)
+        self.base_size = base_size
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        if self.base_size is None:
+            return {}
+        height, width = params["shape"][:2]
+        return {"scale": params["scale"] * self.base_size / min(height, width)}
+
+
 def train_transform(
     crop_size: int | Sequence[int],
     scale_range: Sequence[float] = (0.5, 2.0),
+    base_size: int | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     hflip: float = 0.5,
@@ -38,21 +59,16 @@ def train_transform(
         crop_size: output size, an int or ``(height, width)``.
         scale_range: ``(min, max)`` factor for the random rescale (image bilinear,
             mask nearest).
+        base_size: when set, the factor applies to a short side of ``base_size``
+            instead of the image's own size.
         mean, std: normalisation statistics in [0, 1] units.
         hflip: probability of a horizontal flip.
         color_jitter: brightness/contrast/saturation strength (hue gets a quarter of it),
             applied with probability 0.5; ``0`` disables it.
     """
     height, width = _pair(crop_size)
-    low, high = scale_range
     steps: list = [
-        # RandomScale samples from 1 + scale_limit, hence the -1.
-        A.RandomScale(
-            scale_limit=(low - 1.0, high - 1.0),
-            interpolation=cv2.INTER_LINEAR,
-            mask_interpolation=cv2.INTER_NEAREST,
-            p=1.0,
-        ),
+        RandomShortSideScale(scale_range, base_size),
         A.PadIfNeeded(
             min_height=height,
             min_width=width,

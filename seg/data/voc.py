@@ -1,56 +1,58 @@
-"""PASCAL VOC style segmentation dataset (also used for the generated "shapes" data)."""
+"""PASCAL VOC 2012 (also the layout of the generated "shapes" data) and VOC + SBD."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import cv2
 import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import Dataset
 
-# OpenCV's own thread pool oversubscribes the CPU when DataLoader workers run in parallel.
-cv2.setNumThreads(0)
+from seg.data.base import (
+    Sample,
+    SampleError,
+    SegmentationDataset,
+    read_id_list,
+    require_dir,
+)
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)
+VOC_HINT = "set dataset.root to the VOC2012 folder (see data/README.md)"
 
 
-class VOCSegmentation(Dataset):
+def voc_split_ids(root: Path, split: str) -> list[str]:
+    """Ids of ``root/ImageSets/Segmentation/<split>.txt``."""
+    require_dir(root, "dataset root", VOC_HINT)
+    return read_id_list(root / "ImageSets" / "Segmentation" / f"{split}.txt", VOC_HINT)
+
+
+class VOCSegmentation(SegmentationDataset):
     """Segmentation dataset in PASCAL VOC layout.
 
     Expects ``root/ImageSets/Segmentation/<split>.txt`` (one id per line),
     ``root/JPEGImages/<id>.jpg`` and ``root/SegmentationClass/<id>.png`` (palette PNG whose
-    pixel values are class indices, 255 = ignore).
-
-    Items are ``{"image": FloatTensor[3, H, W], "mask": LongTensor[H, W], "id": str}``.
-    ``transform`` is an albumentations ``Compose`` called as
-    ``transform(image=uint8 HWC RGB, mask=uint8 HW)`` that ends with normalisation and
-    ``ToTensorV2``. Without a transform the image is scaled to [0, 1].
-
-    ``cache`` keeps every decoded sample in memory after its first read:
-    decoding is a third of the loading time of small images. Each DataLoader worker
-    keeps its own cache, so it pays with ``num_workers=0`` or persistent workers.
+    pixel values are class indices, 255 = ignore). See :class:`SegmentationDataset` for the
+    items and the other arguments.
     """
 
     def __init__(
-        self, root: str | Path, split: str, transform: Callable | None = None,
+        self,
+        root: str | Path,
+        split: str,
+        transform: Callable | None = None,
         cache: bool = False,
+        num_classes: int = len(VOC_CLASSES),
+        on_error: str = "raise",
     ) -> None:
         self.root = Path(root)
         self.split = split
-        self.transform = transform
-        self.cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"dataset root not found: {self.root}")
-        list_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
-        if not list_file.is_file():
-            raise FileNotFoundError(f"split file not found: {list_file}")
-        lines = list_file.read_text().splitlines()
-        self.ids: list[str] = [line.strip() for line in lines if line.strip()]
-
-    def __len__(self) -> int:
-        return len(self.ids)
+        ids = voc_split_ids(self.root, split)
+        samples = [Sample(i, self.image_path(i), self.mask_path(i)) for i in ids]
+        super().__init__(samples, num_classes, transform, cache, on_error,
+                         source=f"{self.root}/ImageSets/Segmentation/{split}.txt")
 
     def image_path(self, sample_id: str) -> Path:
         """Path of the JPEG image for ``sample_id``."""
@@ -60,49 +62,87 @@ class VOCSegmentation(Dataset):
         """Path of the label PNG for ``sample_id``."""
         return self.root / "SegmentationClass" / f"{sample_id}.png"
 
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return the raw ``(uint8 HWC RGB image, uint8 HW mask)`` pair, untransformed."""
-        if self.cache is None:
-            return self.decode(index)
-        if index not in self.cache:
-            self.cache[index] = self.decode(index)
-        image, mask = self.cache[index]
-        return image.copy(), mask.copy()  # copies: a transform may write into its input
 
-    def decode(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Read and check sample ``index`` from disk."""
-        sample_id = self.ids[index]
-        path = self.image_path(sample_id)
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"could not read image: {path}")
-        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        mask_path = self.mask_path(sample_id)
-        with Image.open(mask_path) as label:
-            # Palette ("P") and grayscale PNGs both give class indices directly.
-            if label.mode not in ("P", "L"):
-                raise ValueError(f"mask is mode {label.mode}, expected P or L: {mask_path}")
-            mask = np.array(label, dtype=np.uint8)
-        if mask.shape != image.shape[:2]:
-            raise ValueError(
-                f"image {image.shape[:2]} and mask {mask.shape} sizes differ for {sample_id}"
-            )
-        return image, mask
+def read_sbd_mat(path: Path) -> np.ndarray:
+    """The class mask of an SBD ``cls/<id>.mat`` file (field ``GTcls.Segmentation``)."""
+    from scipy.io import loadmat  # only SBD needs scipy; keep it off the import path
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image, mask = self.load(index)
-        if self.transform is None:
-            image_t = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
-            mask_t = torch.from_numpy(mask).long()
+    try:
+        gt = loadmat(str(path), squeeze_me=True, struct_as_record=False)["GTcls"]
+        mask = np.asarray(gt.Segmentation)
+    except FileNotFoundError:
+        raise SampleError(f"{path}: mask file not found") from None
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
+        raise SampleError(f"{path}: not an SBD GTcls file ({error})") from None
+    if mask.ndim != 2 or mask.min(initial=0) < 0 or mask.max(initial=0) > 255:
+        raise SampleError(f"{path}: GTcls.Segmentation is not a 2-D mask of values 0-255")
+    return mask.astype(np.uint8)
+
+
+TRAIN_AUG_LIST = "ImageSets/Segmentation/train_aug.txt"
+SBD_HINT = "set dataset.sbd_root to SBD's benchmark_RELEASE folder (see data/README.md)"
+
+
+def train_aug_ids(voc_root: Path, sbd_root: Path | None) -> list[str]:
+    """The "train_aug" ids: SBD train + SBD val + VOC train, minus VOC val, sorted."""
+    if sbd_root is None:
+        raise FileNotFoundError(f"{voc_root / TRAIN_AUG_LIST} not found and dataset.sbd_root "
+                                f"is not set: {SBD_HINT}, or run scripts/prepare_data.py sbd")
+    sbd = require_dir(Path(sbd_root) / "dataset", "SBD dataset folder", SBD_HINT)
+    ids = set(read_id_list(sbd / "train.txt", SBD_HINT)) | set(read_id_list(sbd / "val.txt",
+                                                                            SBD_HINT))
+    ids |= set(voc_split_ids(voc_root, "train"))
+    return sorted(ids - set(voc_split_ids(voc_root, "val")))
+
+
+class VOCAugSegmentation(SegmentationDataset):
+    """VOC 2012 plus the Semantic Boundaries Dataset (SBD, Hariharan et al. 2011): the
+    10,582-image "train_aug" set of FCN, DeepLab and mmsegmentation.
+
+    ``split="train_aug"`` is SBD train + SBD val + VOC train, minus VOC val; any other split
+    is read from VOC's lists. A sample's label is VOC's ``SegmentationClass/<id>.png`` when
+    VOC has one (finer, with the 255 outline), else ``SegmentationClassAug/<id>.png`` (what
+    ``scripts/prepare_data.py sbd`` writes), else SBD's ``dataset/cls/<id>.mat``. Images
+    come from VOC's ``JPEGImages``, else SBD's ``dataset/img``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        sbd_root: str | Path | None,
+        split: str = "train_aug",
+        transform: Callable | None = None,
+        cache: bool = False,
+        num_classes: int = len(VOC_CLASSES),
+        on_error: str = "raise",
+    ) -> None:
+        self.root = Path(root)
+        self.sbd_root = None if sbd_root is None else Path(sbd_root)
+        self.split = split
+        if split != "train_aug":
+            ids = voc_split_ids(self.root, split)
+        elif (self.root / TRAIN_AUG_LIST).is_file():  # written by scripts/prepare_data.py sbd
+            ids = read_id_list(self.root / TRAIN_AUG_LIST, VOC_HINT)
         else:
-            out = self.transform(image=image, mask=mask)
-            image_t = out["image"]
-            if not isinstance(image_t, torch.Tensor):
-                # Tolerate transforms without ToTensorV2: numpy HWC -> tensor CHW.
-                image_t = torch.from_numpy(np.ascontiguousarray(image_t)).permute(2, 0, 1)
-            image_t = image_t.float()
-            mask_t = out["mask"]
-            if not isinstance(mask_t, torch.Tensor):
-                mask_t = torch.from_numpy(np.ascontiguousarray(mask_t))
-            mask_t = mask_t.long()
-        return {"image": image_t, "mask": mask_t, "id": self.ids[index]}
+            ids = train_aug_ids(self.root, self.sbd_root)
+        samples = [Sample(i, self.image_path(i), self.mask_path(i)) for i in ids]
+        super().__init__(samples, num_classes, transform, cache, on_error,
+                         source=f"the {split} split of {self.root}")
+
+    def image_path(self, sample_id: str) -> Path:
+        voc = self.root / "JPEGImages" / f"{sample_id}.jpg"
+        if voc.is_file() or self.sbd_root is None:
+            return voc
+        return self.sbd_root / "dataset" / "img" / f"{sample_id}.jpg"
+
+    def mask_path(self, sample_id: str) -> Path:
+        for path in (self.root / "SegmentationClass" / f"{sample_id}.png",
+                     self.root / "SegmentationClassAug" / f"{sample_id}.png"):
+            if path.is_file():
+                return path
+        if self.sbd_root is None:
+            return self.root / "SegmentationClassAug" / f"{sample_id}.png"  # reported missing
+        return self.sbd_root / "dataset" / "cls" / f"{sample_id}.mat"
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        return read_sbd_mat(path) if path.suffix == ".mat" else super().read_mask(path)

@@ -1,0 +1,407 @@
+"""Turn downloaded dataset archives into the layouts the readers in ``seg.data`` expect.
+
+Nothing is downloaded: fetch the archives first (data/README.md says where), then run
+
+    prepare_data.py voc --archive PATH/VOCtrainval_11-May-2012.tar --out data/
+        extract PASCAL VOC 2012 to data/VOCdevkit/VOC2012
+    prepare_data.py sbd --archive PATH/benchmark.tgz --voc-root data/VOCdevkit/VOC2012 --out data/
+        extract SBD to data/benchmark_RELEASE (or pass --sbd-root instead of --archive when
+        it is extracted) and merge it into VOC: SegmentationClassAug/*.png for the SBD
+        labels, the missing JPEGs, and ImageSets/Segmentation/train_aug.txt
+    prepare_data.py cityscapes --archives gtFine_trainvaltest.zip leftImg8bit_trainvaltest.zip
+                               --out data/cityscapes
+        extract Cityscapes (or pass --root when it is extracted) and write the
+        *_gtFine_labelTrainIds.png of every *_gtFine_labelIds.png
+    prepare_data.py ade20k --archive PATH/ADEChallengeData2016.zip --out data/
+        extract ADE20K (MIT Scene Parsing) to data/ADEChallengeData2016
+
+Each command skips what is already there (--force redoes it) and ends with the overrides
+to pass to seg-train. A problem (missing archive, unexpected content) is one line on stderr
+and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tarfile
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing import Pool
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TypeVar
+
+import numpy as np
+from PIL import Image
+
+from seg.data.base import SampleError, describe_values, read_label_image
+from seg.data.cityscapes import label_id_lut
+from seg.data.palette import flat_palette
+from seg.data.voc import TRAIN_AUG_LIST, read_sbd_mat, train_aug_ids
+
+T = TypeVar("T")
+PROGRESS_EVERY = 500  # files between two progress lines
+MAX_PROBLEMS_SHOWN = 20
+
+VOC_LAYOUT = ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation")
+SBD_LAYOUT = ("dataset/cls", "dataset/img", "dataset/train.txt", "dataset/val.txt")
+ADE20K_LAYOUT = tuple(f"{kind}/{split}" for kind in ("images", "annotations")
+                      for split in ("training", "validation"))
+LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
+TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
+
+
+class PrepareError(Exception):
+    """A problem the user can fix: :func:`main` prints it as one line and returns 1."""
+
+
+@dataclass(frozen=True)
+class Download:
+    """Where an archive is published, to tell the user how to get it."""
+
+    files: str
+    url: str
+
+    def hint(self, option: str) -> str:
+        return f"download {self.files} from {self.url} and pass it to {option} (see data/README.md)"
+
+
+VOC = Download("VOCtrainval_11-May-2012.tar", "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/")
+SBD = Download("benchmark.tgz", "http://home.bharathh.info/pubs/codes/SBD/download.html")
+CITYSCAPES = Download("gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip",
+                      "https://www.cityscapes-dataset.com/downloads/ (after registration)")
+ADE20K = Download("ADEChallengeData2016.zip", "http://sceneparsing.csail.mit.edu/")
+
+
+# --- progress, checks and safe writes ---------------------------------------------------
+
+def with_progress(items: Iterable[T], total: int, what: str) -> Iterator[T]:
+    """Yield ``items``, printing ``done/total what`` every PROGRESS_EVERY items and at the end."""
+    for done, item in enumerate(items, 1):
+        yield item
+        if done % PROGRESS_EVERY == 0 or done == total:
+            print(f"  {done}/{total} {what}", flush=True)
+
+
+def require_folder(path: Path, what: str, fix: str) -> Path:
+    if not path.is_dir():
+        raise PrepareError(f"{what} not found: {path}; {fix}")
+    return path
+
+
+def require_layout(root: Path, relative_paths: Sequence[str], fix: str) -> None:
+    """Every ``root/<relative path>`` exists, else an error naming the first missing one."""
+    missing = [root / relative for relative in relative_paths if not (root / relative).exists()]
+    if missing:
+        others = f" (and {len(missing) - 1} more expected paths)" if len(missing) > 1 else ""
+        raise PrepareError(f"{missing[0]} not found{others}; {fix}")
+
+
+def replace_when_written(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` under a temporary name first: an interrupted run then leaves no
+    half-written file that the next run would skip as done."""
+    temporary = path.with_name(f".{path.name}.partial")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    replace_when_written(path, partial(image.save, format="PNG"))
+
+
+def report_problems(problems: Sequence[str], what: str) -> int:
+    """Print the problems (the first MAX_PROBLEMS_SHOWN) to stderr; the exit status, 1."""
+    print(f"error: {len(problems)} {what}:", file=sys.stderr)
+    for problem in problems[:MAX_PROBLEMS_SHOWN]:
+        print(f"  {problem}", file=sys.stderr)
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        print(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more", file=sys.stderr)
+    return 1
+
+
+def print_next_steps(overrides: str) -> None:
+    print(f"ready. Check the tree with `.venv/bin/seg-data check {overrides}`,\n"
+          f"then train with `.venv/bin/seg-train {overrides}`")
+
+
+# --- archives ---------------------------------------------------------------------------
+
+def unsafe_member_reason(name: str) -> str | None:
+    """Why the archive member ``name`` could land outside the output folder, or None."""
+    posix_name = name.replace("\\", "/")
+    if posix_name.startswith("/") or PureWindowsPath(name).drive:
+        return "absolute path"
+    if ".." in PurePosixPath(posix_name).parts:
+        return "'..' in its path"
+    return None
+
+
+def refuse_unsafe_members(archive: Path, names: Iterable[str]) -> None:
+    for name in names:
+        reason = unsafe_member_reason(name)
+        if reason:
+            raise PrepareError(f"{archive}: refusing to extract member {name!r} ({reason}); "
+                               "the archive is damaged or not the published file")
+
+
+def extract_tar(archive: Path, out: Path) -> None:
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()  # the whole index first: refuse before writing anything
+        refuse_unsafe_members(archive, (member.name for member in members))
+        # the "data" filter also refuses links pointing outside `out` and device files
+        tar.extractall(out, members=with_progress(members, len(members), "files extracted"),
+                       filter="data")
+
+
+def extract_zip(archive: Path, out: Path) -> None:
+    with zipfile.ZipFile(archive) as zip_file:
+        members = zip_file.infolist()
+        refuse_unsafe_members(archive, (member.filename for member in members))
+        for member in with_progress(members, len(members), "files extracted"):
+            zip_file.extract(member, out)
+
+
+def require_archive(archive: Path, download: Download, option: str) -> None:
+    if not archive.is_file():
+        raise PrepareError(f"archive not found: {archive}; {download.hint(option)}")
+
+
+def extract(archive: Path, out: Path, done_when: Sequence[Path], force: bool) -> None:
+    """Extract a tar (any compression) or zip archive into ``out``, unless every path of
+    ``done_when`` (not empty) exists already."""
+    if not force and done_when and all(path.exists() for path in done_when):
+        print(f"{archive.name}: already extracted in {out} (--force extracts it again)")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"extracting {archive} into {out}")
+    try:
+        if zipfile.is_zipfile(archive):
+            extract_zip(archive, out)
+        elif tarfile.is_tarfile(archive):
+            extract_tar(archive, out)
+        else:
+            raise PrepareError(f"{archive} is neither a tar nor a zip archive")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as error:
+        raise PrepareError(f"{archive}: cannot extract ({error}); download it again") from None
+
+
+def zip_folders(archive: Path, depth: int) -> list[str]:
+    """The folders ``depth`` levels down in a zip archive, e.g. ``gtFine/train``."""
+    try:
+        with zipfile.ZipFile(archive) as zip_file:
+            names = zip_file.namelist()
+    except zipfile.BadZipFile as error:
+        raise PrepareError(f"{archive}: not a zip archive ({error})") from None
+    parts = (PurePosixPath(name).parts for name in names)
+    return sorted({"/".join(part[:depth]) for part in parts if len(part) > depth})
+
+
+# --- voc --------------------------------------------------------------------------------
+
+def prepare_voc(args: argparse.Namespace) -> int:
+    require_archive(args.archive, VOC, "--archive")
+    voc_root = args.out / "VOCdevkit" / "VOC2012"
+    extract(args.archive, args.out, [voc_root / folder for folder in VOC_LAYOUT], args.force)
+    require_layout(voc_root, VOC_LAYOUT, f"is {args.archive} {VOC.files}?")
+    print(f"VOC 2012 is in {voc_root}: pass dataset.root={voc_root}")
+    print_next_steps(f"dataset=voc dataset.root={voc_root}")
+    return 0
+
+
+# --- sbd --------------------------------------------------------------------------------
+
+def write_sbd_masks(ids: Sequence[str], voc_root: Path, sbd_root: Path, force: bool
+                    ) -> list[str]:
+    """Write ``SegmentationClassAug/<id>.png`` (VOC palette) from SBD's ``cls/<id>.mat`` for
+    every id without a VOC mask, whose own (finer, outlined) mask wins. Returns problems."""
+    out_dir = voc_root / "SegmentationClassAug"
+    out_dir.mkdir(exist_ok=True)
+    unlabelled = [i for i in ids if not (voc_root / "SegmentationClass" / f"{i}.png").is_file()]
+    todo = [i for i in unlabelled if force or not (out_dir / f"{i}.png").is_file()]
+    print(f"SBD masks: {len(unlabelled) - len(todo)} of {len(unlabelled)} already in {out_dir}")
+    palette = flat_palette()
+    problems = []
+    for sample_id in with_progress(todo, len(todo), "SBD masks converted"):
+        try:
+            mask = read_sbd_mat(sbd_root / "dataset" / "cls" / f"{sample_id}.mat")
+        except SampleError as error:
+            problems.append(str(error))
+            continue
+        label = Image.fromarray(mask)
+        label.putpalette(palette)  # turns the "L" image into a "P" image
+        save_png(label, out_dir / f"{sample_id}.png")
+    return problems
+
+
+def copy_sbd_images(ids: Sequence[str], voc_root: Path, sbd_root: Path) -> list[str]:
+    """Copy SBD's ``img/<id>.jpg`` into VOC's JPEGImages where VOC lacks it. Returns problems."""
+    images = voc_root / "JPEGImages"
+    missing = [i for i in ids if not (images / f"{i}.jpg").is_file()]
+    print(f"SBD images: {len(missing)} to copy into {images}")
+    problems = []
+    for sample_id in with_progress(missing, len(missing), "SBD images copied"):
+        source = sbd_root / "dataset" / "img" / f"{sample_id}.jpg"
+        if source.is_file():
+            replace_when_written(images / f"{sample_id}.jpg", partial(shutil.copyfile, source))
+        else:
+            problems.append(f"{source}: image file not found")
+    return problems
+
+
+def prepare_sbd(args: argparse.Namespace) -> int:
+    voc_root = require_folder(args.voc_root, "VOC 2012 folder", "run `prepare_data.py voc` "
+                              "first, or pass the VOCdevkit/VOC2012 folder to --voc-root")
+    if args.sbd_root is None:
+        require_archive(args.archive, SBD, "--archive")
+        sbd_root = args.out / "benchmark_RELEASE"
+        extract(args.archive, args.out, [sbd_root / path for path in SBD_LAYOUT], args.force)
+        fix = f"is {args.archive} {SBD.files}?"
+    else:
+        sbd_root = require_folder(args.sbd_root, "SBD folder", "pass the extracted "
+                                  "benchmark_RELEASE folder to --sbd-root, or benchmark.tgz to "
+                                  "--archive")
+        fix = "pass the benchmark_RELEASE folder of SBD to --sbd-root"
+    require_layout(sbd_root, SBD_LAYOUT, fix)
+
+    ids = train_aug_ids(voc_root, sbd_root)
+    problems = write_sbd_masks(ids, voc_root, sbd_root, args.force)
+    problems += copy_sbd_images(ids, voc_root, sbd_root)
+    if problems:  # no train_aug.txt: the reader would otherwise list unusable samples
+        return report_problems(problems, "SBD samples could not be merged")
+    # written last, so that its presence means the merge is complete
+    (voc_root / TRAIN_AUG_LIST).write_text("".join(f"{sample_id}\n" for sample_id in ids))
+    print(f"wrote {len(ids)} ids to {voc_root / TRAIN_AUG_LIST}")
+    print_next_steps(f"dataset=voc_aug dataset.root={voc_root} dataset.sbd_root={sbd_root}")
+    return 0
+
+
+# --- cityscapes -------------------------------------------------------------------------
+
+def train_ids_path(label_ids: Path) -> Path:
+    return label_ids.with_name(label_ids.name.removesuffix(LABEL_IDS_SUFFIX) + TRAIN_IDS_SUFFIX)
+
+
+def write_train_ids(label_ids: Path, lut: np.ndarray) -> str | None:
+    """Write the labelTrainIds PNG next to a labelIds PNG, mapped through ``lut`` (-1: a
+    value Cityscapes never uses). Runs in a Pool worker; returns a problem or None."""
+    try:
+        raw = read_label_image(label_ids)
+    except SampleError as error:
+        return str(error)
+    if raw.ndim != 2:
+        return f"{label_ids}: RGB image where a one-channel labelIds PNG was expected"
+    counts = np.bincount(raw.ravel(), minlength=256)
+    unknown = np.flatnonzero((counts > 0) & (lut < 0))
+    if unknown.size:
+        return f"{label_ids}: values {describe_values(unknown)} are not Cityscapes labelIds"
+    train_ids = lut.clip(0, 255).astype(np.uint8)[raw]
+    save_png(Image.fromarray(train_ids), train_ids_path(label_ids))  # uint8 HW: mode "L"
+    return None
+
+
+def convert_label_ids(root: Path, force: bool, workers: int) -> list[str]:
+    """Write ``*_gtFine_labelTrainIds.png`` for every ``gtFine/*/*/*_gtFine_labelIds.png``
+    in parallel (5000 files of 2048x1024 in the real set). Returns problems."""
+    gt_fine = root / "gtFine"
+    sources = sorted(gt_fine.glob(f"*/*/*{LABEL_IDS_SUFFIX}"))
+    if not sources:
+        raise PrepareError(f"no *{LABEL_IDS_SUFFIX} files in {gt_fine}/<split>/<city>/; "
+                           f"extract gtFine_trainvaltest.zip into {root}")
+    todo = [path for path in sources if force or not train_ids_path(path).is_file()]
+    print(f"labelTrainIds: {len(sources) - len(todo)} of {len(sources)} already written")
+    if not todo:
+        return []
+    convert = partial(write_train_ids, lut=label_id_lut())
+    with Pool(max(1, min(workers, len(todo)))) as pool:
+        results = pool.imap_unordered(convert, todo, chunksize=8)
+        return [problem for problem in with_progress(results, len(todo), "labelIds converted")
+                if problem]
+
+
+def prepare_cityscapes(args: argparse.Namespace) -> int:
+    if args.root is None:
+        root = args.out
+        for archive in args.archives:
+            require_archive(archive, CITYSCAPES, "--archives")
+        for archive in args.archives:
+            done_when = [root / folder for folder in zip_folders(archive, depth=2)]
+            extract(archive, root, done_when, args.force)
+        require_layout(root, ("gtFine", "leftImg8bit"), f"pass {CITYSCAPES.files} to --archives")
+    else:
+        root = require_folder(args.root, "Cityscapes folder", "pass the folder holding gtFine/ "
+                              "and leftImg8bit/ to --root, or the zips to --archives")
+    problems = convert_label_ids(root, args.force, args.workers)
+    if problems:
+        return report_problems(problems, "labelIds files hold values Cityscapes never uses "
+                                         "(their labelTrainIds were not written)")
+    print_next_steps(f"dataset=cityscapes dataset.root={root}")
+    return 0
+
+
+# --- ade20k -----------------------------------------------------------------------------
+
+def prepare_ade20k(args: argparse.Namespace) -> int:
+    require_archive(args.archive, ADE20K, "--archive")
+    root = args.out / "ADEChallengeData2016"
+    extract(args.archive, args.out, [root / folder for folder in ADE20K_LAYOUT], args.force)
+    require_layout(root, ADE20K_LAYOUT, f"is {args.archive} {ADE20K.files}?")
+    print_next_steps(f"dataset=ade20k dataset.root={root}")
+    return 0
+
+
+# --- command line -----------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    force = argparse.ArgumentParser(add_help=False)
+    force.add_argument("--force", action="store_true", help="redo work whose outputs exist")
+
+    voc = commands.add_parser("voc", parents=[force], help="extract PASCAL VOC 2012")
+    voc.add_argument("--archive", type=Path, required=True, help=VOC.files)
+    voc.add_argument("--out", type=Path, default=Path("data"), help="default: data")
+    voc.set_defaults(run=prepare_voc)
+
+    sbd = commands.add_parser("sbd", parents=[force], help="extract SBD and merge it into VOC")
+    source = sbd.add_mutually_exclusive_group(required=True)
+    source.add_argument("--archive", type=Path, help=SBD.files)
+    source.add_argument("--sbd-root", type=Path, help="an extracted benchmark_RELEASE folder")
+    sbd.add_argument("--voc-root", type=Path, required=True, help="the VOCdevkit/VOC2012 folder")
+    sbd.add_argument("--out", type=Path, default=Path("data"), help="default: data")
+    sbd.set_defaults(run=prepare_sbd)
+
+    cityscapes = commands.add_parser("cityscapes", parents=[force],
+                                     help="extract Cityscapes and write labelTrainIds PNGs")
+    source = cityscapes.add_mutually_exclusive_group(required=True)
+    source.add_argument("--archives", type=Path, nargs="+", help=CITYSCAPES.files)
+    source.add_argument("--root", type=Path, help="an extracted tree: only convert the labels")
+    cityscapes.add_argument("--out", type=Path, default=Path("data/cityscapes"),
+                            help="default: data/cityscapes")
+    cityscapes.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                            help="conversion processes (default: all CPU cores)")
+    cityscapes.set_defaults(run=prepare_cityscapes)
+
+    ade20k = commands.add_parser("ade20k", parents=[force], help="extract ADE20K")
+    ade20k.add_argument("--archive", type=Path, required=True, help=ADE20K.files)
+    ade20k.add_argument("--out", type=Path, default=Path("data"), help="default: data")
+    ade20k.set_defaults(run=prepare_ade20k)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a problem the user can fix is one line on stderr and status 1."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (PrepareError, FileNotFoundError) as error:  # seg's readers name file and fix
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""``seg-data check dataset=NAME [dataset.root=PATH] [key=value ...]``: read every sample of
+every split of a dataset config and list what is wrong, before a training run finds it.
+
+Checks that each image and mask decodes, that they have the same size and that every
+label value is one the dataset uses (or, for colour masks, a listed colour). Prints the
+sample counts, a per-class pixel histogram and each problem (file, what, value); exits 1
+when there is any problem, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+from torch.utils.data import DataLoader, Dataset
+
+from seg.cli.common import CONFIG_DIR, USER_ERRORS, one_line, root_cause
+from seg.data.base import IGNORE_INDEX, SampleError, SegmentationDataset
+from seg.data.loader import resolve_num_workers
+
+USAGE = "usage: seg-data check dataset=NAME [dataset.root=PATH] [key=value ...]"
+SPLITS = ("train", "val")
+
+
+class SampleCheck(Dataset):
+    """Each item: ``(index, label histogram or None, problem or None)``; a DataLoader over
+    it reads the samples in parallel."""
+
+    def __init__(self, dataset: SegmentationDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
+        try:
+            _, mask = self.dataset.decode(index)
+        except SampleError as error:
+            return index, None, str(error)
+        return index, np.bincount(mask.ravel(), minlength=256), None
+
+
+def as_is(item: tuple) -> tuple:
+    """Keep the items' numpy histograms (the default would make tensors of them)."""
+    return item
+
+
+@dataclass
+class SplitReport:
+    name: str
+    samples: int = 0
+    histogram: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
+    problems: list[str] = field(default_factory=list)
+
+
+def check_split(name: str, node: DictConfig, workers: int) -> SplitReport:
+    """Read every sample of one split; a split that cannot even be listed is one problem."""
+    report = SplitReport(name)
+    try:
+        dataset = instantiate(node, transform=None, cache=False, on_error="raise")
+    except Exception as error:  # noqa: BLE001 - any listing failure is the split's problem
+        cause = root_cause(error)
+        if not isinstance(cause, USER_ERRORS):
+            raise
+        report.problems.append(one_line(str(cause.args[0]) if cause.args else repr(cause)))
+        return report
+    report.samples = len(dataset)
+    loader = DataLoader(SampleCheck(dataset), batch_size=None, num_workers=workers,
+                        collate_fn=as_is)
+    for _, histogram, problem in loader:
+        if problem is not None:
+            report.problems.append(problem)
+        else:
+            report.histogram += histogram
+    return report
+
+
+def format_report(reports: Sequence[SplitReport], class_names: Sequence[str]) -> str:
+    lines = []
+    for report in reports:
+        ok = max(report.samples - len(report.problems), 0)
+        lines.append(f"{report.name}: {report.samples} samples, {ok} ok, "
+                     f"{len(report.problems)} problem(s)")
+    total = sum(r.histogram for r in reports)
+    pixels = max(int(total.sum()), 1)
+    lines.append("pixels per class (all splits):")
+    width = max(len(name) for name in [*class_names, "ignore (255)"])
+    for index, name in enumerate(class_names):
+        lines.append(f"  {index:3d} {name:<{width}} {int(total[index]):>12,d} "
+                     f"{100 * total[index] / pixels:6.2f} %")
+    lines.append(f"      {'ignore (255)':<{width}} {int(total[IGNORE_INDEX]):>12,d} "
+                 f"{100 * total[IGNORE_INDEX] / pixels:6.2f} %")
+    problems = [(r.name, p) for r in reports for p in r.problems]
+    if problems:
+        lines.append(f"{len(problems)} problem(s):")
+        lines += [f"  [{split}] {problem}" for split, problem in problems]
+    else:
+        lines.append("no problems")
+    return "\n".join(lines)
+
+
+def check(overrides: Sequence[str]) -> int:
+    """Compose the training config with ``overrides`` and check its dataset's splits."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    data = cfg.dataset
+    workers = resolve_num_workers(data.num_workers)
+    class_names = [str(name) for name in data.class_names]
+    print(f"checking dataset={data.get('name', '?')} at {data.root}")
+    reports = [check_split(split, data[split], workers) for split in SPLITS if split in data]
+    print(format_report(reports, class_names))
+    return 1 if any(r.problems for r in reports) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\n\n" + USAGE)
+        return 0 if args else 2
+    if args[0] != "check":
+        print(f"error: unknown command {args[0]!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        return check(args[1:])
+    except (*USER_ERRORS, HydraException, OmegaConfBaseException) as error:
+        cause = root_cause(error)
+        message = str(cause.args[0]) if cause.args else repr(cause)
+        print(f"error: {one_line(message).splitlines()[0]}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""Tests for scripts/prepare_data.py on tiny archives in the published formats."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.io import savemat
+
+from seg.data.cityscapes import LABEL_TO_TRAIN_ID
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "prepare_data.py"
+
+VOC_TRAIN = ["2007_000001", "2007_000002"]
+VOC_VAL = ["2007_000003"]
+SBD_TRAIN = ["2007_000002", "2008_000010"]
+SBD_VAL = ["2007_000003", "2008_000011"]
+SBD_ONLY_IMAGE = "2008_000011"  # in SBD but not in VOC's JPEGImages: copied by the merge
+TRAIN_AUG = ["2007_000001", "2007_000002", "2008_000010", "2008_000011"]
+HEIGHT, WIDTH = 6, 8
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("prepare_data", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["prepare_data"] = module  # Pool workers find their function by module name
+    spec.loader.exec_module(module)
+    return module
+
+
+prepare_data = load_script()
+
+
+def write_jpeg(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG")
+
+
+def write_png(path: Path, values: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(values.astype(np.uint8)).save(path)
+
+
+def write_ids(path: Path, ids: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{i}\n" for i in ids))
+
+
+def sbd_mask(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 21, (HEIGHT, WIDTH), dtype=np.uint8)
+
+
+def make_tar(archive: Path, staging: Path) -> Path:
+    """Pack every top-level entry of ``staging`` (gzip-compressed for a .tgz name)."""
+    with tarfile.open(archive, "w:gz" if archive.suffix == ".tgz" else "w") as tar:
+        for entry in sorted(staging.iterdir()):
+            tar.add(entry, arcname=entry.name)
+    return archive
+
+
+def make_zip(archive: Path, staging: Path, entries: tuple[str, ...] | None = None) -> Path:
+    """Pack the top-level ``entries`` of ``staging`` (all of them by default)."""
+    with zipfile.ZipFile(archive, "w") as zip_file:
+        for path in sorted(staging.rglob("*")):
+            name = path.relative_to(staging).as_posix()
+            if entries is None or name.split("/")[0] in entries:
+                zip_file.write(path, name)
+    return archive
+
+
+def run(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
+    code = prepare_data.main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def voc_tar(tmp_path: Path) -> Path:
+    voc = tmp_path / "voc_staging" / "VOCdevkit" / "VOC2012"
+    for seed, sample_id in enumerate(VOC_TRAIN + VOC_VAL + ["2008_000010"]):
+        write_jpeg(voc / "JPEGImages" / f"{sample_id}.jpg", seed)
+    for seed, sample_id in enumerate(VOC_TRAIN + VOC_VAL):
+        write_png(voc / "SegmentationClass" / f"{sample_id}.png", sbd_mask(100 + seed))
+    write_ids(voc / "ImageSets" / "Segmentation" / "train.txt", VOC_TRAIN)
+    write_ids(voc / "ImageSets" / "Segmentation" / "val.txt", VOC_VAL)
+    return make_tar(tmp_path / "VOCtrainval_11-May-2012.tar", tmp_path / "voc_staging")
+
+
+def write_sbd_tree(root: Path) -> Path:
+    """``root/benchmark_RELEASE`` as in benchmark.tgz, for the ids of SBD_TRAIN + SBD_VAL."""
+    dataset = root / "benchmark_RELEASE" / "dataset"
+    (dataset / "cls").mkdir(parents=True)
+    for seed, sample_id in enumerate(SBD_TRAIN + SBD_VAL):
+        write_jpeg(dataset / "img" / f"{sample_id}.jpg", 50 + seed)
+        savemat(dataset / "cls" / f"{sample_id}.mat", {"GTcls": {
+            "Segmentation": sbd_mask(seed), "Boundaries": np.zeros((1, 1)),
+            "CategoriesPresent": np.array([1])}})
+    write_ids(dataset / "train.txt", SBD_TRAIN)
+    write_ids(dataset / "val.txt", SBD_VAL)
+    return root / "benchmark_RELEASE"
+
+
+@pytest.fixture
+def voc_root(tmp_path: Path, voc_tar: Path, capsys: pytest.CaptureFixture) -> Path:
+    assert run(capsys, "voc", "--archive", voc_tar, "--out", tmp_path / "data")[0] == 0
+    return tmp_path / "data" / "VOCdevkit" / "VOC2012"
+
+
+def test_voc_extracts_the_layout_and_skips_it_later(
+        tmp_path: Path, voc_tar: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "data"
+    code, stdout, _ = run(capsys, "voc", "--archive", voc_tar, "--out", out)
+    voc_root = out / "VOCdevkit" / "VOC2012"
+    assert code == 0
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        assert (voc_root / folder).is_dir()
+    assert f"dataset.root={voc_root}" in stdout
+
+    changed = voc_root / "ImageSets" / "Segmentation" / "train.txt"
+    changed.write_text("edited\n")
+    code, stdout, _ = run(capsys, "voc", "--archive", voc_tar, "--out", out)
+    assert code == 0 and "already extracted" in stdout
+    assert changed.read_text() == "edited\n"
+    assert run(capsys, "voc", "--archive", voc_tar, "--out", out, "--force")[0] == 0
+    assert changed.read_text().split() == VOC_TRAIN
+
+
+def check_sbd_merge(voc_root: Path, sbd_root: Path) -> None:
+    assert (voc_root / "ImageSets/Segmentation/train_aug.txt").read_text().split() == TRAIN_AUG
+    masks = sorted((voc_root / "SegmentationClassAug").glob("*.png"))
+    assert [path.stem for path in masks] == ["2008_000010", "2008_000011"]  # no VOC mask
+    for path in masks:
+        with Image.open(path) as label:
+            assert label.mode == "P"
+            values = np.array(label)
+        seed = (SBD_TRAIN + SBD_VAL).index(path.stem)
+        np.testing.assert_array_equal(values, sbd_mask(seed))
+    copied = voc_root / "JPEGImages" / f"{SBD_ONLY_IMAGE}.jpg"
+    assert copied.read_bytes() == (sbd_root / "dataset/img" / copied.name).read_bytes()
+    assert not list(voc_root.rglob(".*.partial"))
+
+
+def test_sbd_archive_is_extracted_and_merged(
+        tmp_path: Path, voc_root: Path, capsys: pytest.CaptureFixture) -> None:
+    write_sbd_tree(tmp_path / "sbd_staging")
+    archive = make_tar(tmp_path / "benchmark.tgz", tmp_path / "sbd_staging")
+    code, stdout, _ = run(capsys, "sbd", "--archive", archive, "--voc-root", voc_root,
+                          "--out", tmp_path / "data")
+    sbd_root = tmp_path / "data" / "benchmark_RELEASE"
+    assert code == 0
+    assert "dataset=voc_aug" in stdout and f"dataset.sbd_root={sbd_root}" in stdout
+    check_sbd_merge(voc_root, sbd_root)
+
+
+def test_sbd_root_is_merged_and_the_reader_uses_it(
+        tmp_path: Path, voc_root: Path, capsys: pytest.CaptureFixture) -> None:
+    from seg.data import VOCAugSegmentation
+
+    sbd_root = write_sbd_tree(tmp_path / "extracted")
+    assert run(capsys, "sbd", "--sbd-root", sbd_root, "--voc-root", voc_root)[0] == 0
+    check_sbd_merge(voc_root, sbd_root)
+    dataset = VOCAugSegmentation(voc_root, sbd_root=None, split="train_aug")
+    assert dataset.ids == TRAIN_AUG
+    assert all(dataset.load(index)[1].shape == (HEIGHT, WIDTH) for index in range(len(dataset)))
+
+    _, stdout, _ = run(capsys, "sbd", "--sbd-root", sbd_root, "--voc-root", voc_root)
+    assert "2 of 2 already" in stdout and "0 to copy" in stdout
+
+
+def test_sbd_without_voc_names_the_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    sbd_root = write_sbd_tree(tmp_path)
+    code, _, stderr = run(capsys, "sbd", "--sbd-root", sbd_root, "--voc-root", tmp_path / "nope")
+    assert code == 1 and str(tmp_path / "nope") in stderr and "prepare_data.py voc" in stderr
+
+
+def label_ids_image(seed: int) -> np.ndarray:
+    """Every Cityscapes labelId (0-33) and 255 (the license plate), shuffled."""
+    values = np.array([*range(34), 255] * 2, dtype=np.uint8).reshape(7, 10)
+    return np.random.default_rng(seed).permutation(values.ravel()).reshape(values.shape)
+
+
+def write_cityscapes_tree(root: Path) -> list[Path]:
+    """gtFine/ and leftImg8bit/ as the two zips hold them, plus their license and readme."""
+    label_files = []
+    for seed, (split, city) in enumerate([("train", "aachen"), ("train", "bremen"),
+                                          ("val", "frankfurt")]):
+        stem = f"{city}_000000_000019"
+        label = root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png"
+        write_png(label, label_ids_image(seed))
+        write_png(label.with_name(f"{stem}_gtFine_color.png"), np.zeros((7, 10)))
+        write_png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                  np.zeros((7, 10)))
+        label_files.append(label)
+    (root / "license.txt").write_text("license")
+    (root / "README").write_text("readme")
+    return label_files
+
+
+def expected_train_ids(label_ids: np.ndarray) -> np.ndarray:
+    return np.vectorize(lambda value: LABEL_TO_TRAIN_ID.get(int(value), 255))(label_ids)
+
+
+def check_train_ids(label_files: list[Path]) -> None:
+    for label_ids in label_files:
+        train_ids = label_ids.with_name(label_ids.name.replace("labelIds", "labelTrainIds"))
+        with Image.open(label_ids) as raw, Image.open(train_ids) as mapped:
+            assert mapped.mode == "L"
+            raw_values, mapped_values = np.array(raw), np.array(mapped)
+        np.testing.assert_array_equal(mapped_values, expected_train_ids(raw_values))
+        for label_id, train_id in [(7, 0), (26, 13), (33, 18), (0, 255), (255, 255)]:
+            assert set(mapped_values[raw_values == label_id]) == {train_id}
+
+
+def test_cityscapes_zips_are_extracted_and_labels_mapped(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    staging = tmp_path / "staging"
+    write_cityscapes_tree(staging)
+    gt_fine = make_zip(tmp_path / "gtFine_trainvaltest.zip", staging,
+                       ("gtFine", "license.txt", "README"))
+    left = make_zip(tmp_path / "leftImg8bit_trainvaltest.zip", staging,
+                    ("leftImg8bit", "license.txt", "README"))
+    out = tmp_path / "data" / "cityscapes"
+
+    code, stdout, _ = run(capsys, "cityscapes", "--archives", gt_fine, left, "--out", out)
+    assert code == 0 and f"dataset.root={out}" in stdout
+    assert (out / "leftImg8bit" / "val" / "frankfurt").is_dir()
+    assert (out / "license.txt").is_file()
+    check_train_ids(sorted(out.glob("gtFine/*/*/*_gtFine_labelIds.png")))
+
+    _, stdout, _ = run(capsys, "cityscapes", "--archives", gt_fine, left, "--out", out)
+    assert stdout.count("already extracted") == 2 and "3 of 3 already written" in stdout
+
+
+def test_cityscapes_root_reports_unknown_label_values(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    label_files = write_cityscapes_tree(tmp_path)
+    broken = label_files[0]
+    values = label_ids_image(0)
+    values[0, 0] = 40  # not a Cityscapes labelId
+    write_png(broken, values)
+
+    code, _, stderr = run(capsys, "cityscapes", "--root", tmp_path, "--workers", "2")
+    assert code == 1
+    assert str(broken) in stderr and "40" in stderr
+    assert not broken.with_name(broken.name.replace("labelIds", "labelTrainIds")).exists()
+    check_train_ids(label_files[1:])
+
+
+def test_ade20k_layout_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    staging = tmp_path / "staging"
+    for seed, split in enumerate(["training", "validation"]):
+        stem = f"ADE_{split[:5]}_00000001"
+        write_jpeg(staging / "ADEChallengeData2016" / "images" / split / f"{stem}.jpg", seed)
+        write_png(staging / "ADEChallengeData2016" / "annotations" / split / f"{stem}.png",
+                  np.full((HEIGHT, WIDTH), 3))
+    (staging / "ADEChallengeData2016" / "objectInfo150.txt").write_text("Idx\tName\n")
+    archive = make_zip(tmp_path / "ADEChallengeData2016.zip", staging)
+
+    code, stdout, _ = run(capsys, "ade20k", "--archive", archive, "--out", tmp_path / "data")
+    assert code == 0
+    assert f"dataset.root={tmp_path / 'data' / 'ADEChallengeData2016'}" in stdout
+
+    no_validation = tmp_path / "no_validation.zip"
+    with zipfile.ZipFile(no_validation, "w") as zip_file:
+        zip_file.writestr("ADEChallengeData2016/images/training/a.jpg", b"")
+    code, _, stderr = run(capsys, "ade20k", "--archive", no_validation, "--out", tmp_path / "x")
+    assert code == 1 and "validation" in stderr and len(stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["voc", "--archive", "{missing}"],
+    ["sbd", "--archive", "{missing}", "--voc-root", "{tmp}"],
+    ["cityscapes", "--archives", "{missing}"],
+    ["ade20k", "--archive", "{missing}"],
+    ["cityscapes", "--root", "{missing}"],
+])
+def test_a_missing_input_is_one_line_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str]) -> None:
+    missing = tmp_path / "downloads" / "missing.file"
+    argv = [arg.format(missing=missing, tmp=tmp_path) for arg in argv]
+    code, _, stderr = run(capsys, *argv, "--out", tmp_path / "data")
+    assert code == 1
+    assert len(stderr.splitlines()) == 1 and str(missing) in stderr
+    assert "Traceback" not in stderr
+
+
+def test_the_script_runs_as_a_command(tmp_path: Path) -> None:
+    missing = tmp_path / "VOCtrainval_11-May-2012.tar"
+    result = subprocess.run([sys.executable, str(SCRIPT), "voc", "--archive", str(missing)],
+                            capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: archive not found: {missing}; download VOCtrainval_11-May-2012.tar from "
+        "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ and pass it to --archive "
+        "(see data/README.md)")
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes = b"x") -> None:
+    member = tarfile.TarInfo(name)
+    member.size = len(data)
+    tar.addfile(member, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "VOCdevkit/../../evil.txt", "/tmp/evil.txt"])
+def test_a_tar_member_outside_the_output_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture, name: str) -> None:
+    archive = tmp_path / "VOCtrainval_11-May-2012.tar"
+    with tarfile.open(archive, "w") as tar:
+        add_member(tar, "VOCdevkit/VOC2012/JPEGImages/a.jpg")
+        add_member(tar, name)
+    out = tmp_path / "sub" / "data"
+    code, _, stderr = run(capsys, "voc", "--archive", archive, "--out", out)
+    assert code == 1 and "refusing" in stderr and name in stderr
+    assert not (out / "VOCdevkit").exists()  # nothing written: checked before extracting
+    assert not (tmp_path / "sub" / "evil.txt").exists()
+
+
+def test_a_zip_member_outside_the_output_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    archive = tmp_path / "ADEChallengeData2016.zip"
+    with zipfile.ZipFile(archive, "w") as zip_file:
+        zip_file.writestr("../evil.txt", b"x")
+    code, _, stderr = run(capsys, "ade20k", "--archive", archive, "--out", tmp_path / "data")
+    assert code == 1 and "../evil.txt" in stderr
