@@ -8,7 +8,7 @@ SHAPES := data/shapes/ImageSets/Segmentation/train.txt
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train eval compare test test-all lint tensorboard clean
+.PHONY: help install data train eval compare check-data bench test test-all lint tensorboard clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,12 @@ eval: $(STAMP) ## Evaluate a checkpoint: make eval CKPT=outputs/<date>/<time>/ch
 
 compare: $(STAMP) $(SHAPES) ## The upsampling study: every upsampler x FCN-32s/8s x 3 seeds (ARGS="compare=quick")
 	$(BIN)/seg-compare $(ARGS)
+
+check-data: $(STAMP) ## Read every sample of a dataset and list problems: make check-data ARGS="dataset=voc"
+	$(BIN)/seg-data check $(ARGS)
+
+bench: $(STAMP) ## Run the benchmarks side by side; prints a table and writes BENCHMARKS.md
+	$(BIN)/python scripts/bench.py all $(ARGS)
 
 test: $(STAMP) ## Run the fast tests (under 5 minutes on 2 CPU cores)
 	$(BIN)/pytest -q
