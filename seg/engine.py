@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from seg.distributed import ProcessGroup, all_reduce_sum, barrier, process_device
 from seg.metrics import BoundaryMetrics, ConfusionMatrix, PhaseConfidence
 from seg.models.model import NativeStrideClassifier
 from seg.models.upsamplers import kernel_drift
@@ -96,7 +100,8 @@ class RunInfo:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically: a crash during the save leaves the previous file intact."""
+    """Write atomically: into a temporary file, flushed to disk, then renamed over the old
+    one, so that a kill or crash during the save leaves the previous file intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "wb") as f:
@@ -104,6 +109,11 @@ def save_checkpoint(path: Path, state: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself reaches the disk
+    finally:
+        os.close(directory)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -111,16 +121,73 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found: pass the path of a run's "
                                 "checkpoints/last.pt or best.pt")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise ValueError(f"checkpoint {path} cannot be read ({str(error).splitlines()[0]}): "
+                         "use another one, e.g. checkpoints/best.pt of the same run") from None
+
+
+def load_model_state(model: nn.Module, state_dict: dict, source: str | Path) -> None:
+    """Load weights, or say which keys do not fit (a checkpoint of another model config)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    reshaped = [f"{key} {tuple(state_dict[key].shape)} vs {tuple(own[key].shape)}"
+                for key in own if key in state_dict and state_dict[key].shape != own[key].shape]
+    if missing or unexpected or reshaped:
+        parts = [f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                     ("other shape (checkpoint vs model)", reshaped)) if keys]
+        raise ValueError(f"{source} was saved by another model configuration ({'; '.join(parts)}"
+                         "): use the model settings it was trained with (its run's "
+                         ".hydra/config.yaml)")
+    model.load_state_dict(state_dict)
+
+
+# -- precision ------------------------------------------------------------------------------
+
+PRECISIONS = ("32", "bf16", "16", "auto")
+
+
+def cpu_has_bf16() -> bool:
+    """True where oneDNN runs bf16 natively (AVX512-BF16 or AMX); elsewhere it emulates
+    bf16 and is slower than fp32."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def resolve_precision(precision: str | int, device: torch.device) -> str:
+    """``auto`` picks the fastest safe mode: bf16 on GPUs and CPUs that support it, fp16
+    (with gradient scaling) on older GPUs, fp32 otherwise."""
+    precision = str(precision)
+    if precision not in PRECISIONS:
+        raise ValueError(f"trainer.precision={precision}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "16"
+        return "bf16" if device.type == "cpu" and cpu_has_bf16() else "32"
+    if precision == "16" and device.type != "cuda":
+        raise ValueError("trainer.precision=16 needs CUDA: use bf16 or 32 on the CPU")
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of ``precision`` (a no-op for fp32)."""
+    dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+# -- evaluation -----------------------------------------------------------------------------
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module, loader: DataLoader, num_classes: int, device: torch.device,
-    ignore_index: int = 255, boundary_tolerance: int = 2,
+    ignore_index: int = 255, boundary_tolerance: int = 2, precision: str = "32",
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     """Metrics over the whole split (one confusion matrix, boundary counts and phase
-    confidences), and the first batch's images, targets and predictions for display."""
+    confidences, summed over all processes when distributed), and the first batch's
+    images, targets and predictions for display."""
     model.eval()
     confusion = ConfusionMatrix(num_classes, ignore_index, device=str(device))
     boundary = BoundaryMetrics(num_classes, boundary_tolerance, ignore_index)
@@ -136,7 +203,8 @@ def evaluate(
         targets = batch["mask"].to(device, non_blocking=True)
         synchronize(device)
         start = time.perf_counter()
-        logits = model(images)
+        with autocast(device, precision):
+            logits = model(images).float()
         synchronize(device)
         forward_seconds += time.perf_counter() - start
         images_seen += images.shape[0]
@@ -148,8 +216,11 @@ def evaluate(
             first_batch = {"image": images, "mask": targets, "prediction": predictions}
     model.train()
     warn_skipped(skipped, "evaluation")
+    for counts in (confusion.matrix, boundary.counts, phase.sums, phase.counts):
+        all_reduce_sum(counts)
     metrics = {**confusion.compute(), **boundary.compute(), "checkerboard": phase.compute(),
-               "inference_ms_per_image": 1000 * forward_seconds / max(images_seen, 1)}
+               "inference_ms_per_image": 1000 * forward_seconds / max(images_seen, 1),
+               "confusion_matrix": confusion.matrix.tolist()}
     return metrics, first_batch
 
 
@@ -174,26 +245,109 @@ def warn_skipped(skipped: list[str], where: str) -> None:
                     len(skipped), shown)
 
 
-def endless(loader: DataLoader, epoch: int) -> Iterator[tuple[int, dict]]:
-    """Batches over epochs without end, telling each batch's epoch. Batches whose samples
-    were all skipped are left out; the skipped samples are reported after each epoch."""
+def endless(loader: DataLoader, epoch: int, start: int = 0) -> Iterator[tuple[int, int, dict]]:
+    """``(epoch, batches of the epoch done, batch)`` over epochs without end, from batch
+    ``start`` of ``epoch`` (where a resumed run left off). Batches whose samples were all
+    skipped are left out; the skipped samples are reported after each epoch."""
+    sampler = getattr(loader, "sampler", None)
     while True:
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch, start * loader.batch_size)
         skipped: list[str] = []
-        for batch in loader:
+        for done, batch in enumerate(loader, start + 1):
             skipped += batch.get("skipped", [])
             if len(batch["mask"]):
-                yield epoch, batch
+                yield epoch, done, batch
         warn_skipped(skipped, f"epoch {epoch}")
-        epoch += 1
+        epoch, start = epoch + 1, 0
+
+
+# -- never lose a run -----------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    """Every global random state (python, numpy, torch, CUDA), in types that
+    ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class TrainingInterrupted(Exception):
+    """A stop signal arrived; the last checkpoint was saved just before this was raised."""
+
+    def __init__(self, signum: int, iteration: int, checkpoint: Path) -> None:
+        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} at iteration {iteration}; saved {checkpoint}: "
+                         "resume with trainer.resume=auto in the same run folder "
+                         f"(hydra.run.dir={checkpoint.parent.parent}) or "
+                         f"trainer.resume={checkpoint}")
+
+
+class StopSignals:
+    """SIGTERM (SLURM preemption, ``kill``), SIGINT (Ctrl-C) and SIGUSR2 (SLURM's warning
+    before the time limit) become a flag the training loop checks between steps, so that it
+    saves a checkpoint first. A second Ctrl-C stops at once.
+
+    ``forward()`` then hands the signal to the handler that was there before (submitit's
+    requeues the job on SIGUSR2)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # signals need it
+            for signum in STOP_SIGNALS:
+                self.previous[signum] = signal.signal(signum, self.handle)
+        return self
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+        log.warning("%s received: stopping after this step", signal.Signals(signum).name)
+
+    def forward(self) -> None:
+        handler = self.previous.get(self.received)
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(self.received, None)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR2")
+                     if hasattr(signal, name))
+
+
+# -- training -------------------------------------------------------------------------------
 
 
 class Trainer:
-    """Iteration-based training with periodic evaluation, checkpoints and resume.
+    """Iteration-based training with periodic evaluation, checkpoints and exact resume,
+    on one process or many (see :meth:`join`).
 
-    ``resume`` is false, true (this run folder's ``checkpoints/last.pt``) or a path
-    to a checkpoint file or to a run folder.
+    ``resume`` is false, true (this run folder's ``checkpoints/last.pt``), ``auto`` (that
+    file if it exists, else a fresh start: what a requeued job wants) or a path to a
+    checkpoint file or a run folder. ``precision`` is 32, bf16, 16 (CUDA, with gradient
+    scaling) or auto; ``on_nan`` is ``stop`` (keep the last good checkpoint and say where)
+    or ``skip`` (leave the batch out and go on).
     """
 
     def __init__(
@@ -207,7 +361,14 @@ class Trainer:
         log_every: int = 20,
         progress: bool = True,
         channels_last: bool = True,
+        precision: str | int = "32",
+        compile: bool = False,
+        sync_bn: bool = False,
+        checkpoint_every: int | None = None,
+        on_nan: str = "stop",
     ) -> None:
+        if on_nan not in ("stop", "skip"):
+            raise ValueError(f"trainer.on_nan={on_nan!r}: use stop or skip")
         self.max_iters = max_iters
         self.eval_every = eval_every
         self.device = resolve_device(device)
@@ -218,12 +379,26 @@ class Trainer:
         self.progress = progress
         # NHWC convolutions are faster on CPUs (oneDNN) and tensor cores alike.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.precision = resolve_precision(precision, self.device)
+        self.compile = compile
+        self.sync_bn = sync_bn
+        self.checkpoint_every = checkpoint_every or eval_every
+        self.on_nan = on_nan
+        self.group = ProcessGroup()
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "16" else None
+
+    def join(self, group: ProcessGroup) -> None:
+        """Train as one of ``group``'s processes (each on its own GPU when on CUDA)."""
+        self.group = group
+        self.device = process_device(self.device, group)
 
     def resume_path(self, run_dir: Path) -> Path | None:
         if self.resume is False or self.resume is None:
             return None
-        if self.resume is True:
+        if self.resume in (True, "auto"):
             path = run_dir / "checkpoints" / "last.pt"
+            if self.resume == "auto" and not path.is_file():
+                return None
         else:
             path = Path(self.resume)
             path = path / "checkpoints" / "last.pt" if path.is_dir() else path
@@ -233,6 +408,15 @@ class Trainer:
                 "checkpoint file, or run in the old folder with hydra.run.dir=<run folder>"
             )
         return path
+
+    def resume_state(self, run_dir: Path) -> dict | None:
+        """The checkpoint to resume from (see ``resume``), or None for a fresh start."""
+        path = self.resume_path(Path(run_dir))
+        if path is None:
+            return None
+        state = load_checkpoint(path)
+        state["path"] = str(path)
+        return state
 
     def fit(
         self,
@@ -244,57 +428,70 @@ class Trainer:
         run_dir: Path,
         logger: TensorBoardLogger,
         info: RunInfo,
+        resume_from: dict | None = None,
     ) -> dict:
-        """Train to ``max_iters``; return the final evaluation's metrics (also in metrics.json)."""
-        run_dir = Path(run_dir)
-        checkpoints = run_dir / "checkpoints"
+        """Train to ``max_iters``, continuing ``resume_from`` (a checkpoint) when given;
+        return the final evaluation's metrics (also in metrics.json)."""
+        checkpoints = Path(run_dir) / "checkpoints"
         model.to(self.device, memory_format=self.memory_format).train()
-        iteration, epoch, best_miou = 0, 0, -1.0
-        resume_from = self.resume_path(run_dir)
+        iteration, epoch, epoch_batches, best_miou = 0, 0, 0, -1.0
         if resume_from is not None:
-            state = load_checkpoint(resume_from)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            iteration, epoch, best_miou = state["iteration"], state["epoch"], state["best_miou"]
-            log.info("resumed from %s at iteration %d", resume_from, iteration)
+            load_model_state(model, resume_from["model"], resume_from["path"])
+            optimizer.load_state_dict(resume_from["optimizer"])
+            scheduler.load_state_dict(resume_from["scheduler"])
+            if self.scaler is not None and resume_from.get("scaler"):
+                self.scaler.load_state_dict(resume_from["scaler"])
+            iteration, epoch, best_miou = (resume_from["iteration"], resume_from["epoch"],
+                                           resume_from["best_miou"])
+            epoch_batches = resume_from.get("epoch_batches", 0)
+            if "rng" in resume_from:
+                set_rng_state(resume_from["rng"])
+            log.info("resumed from %s at iteration %d", resume_from["path"], iteration)
+        net = self.prepare(model)
 
-        def checkpoint_state() -> dict:
-            return {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "iteration": iteration,
-                "epoch": epoch,
-                "best_miou": best_miou,
-                **asdict(info),
-            }
+        def save(name: str) -> Path:
+            """Rank 0 writes; the others wait, so that no rank runs ahead of a save."""
+            path = checkpoints / name
+            if self.group.is_main:
+                save_checkpoint(path, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict() if self.scaler else {},
+                    "iteration": iteration, "epoch": epoch, "epoch_batches": epoch_batches,
+                    "best_miou": best_miou, "rng": rng_state(), **asdict(info),
+                })
+            barrier()
+            return path
 
         metrics: dict = {}
-        train_seconds, train_images = 0.0, 0
+        train_seconds, train_images, nonfinite = 0.0, 0, 0
         start = time.perf_counter()
         # Log lines go through tqdm.write, above the progress bar instead of through it.
-        with logging_redirect_tqdm(), tqdm(
-            total=self.max_iters, initial=iteration, disable=not self.progress, desc="train",
-            dynamic_ncols=True, mininterval=1.0,
+        with StopSignals() as signals, logging_redirect_tqdm(), tqdm(
+            total=self.max_iters, initial=iteration, desc="train", dynamic_ncols=True,
+            disable=not (self.progress and self.group.is_main), mininterval=1.0,
         ) as bar:
-            batches = endless(train_loader, epoch)
+            batches = endless(train_loader, epoch, epoch_batches)
             step_start = time.perf_counter()
             while iteration < self.max_iters:
                 # forward / backward / step
-                epoch, batch = next(batches)
-                loss_value = self.train_step(model, optimizer, batch, info.ignore_index)
+                epoch, epoch_batches, batch = next(batches)
+                loss_value = self.train_step(net, optimizer, batch, info.ignore_index)
                 if not math.isfinite(loss_value):
-                    raise FloatingPointError(
-                        f"loss is {loss_value} at iteration {iteration + 1}; the last good "
-                        f"checkpoint is kept in {checkpoints}: lower optimizer.lr or set "
-                        "trainer.grad_clip"
-                    )
+                    if self.on_nan == "stop":
+                        raise FloatingPointError(
+                            f"loss is {loss_value} at iteration {iteration + 1}; the last good "
+                            f"checkpoint is kept in {checkpoints}: lower optimizer.lr, set "
+                            "trainer.grad_clip, or trainer.on_nan=skip to leave such batches out"
+                        )
+                    nonfinite += 1
+                    log.warning("loss is %s at iteration %d: batch skipped (trainer.on_nan=skip)",
+                                loss_value, iteration + 1)
                 scheduler.step()
                 iteration += 1
                 now = time.perf_counter()
                 train_seconds += now - step_start
-                train_images += len(batch["mask"])
+                train_images += len(batch["mask"]) * self.group.world_size
 
                 # log
                 images_per_s = train_images / max(train_seconds, 1e-9)
@@ -309,26 +506,56 @@ class Trainer:
                 # evaluate and checkpoint
                 if iteration % self.eval_every == 0 or iteration == self.max_iters:
                     metrics, shown = evaluate(model, val_loader, len(info.class_names),
-                                              self.device, info.ignore_index)
+                                              self.device, info.ignore_index,
+                                              precision=self.precision)
                     self.log_evaluation(logger, metrics, shown, info, iteration)
                     self.log_upsamplers(logger, model, iteration)
                     log.info("iteration %d: val mIoU %.4f, pixel acc %.4f", iteration,
                              metrics["mIoU"], metrics["pixel_acc"])
                     if metrics["mIoU"] > best_miou:
                         best_miou = metrics["mIoU"]
-                        save_checkpoint(checkpoints / "best.pt", checkpoint_state())
-                    save_checkpoint(checkpoints / "last.pt", checkpoint_state())
+                        save("best.pt")
+                    save("last.pt")
+                elif iteration % self.checkpoint_every == 0:
+                    save("last.pt")
+                if self.agree(signals.received is not None):
+                    path = save("last.pt")
+                    signals.forward()
+                    raise TrainingInterrupted(signals.received or signal.SIGTERM, iteration, path)
                 step_start = time.perf_counter()
         if not metrics:  # resumed at max_iters: evaluate what was loaded
             metrics, _ = evaluate(model, val_loader, len(info.class_names), self.device,
-                                  info.ignore_index)
+                                  info.ignore_index, precision=self.precision)
         return {
             **metrics,
             "best_mIoU": max(best_miou, metrics["mIoU"]),
             "iterations": iteration,
+            "nonfinite_losses": nonfinite,
             "train_images_per_s": train_images / train_seconds if train_seconds else 0.0,
             "wall_s": time.perf_counter() - start,
         }
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """What the training steps call: ``model``, with SyncBatchNorm, wrapped in
+        DistributedDataParallel when distributed, compiled when asked. ``model`` itself
+        stays the plain module that evaluation and checkpoints use."""
+        net = model
+        if self.group.distributed:
+            if self.sync_bn:
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
+        if self.compile:
+            net = torch.compile(net)
+        return net
+
+    def agree(self, flag: bool) -> bool:
+        """True on every process when it is true on any (a stop signal, a bad loss): all
+        ranks must take the same branch, or the next collective hangs."""
+        if not self.group.distributed:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        return bool(all_reduce_sum(value).item() > 0)
 
     def pretrain(
         self,
@@ -346,7 +573,7 @@ class Trainer:
         batches = endless(loader, 0)
         recent: list[float] = []
         for iteration in range(1, iterations + 1):
-            _, batch = next(batches)
+            _, _, batch = next(batches)
             loss_value = self.train_step(classifier, optimizer, batch, ignore_index,
                                          criterion=classifier.loss)
             if not math.isfinite(loss_value):
@@ -366,19 +593,31 @@ class Trainer:
         self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, ignore_index: int,
         criterion: Callable[..., torch.Tensor] = segmentation_loss,
     ) -> float:
-        """One optimisation step on ``batch``; returns the loss. A non-finite loss is not
-        applied, so the weights stay those of the last good step. ``criterion(output,
-        targets, ignore_index)`` defaults to per-pixel cross-entropy."""
+        """One optimisation step on ``batch``; returns the loss. A non-finite loss (on any
+        process) is not applied, so the weights stay those of the last good step.
+        ``criterion(output, targets, ignore_index)`` defaults to per-pixel cross-entropy."""
         images = batch["image"].to(self.device, non_blocking=True,
                                    memory_format=self.memory_format)
         targets = batch["mask"].to(self.device, non_blocking=True)
-        loss = criterion(model(images), targets, ignore_index)
+        with autocast(self.device, self.precision):
+            loss = criterion(model(images), targets, ignore_index)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(optimizer)
+        else:
+            loss.backward()
         if self.grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
         loss_value = loss.item()
-        if math.isfinite(loss_value):
+        if self.agree(not math.isfinite(loss_value)):
+            if self.scaler is not None:
+                self.scaler.update()
+            return loss_value if not math.isfinite(loss_value) else float("nan")
+        if self.scaler is not None:
+            self.scaler.step(optimizer)  # skips steps whose fp16 gradients overflowed
+            self.scaler.update()
+        else:
             optimizer.step()
         return loss_value
 

@@ -26,10 +26,15 @@ def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float
 
 
 class TensorBoardLogger:
-    """Writes a run's TensorBoard events under ``log_dir``."""
+    """Writes a run's TensorBoard events under ``log_dir``.
 
-    def __init__(self, log_dir: str | Path, max_images: int = 4) -> None:
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+    ``purge_step``: a resumed run passes its first new step, so that TensorBoard drops
+    the events an interrupted run wrote after its last checkpoint instead of showing
+    them twice."""
+
+    def __init__(self, log_dir: str | Path, max_images: int = 4,
+                 purge_step: int | None = None) -> None:
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
         self.max_images = max_images
 
     def log_scalars(self, values: dict[str, float], step: int) -> None:
@@ -79,3 +84,12 @@ class TensorBoardLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class NullLogger:
+    """What processes other than rank 0 log to: nothing, so that events are not doubled."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("log_") or name == "close":
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)

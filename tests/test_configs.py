@@ -9,7 +9,8 @@ from seg.cli.common import CONFIG_DIR, model_from_config
 from tests.layouts import make_layout
 
 GROUPS = ["dataset", "model/encoder", "model/decoder", "model/upsampler", "optimizer",
-          "scheduler", "trainer", "logger", "experiment", "debug", "compare"]
+          "scheduler", "trainer", "logger", "experiment", "debug", "compare",
+          "hparams_search"]
 
 
 def options(group: str) -> list[str]:

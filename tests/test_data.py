@@ -148,7 +148,7 @@ def test_cached_dataset_decodes_once_and_gives_the_same_samples(tiny: Path) -> N
 
 
 def test_a_batch_larger_than_the_training_split_is_an_error(tiny: Path) -> None:
-    with pytest.raises(ValueError, match="fewer than one batch of 64: lower the batch size"):
+    with pytest.raises(ValueError, match="fewer than one batch of 64 per process: lower the"):
         build_loader(VOCSegmentation(tiny, "train"), 64, train=True)
 
 

@@ -240,7 +240,7 @@ def test_skipped_samples_leave_the_batch_and_are_reported(tmp_path: Path, caplog
         batches = endless(loader, 0)
         seen = [next(batches) for _ in range(1)]  # 3 batches of 2, two of them all bad
         next(batches)  # the next epoch's first good batch: the first epoch was reported
-    assert seen[0][0] == 0 and len(seen[0][1]["mask"]) == 1
+    assert seen[0][0] == 0 and len(seen[0][2]["mask"]) == 1
     assert "epoch 0 skipped 5 bad sample(s)" in caplog.text
     assert str(planted[0][0]) in caplog.text
 

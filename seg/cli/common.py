@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seg.data.palette import voc_palette
 from seg.data.resolvers import register_resolvers
+from seg.engine import TrainingInterrupted, load_model_state
 from seg.models import SegmentationModel, build_model
 
 log = logging.getLogger("seg")
@@ -57,6 +58,11 @@ def exit_on_user_error(main: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
+        except TrainingInterrupted as stop:
+            print(f"stopped: {stop}", file=sys.stderr)
+            if in_sweep():
+                raise
+            sys.exit(128 + stop.signum)  # the shell's convention for "ended by signal N"
         except (*USER_ERRORS, InstantiationException) as error:
             cause = root_cause(error)
             if not isinstance(cause, USER_ERRORS):
@@ -95,7 +101,7 @@ def model_from_checkpoint(state: dict) -> SegmentationModel:
     """The trained model of a loaded checkpoint, rebuilt from the config it carries."""
     trained = OmegaConf.create(state["config"])
     model = model_from_config(trained.model, len(state["class_names"]))
-    model.load_state_dict(state["model"])
+    load_model_state(model, state["model"], "the checkpoint")
     return model
 
 

@@ -22,6 +22,7 @@ from seg.cli.common import (
     model_from_checkpoint,
 )
 from seg.data.loader import build_loader
+from seg.distributed import broadcast_from_main, init_distributed, process_device, shutdown
 from seg.engine import evaluate, load_checkpoint, name_per_class, resolve_device
 from seg.metrics import format_table
 
@@ -38,24 +39,32 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
     check_dataset_root(data.root, data.get("setup_command"))
     split_cfg = data.val.copy()
     split_cfg.split = cfg.split
+    device = resolve_device(cfg.device)
+    group = init_distributed(device)  # under torchrun each process evaluates a shard
+    device = process_device(device, group)
     loader = build_loader(instantiate(split_cfg), cfg.batch_size, train=False,
-                          num_workers=cfg.num_workers)
+                          num_workers=cfg.num_workers, rank=group.rank,
+                          world_size=group.world_size)
 
     model = model_from_checkpoint(state)
-    device = resolve_device(cfg.device)
     metrics, _ = evaluate(model.to(device), loader, len(state["class_names"]), device,
                           state["ignore_index"])
-    print(f"{cfg.checkpoint} (iteration {state['iteration']}) on {data.root} {cfg.split}:")
-    print(format_table(metrics, state["class_names"]))
-    Path(run_dir, "eval.json").write_text(
-        json.dumps(name_per_class(metrics, state["class_names"]), indent=2))
+    run_dir = broadcast_from_main(str(run_dir))  # one folder, whatever time each rank read
+    if group.is_main:
+        print(f"{cfg.checkpoint} (iteration {state['iteration']}) on {data.root} {cfg.split}:")
+        print(format_table(metrics, state["class_names"]))
+        Path(run_dir, "eval.json").write_text(
+            json.dumps(name_per_class(metrics, state["class_names"]), indent=2))
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    evaluate_checkpoint(cfg, HydraConfig.get().runtime.output_dir)
+    try:
+        evaluate_checkpoint(cfg, HydraConfig.get().runtime.output_dir)
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ from seg.cli.common import (
     upsampler_label,
 )
 from seg.data.loader import build_loader
+from seg.distributed import broadcast_from_main, init_distributed, shutdown
 from seg.engine import RunInfo, name_per_class, seed_everything
 from seg.metrics import format_table
+from seg.reporting import NullLogger
 
 log = logging.getLogger("seg.train")
 
@@ -43,14 +45,17 @@ def hparams_of(cfg: DictConfig) -> dict[str, object]:
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train as ``cfg`` says, writing checkpoints, TensorBoard events and metrics.json
     into ``run_dir``; return the final metrics (as in metrics.json)."""
-    run_dir = Path(run_dir)
     trainer = instantiate(cfg.trainer)
+    group = init_distributed(trainer.device)  # a no-op unless torchrun or SLURM started us
+    trainer.join(group)
+    run_dir = Path(broadcast_from_main(str(run_dir)))
     seed_everything(cfg.seed, trainer.deterministic)
     data = cfg.dataset
     check_dataset_root(data.root, data.get("setup_command"))
-    pin_memory = trainer.device.type == "cuda"
     loader_options = {"num_workers": data.num_workers, "seed": cfg.seed,
-                      "pin_memory": pin_memory, "ignore_index": data.ignore_index}
+                      "pin_memory": trainer.device.type == "cuda",
+                      "ignore_index": data.ignore_index, "rank": group.rank,
+                      "world_size": group.world_size}
     train_loader = build_loader(instantiate(data.train), data.batch_size, train=True,
                                 **loader_options)
     val_loader = build_loader(instantiate(data.val), data.val_batch_size, train=False,
@@ -68,28 +73,41 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         config=resolved,
         ignore_index=data.ignore_index,
     )
-    logger = instantiate(cfg.logger)(log_dir=run_dir / "tb")
-    logger.log_text("config", OmegaConf.to_yaml(resolved))
-    log.info("training %s on %s in %s", type(model.encoder).__name__, trainer.device, run_dir)
+    resume_from = trainer.resume_state(run_dir)
+    if group.is_main:
+        purge_step = None if resume_from is None else resume_from["iteration"] + 1
+        logger = instantiate(cfg.logger)(log_dir=run_dir / "tb", purge_step=purge_step)
+    else:
+        logger = NullLogger()
+    if resume_from is None:
+        logger.log_text("config", OmegaConf.to_yaml(resolved))
+    log.info("training %s on %s in %s (precision %s, %d process(es))",
+             type(model.encoder).__name__, trainer.device, run_dir, trainer.precision,
+             group.world_size)
     try:
         metrics = trainer.fit(model, optimizer, scheduler, train_loader, val_loader, run_dir,
-                              logger, info)
+                              logger, info, resume_from)
         metrics["upsampler_params"] = model.upsampler_parameters()
         logger.log_hparams(hparams_of(cfg), {f"hparams/{key}": metrics[key] for key in
                                              ("mIoU", "pixel_acc", "boundary_f")})
     finally:
         logger.close()
-    print(format_table(metrics, info.class_names))
-    print(f"run folder: {run_dir}")
+    if group.is_main:
+        print(format_table(metrics, info.class_names))
+        print(f"run folder: {run_dir}")
     metrics = name_per_class(metrics, info.class_names)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if group.is_main:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
-    metrics = train(cfg, HydraConfig.get().runtime.output_dir)
+    try:
+        metrics = train(cfg, HydraConfig.get().runtime.output_dir)
+    finally:
+        shutdown()
     return metrics["mIoU"]  # what a sweeper maximises
 
 

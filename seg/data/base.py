@@ -193,7 +193,12 @@ class SegmentationDataset(Dataset):
             return raw  # identity: nothing to map
         return cv2.LUT(raw, label_map.clip(0, 255).astype(np.uint8))
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """``key`` is an index, or ``(index, seed)`` to seed this sample's augmentation
+        (see ``seg.data.sampler.TrainSampler``)."""
+        index, augmentation_seed = key if isinstance(key, tuple) else (key, None)
+        if augmentation_seed is not None and hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(augmentation_seed)
         try:
             image, mask = self.load(index)
         except SampleError as error:

@@ -1,5 +1,5 @@
-"""DataLoader construction: seeded shuffling, per-worker augmentation seeds, batches that
-leave out and report skipped samples, and worker counts sized to the machine."""
+"""DataLoader construction: resumable seeded shuffling, sharding across processes, batches
+that leave out and report skipped samples, and worker counts sized to the machine."""
 
 from __future__ import annotations
 
@@ -7,21 +7,10 @@ import functools
 import os
 
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 
 from seg.data.base import IGNORE_INDEX
-
-
-def seed_worker_transform(worker_id: int) -> None:
-    """Give each worker's albumentations pipeline its own seed, derived from the loader's.
-
-    albumentations keeps a private random state, so seeding torch alone would
-    leave augmentations irreproducible (or identical across workers).
-    """
-    info = get_worker_info()
-    transform = getattr(info.dataset, "transform", None)
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(info.seed % 2**32)
+from seg.data.sampler import ShardSampler, TrainSampler
 
 
 def collate(items: list[dict], ignore_index: int = IGNORE_INDEX) -> dict:
@@ -77,32 +66,34 @@ def build_loader(
     seed: int = 0,
     pin_memory: bool = False,
     ignore_index: int = IGNORE_INDEX,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
-    """Training loaders shuffle with a seeded generator and drop the last partial batch;
-    evaluation loaders keep every image and pad mixed sizes (see ``collate``).
+    """Training loaders shuffle by (seed, epoch), seed each sample's augmentation and drop
+    the last partial batch (see ``TrainSampler``); evaluation loaders keep every image, in
+    order, and pad mixed sizes (see ``collate``). With ``world_size`` processes each loads
+    its own share; ``batch_size`` is per process.
 
     Workers persist across epochs (no restart cost, and cached samples stay) and each
     prefetches two batches, so a batch is always ready when the model wants one.
     """
-    if train and len(dataset) < batch_size:
+    if train and len(dataset) // world_size < batch_size:
         # every batch would be dropped, and training would wait forever for one
         raise ValueError(f"the training split has {len(dataset)} samples, fewer than one "
-                         f"batch of {batch_size}: lower the batch size")
+                         f"batch of {batch_size} per process: lower the batch size")
+    if train:
+        sampler = TrainSampler(len(dataset), seed, rank, world_size)
+    else:
+        sampler = ShardSampler(len(dataset), rank, world_size)
     workers = resolve_num_workers(num_workers)
-    generator = torch.Generator().manual_seed(seed)
-    transform = getattr(dataset, "transform", None)
-    if workers == 0 and hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
+        sampler=sampler,
         drop_last=train,
         num_workers=workers,
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
         prefetch_factor=2 if workers > 0 else None,
-        worker_init_fn=seed_worker_transform,
-        generator=generator,
         collate_fn=functools.partial(collate, ignore_index=ignore_index),
     )
