@@ -541,8 +541,11 @@ class Trainer:
         stays the plain module that evaluation and checkpoints use."""
         net = model
         if self.group.distributed:
-            if self.sync_bn:
+            if self.sync_bn and self.device.type == "cuda":
                 net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            elif self.sync_bn:
+                log.warning("trainer.sync_bn needs CUDA (PyTorch's SyncBatchNorm): batch-norm "
+                            "statistics stay per process")
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
         if self.compile:

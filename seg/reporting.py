@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
-from torchvision.utils import make_grid
 
 
 def colorize(labels: torch.Tensor, palette: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -24,6 +23,25 @@ def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float
     std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return (images * std_t + mean_t).clamp(0, 1)
 
+
+
+def tile(images: torch.Tensor, columns: int, padding: int = 2, pad_value: float = 0.0
+         ) -> torch.Tensor:
+    """``(N, C, H, W)`` images side by side, ``columns`` per row, as one ``(3, H', W')``
+    image (single-channel images are shown grey), like torchvision's make_grid."""
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    count, channels, height, width = images.shape
+    columns = min(columns, count)
+    rows = -(-count // columns)
+    cell_h, cell_w = height + padding, width + padding
+    grid = images.new_full((channels, rows * cell_h + padding, columns * cell_w + padding),
+                           pad_value)
+    for index, image in enumerate(images):
+        top = (index // columns) * cell_h + padding
+        left = (index % columns) * cell_w + padding
+        grid[:, top:top + height, left:left + width] = image
+    return grid
 
 class TensorBoardLogger:
     """Writes a run's TensorBoard events under ``log_dir``.
@@ -58,7 +76,7 @@ class TensorBoardLogger:
             dim=1,
         )  # (n, 3 panels, 3, H, W)
         grid = rows.flatten(0, 1)  # (3n, 3, H, W): image, truth, prediction, image, ...
-        self.writer.add_image(tag, make_grid(grid, nrow=3, padding=2), step)
+        self.writer.add_image(tag, tile(grid, columns=3, padding=2), step)
 
     def log_kernels(self, tag: str, weight: torch.Tensor, step: int, max_kernels: int = 64) -> None:
         """A weight tensor ``(out, in, k, k)`` as a grid of kernels, each scaled to [0, 1]."""
@@ -66,7 +84,7 @@ class TensorBoardLogger:
         low = kernels.amin((1, 2), keepdim=True)
         high = kernels.amax((1, 2), keepdim=True)
         scaled = (kernels - low) / (high - low).clamp_min(1e-12)
-        grid = make_grid(scaled.unsqueeze(1), nrow=8, padding=1, pad_value=0.5)
+        grid = tile(scaled.unsqueeze(1), columns=8, padding=1, pad_value=0.5)
         self.writer.add_image(tag, grid, step)
 
     def log_text(self, tag: str, text: str, step: int = 0) -> None:

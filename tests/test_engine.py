@@ -95,3 +95,16 @@ def test_native_stride_pretraining_scores_each_tap_against_nearest_labels(tmp_pa
     after = classifier.encoder.state_dict()
     assert any(not torch.equal(encoder_before[k], after[k]) for k in after)
     assert not any(k.startswith("heads") for k in after)  # only the encoder is kept
+
+
+@pytest.mark.parametrize(("shape", "columns", "padding", "pad_value"),
+                         [((5, 3, 7, 9), 3, 2, 0.0), ((10, 1, 5, 5), 8, 1, 0.5),
+                          ((2, 3, 4, 6), 3, 2, 0.0)])
+def test_tile_lays_images_out_as_make_grid(shape, columns, padding, pad_value) -> None:
+    from torchvision.utils import make_grid
+
+    from seg.reporting import tile
+
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(tile(images, columns, padding, pad_value),
+                       make_grid(images, nrow=columns, padding=padding, pad_value=pad_value))

@@ -48,7 +48,8 @@ def comparable(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM,
+                                    pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_a_stopped_run_resumes_exactly(compose_train, tmp_path: Path, signum: int) -> None:
     full = train(compose_train(*SHORT_RUN), tmp_path / "full")
 

@@ -10,10 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 ENCODERS = ("simple", "vgg16", "resnet18", "resnet34", "resnet50")
+
+
+def torchvision_models():
+    """``torchvision.models``, imported on first use: importing torchvision pulls in
+    torch._dynamo and costs every command about 3 s of start-up, models or not."""
+    import torchvision.models
+
+    return torchvision.models
 
 
 class Encoder(nn.Module):
@@ -86,7 +93,7 @@ class VGG16Encoder(Encoder):
 
     def __init__(self, fc_channels: int = 4096, dropout: float = 0.5) -> None:
         super().__init__()
-        features = torchvision.models.vgg16().features
+        features = torchvision_models().vgg16().features
         for layer in features:
             if isinstance(layer, nn.MaxPool2d):
                 layer.ceil_mode = True  # as FCN's Caffe pools: no input row is dropped
@@ -140,7 +147,7 @@ class ResNetEncoder(Encoder):
         super().__init__()
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
-        net = getattr(torchvision.models, f"resnet{depth}")()
+        net = getattr(torchvision_models(), f"resnet{depth}")()
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         self.layer2, self.layer3, self.layer4 = net.layer2, net.layer3, net.layer4
         if output_stride <= 16:
@@ -187,7 +194,7 @@ TORCHVISION_WEIGHTS = {
 
 def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet weights for ``name`` from the torch hub cache, never downloaded."""
-    weights = getattr(torchvision.models, TORCHVISION_WEIGHTS[name]).IMAGENET1K_V1
+    weights = getattr(torchvision_models(), TORCHVISION_WEIGHTS[name]).IMAGENET1K_V1
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if not cached.is_file():
         raise FileNotFoundError(

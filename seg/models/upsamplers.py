@@ -202,8 +202,17 @@ class TransposedConvUpsampler(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.factor == 1:
             return x
-        padded = F.pad(x, (1, 1, 1, 1), mode="replicate")  # (B, C, H + 2, W + 2)
-        return self.deconv(padded)  # (B, C, H f, W f)
+        return self.deconv(replicate_edges(x))  # (B, C, H f, W f)
+
+
+def replicate_edges(x: torch.Tensor) -> torch.Tensor:
+    """``F.pad(x, (1, 1, 1, 1), mode="replicate")``. Under torch.compile it is written with
+    ``torch.cat``, because compiling replication_pad2d's backward fails in channels_last;
+    eagerly the pad is 20 times faster than the concatenations."""
+    if not torch.compiler.is_compiling():
+        return F.pad(x, (1, 1, 1, 1), mode="replicate")
+    x = torch.cat([x[:, :, :1], x, x[:, :, -1:]], dim=2)
+    return torch.cat([x[..., :1], x, x[..., -1:]], dim=3)  # (B, C, H + 2, W + 2)
 
 
 class ConvKernelUpsampler(nn.Module):
