@@ -1,6 +1,8 @@
 """Benchmarks, each a ratio of two pipelines measured side by side in one run.
 
     python scripts/bench.py loader [--images 160] [--workers auto]
+    python scripts/bench.py trainer      # our training loop / a bare PyTorch loop
+    python scripts/bench.py peer         # our ResNet-50 FCN / torchvision's fcn_resnet50
     python scripts/bench.py all          # every benchmark; writes BENCHMARKS.md
 
 ``loader``: images/s of the VOC training recipe at 512 crop (seg's VOC reader and
@@ -8,13 +10,26 @@ albumentations pipeline, through ``seg.data.loader.build_loader``) beside a torc
 reference-script style pipeline (PIL decode, PIL RandomResize, RandomHorizontalFlip,
 RandomCrop, PILToTensor, ToDtype, Normalize; references/segmentation) on the same
 generated VOC-sized files, the same number of workers and the same batch size.
+
+``trainer``: steady-state images/s of ``seg.engine.Trainer.fit`` over a bare loop
+(forward, loss, zero_grad, backward, step, scheduler step) on the default model (configs/),
+the same batches of 8 160x160 crops held in memory; both warmed up first.
+
+``peer``: images/s and peak memory (resident set growth, or CUDA peak allocation) of our
+ResNet-50 FCN trained by ``Trainer.fit`` with the default precision, beside torchvision's
+``fcn_resnet50`` (with the auxiliary head, as torchvision's reference trains it) trained
+by a reference-style fp32 loop: 21 classes, batch 2 of 256x256 on the CPU (batch 8 of
+512x512 on CUDA). Each side runs in its own process, so that their memory is separate.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import random
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -184,6 +199,206 @@ def bench_loader(images: int = 160, workers: int | str = "auto", batch_size: int
             "workers": workers, "batch_size": batch_size, "crop": crop}
 
 
+# -- trainer overhead and peer ---------------------------------------------------------------
+
+
+def compose(*overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from seg.cli.common import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=list(overrides))
+
+
+def random_batches(count: int, batch: int, size: int, classes: int, seed: int = 0) -> list:
+    generator = torch.Generator().manual_seed(seed)
+    return [{"image": torch.randn(batch, 3, size, size, generator=generator),
+             "mask": torch.randint(0, classes, (batch, size, size), generator=generator),
+             "id": [str(i) for i in range(batch)]} for _ in range(count)]
+
+
+def fit_images_per_second(cfg, model, batches: list, device: torch.device,
+                          folder: Path) -> float:
+    """Images/s of ``Trainer.fit`` over ``batches`` (evaluation and checkpoint excluded,
+    as fit itself counts them out); one warm-up fit first."""
+    from hydra.utils import instantiate
+
+    from seg.engine import RunInfo
+    from seg.reporting import NullLogger
+
+    classes = int(model.decoder.score[-1].out_channels)
+    info = RunInfo(class_names=[str(i) for i in range(classes)], palette=[[0, 0, 0]] * classes,
+                   mean=[0.0] * 3, std=[1.0] * 3)
+    rate = 0.0
+    for steps in (min(5, len(batches)), len(batches)):  # warm-up, then the measured fit
+        trainer = instantiate(cfg.trainer, max_iters=steps, eval_every=steps, progress=False,
+                              device=str(device))
+        optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+        scheduler = instantiate(cfg.scheduler, total_iters=steps)(optimizer=optimizer)
+        metrics = trainer.fit(model, optimizer, scheduler, batches[:steps], batches[:1],
+                              folder, NullLogger(), info)
+        rate = metrics["train_images_per_s"]
+    return rate
+
+
+def bare_images_per_second(cfg, model, batches: list, device: torch.device) -> float:
+    """The loop a PyTorch tutorial writes, in the same memory format as ours."""
+    from hydra.utils import instantiate
+
+    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    scheduler = instantiate(cfg.scheduler, total_iters=len(batches))(optimizer=optimizer)
+    model.to(device, memory_format=torch.channels_last).train()
+
+    def step(batch: dict) -> None:
+        images = batch["image"].to(device, memory_format=torch.channels_last)
+        loss = torch.nn.functional.cross_entropy(model(images), batch["mask"].to(device),
+                                                 ignore_index=255)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+    for batch in batches[:5]:
+        step(batch)
+    start = time.perf_counter()
+    for batch in batches:
+        step(batch)
+    return len(batches) * len(batches[0]["mask"]) / (time.perf_counter() - start)
+
+
+def bench_trainer(steps: int = 60, rounds: int = 2) -> dict:
+    """Ours vs bare, alternating ``rounds`` times; the best of each (least disturbed)."""
+    from seg.cli.common import model_from_config
+    from seg.engine import resolve_device
+
+    cfg = compose("trainer.precision=32")  # what the bare loop runs too
+    device = resolve_device("auto")
+    batches = random_batches(steps, cfg.dataset.batch_size, cfg.dataset.crop_size,
+                             cfg.dataset.num_classes)
+    ours, bare = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(rounds):
+            torch.manual_seed(0)
+            model = model_from_config(cfg.model, cfg.dataset.num_classes)
+            bare.append(bare_images_per_second(cfg, model, batches, device))
+            torch.manual_seed(0)
+            model = model_from_config(cfg.model, cfg.dataset.num_classes)
+            ours.append(fit_images_per_second(cfg, model, batches, device, Path(folder)))
+    return {"ours": max(ours), "bare": max(bare), "ratio": max(ours) / max(bare),
+            "steps": steps, "batch": cfg.dataset.batch_size, "size": cfg.dataset.crop_size,
+            "device": str(device)}
+
+
+PEER_SIDES = {
+    "ours-fcn8s": ("model/encoder=resnet50",),
+    "ours-os8": ("model/encoder=resnet50", "model.encoder.output_stride=8"),
+    "torchvision": (),
+}
+
+
+def resident_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peer_side(name: str, steps: int) -> dict:
+    """One side of ``peer``, run in its own process: images/s and peak memory growth."""
+    from seg.engine import resolve_device
+
+    device = resolve_device("auto")
+    batch, size = (8, 512) if device.type == "cuda" else (2, 256)
+    batches = random_batches(steps, batch, size, 21)
+    baseline = resident_mb()
+    torch.manual_seed(0)
+    if name == "torchvision":
+        rate = reference_images_per_second(batches, device)
+    else:
+        from seg.cli.common import model_from_config
+
+        cfg = compose(*PEER_SIDES[name])
+        model = model_from_config(cfg.model, 21)
+        with tempfile.TemporaryDirectory() as folder:
+            rate = fit_images_per_second(cfg, model, batches, device, Path(folder))
+    if device.type == "cuda":
+        memory = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        memory = resident_mb() - baseline
+    return {"images_per_s": rate, "peak_mb": memory, "batch": batch, "size": size,
+            "device": str(device)}
+
+
+def reference_images_per_second(batches: list, device: torch.device) -> float:
+    """references/segmentation/train.py's train_one_epoch: fp32, aux loss weighted 0.5."""
+    from torchvision.models.segmentation import fcn_resnet50
+
+    model = fcn_resnet50(weights=None, weights_backbone=None, num_classes=21,
+                         aux_loss=True).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, len(batches) + 5, power=0.9)
+
+    def step(batch: dict) -> None:
+        output = model(batch["image"].to(device))
+        target = batch["mask"].to(device)
+        loss = torch.nn.functional.cross_entropy(output["out"], target, ignore_index=255)
+        loss = loss + 0.5 * torch.nn.functional.cross_entropy(output["aux"], target,
+                                                              ignore_index=255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+    for batch in batches[:2]:
+        step(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for batch in batches:
+        step(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return len(batches) * len(batches[0]["mask"]) / (time.perf_counter() - start)
+
+
+def bench_peer(steps: int = 5) -> dict:
+    results = {}
+    for name in PEER_SIDES:
+        output = subprocess.run(
+            [sys.executable, __file__, "peer-side", name, "--steps", str(steps)],
+            check=True, capture_output=True, text=True).stdout
+        results[name] = json.loads(output.strip().splitlines()[-1])
+    reference = results["torchvision"]["images_per_s"]
+    for result in results.values():
+        result["ratio"] = result["images_per_s"] / reference
+    return results
+
+
+def trainer_report(result: dict) -> str:
+    return "\n".join([
+        f"Trainer overhead: default model, batch {result['batch']} of {result['size']}x"
+        f"{result['size']} in memory, {result['steps']} steps, {result['device']}",
+        f"  seg Trainer.fit:                           {result['ours']:7.1f} images/s",
+        f"  bare PyTorch loop:                         {result['bare']:7.1f} images/s",
+        f"  ratio:                                     {result['ratio']:7.3f}   (target >= 0.95)",
+    ])
+
+
+def peer_report(results: dict) -> str:
+    first = results["torchvision"]
+    lines = [f"Peer: ResNet-50 FCNs, batch {first['batch']} of {first['size']}x{first['size']}, "
+             f"21 classes, {first['device']} (images/s, peak memory, speed vs torchvision)"]
+    labels = {
+        "ours-fcn8s": "seg resnet50 FCN-8s (stride-8 output by skips)",
+        "ours-os8": "seg resnet50 dilated to output stride 8",
+        "torchvision": "torchvision fcn_resnet50, reference fp32 loop",
+    }
+    for name, result in results.items():
+        lines.append(f"  {labels[name]:<48} {result['images_per_s']:6.2f}  "
+                     f"{result['peak_mb']:7.0f} MB  {result['ratio']:5.2f}x")
+    lines.append("  target: >= 1.8x")
+    return "\n".join(lines)
+
+
 def machine() -> str:
     return (f"{platform.processor() or platform.machine()}, {available_cpus()} CPUs, "
             f"torch {torch.__version__}, Python {platform.python_version()}")
@@ -202,15 +417,29 @@ def loader_report(result: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=("loader", "all"))
+    parser.add_argument("benchmark", choices=("loader", "trainer", "peer", "all", "peer-side"))
+    parser.add_argument("side", nargs="?", choices=tuple(PEER_SIDES), help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=5, help="peer: timed steps per side")
     parser.add_argument("--images", type=int, default=160, help="images timed per pipeline")
     parser.add_argument("--workers", default="auto", help="DataLoader workers (both sides)")
     parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"),
                         help="where `all` writes its report")
     args = parser.parse_args(argv)
+    if args.benchmark == "peer-side":  # one side of `peer`, in its own process
+        print(json.dumps(peer_side(args.side, args.steps)))
+        return 0
     workers = args.workers if args.workers == "auto" else int(args.workers)
-    report = loader_report(bench_loader(args.images, workers))
-    print(report)
+    reports = []
+    if args.benchmark in ("loader", "all"):
+        reports.append(loader_report(bench_loader(args.images, workers)))
+        print(reports[-1], flush=True)
+    if args.benchmark in ("trainer", "all"):
+        reports.append(trainer_report(bench_trainer()))
+        print(reports[-1], flush=True)
+    if args.benchmark in ("peer", "all"):
+        reports.append(peer_report(bench_peer(args.steps)))
+        print(reports[-1], flush=True)
+    report = "\n\n".join(reports)
     if args.benchmark == "all":
         args.output.write_text("# Benchmarks\n\nWritten by `make bench` "
                                f"(`python scripts/bench.py all`).\n\n```\n{report}\n```\n")

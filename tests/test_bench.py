@@ -37,3 +37,19 @@ def test_both_pipelines_give_batches_of_the_crop(bench, tmp_path: Path) -> None:
     assert result["ours"] > 0 and result["reference"] > 0
     assert result["ratio"] == pytest.approx(result["ours"] / result["reference"])
     assert "images/s" in bench.loader_report(result)
+
+
+def test_trainer_overhead_measures_both_loops(bench) -> None:
+    result = bench.bench_trainer(steps=6, rounds=1)
+    assert result["ours"] > 0 and result["bare"] > 0
+    assert result["ratio"] == pytest.approx(result["ours"] / result["bare"])
+    assert "target >= 0.95" in bench.trainer_report(result)
+
+
+@pytest.mark.slow
+def test_peer_runs_every_side_in_its_own_process(bench) -> None:
+    results = bench.bench_peer(steps=1)
+    assert set(results) == set(bench.PEER_SIDES)
+    assert all(r["images_per_s"] > 0 and r["peak_mb"] > 0 for r in results.values())
+    assert results["torchvision"]["ratio"] == 1.0
+    assert "fcn_resnet50" in bench.peer_report(results)
