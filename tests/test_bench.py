@@ -40,9 +40,9 @@ def test_both_pipelines_give_batches_of_the_crop(bench, tmp_path: Path) -> None:
 
 
 def test_trainer_overhead_measures_both_loops(bench) -> None:
-    result = bench.bench_trainer(steps=6, rounds=1)
+    result = bench.bench_trainer(steps=6, rounds=2)
     assert result["ours"] > 0 and result["bare"] > 0
-    assert result["ratio"] == pytest.approx(result["ours"] / result["bare"])
+    assert len(result["ratios"]) == 2 and min(result["ratios"]) <= result["ratio"]
     assert "target >= 0.95" in bench.trainer_report(result)
 
 
