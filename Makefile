@@ -15,7 +15,7 @@ help: ## Show this help
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,slurm,optuna]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,slurm,optuna,export]'
 	@touch $@
 
 install: $(STAMP) ## Create .venv and install seg with the tested versions (constraints.txt)

@@ -184,10 +184,12 @@ def autocast(device: torch.device, precision: str):
 def evaluate(
     model: nn.Module, loader: DataLoader, num_classes: int, device: torch.device,
     ignore_index: int = 255, boundary_tolerance: int = 2, precision: str = "32",
+    infer: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     """Metrics over the whole split (one confusion matrix, boundary counts and phase
     confidences, summed over all processes when distributed), and the first batch's
-    images, targets and predictions for display."""
+    images, targets and predictions for display. ``infer(model, images)`` gives the
+    scores (default: ``model(images)``; see ``seg.inference.Inference``)."""
     model.eval()
     confusion = ConfusionMatrix(num_classes, ignore_index, device=str(device))
     boundary = BoundaryMetrics(num_classes, boundary_tolerance, ignore_index)
@@ -204,7 +206,7 @@ def evaluate(
         synchronize(device)
         start = time.perf_counter()
         with autocast(device, precision):
-            logits = model(images).float()
+            logits = (model(images) if infer is None else infer(model, images)).float()
         synchronize(device)
         forward_seconds += time.perf_counter() - start
         images_seen += images.shape[0]

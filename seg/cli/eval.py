@@ -48,11 +48,14 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     model = model_from_checkpoint(state)
     metrics, _ = evaluate(model.to(device), loader, len(state["class_names"]), device,
-                          state["ignore_index"])
+                          state["ignore_index"], infer=instantiate(cfg.inference))
     run_dir = broadcast_from_main(str(run_dir))  # one folder, whatever time each rank read
     if group.is_main:
-        print(f"{cfg.checkpoint} (iteration {state['iteration']}) on {data.root} {cfg.split}:")
+        print(f"{cfg.checkpoint} (iteration {state['iteration']}) on {data.root} {cfg.split}, "
+              f"inference {cfg.inference.mode}, scales {list(cfg.inference.scales)}, "
+              f"flip {cfg.inference.flip}:")
         print(format_table(metrics, state["class_names"]))
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
         Path(run_dir, "eval.json").write_text(
             json.dumps(name_per_class(metrics, state["class_names"]), indent=2))
     return metrics

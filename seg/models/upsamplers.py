@@ -118,7 +118,10 @@ class PhaseConvTranspose2d(nn.ConvTranspose2d):
         square = (self.stride == (stride,) * 2 and self.kernel_size == (kernel,) * 2
                   and self.padding == (padding,) * 2)
         plain = self.dilation == (1, 1) and self.output_padding == (0, 0)
-        if output_size is not None or not (square and plain) or self.padding_mode != "zeros":
+        # ONNX has ConvTranspose; the phases' slicing would be traced for one input size
+        exporting = torch.onnx.is_in_onnx_export()
+        if (output_size is not None or not (square and plain) or self.padding_mode != "zeros"
+                or exporting):
             return super().forward(x, output_size)
         out = conv_transpose_by_phases(x, self.weight, stride, padding, self.groups)
         return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)

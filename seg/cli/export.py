@@ -1,0 +1,64 @@
+"""``seg-export checkpoint=PATH format=onnx output=FILE``: a trained model as an ONNX
+graph with dynamic batch size, height and width.
+
+The checkpoint's class names, palette and normalisation go into the ONNX file's metadata
+(``class_names``, ``palette``, ``mean``, ``std`` as JSON), so that it can be used alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from seg.cli.common import CONFIG_DIR, exit_on_user_error, model_from_checkpoint
+from seg.engine import load_checkpoint
+
+log = logging.getLogger("seg.export")
+FORMATS = ("onnx",)
+
+
+def export_onnx(model: torch.nn.Module, path: str | Path, opset: int = 18,
+                metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model`` to ``path`` with dynamic batch, height and width."""
+    import onnx  # an optional dependency: only export needs it
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().to("cpu", memory_format=torch.contiguous_format)
+    sample = torch.randn(1, 3, 64, 64)
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    with torch.no_grad():
+        torch.onnx.export(model, (sample,), str(path), input_names=["images"],
+                          output_names=["logits"], opset_version=opset, dynamo=False,
+                          dynamic_axes={"images": dynamic, "logits": dynamic})
+    graph = onnx.load(str(path))
+    for key, value in (metadata or {}).items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, str(path))
+    return path
+
+
+def export(cfg: DictConfig) -> Path:
+    if cfg.format not in FORMATS:
+        raise ValueError(f"format={cfg.format}: seg-export writes {', '.join(FORMATS)}")
+    state = load_checkpoint(cfg.checkpoint)
+    model = model_from_checkpoint(state)
+    metadata = {key: json.dumps(state[key]) for key in ("class_names", "palette", "mean", "std")}
+    path = export_onnx(model, cfg.output, cfg.opset, metadata)
+    print(f"exported {cfg.checkpoint} to {path}")
+    return path
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    export(cfg)
+
+
+if __name__ == "__main__":
+    main()

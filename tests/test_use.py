@@ -1,0 +1,185 @@
+"""Using a trained model: seg-predict, evaluation modes (whole, sliding window,
+multi-scale with flip) and ONNX export, all from the checkpoint alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+from torch import nn
+
+from seg.cli.common import CONFIG_DIR
+from seg.cli.eval import evaluate_checkpoint
+from seg.cli.export import export, export_onnx
+from seg.cli.predict import predict
+from seg.cli.train import train
+from seg.inference import Inference, window_starts
+from seg.models import UPSAMPLERS, FCNDecoder, build_encoder, build_model, build_upsampler
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, shapes_root: Path) -> Path:
+    """A model trained with debug=tiny: its best.pt."""
+    run = tmp_path_factory.mktemp("trained")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            "debug=tiny", f"dataset.root={shapes_root}", "dataset.crop_size=48"])
+    train(cfg, run)
+    return run / "checkpoints" / "best.pt"
+
+
+def compose_config(name: str, *overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+# -- predict ------------------------------------------------------------------------------
+
+
+def test_predict_a_folder_of_mixed_sizes(checkpoint: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = {"a": (64, 64), "b": (50, 70), "c": (64, 64), "d": (33, 47)}
+    for stem, (height, width) in sizes.items():
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"{stem}.{'png' if stem == 'b' else 'jpg'}")
+    (images / "broken.jpg").write_bytes(b"not an image")
+    (images / "notes.txt").write_text("not an image either, and not one by its name")
+
+    output = tmp_path / "out"
+    cfg = compose_config("predict", f"checkpoint={checkpoint}", f"input={images}",
+                         f"output={output}", "batch_size=2", "progress=false")
+    failed = predict(cfg)
+    assert len(failed) == 1 and "broken.jpg" in failed[0]
+    written = sorted(p.name for p in output.iterdir())
+    assert written == sorted([f"{s}.png" for s in sizes] + [f"{s}_overlay.jpg" for s in sizes])
+    state = torch.load(checkpoint, weights_only=True)
+    for stem, (height, width) in sizes.items():
+        labels = Image.open(output / f"{stem}.png")
+        assert labels.mode == "P" and labels.size == (width, height)
+        assert np.array(labels).max() < len(state["class_names"])
+        assert labels.getpalette()[:6] == [c for colour in state["palette"][:2] for c in colour]
+        assert Image.open(output / f"{stem}_overlay.jpg").size == (width, height)
+
+
+def test_predict_one_file_and_a_missing_input(checkpoint: Path, tmp_path: Path) -> None:
+    image = tmp_path / "one.png"
+    Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(image)
+    cfg = compose_config("predict", f"checkpoint={checkpoint}", f"input={image}",
+                         f"output={tmp_path / 'out'}", "progress=false", "inference=slide",
+                         "inference.crop=32", "inference.stride=16")
+    assert predict(cfg) == [] and (tmp_path / "out" / "one.png").is_file()
+    missing = compose_config("predict", f"checkpoint={checkpoint}", f"input={tmp_path / 'no'}",
+                             f"output={tmp_path / 'out'}")
+    with pytest.raises(FileNotFoundError, match="input .* not found"):
+        predict(missing)
+
+
+# -- inference modes ----------------------------------------------------------------------
+
+
+def small_model(upsampler: str = "transposed") -> nn.Module:
+    from functools import partial
+
+    torch.manual_seed(0)
+    encoder = build_encoder("simple", stem_width=8, widths=[8, 16, 16, 16], depths=[1, 1, 1, 1])
+    model = build_model(encoder, partial(FCNDecoder, variant="fcn8s"), 3,
+                        partial(build_upsampler, name=upsampler))
+    for score in model.decoder.score:  # skips start at zero: give them weights to test
+        nn.init.normal_(score.weight, std=0.1)
+    return model.eval()
+
+
+def test_window_starts() -> None:
+    assert window_starts(100, 128, 64) == [0]
+    assert window_starts(100, 64, 32) == [0, 32, 36]
+    assert window_starts(128, 64, 64) == [0, 64]
+
+
+@torch.no_grad()
+def test_slide_equals_whole_when_the_window_covers_the_image() -> None:
+    model, images = small_model(), torch.randn(2, 3, 45, 61)
+    whole = Inference()(model, images)
+    assert torch.equal(Inference(mode="slide", crop=64, stride=32)(model, images), whole)
+    windows = Inference(mode="slide", crop=(32, 40), stride=16)(model, images)
+    assert windows.shape == whole.shape and torch.isfinite(windows).all()
+
+
+@torch.no_grad()
+def test_slide_averages_overlapping_windows() -> None:
+    model = nn.Conv2d(3, 2, 1)  # pointwise: every window gives the same logits per pixel
+    images = torch.randn(1, 3, 40, 50)
+    slid = Inference(mode="slide", crop=24, stride=10)(model, images)
+    assert torch.allclose(slid, model(images), atol=1e-6)
+
+
+@torch.no_grad()
+def test_multiscale_with_flip_averages_probabilities() -> None:
+    model = nn.Conv2d(3, 4, 1)  # pointwise and mirror-symmetric
+    images = torch.randn(2, 3, 32, 48)
+    expected = model(images).softmax(1)
+    flipped = Inference(flip=True)(model, images)
+    assert torch.allclose(flipped, expected, atol=1e-6)
+    scaled = Inference(scales=(0.5, 1.0, 2.0), flip=True)(model, images)
+    assert scaled.shape == expected.shape
+    assert torch.allclose(scaled.sum(1), torch.ones(2, 32, 48), atol=1e-5)
+
+
+def test_eval_by_windows_covering_the_image_equals_whole(checkpoint: Path,
+                                                         tmp_path: Path) -> None:
+    results = {}
+    for mode in ("whole", "slide"):
+        cfg = compose_config("eval", f"checkpoint={checkpoint}", f"inference={mode}",
+                             "inference.crop=256", "inference.stride=128", "device=cpu",
+                             "batch_size=1") if mode == "slide" else compose_config(
+            "eval", f"checkpoint={checkpoint}", "device=cpu", "batch_size=1")
+        results[mode] = evaluate_checkpoint(cfg, tmp_path / mode)
+    assert results["slide"]["confusion_matrix"] == results["whole"]["confusion_matrix"]
+    table = json.loads((tmp_path / "slide" / "eval.json").read_text())
+    assert set(table["per_class_iou"]) == set(torch.load(checkpoint, weights_only=True)
+                                              ["class_names"])
+
+
+def test_multiscale_eval_runs(checkpoint: Path, tmp_path: Path) -> None:
+    cfg = compose_config("eval", f"checkpoint={checkpoint}", "inference=multiscale",
+                         "inference.scales=[0.75,1.0]", "device=cpu")
+    metrics = evaluate_checkpoint(cfg, tmp_path)
+    assert 0.0 <= metrics["mIoU"] <= 1.0
+
+
+# -- export -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("upsampler", UPSAMPLERS)
+def test_every_upsampler_exports_to_onnx(upsampler: str, tmp_path: Path) -> None:
+    import onnxruntime
+
+    model = small_model(upsampler)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in ((1, 3, 64, 64), (2, 3, 72, 104)):
+        images = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            expected = model(images).numpy()
+        (logits,) = session.run(None, {"images": images.numpy()})
+        assert logits.shape == expected.shape
+        assert np.abs(logits - expected).max() <= 1e-4
+
+
+def test_seg_export_writes_a_self_describing_file(checkpoint: Path, tmp_path: Path) -> None:
+    import onnx
+
+    cfg = compose_config("export", f"checkpoint={checkpoint}", f"output={tmp_path / 'm.onnx'}")
+    path = export(cfg)
+    metadata = {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
+    state = torch.load(checkpoint, weights_only=True)
+    assert metadata["class_names"] == state["class_names"] and metadata["mean"] == state["mean"]
+    with pytest.raises(ValueError, match="format=tflite"):
+        export(compose_config("export", f"checkpoint={checkpoint}", "format=tflite",
+                              f"output={tmp_path / 'm.tflite'}"))
