@@ -51,7 +51,9 @@ def exit_on_user_error(main: Callable) -> Callable:
     """Print a user error as one line on stderr and exit 1 instead of a traceback.
 
     In a sweep the error is printed and raised again, so that Hydra records the run as
-    failed and goes on with the others, then exits non-zero.
+    failed and goes on with the others, then exits non-zero. A stop signal
+    (``TrainingInterrupted``: the checkpoint is saved) exits with 128 + the signal's
+    number, ending a sweep too.
     """
 
     @functools.wraps(main)
@@ -60,9 +62,9 @@ def exit_on_user_error(main: Callable) -> Callable:
             return main(*args, **kwargs)
         except TrainingInterrupted as stop:
             print(f"stopped: {stop}", file=sys.stderr)
-            if in_sweep():
-                raise
-            sys.exit(128 + stop.signum)  # the shell's convention for "ended by signal N"
+            # the shell's convention for "ended by signal N"; in a sweep too, which a
+            # signal stops as a whole (SystemExit passes Hydra's per-run error handling)
+            sys.exit(128 + stop.signum)
         except (*USER_ERRORS, InstantiationException) as error:
             cause = root_cause(error)
             if not isinstance(cause, USER_ERRORS):
