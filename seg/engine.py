@@ -23,7 +23,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from seg.distributed import ProcessGroup, all_reduce_sum, barrier, process_device
+from seg.checks import one_of, positive_int, positive_number
+from seg.distributed import (
+    ProcessGroup,
+    all_reduce_sum,
+    barrier,
+    broadcast_from_main,
+    process_device,
+)
 from seg.metrics import BoundaryMetrics, ConfusionMatrix, PhaseConfidence
 from seg.models.model import NativeStrideClassifier
 from seg.models.upsamplers import kernel_drift
@@ -32,11 +39,23 @@ from seg.reporting import TensorBoardLogger, denormalize
 log = logging.getLogger(__name__)
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
+def resolve_device(device: str = "auto", key: str = "device") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU; a device that is not here is an
+    error naming ``key``, the setting it came from."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{key}={device!r} is not a device: use auto, cpu, cuda or "
+                         "cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{key}={device} but no CUDA GPU is visible here: use {key}=auto "
+                         "or cpu")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"{key}={device} but this machine has {torch.cuda.device_count()} "
+                         "GPU(s): use cuda:0 to cuda:N-1, or auto")
+    return resolved
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -124,8 +143,11 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        raise ValueError(f"checkpoint {path} cannot be read ({str(error).splitlines()[0]}): "
-                         "use another one, e.g. checkpoints/best.pt of the same run") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if path.stat().st_size == 0:
+            reason = "the file is empty"
+        raise ValueError(f"checkpoint {path} cannot be read ({reason}): use another one, "
+                         "e.g. checkpoints/best.pt of the same run") from None
 
 
 def load_model_state(model: nn.Module, state_dict: dict, source: str | Path) -> None:
@@ -288,6 +310,27 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def earlier_run(run_dir: Path) -> Path | None:
+    """What shows that ``run_dir`` already holds a run: a checkpoint, metrics.json or
+    TensorBoard events (Hydra's own .hydra/ and log file do not count)."""
+    found = [*sorted(run_dir.glob("checkpoints/*.pt")), run_dir / "metrics.json",
+             *sorted(run_dir.glob("tb/events.out.tfevents.*"))]
+    return next((path for path in found if path.is_file()), None)
+
+
+def earlier_run_problem(run_dir: Path, resume_from: Path | None) -> str | None:
+    """Why training into ``run_dir`` would replace an earlier run, or None: it holds one,
+    and the run does not continue it (from one of its own checkpoints)."""
+    found = earlier_run(run_dir)
+    if found is None:
+        return None
+    if resume_from is not None and resume_from.resolve().is_relative_to(run_dir.resolve()):
+        return None
+    return (f"run folder {run_dir} already holds a run ({found.relative_to(run_dir)}): "
+            "continue it with trainer.resume=auto, or train into a new folder "
+            "(hydra.run.dir=PATH)")
+
+
 class TrainingInterrupted(Exception):
     """A stop signal arrived; the last checkpoint was saved just before this was raised."""
 
@@ -369,22 +412,22 @@ class Trainer:
         checkpoint_every: int | None = None,
         on_nan: str = "stop",
     ) -> None:
-        if on_nan not in ("stop", "skip"):
-            raise ValueError(f"trainer.on_nan={on_nan!r}: use stop or skip")
-        self.max_iters = max_iters
-        self.eval_every = eval_every
-        self.device = resolve_device(device)
+        one_of(on_nan, "trainer.on_nan", ("stop", "skip"))
+        self.max_iters = positive_int(max_iters, "trainer.max_iters")
+        self.eval_every = positive_int(eval_every, "trainer.eval_every")
+        self.device = resolve_device(device, "trainer.device")
         self.deterministic = deterministic
         self.resume = resume
-        self.grad_clip = grad_clip
-        self.log_every = log_every
+        self.grad_clip = positive_number(grad_clip, "trainer.grad_clip", allow_none=True)
+        self.log_every = positive_int(log_every, "trainer.log_every")
         self.progress = progress
         # NHWC convolutions are faster on CPUs (oneDNN) and tensor cores alike.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.precision = resolve_precision(precision, self.device)
         self.compile = compile
         self.sync_bn = sync_bn
-        self.checkpoint_every = checkpoint_every or eval_every
+        self.checkpoint_every = positive_int(checkpoint_every, "trainer.checkpoint_every",
+                                             allow_none=True) or eval_every
         self.on_nan = on_nan
         self.group = ProcessGroup()
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "16" else None
@@ -412,8 +455,14 @@ class Trainer:
         return path
 
     def resume_state(self, run_dir: Path) -> dict | None:
-        """The checkpoint to resume from (see ``resume``), or None for a fresh start."""
+        """The checkpoint to resume from (see ``resume``), or None for a fresh start. A
+        run folder that already holds another run is refused: nothing replaces it."""
         path = self.resume_path(Path(run_dir))
+        # rank 0 looks before any rank writes, and every rank gets its answer
+        problem = broadcast_from_main(earlier_run_problem(Path(run_dir), path)
+                                      if self.group.is_main else None)
+        if problem:
+            raise FileExistsError(problem)
         if path is None:
             return None
         state = load_checkpoint(path)
@@ -451,7 +500,7 @@ class Trainer:
             log.info("resumed from %s at iteration %d", resume_from["path"], iteration)
         net = self.prepare(model)
 
-        def save(name: str) -> Path:
+        def save(name: str, pending_evaluation: bool = False) -> Path:
             """Rank 0 writes; the others wait, so that no rank runs ahead of a save."""
             path = checkpoints / name
             if self.group.is_main:
@@ -460,12 +509,33 @@ class Trainer:
                     "scheduler": scheduler.state_dict(),
                     "scaler": self.scaler.state_dict() if self.scaler else {},
                     "iteration": iteration, "epoch": epoch, "epoch_batches": epoch_batches,
-                    "best_miou": best_miou, "rng": rng_state(), **asdict(info),
+                    "best_miou": best_miou, "rng": rng_state(),
+                    "pending_evaluation": pending_evaluation, **asdict(info),
                 })
             barrier()
             return path
 
+        def evaluate_and_save() -> dict:
+            """Evaluate, log, keep the best; last.pt is saved first (marked pending), so
+            that an evaluation that fails (a bad val image) loses nothing trained, and a
+            run resumed from it evaluates before it goes on."""
+            nonlocal best_miou
+            save("last.pt", pending_evaluation=True)
+            metrics, shown = evaluate(model, val_loader, len(info.class_names), self.device,
+                                      info.ignore_index, precision=self.precision)
+            self.log_evaluation(logger, metrics, shown, info, iteration)
+            self.log_upsamplers(logger, model, iteration)
+            log.info("iteration %d: val mIoU %.4f, pixel acc %.4f", iteration,
+                     metrics["mIoU"], metrics["pixel_acc"])
+            if metrics["mIoU"] > best_miou:
+                best_miou = metrics["mIoU"]
+                save("best.pt")
+            save("last.pt")
+            return metrics
+
         metrics: dict = {}
+        if resume_from is not None and resume_from.get("pending_evaluation"):
+            metrics = evaluate_and_save()
         train_seconds, train_images, nonfinite = 0.0, 0, 0
         start = time.perf_counter()
         # Log lines go through tqdm.write, above the progress bar instead of through it.
@@ -507,17 +577,7 @@ class Trainer:
 
                 # evaluate and checkpoint
                 if iteration % self.eval_every == 0 or iteration == self.max_iters:
-                    metrics, shown = evaluate(model, val_loader, len(info.class_names),
-                                              self.device, info.ignore_index,
-                                              precision=self.precision)
-                    self.log_evaluation(logger, metrics, shown, info, iteration)
-                    self.log_upsamplers(logger, model, iteration)
-                    log.info("iteration %d: val mIoU %.4f, pixel acc %.4f", iteration,
-                             metrics["mIoU"], metrics["pixel_acc"])
-                    if metrics["mIoU"] > best_miou:
-                        best_miou = metrics["mIoU"]
-                        save("best.pt")
-                    save("last.pt")
+                    metrics = evaluate_and_save()
                 elif iteration % self.checkpoint_every == 0:
                     save("last.pt")
                 if self.agree(signals.received is not None):

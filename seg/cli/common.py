@@ -12,18 +12,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from seg.data.palette import voc_palette
 from seg.data.resolvers import register_resolvers
-from seg.engine import TrainingInterrupted, load_model_state
+from seg.engine import TrainingInterrupted
 from seg.models import SegmentationModel, build_model
 
 log = logging.getLogger("seg")
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")  # the repository's configs/
 
 # Errors caused by the user's input (a path, a name, a value): one line, no traceback.
-USER_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError, KeyError, FloatingPointError)
+USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError, ValueError, KeyError, FloatingPointError)
 register_resolvers()  # ${seg.folder_classes:...} in configs/dataset/folder.yaml
 
 
@@ -69,7 +70,7 @@ def exit_on_user_error(main: Callable) -> Callable:
             cause = root_cause(error)
             if not isinstance(cause, USER_ERRORS):
                 raise
-            message = one_line(str(cause.args[0])) if cause.args else repr(cause)
+            message = one_line(str(cause.args[0]) if len(cause.args) == 1 else str(cause))
             print(f"error: {message}", file=sys.stderr)
             if in_sweep():
                 raise
@@ -79,6 +80,9 @@ def exit_on_user_error(main: Callable) -> Callable:
 
 
 def check_dataset_root(root: str | Path, setup_command: str | None = None) -> None:
+    if Path(root).is_file():
+        raise NotADirectoryError(f"dataset root {root} is a file, not a folder: set "
+                                 "dataset.root to the dataset's folder")
     if not Path(root).is_dir():
         hint = f"create it with `{setup_command}`" if setup_command else "set dataset.root=PATH"
         raise FileNotFoundError(f"dataset root {root} does not exist: {hint}")
@@ -97,14 +101,6 @@ def model_from_config(model_cfg: DictConfig, num_classes: int) -> SegmentationMo
     encoder = instantiate(model_cfg.encoder)
     return build_model(encoder, instantiate(model_cfg.decoder), num_classes,
                        instantiate(model_cfg.upsampler))
-
-
-def model_from_checkpoint(state: dict) -> SegmentationModel:
-    """The trained model of a loaded checkpoint, rebuilt from the config it carries."""
-    trained = OmegaConf.create(state["config"])
-    model = model_from_config(trained.model, len(state["class_names"]))
-    load_model_state(model, state["model"], "the checkpoint")
-    return model
 
 
 def upsampler_label(upsampler_cfg: DictConfig) -> str:

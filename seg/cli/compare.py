@@ -32,14 +32,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.utils import instantiate
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from seg.cli.common import model_from_checkpoint, upsampler_label
-from seg.engine import load_checkpoint
+from seg.cli.common import upsampler_label
 from seg.metrics import dilate
 from seg.reporting import colorize, denormalize
+from seg.stored import dataset_from_stored, load_trained, model_from_checkpoint
 
 FIXED = "bilinear"
 ENCODER_DIR = "pretrained_encoder"  # in the sweep folder, beside the numbered runs
@@ -271,16 +270,16 @@ def example_figure(runs: list[dict], path: Path, window: int = 48) -> bool:
     checkpoints = lowest_seed_checkpoints(runs)
     if not checkpoints:
         return False
-    states = {key: load_checkpoint(file) for key, file in checkpoints.items()}
+    states = {key: load_trained(file) for key, file in checkpoints.items()}
     first = next(iter(states.values()))
-    data_cfg = OmegaConf.create(first["config"]).dataset
-    dataset = instantiate(data_cfg.val)
-    models = [model_from_checkpoint(state).eval() for state in states.values()]
+    dataset = dataset_from_stored(first, "val")
+    models = [model_from_checkpoint(state, checkpoints[key]).eval()
+              for key, state in states.items()]
     index, top, left, predictions = most_disputed_window(models, dataset, window)
     item = dataset[index]
     size = min(window, *item["mask"].shape)
     crop = (slice(top, top + size), slice(left, left + size))
-    image = denormalize(item["image"][None], data_cfg.mean, data_cfg.std)[0]
+    image = denormalize(item["image"][None], first["mean"], first["std"])[0]
     palette = first["palette"]
 
     def show(axes, rgb: torch.Tensor, title: str | None = None) -> None:

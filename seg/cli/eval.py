@@ -13,45 +13,37 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from seg.cli.common import (
-    CONFIG_DIR,
-    check_dataset_root,
-    exit_on_user_error,
-    model_from_checkpoint,
-)
+from seg.cli.common import CONFIG_DIR, check_dataset_root, exit_on_user_error
 from seg.data.loader import build_loader
 from seg.distributed import broadcast_from_main, init_distributed, process_device, shutdown
-from seg.engine import evaluate, load_checkpoint, name_per_class, resolve_device
+from seg.engine import evaluate, name_per_class, resolve_device
 from seg.metrics import format_table
+from seg.stored import dataset_from_stored, load_trained, model_from_checkpoint
 
 log = logging.getLogger("seg.eval")
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Evaluate ``cfg.checkpoint``; print the table and write ``eval.json`` into ``run_dir``."""
-    state = load_checkpoint(cfg.checkpoint)
-    trained = OmegaConf.create(state["config"])
-    data = trained.dataset
-    if cfg.dataset_root is not None:
-        data.root = cfg.dataset_root
-    check_dataset_root(data.root, data.get("setup_command"))
-    split_cfg = data.val.copy()
-    split_cfg.split = cfg.split
+    state = load_trained(cfg.checkpoint)
+    data = state["config"].get("dataset") or {}
+    root = cfg.dataset_root if cfg.dataset_root is not None else data.get("val", {}).get("root")
+    check_dataset_root(root, data.get("setup_command"))
     device = resolve_device(cfg.device)
     group = init_distributed(device)  # under torchrun each process evaluates a shard
     device = process_device(device, group)
-    loader = build_loader(instantiate(split_cfg), cfg.batch_size, train=False,
-                          num_workers=cfg.num_workers, rank=group.rank,
+    loader = build_loader(dataset_from_stored(state, cfg.split, root), cfg.batch_size,
+                          train=False, num_workers=cfg.num_workers, rank=group.rank,
                           world_size=group.world_size)
 
-    model = model_from_checkpoint(state)
+    model = model_from_checkpoint(state, cfg.checkpoint)
     metrics, _ = evaluate(model.to(device), loader, len(state["class_names"]), device,
                           state["ignore_index"], infer=instantiate(cfg.inference))
     run_dir = broadcast_from_main(str(run_dir))  # one folder, whatever time each rank read
     if group.is_main:
-        print(f"{cfg.checkpoint} (iteration {state['iteration']}) on {data.root} {cfg.split}, "
+        print(f"{cfg.checkpoint} (iteration {state['iteration']}) on {root} {cfg.split}, "
               f"inference {cfg.inference.mode}, scales {list(cfg.inference.scales)}, "
               f"flip {cfg.inference.flip}:")
         print(format_table(metrics, state["class_names"]))

@@ -15,11 +15,15 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from seg.cli.common import CONFIG_DIR, exit_on_user_error, model_from_checkpoint
-from seg.engine import load_checkpoint
+from seg.checks import is_int
+from seg.cli.common import CONFIG_DIR, exit_on_user_error
+from seg.stored import load_trained, model_from_checkpoint
 
 log = logging.getLogger("seg.export")
 FORMATS = ("onnx",)
+# The model needs ONNX Resize with half-pixel coordinates (opset 11); torch's TorchScript
+# exporter writes up to opset 20.
+OPSETS = (11, 20)
 
 
 def export_onnx(model: torch.nn.Module, path: str | Path, opset: int = 18,
@@ -46,10 +50,24 @@ def export_onnx(model: torch.nn.Module, path: str | Path, opset: int = 18,
 def export(cfg: DictConfig) -> Path:
     if cfg.format not in FORMATS:
         raise ValueError(f"format={cfg.format}: seg-export writes {', '.join(FORMATS)}")
-    state = load_checkpoint(cfg.checkpoint)
-    model = model_from_checkpoint(state)
+    if not is_int(cfg.opset) or not OPSETS[0] <= cfg.opset <= OPSETS[1]:
+        raise ValueError(f"opset must be an integer from {OPSETS[0]} to {OPSETS[1]}, "
+                         f"got {cfg.opset!r}")
+    output = Path(cfg.output)
+    if output.is_dir():
+        raise IsADirectoryError(f"output={output} is a folder: pass a file name such as "
+                                f"{output / 'model.onnx'}")
+    if output.exists() and not cfg.overwrite:
+        raise FileExistsError(f"output={output} exists: choose a new file name, or "
+                              "overwrite=true to replace it")
+    state = load_trained(cfg.checkpoint)
+    model = model_from_checkpoint(state, cfg.checkpoint)
     metadata = {key: json.dumps(state[key]) for key in ("class_names", "palette", "mean", "std")}
-    path = export_onnx(model, cfg.output, cfg.opset, metadata)
+    try:
+        path = export_onnx(model, output, cfg.opset, metadata)
+    except OSError as error:
+        raise ValueError(f"cannot write output={output} ({error.strerror or error}): choose "
+                         "a folder you can write to") from None
     print(f"exported {cfg.checkpoint} to {path}")
     return path
 

@@ -1,0 +1,198 @@
+"""A checkpoint is data: the commands that read one (seg-predict, seg-eval, seg-export)
+never run code it names, and a file that is not a seg checkpoint is one line of error."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from PIL import Image
+
+from seg.cli.common import CONFIG_DIR, exit_on_user_error, model_from_config
+from seg.cli.eval import evaluate_checkpoint
+from seg.cli.export import export
+from seg.cli.predict import predict
+from seg.engine import save_checkpoint
+from seg.stored import load_trained, model_from_checkpoint
+
+
+class WritesAFileWhenUnpickled:
+    """What a malicious pickle does: run code at load time (here, create ``path``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
+
+
+def compose_config(name: str, *overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def honest_state(shapes_root: Path) -> dict:
+    """What seg-train writes, for an untrained model (the weights do not matter here)."""
+    cfg = compose_config("train", "debug=tiny", f"dataset.root={shapes_root}")
+    model = model_from_config(cfg.model, cfg.dataset.num_classes)
+    return {
+        "model": model.state_dict(), "config": OmegaConf.to_container(cfg, resolve=True),
+        "class_names": list(cfg.dataset.class_names), "palette": [[i, i, i] for i in range(8)],
+        "mean": list(cfg.dataset.mean), "std": list(cfg.dataset.std), "ignore_index": 255,
+        "iteration": 0,
+    }
+
+
+def gadgets(tmp: Path) -> dict[str, tuple[str, dict]]:
+    """Config nodes that run code when instantiated, each with where it goes."""
+    victim, pickle_file = tmp / "victim.txt", tmp / "payload.pkl"
+    return {
+        "savetxt writes a file": ("model.encoder", {
+            "_target_": "numpy.savetxt", "fname": str(tmp / "pwned"), "X": [1.0]}),
+        "torch.load of a pickle": ("model.decoder", {
+            "_target_": "torch.load", "f": str(pickle_file), "weights_only": False}),
+        "open truncates a file": ("model.upsampler", {
+            "_target_": "builtins.open", "file": str(victim), "mode": "w"}),
+        "a registered name with a foreign target": ("model.encoder", {
+            "_target_": "builtins.open", "name": "simple", "file": str(victim), "mode": "w"}),
+        "a reader that is open()": ("dataset.val", {
+            "_target_": "builtins.open", "file": str(victim), "mode": "w"}),
+    }
+
+
+def with_node(state: dict, where: str, node: dict) -> dict:
+    crafted = copy.deepcopy(state)
+    *parents, last = where.split(".")
+    container = crafted["config"]
+    for key in parents:
+        container = container[key]
+    container[last] = node
+    return crafted
+
+
+def run_command(command: str, checkpoint: Path, tmp: Path, shapes_root: Path) -> Callable:
+    """The library call behind a command, wrapped as its entry point wraps it."""
+    image = tmp / "image.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    calls = {
+        "predict": lambda: predict(compose_config(
+            "predict", f"checkpoint={checkpoint}", f"input={image}",
+            f"output={tmp / 'masks'}", "progress=false")),
+        "eval": lambda: evaluate_checkpoint(compose_config(
+            "eval", f"checkpoint={checkpoint}", f"dataset_root={shapes_root}"), tmp / "eval"),
+        "export": lambda: export(compose_config(
+            "export", f"checkpoint={checkpoint}", f"output={tmp / 'model.onnx'}")),
+    }
+    return exit_on_user_error(calls[command])
+
+
+def one_line_exit(call: Callable, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        call()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+@pytest.mark.parametrize("command", ["predict", "eval", "export"])
+@pytest.mark.parametrize("gadget", list(gadgets(Path())))
+def test_a_checkpoint_never_runs_the_code_it_names(
+        command: str, gadget: str, honest_state: dict, tmp_path: Path, shapes_root: Path,
+        capsys) -> None:
+    where, node = gadgets(tmp_path)[gadget]
+    if where.startswith("dataset") and command != "eval":
+        pytest.skip("only seg-eval reads the stored dataset")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "payload.pkl").write_bytes(
+        pickle.dumps(WritesAFileWhenUnpickled(tmp_path / "pwned")))
+    checkpoint = tmp_path / "crafted.pt"
+    save_checkpoint(checkpoint, with_node(honest_state, where, node))
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    err = one_line_exit(run_command(command, checkpoint, tmp_path, shapes_root), capsys)
+    assert str(checkpoint) in err or where.split(".")[0] in err
+    assert not (tmp_path / "pwned").exists()
+    assert victim.read_text() == "precious"
+    # nothing written beside the inputs the call was given
+    after = sorted(p.name for p in tmp_path.iterdir())
+    assert set(after) - set(before) <= {"image.png"}
+
+
+def test_a_stored_transform_is_never_built(honest_state: dict, tmp_path: Path,
+                                           shapes_root: Path) -> None:
+    """Evaluation transforms come from the checkpoint's mean and std, not a stored node."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    checkpoint = tmp_path / "crafted.pt"
+    save_checkpoint(checkpoint, with_node(honest_state, "dataset.val.transform", {
+        "_target_": "builtins.open", "file": str(victim), "mode": "w"}))
+    metrics = run_command("eval", checkpoint, tmp_path, shapes_root)()
+    assert 0 <= metrics["mIoU"] <= 1 and victim.read_text() == "precious"
+
+
+def test_an_honest_checkpoint_is_rebuilt(honest_state: dict, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "honest.pt"
+    save_checkpoint(checkpoint, honest_state)
+    model = model_from_checkpoint(load_trained(checkpoint))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, honest_state["model"][key])
+
+
+@pytest.mark.parametrize("case, change, expected", [
+    ("an unknown argument", ("model.decoder", "fuse", 3), "model.decoder.fuse is not one"),
+    ("a string for an int", ("model.encoder", "stem_width", "24"), "stem_width='24'"),
+    ("a list of another length", ("model.encoder", "widths", [8, 8]), "widths=[8, 8]"),
+    ("an unregistered upsampler", ("model.upsampler", "name", "os.system"), "upsampler.name"),
+])
+def test_stored_arguments_are_typed(honest_state: dict, tmp_path: Path, case: str,
+                                    change: tuple, expected: str) -> None:
+    where, key, value = change
+    crafted = copy.deepcopy(honest_state)
+    node = crafted["config"]
+    for part in where.split("."):
+        node = node[part]
+    node[key] = value
+    with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+        model_from_checkpoint(crafted)
+
+
+def test_stored_weights_path_is_never_read(honest_state: dict, tmp_path: Path) -> None:
+    crafted = with_node(honest_state, "model.encoder",
+                        {**honest_state["config"]["model"]["encoder"],
+                         "weights": str(tmp_path / "elsewhere.pth")})
+    model_from_checkpoint(crafted)  # no FileNotFoundError: the checkpoint's weights are used
+
+
+@pytest.mark.parametrize("content, expected", [
+    (None, "cannot be read (the file is empty)"),
+    (torch.zeros(3), "holds a Tensor, not a seg checkpoint"),
+    ([1, 2, 3], "holds a list, not a seg checkpoint"),
+    ("state_dict", "holds only weights (a state_dict)"),
+    ({"model": {}, "config": {}}, "has no class_names, palette, mean, std"),
+    ("bad palette", "palette not as seg-train writes it"),
+])
+def test_a_file_that_is_not_a_seg_checkpoint_is_named(
+        honest_state: dict, tmp_path: Path, content, expected: str, capsys) -> None:
+    path = tmp_path / "other.pt"
+    if content is None:
+        path.write_bytes(b"")
+    elif content == "state_dict":
+        torch.save(honest_state["model"], path)
+    elif content == "bad palette":
+        torch.save({**honest_state, "palette": "voc"}, path)
+    else:
+        torch.save(content, path)
+    with pytest.raises(ValueError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        load_trained(path)
+    err = one_line_exit(run_command("predict", path, tmp_path, tmp_path), capsys)
+    assert str(path) in err
