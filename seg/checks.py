@@ -24,8 +24,8 @@ def positive_int(value: object, key: str, allow_none: bool = False) -> int | Non
 
 def positive_ints(value: object, key: str) -> int | tuple[int, int]:
     """A positive integer, or a ``[height, width]`` pair of them (a size)."""
-    if is_int(value):
-        return positive_int(value, key)
+    if is_int(value) and value >= 1:
+        return value
     if (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
             and all(is_int(v) and v >= 1 for v in value)):
         return int(value[0]), int(value[1])

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seg.checks import one_of, positive_ints
+
 MODES = ("whole", "slide")
 
 
@@ -28,10 +30,13 @@ class Inference:
     flip: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode={self.mode!r}: use one of {', '.join(MODES)}")
-        if not self.scales or min(self.scales) <= 0:
-            raise ValueError(f"scales={list(self.scales)}: give one or more positive factors")
+        one_of(self.mode, "inference.mode", MODES)
+        positive_ints(self.crop, "inference.crop")
+        positive_ints(self.stride, "inference.stride")
+        if (not self.scales or not all(isinstance(s, int | float) for s in self.scales)
+                or min(self.scales) <= 0):
+            raise ValueError(f"inference.scales={list(self.scales)}: give one or more "
+                             "positive factors")
 
     @property
     def augmented(self) -> bool:

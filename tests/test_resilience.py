@@ -11,8 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from seg import engine
 from seg.cli.common import exit_on_user_error
 from seg.cli.train import train
+from seg.data.base import SampleError
 from seg.data.sampler import ShardSampler, TrainSampler
 from seg.engine import (
     RunInfo,
@@ -117,6 +119,64 @@ def test_a_checkpoint_of_another_model_names_the_keys() -> None:
     assert "run/checkpoints/last.pt was saved by another model configuration" in message
     assert "missing: 3.bias, 3.weight" in message
     assert "0.weight (4, 3, 3, 3) vs (8, 3, 3, 3)" in message
+
+
+def test_a_run_folder_that_holds_a_run_is_never_replaced(compose_train, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(compose_train(), run)
+    kept = {path: path.read_bytes() for path in
+            [*run.glob("checkpoints/*.pt"), run / "metrics.json", *run.glob("tb/*")]}
+    other_run = tmp_path / "other.pt"  # another run's checkpoint
+    other_run.write_bytes((run / "checkpoints" / "last.pt").read_bytes())
+    for resume in ("false", str(other_run)):
+        with pytest.raises(FileExistsError, match=f"run folder {run} already holds a run"):
+            train(compose_train(f"trainer.resume={resume}"), run)
+    assert {path: path.read_bytes() for path in kept} == kept
+    assert sorted(run.glob("tb/*")) == sorted(p for p in kept if p.parent.name == "tb")
+    metrics = train(compose_train("trainer.resume=auto", "trainer.max_iters=3"), run)
+    assert metrics["iterations"] == 3  # continuing the run in its own folder is allowed
+
+
+class FailsFirstEvaluation:
+    """``seg.engine.evaluate`` that raises as a bad val image would, the first time only."""
+
+    def __init__(self, evaluate) -> None:
+        self.evaluate, self.failed = evaluate, False
+
+    def __call__(self, *args, **kwargs):
+        if not self.failed:
+            self.failed = True
+            raise SampleError("val/broken.jpg: cannot decode image")
+        return self.evaluate(*args, **kwargs)
+
+
+def test_a_failed_evaluation_loses_nothing_trained(compose_train, tmp_path: Path,
+                                                   monkeypatch) -> None:
+    run = [*SHORT_RUN, "trainer.eval_every=3"]
+    full = train(compose_train(*run), tmp_path / "full")
+
+    monkeypatch.setattr("seg.engine.evaluate", FailsFirstEvaluation(engine.evaluate))
+    with pytest.raises(SampleError):
+        train(compose_train(*run), tmp_path / "cut")
+    saved = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert saved["iteration"] == 3 and saved["pending_evaluation"]
+
+    resumed = train(compose_train(*run, "trainer.resume=auto"), tmp_path / "cut")
+    assert comparable(resumed) == comparable(full)  # evaluated at 3, then went on exactly
+    assert (tmp_path / "cut" / "checkpoints" / "best.pt").is_file()
+
+
+def test_a_bad_val_image_stops_the_run_before_training(compose_train, shapes_root: Path,
+                                                       tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(shapes_root, root)
+    val_id = (root / "ImageSets/Segmentation/val.txt").read_text().split()[-1]
+    (root / "JPEGImages" / f"{val_id}.jpg").write_bytes(b"")
+    with pytest.raises(SampleError, match=f"{val_id}.jpg"):
+        train(compose_train(f"dataset.root={root}"), tmp_path / "run")
+    assert not (tmp_path / "run" / "tb").exists()  # no training step was taken
 
 
 # -- NaN losses ---------------------------------------------------------------------------

@@ -81,6 +81,69 @@ def test_predict_one_file_and_a_missing_input(checkpoint: Path, tmp_path: Path) 
         predict(missing)
 
 
+def predict_config(checkpoint: Path, images: Path, output: Path, *overrides: str):
+    return compose_config("predict", f"checkpoint={checkpoint}", f"input={images}",
+                          f"output={output}", "progress=false", *overrides)
+
+
+def random_images(folder: Path, *names: str) -> dict[str, bytes]:
+    """Small random images under ``folder``; returns each file's bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(folder / name)
+    return {name: (folder / name).read_bytes() for name in names}
+
+
+def test_predict_never_writes_over_its_inputs(checkpoint: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    before = random_images(images, "a.png", "b.jpg")
+    for output in (images, tmp_path / "images" / "."):
+        with pytest.raises(ValueError, match="holds the input images"):
+            predict(predict_config(checkpoint, images, output))
+    with pytest.raises(ValueError, match="holds the input images"):
+        predict(predict_config(checkpoint, images / "a.png", images))
+    assert {name: (images / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in images.iterdir()) == ["a.png", "b.jpg"]
+
+
+def test_predict_names_outputs_of_one_stem_apart(checkpoint: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    random_images(images, "x.jpg", "x.png", "y.png")
+    assert predict(predict_config(checkpoint, images, tmp_path / "out")) == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "x_jpg.png", "x_jpg_overlay.jpg", "x_png.png", "x_png_overlay.jpg", "y.png",
+        "y_overlay.jpg"]
+    random_images(images, "x_png.png")  # now x_png.png would be written twice
+    with pytest.raises(ValueError, match="x.png and .*x_png.png would both write x_png.png"):
+        predict(predict_config(checkpoint, images, tmp_path / "again"))
+
+
+def test_predict_keeps_an_earlier_run_unless_told(checkpoint: Path, tmp_path: Path) -> None:
+    images, output = tmp_path / "images", tmp_path / "out"
+    random_images(images, "a.png")
+    predict(predict_config(checkpoint, images, output))
+    (output / "a.png").write_bytes(b"an earlier result")
+    with pytest.raises(ValueError, match="already holds a.png of an earlier run"):
+        predict(predict_config(checkpoint, images, output))
+    assert (output / "a.png").read_bytes() == b"an earlier result"
+    predict(predict_config(checkpoint, images, output, "overwrite=true"))
+    assert Image.open(output / "a.png").mode == "P"
+
+
+def test_predict_fails_when_a_write_fails(checkpoint: Path, tmp_path: Path,
+                                          monkeypatch) -> None:
+    images = tmp_path / "images"
+    random_images(images, "a.png")
+    monkeypatch.setattr("seg.cli.predict.cv2.imwrite", lambda *args: False)  # a full disk
+    with pytest.raises(ValueError, match="cannot write .*a_overlay.jpg"):
+        predict(predict_config(checkpoint, images, tmp_path / "out"))
+    file_output = tmp_path / "taken"
+    file_output.write_text("a file")
+    with pytest.raises(NotADirectoryError, match="output=.*taken is a file"):
+        predict(predict_config(checkpoint, images, file_output))
+
+
 # -- inference modes ----------------------------------------------------------------------
 
 

@@ -5,15 +5,17 @@ For each image, ``<stem>.png`` (class indices as a palette PNG of the input's si
 checkpoint's colours) and ``<stem>_overlay.jpg`` (the colours blended over the image).
 The checkpoint carries the classes, colours, normalisation and model config, so no
 dataset config is needed. An unreadable image is reported and skipped; the exit status
-is then 1.
+is then 1. Outputs never replace an input: an output folder that holds the inputs is
+refused, and so are earlier results there unless ``overwrite=true``; two inputs with one
+stem (``x.jpg``, ``x.png``) write ``x_jpg.png`` and ``x_png.png``.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections import defaultdict
-from collections.abc import Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -25,13 +27,16 @@ from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
-from seg.cli.common import CONFIG_DIR, exit_on_user_error, model_from_checkpoint
+from seg.checks import number_in, positive_int
+from seg.cli.common import CONFIG_DIR, exit_on_user_error
 from seg.data.base import SampleError, read_image
 from seg.data.folder import IMAGE_SUFFIXES
-from seg.engine import load_checkpoint, resolve_device
+from seg.engine import resolve_device
 from seg.inference import Inference
+from seg.stored import load_trained, model_from_checkpoint
 
 log = logging.getLogger("seg.predict")
+MAX_IMAGE_PIXELS = 100_000_000  # TEMP until base.py has it
 
 
 def image_files(source: str | Path) -> list[Path]:
@@ -70,19 +75,75 @@ class Predictor:
         index = Image.fromarray(labels, mode="P")
         flat = self.palette.reshape(-1).tolist()
         index.putpalette(flat + [0] * (768 - len(flat)))
-        index.save(output / f"{stem}.png")
         colours = self.palette[np.minimum(labels, len(self.palette) - 1)]
         overlay = (image * (1 - alpha) + colours * alpha).round().astype(np.uint8)
-        cv2.imwrite(str(output / f"{stem}_overlay.jpg"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        overlay_bgr = cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)
+        write_or_fail(output / f"{stem}.png", lambda path: index.save(path))
+        write_or_fail(output / f"{stem}_overlay.jpg",
+                      lambda path: cv2.imwrite(str(path), overlay_bgr))
 
 
-def same_size_batches(files: list[Path], batch_size: int, failed: list[str]
+def write_or_fail(path: Path, write: Callable[[Path], object]) -> None:
+    """Run ``write(path)``; a failed write (an error, or False from OpenCV) is an error."""
+    try:
+        written = write(path)
+    except (OSError, cv2.error) as error:
+        raise ValueError(f"cannot write {path} ({error}): check the output folder's free "
+                         "space and permissions") from None
+    if written is False:
+        raise ValueError(f"cannot write {path}: check the output folder's free space and "
+                         "permissions")
+
+
+def output_stems(files: list[Path]) -> dict[Path, str]:
+    """The name each image's outputs get: its stem, or ``<stem>_<suffix>`` where two
+    inputs share a stem (``x.jpg`` and ``x.png`` give ``x_jpg`` and ``x_png``)."""
+    counts = Counter(path.stem for path in files)
+    stems = {path: path.stem if counts[path.stem] == 1 else f"{path.stem}_{path.suffix[1:]}"
+             for path in files}
+    taken: dict[str, Path] = {}
+    for path, stem in stems.items():
+        if stem in taken:
+            raise ValueError(f"{taken[stem]} and {path} would both write {stem}.png: rename "
+                             "one of them")
+        taken[stem] = path
+    return stems
+
+
+def check_output(output: Path, files: list[Path], stems: Iterable[str], overwrite: bool
+                 ) -> None:
+    """Outputs never replace an input, nor (unless ``overwrite``) an earlier result."""
+    if output.exists() and not output.is_dir():
+        raise NotADirectoryError(f"output={output} is a file: pass a folder for the masks")
+    target = output.resolve()
+    if any(path.resolve().parent == target for path in files):
+        raise ValueError(f"output={output} holds the input images: write the masks to "
+                         "another folder (outputs never replace inputs)")
+    if overwrite or not output.is_dir():
+        return
+    for stem in stems:
+        for name in (f"{stem}.png", f"{stem}_overlay.jpg"):
+            if (output / name).exists():
+                raise ValueError(f"output={output} already holds {name} of an earlier run: "
+                                 "choose a new folder, or overwrite=true to replace them")
+
+
+def make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot create output={folder} ({error.strerror}): choose a "
+                         "folder you can write to") from None
+
+
+def same_size_batches(files: list[Path], batch_size: int, failed: list[str],
+                      max_pixels: int = MAX_IMAGE_PIXELS
                       ) -> Iterator[list[tuple[Path, np.ndarray]]]:
     """Decoded images in batches of one size; unreadable ones go to ``failed``."""
     waiting: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = defaultdict(list)
     for path in files:
         try:
-            image = read_image(path)
+            image = read_image(path)  # TEMP
         except SampleError as error:
             failed.append(str(error))
             continue
@@ -95,17 +156,22 @@ def same_size_batches(files: list[Path], batch_size: int, failed: list[str]
 
 def predict(cfg: DictConfig) -> list[str]:
     """Segment every image of ``cfg.input`` into ``cfg.output``; return the failures."""
+    batch_size = positive_int(cfg.batch_size, "batch_size")
+    alpha = number_in(cfg.overlay_alpha, "overlay_alpha", 0.0, 1.0)
+    max_pixels = positive_int(cfg.max_image_pixels, "max_image_pixels")
     files = image_files(cfg.input)
+    stems = output_stems(files)
     output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(load_checkpoint(cfg.checkpoint), resolve_device(cfg.device),
+    check_output(output, files, stems.values(), cfg.overwrite)
+    predictor = Predictor(load_trained(cfg.checkpoint), resolve_device(cfg.device),
                           instantiate(cfg.inference))
+    make_folder(output)
     failed: list[str] = []
     with tqdm(total=len(files), desc="predict", disable=not cfg.progress) as bar:
-        for batch in same_size_batches(files, cfg.batch_size, failed):
+        for batch in same_size_batches(files, batch_size, failed, max_pixels):
             labels = predictor.labels([image for _, image in batch])
             for (path, image), label in zip(batch, labels, strict=True):
-                predictor.write(label, image, path.stem, output, cfg.overlay_alpha)
+                predictor.write(label, image, stems[path], output, alpha)
             bar.update(len(batch))
     for problem in failed:
         print(f"skipped {problem}", file=sys.stderr)

@@ -10,7 +10,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 
+from seg.checks import integer
 from seg.cli.common import (
     CONFIG_DIR,
     check_dataset_root,
@@ -19,7 +21,9 @@ from seg.cli.common import (
     resolve_palette,
     upsampler_label,
 )
-from seg.data.loader import build_loader
+from seg.cli.data import SampleCheck, as_is
+from seg.data.base import SampleError, SegmentationDataset
+from seg.data.loader import build_loader, resolve_num_workers
 from seg.distributed import broadcast_from_main, init_distributed, shutdown
 from seg.engine import RunInfo, name_per_class, seed_everything
 from seg.metrics import format_table
@@ -42,6 +46,18 @@ def hparams_of(cfg: DictConfig) -> dict[str, object]:
     }
 
 
+def read_every_sample(dataset: SegmentationDataset, workers: int) -> None:
+    """Decode every sample now, so that a bad val image stops the run before training
+    rather than at the first evaluation (with ``on_error=skip`` it would be skipped)."""
+    if dataset.on_error != "raise":
+        return
+    problems = [problem for _, _, problem in DataLoader(
+        SampleCheck(dataset), batch_size=None, num_workers=workers, collate_fn=as_is) if problem]
+    if problems:
+        more = f" (and {len(problems) - 1} more: run seg-data check)" if len(problems) > 1 else ""
+        raise SampleError(f"{problems[0]}{more}")
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train as ``cfg`` says, writing checkpoints, TensorBoard events and metrics.json
     into ``run_dir``; return the final metrics (as in metrics.json)."""
@@ -49,7 +65,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     group = init_distributed(trainer.device)  # a no-op unless torchrun or SLURM started us
     trainer.join(group)
     run_dir = Path(broadcast_from_main(str(run_dir)))
-    seed_everything(cfg.seed, trainer.deterministic)
+    resume_from = trainer.resume_state(run_dir)  # first: refuses a folder holding a run
+    seed_everything(integer(cfg.seed, "seed"), trainer.deterministic)
     data = cfg.dataset
     check_dataset_root(data.root, data.get("setup_command"))
     loader_options = {"num_workers": data.num_workers, "seed": cfg.seed,
@@ -58,8 +75,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                       "world_size": group.world_size}
     train_loader = build_loader(instantiate(data.train), data.batch_size, train=True,
                                 **loader_options)
-    val_loader = build_loader(instantiate(data.val), data.val_batch_size, train=False,
-                              **loader_options)
+    val_set = instantiate(data.val)
+    read_every_sample(val_set, resolve_num_workers(data.num_workers))
+    val_loader = build_loader(val_set, data.val_batch_size, train=False, **loader_options)
 
     model = model_from_config(cfg.model, data.num_classes)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
@@ -73,7 +91,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         config=resolved,
         ignore_index=data.ignore_index,
     )
-    resume_from = trainer.resume_state(run_dir)
     if group.is_main:
         purge_step = None if resume_from is None else resume_from["iteration"] + 1
         logger = instantiate(cfg.logger)(log_dir=run_dir / "tb", purge_step=purge_step)

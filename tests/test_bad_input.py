@@ -1,5 +1,8 @@
-"""A checkpoint is data: the commands that read one (seg-predict, seg-eval, seg-export)
-never run code it names, and a file that is not a seg checkpoint is one line of error."""
+"""Bad input is one line of error and exit status 1, and changes nothing.
+
+A checkpoint is data: the commands that read one (seg-predict, seg-eval, seg-export) never
+run code it names, and a file that is not a seg checkpoint is named as such. Settings are
+checked with their key named."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from seg.cli.common import CONFIG_DIR, exit_on_user_error, model_from_config
 from seg.cli.eval import evaluate_checkpoint
 from seg.cli.export import export
 from seg.cli.predict import predict
+from seg.cli.train import train
 from seg.engine import save_checkpoint
 from seg.stored import load_trained, model_from_checkpoint
 
@@ -78,18 +82,20 @@ def with_node(state: dict, where: str, node: dict) -> dict:
     return crafted
 
 
-def run_command(command: str, checkpoint: Path, tmp: Path, shapes_root: Path) -> Callable:
+def run_command(command: str, checkpoint: Path, tmp: Path, shapes_root: Path, *overrides: str
+                ) -> Callable:
     """The library call behind a command, wrapped as its entry point wraps it."""
     image = tmp / "image.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
     calls = {
         "predict": lambda: predict(compose_config(
             "predict", f"checkpoint={checkpoint}", f"input={image}",
-            f"output={tmp / 'masks'}", "progress=false")),
+            f"output={tmp / 'masks'}", "progress=false", *overrides)),
         "eval": lambda: evaluate_checkpoint(compose_config(
-            "eval", f"checkpoint={checkpoint}", f"dataset_root={shapes_root}"), tmp / "eval"),
+            "eval", f"checkpoint={checkpoint}", f"dataset_root={shapes_root}", *overrides),
+            tmp / "eval"),
         "export": lambda: export(compose_config(
-            "export", f"checkpoint={checkpoint}", f"output={tmp / 'model.onnx'}")),
+            "export", f"checkpoint={checkpoint}", f"output={tmp / 'model.onnx'}", *overrides)),
     }
     return exit_on_user_error(calls[command])
 
@@ -196,3 +202,69 @@ def test_a_file_that_is_not_a_seg_checkpoint_is_named(
         load_trained(path)
     err = one_line_exit(run_command("predict", path, tmp_path, tmp_path), capsys)
     assert str(path) in err
+
+
+# -- settings -------------------------------------------------------------------------------
+
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("trainer.max_iters=abc", "trainer.max_iters must be a positive integer, got 'abc'"),
+    ("trainer.max_iters=-5", "trainer.max_iters must be a positive integer, got -5"),
+    ("trainer.eval_every=0", "trainer.eval_every must be a positive integer, got 0"),
+    ("trainer.checkpoint_every=1.5", "trainer.checkpoint_every must be a positive integer"),
+    ("trainer.grad_clip=-1", "trainer.grad_clip must be a positive number or null, got -1"),
+    ("seed=abc", "seed must be an integer, got 'abc'"),
+    ("trainer.on_nan=ignore", "trainer.on_nan='ignore': use one of stop, skip"),
+    ("trainer.device=tpu", "trainer.device='tpu' is not a device"),
+    pytest.param("trainer.device=cuda", "trainer.device=cuda but no CUDA GPU is visible",
+                 marks=NO_GPU),
+])
+def test_training_settings_are_checked(compose_train, tmp_path: Path, override: str,
+                                       expected: str, capsys) -> None:
+    err = one_line_exit(exit_on_user_error(lambda: train(compose_train(override), tmp_path)),
+                        capsys)
+    assert expected in err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_dataset_root_that_is_a_file(compose_train, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "data.zip"
+    root.write_bytes(b"PK")
+    err = one_line_exit(exit_on_user_error(
+        lambda: train(compose_train(f"dataset.root={root}"), tmp_path)), capsys)
+    assert f"dataset root {root} is a file, not a folder" in err
+
+
+@pytest.mark.parametrize("command, override, expected", [
+    ("predict", "overlay_alpha=5", "overlay_alpha must be a number from 0 to 1, got 5"),
+    ("predict", "batch_size=0", "batch_size must be a positive integer, got 0"),
+    ("predict", "inference=slide", None),  # the defaults of slide are valid
+    ("predict", "inference=slide inference.crop=0",
+     "inference.crop must be a positive integer or [height, width], got 0"),
+    ("eval", "inference=slide inference.stride=[4]", "inference.stride must be a positive integer"),
+    pytest.param("predict", "device=cuda", "device=cuda but no CUDA GPU is visible",
+                 marks=NO_GPU),
+    ("export", "opset=5", "opset must be an integer from 11 to 20, got 5"),
+])
+def test_command_settings_are_checked(honest_state: dict, tmp_path: Path, shapes_root: Path,
+                                      command: str, override: str, expected: str | None,
+                                      capsys) -> None:
+    checkpoint = tmp_path / "honest.pt"
+    save_checkpoint(checkpoint, honest_state)
+    call = run_command(command, checkpoint, tmp_path, shapes_root, *override.split())
+    if expected is None:
+        call()
+    else:
+        assert expected in one_line_exit(call, capsys)
+
+
+def test_export_keeps_an_existing_file(honest_state: dict, tmp_path: Path, shapes_root: Path,
+                                       capsys) -> None:
+    checkpoint = tmp_path / "honest.pt"
+    save_checkpoint(checkpoint, honest_state)
+    (tmp_path / "model.onnx").write_bytes(b"an earlier export")
+    err = one_line_exit(run_command("export", checkpoint, tmp_path, shapes_root), capsys)
+    assert "model.onnx exists: choose a new file name, or overwrite=true" in err
+    assert (tmp_path / "model.onnx").read_bytes() == b"an earlier export"
