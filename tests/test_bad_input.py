@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from seg.cli.common import CONFIG_DIR, exit_on_user_error, model_from_config
+from seg.cli.common import CONFIG_DIR, check_overrides, exit_on_user_error, model_from_config
 from seg.cli.eval import evaluate_checkpoint
 from seg.cli.export import export
 from seg.cli.predict import predict
@@ -268,3 +268,25 @@ def test_export_keeps_an_existing_file(honest_state: dict, tmp_path: Path, shape
     err = one_line_exit(run_command("export", checkpoint, tmp_path, shapes_root), capsys)
     assert "model.onnx exists: choose a new file name, or overwrite=true" in err
     assert (tmp_path / "model.onnx").read_bytes() == b"an earlier export"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["trainer.max_iter=5"], "trainer.max_iter is not a key of this config: check its spelling"),
+    (["dataset=nope"], "Could not find 'dataset/nope': choose one of ade20k, cityscapes, "
+                       "folder, shapes, voc, voc_aug"),
+    (["trainer.max_iters=[1"], "cannot read the override 'trainer.max_iters=[1'"),
+])
+def test_a_misspelt_override_is_one_line(argv: list[str], expected: str, capsys) -> None:
+    err = one_line_exit(lambda: check_overrides("train", argv), capsys)
+    assert expected in err
+
+
+def test_good_overrides_and_sweeps_pass_the_check() -> None:
+    check_overrides("train", ["trainer.max_iters=5", "model/upsampler=bilinear"])
+    check_overrides("train", ["-m", "seed=0,1"])  # a sweep is Hydra's to expand
+
+
+def test_a_mandatory_value_left_out_is_one_line(compose_train, tmp_path: Path, capsys) -> None:
+    cfg = compose_train("dataset=folder", "dataset.root=???")
+    err = one_line_exit(exit_on_user_error(lambda: train(cfg, tmp_path)), capsys)
+    assert "dataset.root has no value: set dataset.root=VALUE" in err

@@ -9,10 +9,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import (
+    HydraException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
 
 from seg.data.palette import voc_palette
 from seg.data.resolvers import register_resolvers
@@ -66,6 +77,12 @@ def exit_on_user_error(main: Callable) -> Callable:
             # the shell's convention for "ended by signal N"; in a sweep too, which a
             # signal stops as a whole (SystemExit passes Hydra's per-run error handling)
             sys.exit(128 + stop.signum)
+        except MissingMandatoryValue as error:
+            print(f"error: {error.full_key} has no value: set {error.full_key}=VALUE",
+                  file=sys.stderr)
+            if in_sweep():
+                raise
+            sys.exit(1)
         except (*USER_ERRORS, InstantiationException) as error:
             cause = root_cause(error)
             if not isinstance(cause, USER_ERRORS):
@@ -77,6 +94,61 @@ def exit_on_user_error(main: Callable) -> Callable:
             sys.exit(1)
 
     return wrapper
+
+
+def config_error_line(error: Exception) -> str:
+    """Hydra's words for a composition error (a misspelt key, an unknown option), in one
+    line that says the fix."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    cause = error.__cause__
+    unknown_key = isinstance(cause, ConfigKeyError | ConfigAttributeError)
+    if lines[0].startswith("Could not override") and unknown_key:
+        key = lines[0].split("'")[1]
+        return (f"{key} is not a key of this config: check its spelling (--cfg job prints "
+                f"every key), or add a new one with +{key}=VALUE")
+    if isinstance(error, MissingConfigException) and "Available options" in str(error):
+        listed = lines[2:lines.index("Config search path:")] if "Config search path:" in lines \
+            else lines[2:]
+        options = [line for line in listed if not line.startswith("_")]
+        missing = lines[0].split(": ", 1)[-1]
+        return f"{missing}: choose one of {', '.join(options)}"
+    if isinstance(error, OverrideParseException):
+        return f"cannot read the override {error.override!r} ({lines[0]}): check its quotes " \
+               "and brackets"
+    return lines[0] + (f" ({str(cause).splitlines()[0]})" if cause else "")
+
+
+def check_overrides(config_name: str, argv: list[str]) -> None:
+    """Compose ``config_name`` with the command line's overrides before Hydra does, so that
+    a misspelt key or an unknown option is one line of error and exit status 1 (Hydra's own
+    report takes eight lines). Only single runs: a sweep's values are Hydra's to expand."""
+    if any(arg.startswith("-") for arg in argv):
+        return  # --help, --cfg, -m ...: Hydra's own business
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            compose(config_name=config_name, overrides=argv)
+    except (HydraException, OmegaConfBaseException) as error:
+        if isinstance(error, InstantiationException):
+            return
+        print(f"error: {config_error_line(error)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def overrides_checked(config_name: str) -> Callable[[Callable], Callable]:
+    """Decorates a ``@hydra.main`` entry point: the command line's overrides are checked
+    first (:func:`check_overrides`)."""
+
+    def decorate(hydra_main: Callable[[], object]) -> Callable[[], object]:
+        @functools.wraps(hydra_main)
+        def command() -> object:
+            check_overrides(config_name, sys.argv[1:])
+            return hydra_main()
+
+        return command
+
+    return decorate
 
 
 def check_dataset_root(root: str | Path, setup_command: str | None = None) -> None:

@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from seg.cli.common import CONFIG_DIR, check_dataset_root, exit_on_user_error
+from seg.cli.common import CONFIG_DIR, check_dataset_root, exit_on_user_error, overrides_checked
 from seg.data.loader import build_loader
 from seg.distributed import broadcast_from_main, init_distributed, process_device, shutdown
 from seg.engine import evaluate, name_per_class, resolve_device
@@ -53,6 +53,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
     return metrics
 
 
+@overrides_checked("eval")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from seg.checks import is_int
-from seg.cli.common import CONFIG_DIR, exit_on_user_error
+from seg.cli.common import CONFIG_DIR, exit_on_user_error, overrides_checked
 from seg.stored import load_trained, model_from_checkpoint
 
 log = logging.getLogger("seg.export")
@@ -72,6 +72,7 @@ def export(cfg: DictConfig) -> Path:
     return path
 
 
+@overrides_checked("export")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

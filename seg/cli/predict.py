@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from seg.checks import number_in, positive_int
-from seg.cli.common import CONFIG_DIR, exit_on_user_error
+from seg.cli.common import CONFIG_DIR, exit_on_user_error, overrides_checked
 from seg.data.base import SampleError, read_image
 from seg.data.folder import IMAGE_SUFFIXES
 from seg.engine import resolve_device
@@ -179,6 +179,7 @@ def predict(cfg: DictConfig) -> list[str]:
     return failed
 
 
+@overrides_checked("predict")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

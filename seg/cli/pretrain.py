@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from seg.cli.common import CONFIG_DIR, check_dataset_root, exit_on_user_error
+from seg.cli.common import CONFIG_DIR, check_dataset_root, exit_on_user_error, overrides_checked
 from seg.data.loader import build_loader
 from seg.engine import save_checkpoint, seed_everything
 from seg.models import NativeStrideClassifier
@@ -58,6 +58,7 @@ def pretrain(cfg: DictConfig, run_dir: str | Path) -> Path:
     return path
 
 
+@overrides_checked("train")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

@@ -18,6 +18,7 @@ from seg.cli.common import (
     check_dataset_root,
     exit_on_user_error,
     model_from_config,
+    overrides_checked,
     resolve_palette,
     upsampler_label,
 )
@@ -118,6 +119,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     return metrics
 
 
+@overrides_checked("train")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
