@@ -17,7 +17,8 @@ Nothing is downloaded: fetch the archives first (data/README.md says where), the
 
 Each command skips what is already there (--force redoes it) and ends with the overrides
 to pass to seg-train. A problem (missing archive, unexpected content) is one line on stderr
-and exit status 1.
+and exit status 1. Archives are checked whole before anything is written: a link, a device or
+a path leading outside --out means the archive is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import stat
 import sys
 import tarfile
 import zipfile
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import TypeVar
+from typing import IO, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -129,6 +131,43 @@ def print_next_steps(overrides: str) -> None:
 
 
 # --- archives ---------------------------------------------------------------------------
+# Our own extraction, not tarfile's extractall: its "data" filter is missing before Python
+# 3.10.12/3.11.4, and symlink chains whose resolved path overflows PATH_MAX bypass it on
+# Pythons without the mid-2025 fixes (CVE-2025-4517). The published archives hold only
+# files and folders: refusing links, devices and other special members leaves a member
+# only the path its name says, which is resolved and checked.
+
+TAR_SPECIAL_MEMBERS = {tarfile.SYMTYPE: "a symbolic link", tarfile.LNKTYPE: "a hard link",
+                       tarfile.CHRTYPE: "a device", tarfile.BLKTYPE: "a device",
+                       tarfile.FIFOTYPE: "a FIFO"}
+ZIP_SPECIAL_MEMBERS = {stat.S_IFLNK: "a symbolic link", stat.S_IFCHR: "a device",
+                       stat.S_IFBLK: "a device", stat.S_IFIFO: "a FIFO",
+                       stat.S_IFSOCK: "a socket"}
+NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # Windows has none
+
+
+@dataclass(frozen=True)
+class Member:
+    """An archive member: its name, why it cannot be extracted (None: it can), and for a
+    file, how to read its bytes (None for a folder)."""
+
+    name: str
+    problem: str | None
+    read: Callable[[], IO[bytes]] | None
+
+
+def tar_member_problem(member: tarfile.TarInfo) -> str | None:
+    if member.isreg() or member.isdir():
+        return None
+    return TAR_SPECIAL_MEMBERS.get(member.type, f"a special member of type {member.type!r}")
+
+
+def zip_member_problem(member: zipfile.ZipInfo) -> str | None:
+    file_type = stat.S_IFMT(member.external_attr >> 16)  # the Unix mode, 0 when not written
+    if file_type in (0, stat.S_IFREG, stat.S_IFDIR):
+        return None
+    return ZIP_SPECIAL_MEMBERS.get(file_type, f"a special member of type {oct(file_type)}")
+
 
 def unsafe_member_reason(name: str) -> str | None:
     """Why the archive member ``name`` could land outside the output folder, or None."""
@@ -140,29 +179,55 @@ def unsafe_member_reason(name: str) -> str | None:
     return None
 
 
-def refuse_unsafe_members(archive: Path, names: Iterable[str]) -> None:
-    for name in names:
-        reason = unsafe_member_reason(name)
-        if reason:
-            raise PrepareError(f"{archive}: refusing to extract member {name!r} ({reason}); "
-                               "the archive is damaged or not the published file")
+def destination(archive: Path, out: Path, member: Member) -> Path:
+    """Where ``member`` goes inside ``out`` (a resolved path), or a PrepareError saying why
+    it cannot be extracted there."""
+    reason = member.problem or unsafe_member_reason(member.name)
+    fix = "the archive is damaged or not the published file"
+    path = (out / member.name).resolve()  # follows any symlink already inside `out`
+    if not reason and not path.is_relative_to(out):  # the name is fine: a symlink in `out` is not
+        reason = f"a symlink in {out} would redirect it to {path}"
+        fix = f"remove that symlink from {out}"
+    if reason:
+        raise PrepareError(f"{archive}: refusing to extract member {member.name!r} ({reason}); "
+                           f"{fix}")
+    return path
+
+
+def open_no_follow(path: str, flags: int) -> int:
+    """An ``open`` opener that refuses to write through a symlink and ignores the archive's
+    permissions (no setuid bit can come in)."""
+    return os.open(path, flags | NO_FOLLOW, 0o644)
+
+
+def extract_members(archive: Path, out: Path, members: Sequence[Member]) -> None:
+    """Write ``members`` into ``out``, after checking every one of them: one bad member
+    anywhere means nothing is written."""
+    out = out.resolve()
+    checked = [(member, destination(archive, out, member)) for member in members]
+    for member, path in with_progress(checked, len(checked), "files extracted"):
+        if member.read is None:
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with member.read() as source, open(path, "wb", opener=open_no_follow) as target:
+            shutil.copyfileobj(source, target)
 
 
 def extract_tar(archive: Path, out: Path) -> None:
     with tarfile.open(archive) as tar:
-        members = tar.getmembers()  # the whole index first: refuse before writing anything
-        refuse_unsafe_members(archive, (member.name for member in members))
-        # the "data" filter also refuses links pointing outside `out` and device files
-        tar.extractall(out, members=with_progress(members, len(members), "files extracted"),
-                       filter="data")
+        members = [Member(member.name, tar_member_problem(member),
+                          None if member.isdir() else partial(tar.extractfile, member))
+                   for member in tar.getmembers()]
+        extract_members(archive, out, members)
 
 
 def extract_zip(archive: Path, out: Path) -> None:
     with zipfile.ZipFile(archive) as zip_file:
-        members = zip_file.infolist()
-        refuse_unsafe_members(archive, (member.filename for member in members))
-        for member in with_progress(members, len(members), "files extracted"):
-            zip_file.extract(member, out)
+        members = [Member(member.filename, zip_member_problem(member),
+                          None if member.is_dir() else partial(zip_file.open, member))
+                   for member in zip_file.infolist()]
+        extract_members(archive, out, members)
 
 
 def require_archive(archive: Path, download: Download, option: str) -> None:
@@ -187,6 +252,8 @@ def extract(archive: Path, out: Path, done_when: Sequence[Path], force: bool) ->
             raise PrepareError(f"{archive} is neither a tar nor a zip archive")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as error:
         raise PrepareError(f"{archive}: cannot extract ({error}); download it again") from None
+    except OSError as error:  # e.g. a disk full, or a file where the archive has a folder
+        raise PrepareError(f"{archive}: cannot extract into {out} ({error})") from None
 
 
 def zip_folders(archive: Path, depth: int) -> list[str]:

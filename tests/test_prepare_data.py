@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -305,30 +307,177 @@ def test_the_script_runs_as_a_command(tmp_path: Path) -> None:
         "(see data/README.md)")
 
 
-def add_member(tar: tarfile.TarFile, name: str, data: bytes = b"x") -> None:
+# --- archives that try to write outside --out -------------------------------------------
+
+FILE, FOLDER = tarfile.REGTYPE, tarfile.DIRTYPE
+SYMLINK, HARD_LINK = tarfile.SYMTYPE, tarfile.LNKTYPE
+GOOD_VOC_MEMBER = "VOCdevkit/VOC2012/JPEGImages/a.jpg"
+GOOD_ADE20K_MEMBER = "ADEChallengeData2016/images/training/a.jpg"
+
+
+def add_member(tar: tarfile.TarFile, name: str, kind: bytes = FILE, link_to: str = "",
+               data: bytes = b"x", mode: int = 0o644) -> None:
     member = tarfile.TarInfo(name)
-    member.size = len(data)
-    tar.addfile(member, io.BytesIO(data))
+    member.type, member.linkname, member.mode = kind, link_to, mode
+    member.size = len(data) if kind == FILE else 0
+    tar.addfile(member, io.BytesIO(data) if kind == FILE else None)
 
 
-@pytest.mark.parametrize("name", ["../evil.txt", "VOCdevkit/../../evil.txt", "/tmp/evil.txt"])
-def test_a_tar_member_outside_the_output_is_refused(
-        tmp_path: Path, capsys: pytest.CaptureFixture, name: str) -> None:
-    archive = tmp_path / "VOCtrainval_11-May-2012.tar"
+def zip_entry(name: str, mode: int = stat.S_IFREG | 0o644) -> zipfile.ZipInfo:
+    entry = zipfile.ZipInfo(name)
+    entry.external_attr = mode << 16  # where unzip finds the Unix file type and permissions
+    return entry
+
+
+def files_around(out: Path) -> dict[Path, bytes]:
+    """Every file in the folder holding ``out``, except those inside ``out``, and its bytes."""
+    files = {}
+    for folder, subfolders, names in os.walk(out.parent):
+        subfolders[:] = [name for name in subfolders if Path(folder, name) != out]
+        files.update((Path(folder, name), Path(folder, name).read_bytes()) for name in names)
+    return files
+
+
+def check_refused(capsys: pytest.CaptureFixture, command: str, archive: Path, out: Path,
+                  member: str, reason: str,
+                  fix: str = "the archive is damaged or not the published file") -> None:
+    """``command`` refuses ``archive`` in one line naming ``member``, ``reason`` and ``fix``,
+    and writes nothing, neither inside ``out`` nor around it."""
+    (out.parent / "flag").write_text("original")  # what an escape would overwrite
+    around, inside = files_around(out), sorted(out.rglob("*"))
+    code, _, stderr = run(capsys, command, "--archive", archive, "--out", out)
+    assert files_around(out) == around
+    assert sorted(out.rglob("*")) == inside  # checked whole before extracting
+    assert code == 1 and len(stderr.splitlines()) == 1, stderr
+    assert f"refusing to extract member {member!r} ({reason}" in stderr, stderr
+    assert stderr.rstrip().endswith(fix)
+
+
+def write_link_chain_tar(archive: Path, out: Path) -> None:
+    """A tar built like the CVE-2025-4517 proof of concept: nested folders of long names and
+    links a/b/.../p to them, whose resolved path overflows PATH_MAX once in ``out``, so that
+    os.path.realpath stops resolving and the "data" filter of unfixed Pythons lets a link
+    to ``out/..`` through; then a hard link to ``out/../flag`` overwritten through it, and
+    a new file ``out/../newfile``."""
+    steps = "abcdefghijklmnop"
+    path_max = os.pathconf(out.parent, "PC_PATH_MAX")
+    folder = "d" * ((path_max - len(str(out)) - 1) // (len(steps) + 1))
+    path = ""
     with tarfile.open(archive, "w") as tar:
-        add_member(tar, "VOCdevkit/VOC2012/JPEGImages/a.jpg")
-        add_member(tar, name)
-    out = tmp_path / "sub" / "data"
-    code, _, stderr = run(capsys, "voc", "--archive", archive, "--out", out)
-    assert code == 1 and "refusing" in stderr and name in stderr
-    assert not (out / "VOCdevkit").exists()  # nothing written: checked before extracting
-    assert not (tmp_path / "sub" / "evil.txt").exists()
+        for step in steps:
+            add_member(tar, os.path.join(path, folder), FOLDER, mode=0o777)
+            add_member(tar, os.path.join(path, step), SYMLINK, link_to=folder)
+            path = os.path.join(path, folder)
+        overflowing_link = os.path.join(*steps, "l" * 254)
+        add_member(tar, overflowing_link, SYMLINK, link_to=os.path.join(*[".."] * len(steps)))
+        add_member(tar, "escape", SYMLINK, link_to=os.path.join(overflowing_link, ".."))
+        add_member(tar, "flaglink", HARD_LINK, link_to="escape/flag")
+        add_member(tar, "flaglink", data=b"overwritten")
+        add_member(tar, "escape/newfile", data=b"new")
 
 
-def test_a_zip_member_outside_the_output_is_refused(
+def test_a_link_chain_overflowing_path_max_cannot_escape(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "data"
+    archive = tmp_path / "VOCtrainval_11-May-2012.tar"
+    write_link_chain_tar(archive, out)
+    check_refused(capsys, "voc", archive, out, "a", "a symbolic link")
+    assert (tmp_path / "flag").read_text() == "original"
+    assert not (tmp_path / "newfile").exists()
+
+
+@pytest.mark.parametrize(("members", "reason"), [
+    pytest.param([("../evil.txt", FILE, "")], "'..' in its path", id="parent"),
+    pytest.param([("VOCdevkit/../../evil.txt", FILE, "")], "'..' in its path", id="inner-parent"),
+    pytest.param([("{outside}/evil.txt", FILE, "")], "absolute path", id="absolute"),
+    pytest.param([("VOCdevkit/VOC2012/images", SYMLINK, "JPEGImages")], "a symbolic link",
+                 id="symlink"),
+    pytest.param([("VOCdevkit/up", SYMLINK, "../.."), ("VOCdevkit/up/evil.txt", FILE, "")],
+                 "a symbolic link", id="symlink-outside"),
+    pytest.param([("VOCdevkit/up", SYMLINK, "{outside}"), ("VOCdevkit/up/evil.txt", FILE, "")],
+                 "a symbolic link", id="absolute-symlink"),
+    pytest.param([("VOCdevkit/b.jpg", HARD_LINK, GOOD_VOC_MEMBER)], "a hard link",
+                 id="hard-link"),
+    pytest.param([("VOCdevkit/flag", HARD_LINK, "{outside}/flag"), ("VOCdevkit/flag", FILE, "")],
+                 "a hard link", id="hard-link-outside"),
+    pytest.param([("VOCdevkit/null", tarfile.CHRTYPE, "")], "a device", id="device"),
+    pytest.param([("VOCdevkit/pipe", tarfile.FIFOTYPE, "")], "a FIFO", id="fifo"),
+])
+def test_a_tar_member_that_is_not_a_plain_file_inside_out_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture, members: list[tuple[str, bytes, str]],
+        reason: str) -> None:
+    archive = tmp_path / "VOCtrainval_11-May-2012.tar"
+    members = [(name.format(outside=tmp_path), kind, link_to.format(outside=tmp_path))
+               for name, kind, link_to in members]
+    with tarfile.open(archive, "w") as tar:
+        add_member(tar, GOOD_VOC_MEMBER)
+        for name, kind, link_to in members:
+            add_member(tar, name, kind, link_to)
+    check_refused(capsys, "voc", archive, tmp_path / "data", members[0][0], reason)
+
+
+@pytest.mark.parametrize(("name", "mode", "reason"), [
+    pytest.param("ADEChallengeData2016/up", stat.S_IFLNK | 0o777, "a symbolic link", id="symlink"),
+    pytest.param("ADEChallengeData2016/pipe", stat.S_IFIFO | 0o644, "a FIFO", id="fifo"),
+    pytest.param("../evil.txt", stat.S_IFREG | 0o644, "'..' in its path", id="parent"),
+    pytest.param("{outside}/evil.txt", stat.S_IFREG | 0o644, "absolute path", id="absolute"),
+])
+def test_a_zip_member_that_is_not_a_plain_file_inside_out_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture, name: str, mode: int,
+        reason: str) -> None:
+    archive = tmp_path / "ADEChallengeData2016.zip"
+    name = name.format(outside=tmp_path)
+    with zipfile.ZipFile(archive, "w") as zip_file:
+        zip_file.writestr(zip_entry(GOOD_ADE20K_MEMBER), b"x")
+        zip_file.writestr(zip_entry(name, mode), b"../..")  # a zip symlink holds its target
+    check_refused(capsys, "ade20k", archive, tmp_path / "data", name, reason)
+
+
+@pytest.mark.parametrize(("link", "target"), [
+    pytest.param("ADEChallengeData2016", "elsewhere", id="folder-on-the-way"),
+    pytest.param(GOOD_ADE20K_MEMBER, "flag", id="the-file-itself"),
+])
+def test_a_symlink_already_in_out_cannot_redirect_a_write(
+        tmp_path: Path, capsys: pytest.CaptureFixture, link: str, target: str) -> None:
+    out = tmp_path / "data"
+    (tmp_path / "elsewhere").mkdir()
+    (out / link).parent.mkdir(parents=True)
+    (out / link).symlink_to(tmp_path / target)
     archive = tmp_path / "ADEChallengeData2016.zip"
     with zipfile.ZipFile(archive, "w") as zip_file:
-        zip_file.writestr("../evil.txt", b"x")
-    code, _, stderr = run(capsys, "ade20k", "--archive", archive, "--out", tmp_path / "data")
-    assert code == 1 and "../evil.txt" in stderr
+        zip_file.writestr(zip_entry(GOOD_ADE20K_MEMBER), b"x")
+    check_refused(capsys, "ade20k", archive, out, GOOD_ADE20K_MEMBER,
+                  f"a symlink in {out} would redirect it to {tmp_path / target}",
+                  f"remove that symlink from {out}")
+    assert not any((tmp_path / "elsewhere").iterdir())
+
+
+PLAIN_FILES = {"VOCdevkit/VOC2012/a.txt": b"a\n", "./VOCdevkit/b.bin": bytes(range(256)) * 400}
+
+
+def write_plain_archive(archive: Path) -> None:
+    """Folders (one empty) and files, one of them setuid, as tar or zip after the name."""
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive, "w") as zip_file:
+            zip_file.writestr(zip_entry("VOCdevkit/empty/", stat.S_IFDIR | 0o755), b"")
+            for name, data in PLAIN_FILES.items():
+                zip_file.writestr(zip_entry(name, stat.S_IFREG | 0o4755), data)
+        return
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in (".", "VOCdevkit", "VOCdevkit/empty", "VOCdevkit/VOC2012"):
+            add_member(tar, name, FOLDER, mode=0o755)
+        for name, data in PLAIN_FILES.items():
+            add_member(tar, name, data=data, mode=0o4755)
+
+
+@pytest.mark.parametrize("name", ["plain.tgz", "plain.zip"])
+def test_a_plain_archive_is_extracted_whole(
+        tmp_path: Path, capsys: pytest.CaptureFixture, name: str) -> None:
+    archive, out = tmp_path / name, tmp_path / "data"
+    write_plain_archive(archive)
+    prepare_data.extract(archive, out, [], force=False)
+    assert "files extracted" in capsys.readouterr().out
+    assert (out / "VOCdevkit" / "empty").is_dir()
+    for name, data in PLAIN_FILES.items():
+        assert (out / name).read_bytes() == data
+        assert not (out / name).stat().st_mode & (stat.S_ISUID | stat.S_ISGID)
