@@ -487,17 +487,8 @@ class Trainer:
         model.to(self.device, memory_format=self.memory_format).train()
         iteration, epoch, epoch_batches, best_miou = 0, 0, 0, -1.0
         if resume_from is not None:
-            load_model_state(model, resume_from["model"], resume_from["path"])
-            optimizer.load_state_dict(resume_from["optimizer"])
-            scheduler.load_state_dict(resume_from["scheduler"])
-            if self.scaler is not None and resume_from.get("scaler"):
-                self.scaler.load_state_dict(resume_from["scaler"])
-            iteration, epoch, best_miou = (resume_from["iteration"], resume_from["epoch"],
-                                           resume_from["best_miou"])
-            epoch_batches = resume_from.get("epoch_batches", 0)
-            if "rng" in resume_from:
-                set_rng_state(resume_from["rng"])
-            log.info("resumed from %s at iteration %d", resume_from["path"], iteration)
+            iteration, epoch, epoch_batches, best_miou = self.restore(
+                resume_from, model, optimizer, scheduler)
         net = self.prepare(model)
 
         def save(name: str, pending_evaluation: bool = False) -> Path:
@@ -550,15 +541,8 @@ class Trainer:
                 epoch, epoch_batches, batch = next(batches)
                 loss_value = self.train_step(net, optimizer, batch, info.ignore_index)
                 if not math.isfinite(loss_value):
-                    if self.on_nan == "stop":
-                        raise FloatingPointError(
-                            f"loss is {loss_value} at iteration {iteration + 1}; the last good "
-                            f"checkpoint is kept in {checkpoints}: lower optimizer.lr, set "
-                            "trainer.grad_clip, or trainer.on_nan=skip to leave such batches out"
-                        )
+                    self.handle_nonfinite(loss_value, iteration + 1, checkpoints)
                     nonfinite += 1
-                    log.warning("loss is %s at iteration %d: batch skipped (trainer.on_nan=skip)",
-                                loss_value, iteration + 1)
                 scheduler.step()
                 iteration += 1
                 now = time.perf_counter()
@@ -596,6 +580,33 @@ class Trainer:
             "train_images_per_s": train_images / train_seconds if train_seconds else 0.0,
             "wall_s": time.perf_counter() - start,
         }
+
+    def restore(self, state: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
+                scheduler: LRScheduler) -> tuple[int, int, int, float]:
+        """Load a checkpoint's training state; return (iteration, epoch, batches of the
+        epoch done, best mIoU)."""
+        load_model_state(model, state["model"], state["path"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if "rng" in state:
+            set_rng_state(state["rng"])
+        log.info("resumed from %s at iteration %d", state["path"], state["iteration"])
+        return (state["iteration"], state["epoch"], state.get("epoch_batches", 0),
+                state["best_miou"])
+
+    def handle_nonfinite(self, loss_value: float, iteration: int, checkpoints: Path) -> None:
+        """``on_nan=stop``: raise, naming where the last good checkpoint is; ``skip``: warn
+        (the step was not applied)."""
+        if self.on_nan == "stop":
+            raise FloatingPointError(
+                f"loss is {loss_value} at iteration {iteration}; the last good checkpoint is "
+                f"kept in {checkpoints}: lower optimizer.lr, set trainer.grad_clip, or "
+                "trainer.on_nan=skip to leave such batches out"
+            )
+        log.warning("loss is %s at iteration %d: batch skipped (trainer.on_nan=skip)",
+                    loss_value, iteration)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """What the training steps call: ``model``, with SyncBatchNorm, wrapped in
