@@ -188,6 +188,46 @@ def test_train_transform_crop_and_labels() -> None:
     assert 255 not in out["mask"]
 
 
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"crop_size": 0}, "dataset.crop_size must be a positive integer or [height, width], got 0"),
+    ({"crop_size": [512, -1]}, "dataset.crop_size must be a positive integer or [height, "
+                               "width], got [512, -1]"),
+    ({"scale_range": [0.0, 2.0]}, "dataset.scale_range must be [low, high] with 0 < low <= "
+                                  "high, got [0.0, 2.0]"),
+    ({"scale_range": [2.0, 0.5]}, "dataset.scale_range must be [low, high] with 0 < low <= "
+                                  "high, got [2.0, 0.5]"),
+    ({"color_jitter": -0.1}, "dataset.color_jitter must be a number >= 0, got -0.1"),
+    ({"base_size": 0}, "dataset.base_size must be a positive integer or null, got 0"),
+])
+def test_a_bad_augmentation_setting_is_one_line_naming_the_key(setting: dict, message: str
+                                                               ) -> None:
+    with pytest.raises(ValueError) as raised:
+        train_transform(**{"crop_size": 32, **setting})
+    assert str(raised.value) == message
+
+
+def test_crop_size_zero_in_the_config_is_one_line(compose_train) -> None:
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from seg.cli.common import root_cause
+
+    cfg = compose_train("dataset.crop_size=0")
+    with pytest.raises(InstantiationException) as raised:
+        instantiate(cfg.dataset.train)
+    cause = root_cause(raised.value)  # what seg-train prints
+    assert isinstance(cause, ValueError) and str(cause) == (
+        "dataset.crop_size must be a positive integer or [height, width], got 0")
+
+
+def test_max_image_pixels_reaches_both_splits(compose_train) -> None:
+    from hydra.utils import instantiate
+
+    cfg = compose_train("dataset.max_image_pixels=4096")
+    assert instantiate(cfg.dataset.train).max_image_pixels == 4096
+    assert instantiate(cfg.dataset.val).max_image_pixels == 4096
+
+
 def test_train_transform_pads_with_ignore() -> None:
     image, mask = _random_pair(40, 50)
     transform = train_transform(64, scale_range=(1.0, 1.0), hflip=0.0, color_jitter=0.0)

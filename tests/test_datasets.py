@@ -159,6 +159,9 @@ def test_folder_without_classes_yaml(tmp_path: Path) -> None:
 # -- bad files ----------------------------------------------------------------------------
 
 
+NOT_AN_IMAGE = "cannot decode image (corrupt or not an image); replace the file"
+
+
 def corrupt_jpeg(root: Path, sample_id: str) -> Path:
     path = root / "JPEGImages" / f"{sample_id}.jpg"
     path.write_bytes(b"\xff\xd8 this is no jpeg \xff\xd9")
@@ -224,6 +227,42 @@ def test_unknown_rgb_colour(tmp_path: Path) -> None:
         dataset[dataset.ids.index("tile_001")]
 
 
+@pytest.mark.parametrize("bad_id", ["../x", "/etc/passwd", "2007_000000/../../../x"])
+def test_an_id_outside_the_root_is_refused_naming_the_list(tmp_path: Path, bad_id: str) -> None:
+    root = make_voc(tmp_path / "VOC2012")
+    split_file = root / "ImageSets" / "Segmentation" / "train.txt"
+    split_file.write_text(f"2007_000000\n\n{bad_id}\n")
+    with pytest.raises(ValueError) as raised:
+        VOCSegmentation(root, "train")
+    assert str(raised.value) == (f"{split_file}, line 3: id {bad_id!r} points outside the "
+                                 "dataset folder; list ids relative to it (no leading / and "
+                                 "no ..)")
+
+
+def test_folder_and_sbd_lists_refuse_ids_outside_the_root(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "folder", splits=True)
+    (folder / "splits" / "val.txt").write_text("tile_004\n../../etc/passwd\n")
+    with pytest.raises(ValueError, match=r"val.txt, line 2: id '../../etc/passwd' points out"):
+        FolderSegmentation(folder, "val")
+    voc = make_voc(tmp_path / "VOC2012")
+    sbd = make_sbd(tmp_path / "benchmark_RELEASE", voc)
+    (sbd / "dataset" / "train.txt").write_text("/etc/passwd\n")
+    with pytest.raises(ValueError, match=r"train.txt, line 1: id '/etc/passwd' points outside"):
+        VOCAugSegmentation(voc, sbd, "train_aug")
+
+
+def test_a_root_that_is_a_file_says_so(tmp_path: Path) -> None:
+    archive = tmp_path / "dataset.zip"
+    archive.write_bytes(b"PK\x05\x06")
+    for reader in (VOCSegmentation, Cityscapes, ADE20K, FolderSegmentation):
+        with pytest.raises(NotADirectoryError, match=f"dataset root is a file, not a folder: "
+                                                     f"{archive}; set dataset.root"):
+            reader(archive, "train")
+    voc = make_voc(tmp_path / "VOC2012")
+    with pytest.raises(NotADirectoryError, match="SBD folder is a file, not a folder"):
+        VOCAugSegmentation(voc, archive, "train_aug")
+
+
 def test_empty_split(tmp_path: Path) -> None:
     root = make_voc(tmp_path / "VOC2012")
     (root / "ImageSets" / "Segmentation" / "val.txt").write_text("")
@@ -252,8 +291,7 @@ def test_a_worker_error_reaches_the_user_as_one_line(tmp_path: Path) -> None:
     with pytest.raises(SampleError) as raised:
         next(iter(loader))
     assert "DataLoader worker" in str(raised.value)  # what torch makes of it
-    assert one_line(str(raised.value)) == (f"{path}: cannot decode image (corrupt or not an "
-                                           "image)")
+    assert one_line(str(raised.value)) == f"{path}: {NOT_AN_IMAGE}"
 
 
 # -- seg-data check -----------------------------------------------------------------------
@@ -269,6 +307,29 @@ def test_check_lists_every_fault_and_exits_1(tmp_path: Path, capsys) -> None:
     for path, _ in planted:
         assert str(path) in out
     assert "val.txt lists no samples" in out
+
+
+def test_check_lists_an_empty_image_and_a_duplicate_id(tmp_path: Path, capsys) -> None:
+    root = make_voc(tmp_path / "VOC2012")
+    empty = root / "JPEGImages" / "2007_000001.jpg"
+    empty.write_bytes(b"")
+    split_file = root / "ImageSets" / "Segmentation" / "train.txt"
+    split_file.write_text(split_file.read_text() + "2007_000002\n")
+    code = seg_data(["check", "dataset=voc", f"dataset.root={root}", "dataset.num_workers=0"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "train: 5 samples, 4 ok, 2 problem(s)" in out and "pixels per class" in out
+    assert f"[train] {split_file}: id '2007_000002' is listed 2 times; list it once" in out
+    assert f"[train] {empty}: image file is empty (0 bytes); replace the file" in out
+    assert "val: 2 samples, 2 ok, 0 problem(s)" in out
+
+
+def test_check_a_root_that_is_a_file(tmp_path: Path, capsys) -> None:
+    archive = tmp_path / "VOC2012.tar"
+    archive.write_bytes(b"not a folder")
+    assert seg_data(["check", "dataset=voc", f"dataset.root={archive}"]) == 1
+    out = capsys.readouterr().out
+    assert f"[val] dataset root is a file, not a folder: {archive}; set dataset.root" in out
 
 
 def test_check_on_a_clean_tree(tmp_path: Path, capsys) -> None:
@@ -314,6 +375,5 @@ def test_training_on_a_corrupt_file_exits_with_one_line(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {path}: cannot decode image (corrupt or not an image)")
+    assert result.stderr.strip().splitlines()[-1] == f"error: {path}: {NOT_AN_IMAGE}"
     assert "Traceback" not in result.stderr

@@ -2,14 +2,15 @@
 every split of a dataset config and list what is wrong, before a training run finds it.
 
 Checks that each image and mask decodes, that they have the same size and that every
-label value is one the dataset uses (or, for colour masks, a listed colour). Prints the
-sample counts, a per-class pixel histogram and each problem (file, what, value); exits 1
-when there is any problem, 0 otherwise.
+label value is one the dataset uses (or, for colour masks, a listed colour), and that no
+split lists an id twice. Prints the sample counts, a per-class pixel histogram and each
+problem (file, what, value); exits 1 when there is any problem, 0 otherwise.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,43 +20,21 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
-from torch.utils.data import DataLoader, Dataset
 
 from seg.cli.common import CONFIG_DIR, USER_ERRORS, one_line, root_cause
-from seg.data.base import IGNORE_INDEX, SampleError, SegmentationDataset
+from seg.data.base import IGNORE_INDEX, SegmentationDataset
+from seg.data.check import read_samples
 from seg.data.loader import resolve_num_workers
 
 USAGE = "usage: seg-data check dataset=NAME [dataset.root=PATH] [key=value ...]"
 SPLITS = ("train", "val")
 
 
-class SampleCheck(Dataset):
-    """Each item: ``(index, label histogram or None, problem or None)``; a DataLoader over
-    it reads the samples in parallel."""
-
-    def __init__(self, dataset: SegmentationDataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
-        try:
-            _, mask = self.dataset.decode(index)
-        except SampleError as error:
-            return index, None, str(error)
-        return index, np.bincount(mask.ravel(), minlength=256), None
-
-
-def as_is(item: tuple) -> tuple:
-    """Keep the items' numpy histograms (the default would make tensors of them)."""
-    return item
-
-
 @dataclass
 class SplitReport:
     name: str
     samples: int = 0
+    ok: int = 0
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
     problems: list[str] = field(default_factory=list)
 
@@ -72,21 +51,27 @@ def check_split(name: str, node: DictConfig, workers: int) -> SplitReport:
         report.problems.append(one_line(str(cause.args[0]) if cause.args else repr(cause)))
         return report
     report.samples = len(dataset)
-    loader = DataLoader(SampleCheck(dataset), batch_size=None, num_workers=workers,
-                        collate_fn=as_is)
-    for _, histogram, problem in loader:
+    report.problems += duplicate_ids(dataset)
+    for _, histogram, problem in read_samples(dataset, workers):
         if problem is not None:
             report.problems.append(problem)
         else:
+            report.ok += 1
             report.histogram += histogram
     return report
+
+
+def duplicate_ids(dataset: SegmentationDataset) -> list[str]:
+    """One problem per id listed more than once: it would weigh double in training or
+    count twice in the metrics."""
+    return [f"{dataset.source}: id {sample_id!r} is listed {count} times; list it once"
+            for sample_id, count in Counter(dataset.ids).items() if count > 1]
 
 
 def format_report(reports: Sequence[SplitReport], class_names: Sequence[str]) -> str:
     lines = []
     for report in reports:
-        ok = max(report.samples - len(report.problems), 0)
-        lines.append(f"{report.name}: {report.samples} samples, {ok} ok, "
+        lines.append(f"{report.name}: {report.samples} samples, {report.ok} ok, "
                      f"{len(report.problems)} problem(s)")
     total = sum(r.histogram for r in reports)
     pixels = max(int(total.sum()), 1)

@@ -29,14 +29,13 @@ from tqdm import tqdm
 
 from seg.checks import number_in, positive_int
 from seg.cli.common import CONFIG_DIR, exit_on_user_error, overrides_checked
-from seg.data.base import SampleError, read_image
+from seg.data.base import MAX_IMAGE_PIXELS, SampleError, read_image
 from seg.data.folder import IMAGE_SUFFIXES
 from seg.engine import resolve_device
 from seg.inference import Inference
 from seg.stored import load_trained, model_from_checkpoint
 
 log = logging.getLogger("seg.predict")
-MAX_IMAGE_PIXELS = 100_000_000  # TEMP until base.py has it
 
 
 def image_files(source: str | Path) -> list[Path]:
@@ -143,7 +142,7 @@ def same_size_batches(files: list[Path], batch_size: int, failed: list[str],
     waiting: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = defaultdict(list)
     for path in files:
         try:
-            image = read_image(path)  # TEMP
+            image = read_image(path, max_pixels=max_pixels)
         except SampleError as error:
             failed.append(str(error))
             continue

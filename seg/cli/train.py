@@ -10,7 +10,6 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from seg.checks import integer
 from seg.cli.common import (
@@ -22,8 +21,7 @@ from seg.cli.common import (
     resolve_palette,
     upsampler_label,
 )
-from seg.cli.data import SampleCheck, as_is
-from seg.data.base import SampleError, SegmentationDataset
+from seg.data.check import read_every_sample
 from seg.data.loader import build_loader, resolve_num_workers
 from seg.distributed import broadcast_from_main, init_distributed, shutdown
 from seg.engine import RunInfo, name_per_class, seed_everything
@@ -45,18 +43,6 @@ def hparams_of(cfg: DictConfig) -> dict[str, object]:
         "max_iters": cfg.trainer.max_iters,
         "seed": cfg.seed,
     }
-
-
-def read_every_sample(dataset: SegmentationDataset, workers: int) -> None:
-    """Decode every sample now, so that a bad val image stops the run before training
-    rather than at the first evaluation (with ``on_error=skip`` it would be skipped)."""
-    if dataset.on_error != "raise":
-        return
-    problems = [problem for _, _, problem in DataLoader(
-        SampleCheck(dataset), batch_size=None, num_workers=workers, collate_fn=as_is) if problem]
-    if problems:
-        more = f" (and {len(problems) - 1} more: run seg-data check)" if len(problems) > 1 else ""
-        raise SampleError(f"{problems[0]}{more}")
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:

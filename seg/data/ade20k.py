@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from seg.data.base import IGNORE_INDEX, Sample, SegmentationDataset, class_lut, require_dir
+from seg.data.base import (
+    IGNORE_INDEX,
+    MAX_IMAGE_PIXELS,
+    Sample,
+    SegmentationDataset,
+    class_lut,
+    require_dir,
+)
 
 ADE20K_CLASSES = (
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane",
@@ -50,8 +57,9 @@ class ADE20K(SegmentationDataset):
         cache: bool = False,
         num_classes: int = len(ADE20K_CLASSES),
         on_error: str = "raise",
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
-        self.root = Path(root)
+        self.root = require_dir(Path(root), "dataset root", HINT)
         self.split = SPLITS.get(split, split)
         images = require_dir(self.root / "images" / self.split, "ADE20K image folder", HINT)
         masks = require_dir(self.root / "annotations" / self.split, "ADE20K label folder", HINT)
@@ -59,4 +67,5 @@ class ADE20K(SegmentationDataset):
                    for path in sorted(images.glob("*.jpg"))]
         reduce_zero_label = {0: IGNORE_INDEX, **{v: v - 1 for v in range(1, num_classes + 1)}}
         super().__init__(samples, num_classes, transform, cache, on_error,
-                         label_map=class_lut(num_classes, reduce_zero_label), source=str(images))
+                         label_map=class_lut(num_classes, reduce_zero_label), source=str(images),
+                         max_image_pixels=max_image_pixels)

@@ -8,6 +8,7 @@ gives the same one-line error whatever the layout.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,20 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from seg.checks import positive_int
+
 # OpenCV's own thread pool oversubscribes the CPU when DataLoader workers run in parallel.
 cv2.setNumThreads(0)
+# PIL's own pixel limit is one number for the whole process (a warning from 89 MP, an error
+# from 179 MP): it would refuse what dataset.max_image_pixels allows, and before the size
+# is known. Every read here checks the header against max_pixels instead.
+Image.MAX_IMAGE_PIXELS = None
 
 IGNORE_INDEX = 255
 ON_ERROR = ("raise", "skip")
+# A larger image is refused from its header, before any pixel is decoded: 100 MP is a
+# 10000 x 10000 photo, 300 MB as RGB, far beyond what a training crop needs.
+MAX_IMAGE_PIXELS = 100_000_000
 _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
 
 
@@ -44,36 +54,86 @@ class Sample:
     mask: Path
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode an image file to uint8 HWC RGB with OpenCV (libjpeg-turbo, the fastest
-    decoder at hand); a truncated or corrupt file raises :class:`SampleError`."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SampleError(f"{path}: image file not found") from None
+    decoder at hand). The size is read from the header first, so an image of more than
+    ``max_pixels`` is refused before anything is allocated. A file that cannot be used
+    (empty, truncated, corrupt, not an image, too large) raises :class:`SampleError`."""
+    data = read_file(path, "image")
     if data[:2] == _JPEG_START and not data.rstrip(b"\x00").endswith(_JPEG_END):
         # libjpeg decodes a truncated JPEG with a grey bottom and only a warning
         raise SampleError(f"{path}: truncated JPEG (no end marker); replace the file")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    with open_image(path, data, "image") as header:  # PIL reads no pixels until asked
+        check_pixel_count(path, header.size, max_pixels, "image")
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as error:  # .err is OpenCV's failed check, when it names one
+        reason = getattr(error, "err", None) or " ".join(str(error).split())
+        raise SampleError(f"{path}: cannot decode image (OpenCV: {reason}); "
+                          "replace the file") from None
     if bgr is None:
-        raise SampleError(f"{path}: cannot decode image (corrupt or not an image)")
+        raise SampleError(f"{path}: cannot decode image (corrupt or not an image); "
+                          "replace the file")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def read_label_image(path: Path) -> np.ndarray:
+def read_label_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode a label PNG: HW uint8 for index masks (palette "P" or grayscale "L" mode:
-    the pixel values are the labels), HW3 uint8 for RGB colour masks."""
-    try:
-        with Image.open(path) as label:
+    the pixel values are the labels), HW3 uint8 for RGB colour masks. Checked as
+    :func:`read_image` checks images."""
+    with open_image(path, read_file(path, "mask"), "mask") as label:
+        check_pixel_count(path, label.size, max_pixels, "mask")
+        if label.mode not in ("P", "L", "RGB", "RGBA"):
+            raise SampleError(f"{path}: mask is {label.mode} mode; expected P, L or RGB")
+        try:
             if label.mode in ("P", "L"):
                 return np.array(label, dtype=np.uint8)
-            if label.mode in ("RGB", "RGBA"):
-                return np.array(label.convert("RGB"), dtype=np.uint8)
-            raise SampleError(f"{path}: mask is {label.mode} mode; expected P, L or RGB")
+            return np.array(label.convert("RGB"), dtype=np.uint8)
+        except (OSError, SyntaxError, ValueError) as error:  # PIL's words for broken data
+            raise SampleError(f"{path}: cannot decode mask ({error}); replace the file"
+                              ) from None
+
+
+def read_file(path: Path, what: str) -> bytes:
+    """The bytes of an image or mask file; a missing, unreadable or empty one is a
+    :class:`SampleError`."""
+    try:
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise SampleError(f"{path}: mask file not found") from None
-    except (OSError, SyntaxError) as error:  # PIL's words for truncated or broken files
-        raise SampleError(f"{path}: cannot decode mask ({error})") from None
+        raise SampleError(f"{path}: {what} file not found") from None
+    except OSError as error:  # a folder, no permission, an I/O error
+        raise SampleError(f"{path}: cannot read the {what} file ({error.strerror or error}); "
+                          "check that it is a readable file") from None
+    if not data:
+        raise SampleError(f"{path}: {what} file is empty (0 bytes); replace the file")
+    return data
+
+
+def open_image(path: Path, data: bytes, what: str) -> Image.Image:
+    """``data`` opened with PIL, which reads only the header (size and mode) until the
+    pixels are asked for; a file PIL cannot even identify is a :class:`SampleError`."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except Image.UnidentifiedImageError:
+        raise SampleError(f"{path}: cannot decode {what} (corrupt or not an image); "
+                          "replace the file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # only where something set PIL's own limit again (the warning if warnings are errors)
+        raise SampleError(f"{path}: {what} is too large to decode ({error}); downscale "
+                          "or tile it") from None
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's words for broken headers
+        raise SampleError(f"{path}: cannot decode {what} ({error}); replace the file"
+                          ) from None
+
+
+def check_pixel_count(path: Path, size: tuple[int, int], max_pixels: int, what: str) -> None:
+    """Refuse an image of more than ``max_pixels`` pixels (``size`` is PIL's (w, h))."""
+    width, height = size
+    if width * height > max_pixels:
+        raise SampleError(
+            f"{path}: {what} is {width}x{height} ({width * height:,} pixels), over the "
+            f"limit of {max_pixels:,}; downscale or tile it, or raise the limit with "
+            "dataset.max_image_pixels (max_image_pixels for seg-predict)")
 
 
 def class_lut(num_classes: int, raw_to_class: dict[int, int] | None = None) -> np.ndarray:
@@ -110,6 +170,10 @@ class SegmentationDataset(Dataset):
     ``cache`` keeps every decoded sample in memory after its first read: decoding is a
     third of the loading time of small images. Each DataLoader worker keeps its own
     cache, so it pays with ``num_workers=0`` or persistent workers.
+
+    An image or mask of more than ``max_image_pixels`` pixels is a bad sample, found from
+    its header before it is decoded. ``source`` (the split list, or what the samples were
+    found in) names the split in messages.
     """
 
     #: what the raw label values mean, for error messages
@@ -124,12 +188,15 @@ class SegmentationDataset(Dataset):
         on_error: str = "raise",
         label_map: np.ndarray | None = None,
         source: str = "",
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"dataset.on_error={on_error!r}: use one of {', '.join(ON_ERROR)}")
+        self.max_image_pixels = positive_int(max_image_pixels, "dataset.max_image_pixels")
+        self.source = source or "the dataset"
         if not samples:
-            raise ValueError(f"{source or 'the dataset'} lists no samples: check the split "
-                             "name and the dataset.root folder")
+            raise ValueError(f"{self.source} lists no samples: check the split name and the "
+                             "dataset.root folder")
         self.samples = list(samples)
         self.num_classes = num_classes
         self.transform = transform
@@ -156,7 +223,7 @@ class SegmentationDataset(Dataset):
     def decode(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Read sample ``index`` from disk, check it and map its labels to class indices."""
         sample = self.samples[index]
-        image = read_image(sample.image)
+        image = read_image(sample.image, self.max_image_pixels)
         raw = self.read_mask(sample.mask)
         if raw.shape[:2] != image.shape[:2]:
             raise SampleError(
@@ -167,7 +234,7 @@ class SegmentationDataset(Dataset):
 
     def read_mask(self, path: Path) -> np.ndarray:
         """The raw label values of ``path`` (HW uint8). Readers of other formats override it."""
-        mask = read_label_image(path)
+        mask = read_label_image(path, self.max_image_pixels)
         if mask.ndim == 3:
             raise SampleError(f"{path}: RGB colour mask where {self.label_description} "
                               "were expected; save it as an index (P or L mode) PNG")
@@ -242,13 +309,34 @@ def compact_ranges(values: Sequence[int]) -> str:
 
 def require_dir(path: Path, what: str, hint: str) -> Path:
     """``path`` if it is a folder, else a one-line error naming it and the fix."""
+    if path.is_file():
+        raise NotADirectoryError(f"{what} is a file, not a folder: {path}; {hint}")
     if not path.is_dir():
         raise FileNotFoundError(f"{what} not found: {path}; {hint}")
     return path
 
 
 def read_id_list(path: Path, hint: str) -> list[str]:
-    """Ids of a split list file, one per line (only the first word of a line counts)."""
+    """Ids of a split list file, one per line (only the first word of a line counts).
+    Each id must name something inside the dataset folder (see :func:`check_id`)."""
+    if path.is_dir():
+        raise IsADirectoryError(f"split file is a folder, not a file: {path}; {hint}")
     if not path.is_file():
         raise FileNotFoundError(f"split file not found: {path}; {hint}")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file of ids, one per line; {hint}") from None
+    return [check_id(line.split()[0], path, number)
+            for number, line in enumerate(lines, start=1) if line.strip()]
+
+
+def check_id(sample_id: str, list_file: Path, line: int) -> str:
+    """``sample_id`` if it stays inside the dataset folder. Ids are joined to the root to
+    find the files, so an absolute id or one with ``..`` would read files outside it
+    (a symlink inside the root is the user's own choice and is followed)."""
+    parts = Path(sample_id).parts
+    if Path(sample_id).is_absolute() or ".." in parts:
+        raise ValueError(f"{list_file}, line {line}: id {sample_id!r} points outside the "
+                         "dataset folder; list ids relative to it (no leading / and no ..)")
+    return sample_id

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.data.base import IGNORE_INDEX, Sample, SegmentationDataset, class_lut, require_dir
+from seg.data.base import (
+    IGNORE_INDEX,
+    MAX_IMAGE_PIXELS,
+    Sample,
+    SegmentationDataset,
+    class_lut,
+    require_dir,
+)
 
 CITYSCAPES_CLASSES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
@@ -48,8 +55,9 @@ class Cityscapes(SegmentationDataset):
         cache: bool = False,
         num_classes: int = len(CITYSCAPES_CLASSES),
         on_error: str = "raise",
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
-        self.root = Path(root)
+        self.root = require_dir(Path(root), "dataset root", HINT)
         self.split = split
         images = require_dir(self.root / "leftImg8bit" / split, "Cityscapes image folder", HINT)
         labels = require_dir(self.root / "gtFine" / split, "Cityscapes label folder", HINT)
@@ -62,7 +70,8 @@ class Cityscapes(SegmentationDataset):
             samples.append(Sample(f"{image.parent.name}/{stem}", image, mask))
         self.train_id_map = class_lut(num_classes)
         self.label_id_map = label_id_lut()
-        super().__init__(samples, num_classes, transform, cache, on_error, source=str(images))
+        super().__init__(samples, num_classes, transform, cache, on_error, source=str(images),
+                         max_image_pixels=max_image_pixels)
 
     def labels_of(self, path: Path) -> tuple[np.ndarray, str]:
         if path.name.endswith("_labelTrainIds.png"):

@@ -24,6 +24,7 @@ import yaml
 
 from seg.data.base import (
     IGNORE_INDEX,
+    MAX_IMAGE_PIXELS,
     Sample,
     SampleError,
     SegmentationDataset,
@@ -40,7 +41,7 @@ HINT = "set dataset.root to a folder with images/, masks/ and classes.yaml (see 
 def read_classes(root: str | Path) -> dict:
     """``{"names": [...], "colors": [[r, g, b], ...] or None, "ignore_color": ...}`` of
     ``root/classes.yaml``; a malformed file is an error naming the file and the fix."""
-    path = Path(root) / "classes.yaml"
+    path = require_dir(Path(root), "dataset root", HINT) / "classes.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: list the classes there, e.g. "
                                 "`classes: [{name: background, color: [0, 0, 0]}, ...]`")
@@ -90,11 +91,11 @@ class FolderSegmentation(SegmentationDataset):
         on_error: str = "raise",
         val_fraction: float = 0.2,
         seed: int = 0,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         self.root = Path(root)
         self.split = split
-        require_dir(self.root, "dataset root", HINT)
-        classes = read_classes(self.root)
+        classes = read_classes(self.root)  # checks that the root is a folder
         self.class_names = classes["names"]
         if num_classes is not None and num_classes != len(self.class_names):
             raise ValueError(f"dataset.num_classes={num_classes} but {self.root}/classes.yaml "
@@ -113,7 +114,7 @@ class FolderSegmentation(SegmentationDataset):
         samples = [Sample(stem, images.get(stem, self.root / "images" / f"{stem}.jpg"),
                           masks / f"{stem}.png") for stem in stems]
         super().__init__(samples, len(self.class_names), transform, cache, on_error,
-                         source=source)
+                         source=source, max_image_pixels=max_image_pixels)
 
     @staticmethod
     def build_color_table(colors: list[list[int]] | None, ignore_color: list[int] | None
@@ -127,7 +128,7 @@ class FolderSegmentation(SegmentationDataset):
         return table
 
     def read_mask(self, path: Path) -> np.ndarray:
-        mask = read_label_image(path)
+        mask = read_label_image(path, self.max_image_pixels)
         return mask if mask.ndim == 2 else self.colors_to_classes(mask, path)
 
     def colors_to_classes(self, rgb: np.ndarray, path: Path) -> np.ndarray:

@@ -7,21 +7,43 @@ padded with 255, the ignore label, so padding never counts as background.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Real
 
 import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
+
+from seg.checks import number_in, positive_int, positive_ints
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 IGNORE_INDEX = 255
 
 
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    height, width = size
-    return int(height), int(width)
+def crop_shape(crop_size: object) -> tuple[int, int]:
+    """``(height, width)`` of ``dataset.crop_size``, an int or a pair of positive ints."""
+    size = positive_ints(crop_size, "dataset.crop_size")
+    return size if isinstance(size, tuple) else (size, size)
+
+
+def scale_bounds(scale_range: object) -> tuple[float, float]:
+    """``(low, high)`` of ``dataset.scale_range``, with 0 < low <= high."""
+    try:
+        low, high = (float(bound) for bound in scale_range)
+    except (TypeError, ValueError):  # not a pair of numbers
+        low = high = float("nan")
+    if not 0 < low <= high:  # false for nan too
+        raise ValueError("dataset.scale_range must be [low, high] with 0 < low <= high, "
+                         f"got {scale_range!r}")
+    return low, high
+
+
+def jitter_strength(color_jitter: object) -> float:
+    """``dataset.color_jitter``, a number >= 0 (0: no jitter)."""
+    if not isinstance(color_jitter, Real) or isinstance(color_jitter, bool) \
+            or not color_jitter >= 0:
+        raise ValueError(f"dataset.color_jitter must be a number >= 0, got {color_jitter!r}")
+    return float(color_jitter)
 
 
 class RandomShortSideScale(A.RandomScale):
@@ -55,6 +77,9 @@ def train_transform(
 ) -> A.Compose:
     """Training augmentation: random scale, pad, random crop, flip, colour jitter, normalise.
 
+    The settings are checked first, so that a bad one is a one-line error naming its
+    ``dataset.*`` key rather than albumentations' multi-line validation report.
+
     Args:
         crop_size: output size, an int or ``(height, width)``.
         scale_range: ``(min, max)`` factor for the random rescale (image bilinear,
@@ -66,7 +91,11 @@ def train_transform(
         color_jitter: brightness/contrast/saturation strength (hue gets a quarter of it),
             applied with probability 0.5; ``0`` disables it.
     """
-    height, width = _pair(crop_size)
+    height, width = crop_shape(crop_size)
+    scale_range = scale_bounds(scale_range)
+    base_size = positive_int(base_size, "dataset.base_size", allow_none=True)
+    color_jitter = jitter_strength(color_jitter)
+    hflip = number_in(hflip, "hflip", 0.0, 1.0)
     steps: list = [
         RandomShortSideScale(scale_range, base_size),
         A.PadIfNeeded(

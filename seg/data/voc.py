@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from seg.data.base import (
+    MAX_IMAGE_PIXELS,
     Sample,
     SampleError,
     SegmentationDataset,
@@ -23,10 +24,15 @@ VOC_CLASSES = (
 VOC_HINT = "set dataset.root to the VOC2012 folder (see data/README.md)"
 
 
+def voc_split_file(root: Path, split: str) -> Path:
+    """The list of ``split``'s ids, one per line."""
+    return root / "ImageSets" / "Segmentation" / f"{split}.txt"
+
+
 def voc_split_ids(root: Path, split: str) -> list[str]:
     """Ids of ``root/ImageSets/Segmentation/<split>.txt``."""
     require_dir(root, "dataset root", VOC_HINT)
-    return read_id_list(root / "ImageSets" / "Segmentation" / f"{split}.txt", VOC_HINT)
+    return read_id_list(voc_split_file(root, split), VOC_HINT)
 
 
 class VOCSegmentation(SegmentationDataset):
@@ -46,13 +52,15 @@ class VOCSegmentation(SegmentationDataset):
         cache: bool = False,
         num_classes: int = len(VOC_CLASSES),
         on_error: str = "raise",
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         self.root = Path(root)
         self.split = split
         ids = voc_split_ids(self.root, split)
         samples = [Sample(i, self.image_path(i), self.mask_path(i)) for i in ids]
         super().__init__(samples, num_classes, transform, cache, on_error,
-                         source=f"{self.root}/ImageSets/Segmentation/{split}.txt")
+                         source=str(voc_split_file(self.root, split)),
+                         max_image_pixels=max_image_pixels)
 
     def image_path(self, sample_id: str) -> Path:
         """Path of the JPEG image for ``sample_id``."""
@@ -88,7 +96,8 @@ def train_aug_ids(voc_root: Path, sbd_root: Path | None) -> list[str]:
     if sbd_root is None:
         raise FileNotFoundError(f"{voc_root / TRAIN_AUG_LIST} not found and dataset.sbd_root "
                                 f"is not set: {SBD_HINT}, or run scripts/prepare_data.py sbd")
-    sbd = require_dir(Path(sbd_root) / "dataset", "SBD dataset folder", SBD_HINT)
+    sbd_root = require_dir(Path(sbd_root), "SBD folder", SBD_HINT)
+    sbd = require_dir(sbd_root / "dataset", "SBD dataset folder", SBD_HINT)
     ids = set(read_id_list(sbd / "train.txt", SBD_HINT)) | set(read_id_list(sbd / "val.txt",
                                                                             SBD_HINT))
     ids |= set(voc_split_ids(voc_root, "train"))
@@ -115,19 +124,22 @@ class VOCAugSegmentation(SegmentationDataset):
         cache: bool = False,
         num_classes: int = len(VOC_CLASSES),
         on_error: str = "raise",
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         self.root = Path(root)
         self.sbd_root = None if sbd_root is None else Path(sbd_root)
         self.split = split
         if split != "train_aug":
-            ids = voc_split_ids(self.root, split)
+            ids, source = voc_split_ids(self.root, split), str(voc_split_file(self.root, split))
         elif (self.root / TRAIN_AUG_LIST).is_file():  # written by scripts/prepare_data.py sbd
             ids = read_id_list(self.root / TRAIN_AUG_LIST, VOC_HINT)
+            source = str(self.root / TRAIN_AUG_LIST)
         else:
             ids = train_aug_ids(self.root, self.sbd_root)
+            source = f"the {split} split of {self.root} and {self.sbd_root}"
         samples = [Sample(i, self.image_path(i), self.mask_path(i)) for i in ids]
-        super().__init__(samples, num_classes, transform, cache, on_error,
-                         source=f"the {split} split of {self.root}")
+        super().__init__(samples, num_classes, transform, cache, on_error, source=source,
+                         max_image_pixels=max_image_pixels)
 
     def image_path(self, sample_id: str) -> Path:
         voc = self.root / "JPEGImages" / f"{sample_id}.jpg"

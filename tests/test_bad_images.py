@@ -1,0 +1,159 @@
+"""The image and mask readers on every kind of file that does not decode: each is a
+one-line :class:`SampleError` naming the file, never a decoder's own exception, and an
+image over the pixel limit is refused from its header, before anything is allocated."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from seg.data import SampleError, VOCSegmentation
+from seg.data.base import MAX_IMAGE_PIXELS, read_image, read_label_image
+from seg.data.loader import build_loader
+from tests.layouts import SIZE, make_voc, random_image
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return (struct.pack(">I", len(payload)) + kind + payload
+            + struct.pack(">I", zlib.crc32(kind + payload)))
+
+
+def huge_png(width: int = 15000, height: int = 15000) -> bytes:
+    """A valid grayscale PNG header of ``width`` x ``height`` with one row of pixel data:
+    a few dozen bytes that a decoder would size at width x height."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+            + png_chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1)))
+            + png_chunk(b"IEND", b""))
+
+
+def valid_png() -> bytes:
+    """A PNG of random pixels, ``SIZE``."""
+    buffer = io.BytesIO()
+    random_image(0).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+NOT_AN_IMAGE = r"cannot decode {what} \(corrupt or not an image\); replace the file"
+BAD_FILES = {  # content, and the message for an image or a mask ({what})
+    "zero bytes": (b"", r"{what} file is empty \(0 bytes\); replace the file"),
+    "truncated PNG": (valid_png()[: len(valid_png()) // 2], NOT_AN_IMAGE),
+    "text named .jpg": (b"name,label\nfoo,1\n", NOT_AN_IMAGE),
+    "15000 x 15000 PNG": (huge_png(), r"{what} is 15000x15000 \(225,000,000 pixels\), over "
+                          r"the limit of 100,000,000; downscale or tile it, or raise the "
+                          r"limit with dataset.max_image_pixels"),
+}
+
+
+@pytest.mark.parametrize("fault", BAD_FILES)
+def test_a_bad_image_is_a_one_line_sample_error_naming_it(tmp_path: Path, fault: str) -> None:
+    content, message = BAD_FILES[fault]
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(content)
+    with pytest.raises(SampleError, match=message.format(what="image")) as raised:
+        read_image(path)
+    assert str(raised.value).startswith(f"{path}: ") and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("fault", ["zero bytes", "text named .jpg", "15000 x 15000 PNG"])
+def test_a_bad_mask_is_a_one_line_sample_error_naming_it(tmp_path: Path, fault: str) -> None:
+    content, message = BAD_FILES[fault]
+    path = tmp_path / "bad.png"
+    path.write_bytes(content)
+    with pytest.raises(SampleError, match=message.format(what="mask")) as raised:
+        read_label_image(path)
+    assert str(raised.value).startswith(f"{path}: ") and "\n" not in str(raised.value)
+
+
+def test_the_pixel_limit_is_checked_before_decoding(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "huge.png"
+    path.write_bytes(huge_png())
+
+    def no_decoding(*args: object) -> None:
+        raise AssertionError("decoded an image over the limit")
+
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
+    with pytest.raises(SampleError, match="over the limit"):
+        read_image(path)
+    assert MAX_IMAGE_PIXELS == 100_000_000
+
+
+def test_the_pixel_limit_is_configurable(tmp_path: Path) -> None:
+    path = tmp_path / "small.png"
+    path.write_bytes(valid_png())
+    pixels = SIZE[0] * SIZE[1]
+    assert read_image(path, max_pixels=pixels).shape == (*SIZE, 3)
+    with pytest.raises(SampleError, match=f"over the limit of {pixels - 1:,}"):
+        read_image(path, max_pixels=pixels - 1)
+    with pytest.raises(SampleError, match=f"mask is 48x40 .* over the limit of {pixels - 1:,}"):
+        read_label_image(path, max_pixels=pixels - 1)
+
+
+def test_an_opencv_error_is_a_sample_error(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "image.png"
+    path.write_bytes(valid_png())
+
+    def failing_decoder(*args: object) -> None:
+        raise cv2.error("OpenCV(5.0.0) loadsave.cpp: error: (-215:Assertion failed)\n")
+
+    monkeypatch.setattr(cv2, "imdecode", failing_decoder)
+    with pytest.raises(SampleError) as raised:
+        read_image(path)
+    assert str(raised.value) == (f"{path}: cannot decode image (OpenCV: OpenCV(5.0.0) "
+                                 "loadsave.cpp: error: (-215:Assertion failed)); replace the file")
+
+
+def test_odd_image_modes_decode_as_before(tmp_path: Path) -> None:
+    """The header check reads PIL's (width, height): it must not refuse or change what
+    OpenCV decodes (EXIF rotation swaps the sides, 16-bit keeps the high byte)."""
+    rgb = np.random.default_rng(0).integers(0, 256, (30, 20, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif)
+    assert read_image(tmp_path / "rotated.jpg").shape == (20, 30, 3)
+
+    deep = np.random.default_rng(1).integers(0, 65536, (30, 20)).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    image = read_image(tmp_path / "deep.png")
+    assert np.array_equal(image[..., 0], (deep >> 8).astype(np.uint8))
+
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    assert read_image(tmp_path / "cmyk.jpg").shape == (30, 20, 3)
+
+    palette = Image.fromarray(rgb).convert("P")
+    palette.save(tmp_path / "palette.png")
+    assert np.array_equal(read_image(tmp_path / "palette.png"),
+                          np.array(palette.convert("RGB")))
+    assert np.array_equal(read_label_image(tmp_path / "palette.png"), np.array(palette))
+
+    Image.fromarray(rgb[:1, :1]).save(tmp_path / "dot.png")
+    assert np.array_equal(read_image(tmp_path / "dot.png"), rgb[:1, :1])
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_skip_leaves_out_a_zero_byte_image(tmp_path: Path, split: str) -> None:
+    root = make_voc(tmp_path / "VOC2012")
+    dataset = VOCSegmentation(root, split, on_error="skip")
+    path = dataset.samples[1].image
+    path.write_bytes(b"")
+    assert dataset[1] == {"skipped": f"{path}: image file is empty (0 bytes); replace the file"}
+    batches = list(build_loader(dataset, 1, train=False))
+    assert [batch["id"] for batch in batches if batch["id"]] == \
+        [[sample_id] for sample_id in dataset.ids if sample_id != dataset.ids[1]]
+    assert sum(len(batch["skipped"]) for batch in batches) == 1
+
+
+def test_an_image_over_the_dataset_limit_is_skipped(tmp_path: Path) -> None:
+    root = make_voc(tmp_path / "VOC2012")
+    dataset = VOCSegmentation(root, "val", on_error="skip", max_image_pixels=100)
+    assert "over the limit of 100" in dataset[0]["skipped"]
+    with pytest.raises(ValueError, match="dataset.max_image_pixels must be a positive integer, "
+                                         "got 0"):
+        VOCSegmentation(root, "val", max_image_pixels=0)
