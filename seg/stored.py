@@ -10,7 +10,7 @@ the one seg writes; it is never imported or called.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from numbers import Real
 from pathlib import Path
@@ -81,16 +81,31 @@ def fits(value: object, default: object) -> bool:
     return value is None or isinstance(value, str | int | float)
 
 
-def checked_options(node: object, allowed: Mapping[str, object], where: str, target: str
-                    ) -> dict:
-    """The arguments of ``node`` (a stored config node): each one of ``allowed`` (name ->
-    default) and of its default's kind; ``_target_``, if any, must be the one seg writes."""
+def registered_name(node: object, where: str, target: str, names: Sequence[str]) -> str:
+    """The ``name`` of a stored node whose ``_target_`` (if any) is seg's ``target``."""
+    check_target(node, where, target)
+    name = node.get("name")
+    if name not in names:
+        raise ValueError(f"{where}.name={name!r}: a checkpoint names one of "
+                         f"{', '.join(sorted(names))}; {FIX}")
+    return name
+
+
+def check_target(node: object, where: str, target: str) -> None:
+    """``node`` is a config node whose ``_target_``, if any, is the one seg writes."""
     if not isinstance(node, Mapping):
         raise ValueError(f"{where} is not a config node (got {type(node).__name__}); {FIX}")
     stored_target = node.get("_target_", target)
     if stored_target != target:
         raise ValueError(f"{where}._target_ is {stored_target!r}, not {target!r}: a checkpoint "
                          f"names seg's own parts and never code to run; {FIX}")
+
+
+def checked_options(node: object, allowed: Mapping[str, object], where: str, target: str
+                    ) -> dict:
+    """The arguments of ``node`` (a stored config node): each one of ``allowed`` (name ->
+    default) and of its default's kind; ``_target_``, if any, must be the one seg writes."""
+    check_target(node, where, target)
     options = {}
     for key, value in node.items():
         if key in ("_target_", "_partial_") or key in NOT_STORED:
@@ -109,10 +124,7 @@ def checked_options(node: object, allowed: Mapping[str, object], where: str, tar
 
 
 def stored_encoder(node: object, where: str) -> Encoder:
-    name = node.get("name") if isinstance(node, Mapping) else None
-    if name not in ENCODERS:
-        raise ValueError(f"{where}.name={name!r}: a checkpoint's encoder is one of "
-                         f"{', '.join(ENCODERS)}; {FIX}")
+    name = registered_name(node, where, ENCODER_TARGET, ENCODERS)
     encoder_class = ENCODER_CLASSES.get(name, ResNetEncoder)
     allowed = {**constructor_defaults(build_encoder), **constructor_defaults(encoder_class)}
     options = checked_options(node, allowed, where, ENCODER_TARGET)
@@ -121,10 +133,7 @@ def stored_encoder(node: object, where: str) -> Encoder:
 
 
 def stored_upsampler(node: object, where: str) -> Callable[..., torch.nn.Module]:
-    name = node.get("name") if isinstance(node, Mapping) else None
-    if name not in UPSAMPLERS:
-        raise ValueError(f"{where}.name={name!r}: a checkpoint's upsampler is one of "
-                         f"{', '.join(sorted(UPSAMPLERS))}; {FIX}")
+    name = registered_name(node, where, UPSAMPLER_TARGET, list(UPSAMPLERS))
     allowed = {"name": name, **constructor_defaults(UPSAMPLERS[name])}
     return partial(build_upsampler, **checked_options(node, allowed, where, UPSAMPLER_TARGET))
 
@@ -194,18 +203,26 @@ def model_from_checkpoint(state: dict, source: str | Path = "the checkpoint"
 # -- the dataset -----------------------------------------------------------------------------
 
 
-def dataset_from_stored(state: dict, split: str, root: str | Path | None = None
-                        ) -> SegmentationDataset:
-    """The checkpoint's validation reader for ``split`` (under ``root`` when given), with
-    evaluation transforms from the checkpoint's mean and std."""
+def stored_reader(state: dict) -> tuple[type[SegmentationDataset], dict]:
+    """The checkpoint's validation reader and its checked arguments."""
     data = state["config"].get("dataset")
     node = data.get("val") if isinstance(data, Mapping) else None
     target = node.get("_target_") if isinstance(node, Mapping) else None
     if target not in READERS:
         raise ValueError(f"dataset.val._target_={target!r}: a checkpoint's dataset is read by "
                          f"one of {', '.join(READERS)}; {FIX}")
-    reader = READERS[target]
-    options = checked_options(node, constructor_defaults(reader), "dataset.val", target)
-    options.update(split=split, root=str(root if root is not None else options.get("root")))
+    options = checked_options(node, constructor_defaults(READERS[target]), "dataset.val",
+                              target)
+    if not isinstance(options.get("root"), str):
+        raise ValueError(f"dataset.val.root={options.get('root')!r} is not a folder name; {FIX}")
+    return READERS[target], options
+
+
+def dataset_from_stored(state: dict, split: str, root: str | Path | None = None
+                        ) -> SegmentationDataset:
+    """The checkpoint's validation reader for ``split`` (under ``root`` when given, else
+    where it was trained), with evaluation transforms from the checkpoint's mean and std."""
+    reader, options = stored_reader(state)
+    options.update(split=split, root=str(root if root is not None else options["root"]))
     return reader(**options, num_classes=len(state["class_names"]),
                   transform=eval_transform(mean=state["mean"], std=state["std"]))

@@ -290,3 +290,16 @@ def test_a_mandatory_value_left_out_is_one_line(compose_train, tmp_path: Path, c
     cfg = compose_train("dataset=folder", "dataset.root=???")
     err = one_line_exit(exit_on_user_error(lambda: train(cfg, tmp_path)), capsys)
     assert "dataset.root has no value: set dataset.root=VALUE" in err
+
+
+@pytest.mark.slow
+def test_every_command_answers_bad_input_in_one_line() -> None:
+    """scripts/bad_inputs.py runs each command on each bad input in a fresh process (the
+    README's reliability table): no traceback, the exit status expected, nothing changed."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bad_inputs.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]

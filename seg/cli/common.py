@@ -151,12 +151,15 @@ def overrides_checked(config_name: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
-def check_dataset_root(root: str | Path, setup_command: str | None = None) -> None:
+def check_dataset_root(root: str | Path, setup_command: str | None = None,
+                       key: str = "dataset.root") -> None:
+    """``root`` is a folder; else one line naming it and the fix (``setup_command`` makes
+    it, or the ``key`` to set)."""
     if Path(root).is_file():
-        raise NotADirectoryError(f"dataset root {root} is a file, not a folder: set "
-                                 "dataset.root to the dataset's folder")
+        raise NotADirectoryError(f"dataset root {root} is a file, not a folder: set {key} "
+                                 "to the dataset's folder")
     if not Path(root).is_dir():
-        hint = f"create it with `{setup_command}`" if setup_command else "set dataset.root=PATH"
+        hint = f"create it with `{setup_command}`" if setup_command else f"set {key}=PATH"
         raise FileNotFoundError(f"dataset root {root} does not exist: {hint}")
 
 

@@ -20,7 +20,7 @@ from seg.data.loader import build_loader
 from seg.distributed import broadcast_from_main, init_distributed, process_device, shutdown
 from seg.engine import evaluate, name_per_class, resolve_device
 from seg.metrics import format_table
-from seg.stored import dataset_from_stored, load_trained, model_from_checkpoint
+from seg.stored import dataset_from_stored, load_trained, model_from_checkpoint, stored_reader
 
 log = logging.getLogger("seg.eval")
 
@@ -28,9 +28,8 @@ log = logging.getLogger("seg.eval")
 def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Evaluate ``cfg.checkpoint``; print the table and write ``eval.json`` into ``run_dir``."""
     state = load_trained(cfg.checkpoint)
-    data = state["config"].get("dataset") or {}
-    root = cfg.dataset_root if cfg.dataset_root is not None else data.get("val", {}).get("root")
-    check_dataset_root(root, data.get("setup_command"))
+    root = cfg.dataset_root if cfg.dataset_root is not None else stored_reader(state)[1]["root"]
+    check_dataset_root(root, key="dataset_root")
     device = resolve_device(cfg.device)
     group = init_distributed(device)  # under torchrun each process evaluates a shard
     device = process_device(device, group)

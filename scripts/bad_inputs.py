@@ -1,0 +1,329 @@
+"""Hand every command the bad inputs a careless user or an attacker would, and tabulate
+what each answers: the exit status and the message. Writes the README's reliability table.
+
+    python scripts/bad_inputs.py [--out FILE.md]
+
+Each case runs the installed command (``seg-train``, ``seg-predict``, ...) in a fresh
+process on small data made here, in a temporary folder. A case fails the script (exit 1)
+when the command exits 0 where it should not, prints a traceback or more than one line of
+error, or changes a file it was not asked to write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import pickle
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+BIN = Path(sys.executable).parent
+SCRIPTS = Path(__file__).resolve().parent
+MESSAGE_WIDTH = 150
+
+
+@dataclass
+class Case:
+    """A bad input: what it is, the command line (``{tmp}`` is the work folder), what must
+    stay as it was, and whether the command should exit 0 (it skips or renames)."""
+
+    what: str
+    command: str
+    prepare: Callable[[Path], None] = lambda tmp: None
+    kept: tuple[str, ...] = ()
+    succeeds: bool = False
+
+
+class WritesAFile:
+    """A pickle that runs code when loaded: it creates ``{tmp}/pwned``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+# -- the inputs -----------------------------------------------------------------------------
+
+
+def checkpoint_with(where: str, node: dict) -> Callable[[Path], None]:
+    """A copy of the trained checkpoint whose config node ``where`` is ``node``."""
+
+    def prepare(tmp: Path) -> None:
+        state = torch.load(tmp / "run/checkpoints/best.pt", weights_only=True)
+        parent, key = where.rsplit(".", 1)
+        container = state["config"]
+        for part in parent.split("."):
+            container = container[part]
+        container[key] = {k: str(v).format(tmp=tmp) if isinstance(v, str) else v
+                          for k, v in node.items()}
+        (tmp / "payload.pkl").write_bytes(pickle.dumps(WritesAFile(str(tmp / "pwned"))))
+        torch.save(state, tmp / "bad.pt")
+
+    return prepare
+
+
+def checkpoint_holding(content: Callable[[Path], object]) -> Callable[[Path], None]:
+    def prepare(tmp: Path) -> None:
+        value = content(tmp)
+        if value is None:
+            (tmp / "bad.pt").write_bytes(b"")
+        else:
+            torch.save(value, tmp / "bad.pt")
+
+    return prepare
+
+
+def image_folder(*names: str, broken: tuple[str, bytes] | None = None
+                 ) -> Callable[[Path], None]:
+    """``{tmp}/images`` with good images ``a.png``, ``b.jpg`` and ``names``, and the
+    ``broken`` file."""
+
+    def prepare(tmp: Path) -> None:
+        images = tmp / "images"
+        images.mkdir(exist_ok=True)
+        rng = np.random.default_rng(0)
+        for name in ("a.png", "b.jpg", *names):
+            Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(images / name)
+        if broken:
+            (images / broken[0]).write_bytes(broken[1])
+
+    return prepare
+
+
+def huge_png() -> bytes:
+    """A 15000 x 15000 PNG of a few kB, which a decoder would expand to 675 MB of RGB."""
+    buffer = io.BytesIO()
+    Image.new("1", (15000, 15000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def dataset_copy(change: Callable[[Path], None]) -> Callable[[Path], None]:
+    """``{tmp}/data``: the tiny dataset, changed by ``change(root)``."""
+
+    def prepare(tmp: Path) -> None:
+        import shutil
+
+        shutil.copytree(tmp / "shapes", tmp / "data", dirs_exist_ok=True)
+        change(tmp / "data")
+
+    return prepare
+
+
+def first_val_image(root: Path) -> Path:
+    first = (root / "ImageSets/Segmentation/val.txt").read_text().split()[0]
+    return root / "JPEGImages" / f"{first}.jpg"
+
+
+def append_to_split(line: str) -> Callable[[Path], None]:
+    def change(root: Path) -> None:
+        with open(root / "ImageSets/Segmentation/val.txt", "a") as split:
+            split.write(line.format(id=(root / "ImageSets/Segmentation/val.txt")
+                                    .read_text().split()[0]) + "\n")
+
+    return change
+
+
+def tar_with(member: Callable[[tarfile.TarInfo], None], data: bytes = b"") -> Callable:
+    """``{tmp}/voc.tar``: a VOC-looking archive with one crafted member."""
+
+    def prepare(tmp: Path) -> None:
+        with tarfile.open(tmp / "voc.tar", "w") as tar:
+            good = tarfile.TarInfo("VOCdevkit/VOC2012/JPEGImages/a.jpg")
+            tar.addfile(good, io.BytesIO(b""))
+            crafted = tarfile.TarInfo("VOCdevkit/VOC2012/JPEGImages/b.jpg")
+            member(crafted)
+            crafted.size = len(data) if crafted.isreg() else 0
+            tar.addfile(crafted, io.BytesIO(data) if crafted.isreg() else None)
+
+    return prepare
+
+
+def zip_with_symlink(tmp: Path) -> None:
+    with zipfile.ZipFile(tmp / "ade.zip", "w") as archive:
+        link = zipfile.ZipInfo("ADEChallengeData2016/images/link")
+        link.external_attr = (0o120777 << 16)  # S_IFLNK: a symbolic link
+        archive.writestr(link, "/etc")
+
+
+def symlink(member: tarfile.TarInfo) -> None:
+    member.type, member.linkname = tarfile.SYMTYPE, "/etc/passwd"
+
+
+def parent_path(member: tarfile.TarInfo) -> None:
+    member.name = "../../escaped.txt"
+
+
+def existing_file(name: str, data: bytes = b"an earlier result") -> Callable[[Path], None]:
+    def prepare(tmp: Path) -> None:
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_bytes(data)
+
+    return prepare
+
+
+def both(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
+    def prepare(tmp: Path) -> None:
+        for step in steps:
+            step(tmp)
+
+    return prepare
+
+
+CKPT = "checkpoint={tmp}/bad.pt"
+GOOD = "checkpoint={tmp}/run/checkpoints/best.pt"
+PREDICT = "seg-predict input={tmp}/images output={tmp}/masks progress=false"
+TRAIN = "seg-train debug=tiny dataset.root={tmp}/shapes hydra.run.dir={tmp}/new"
+SPLITS = "seg-data check dataset.root={tmp}/data"
+
+CASES = [
+    # checkpoints are data
+    Case("checkpoint: `model.encoder` is `numpy.savetxt` (writes a file)",
+         f"{PREDICT} {CKPT}", both(image_folder(), checkpoint_with("model.encoder", {
+             "_target_": "numpy.savetxt", "fname": "{tmp}/pwned", "X": [1.0]}))),
+    Case("checkpoint: `model.decoder` is `torch.load` of a malicious pickle",
+         f"{PREDICT} {CKPT}", both(image_folder(), checkpoint_with("model.decoder", {
+             "_target_": "torch.load", "f": "{tmp}/payload.pkl", "weights_only": False}))),
+    Case("checkpoint: `model.upsampler` is `builtins.open(mode=w)` (truncates a file)",
+         "seg-export output={tmp}/model.onnx " + CKPT, both(existing_file("victim.txt"),
+         checkpoint_with("model.upsampler", {
+             "_target_": "builtins.open", "file": "{tmp}/victim.txt", "mode": "w"})),
+         kept=("victim.txt",)),
+    Case("checkpoint: `dataset.val` is `builtins.open(mode=w)`",
+         f"seg-eval {CKPT}", both(existing_file("victim.txt"), checkpoint_with(
+             "dataset.val", {"_target_": "builtins.open", "file": "{tmp}/victim.txt",
+                             "mode": "w"})), kept=("victim.txt",)),
+    Case("checkpoint: a zero-byte .pt", f"{PREDICT} {CKPT}",
+         both(image_folder(), checkpoint_holding(lambda tmp: None))),
+    Case("checkpoint: a .pt holding a tensor", f"seg-eval {CKPT}",
+         checkpoint_holding(lambda tmp: torch.zeros(3))),
+    Case("checkpoint: a .pt holding a list", "seg-export output={tmp}/m.onnx " + CKPT,
+         checkpoint_holding(lambda tmp: [1, 2])),
+    Case("checkpoint: a bare state_dict", f"{PREDICT} {CKPT}", both(image_folder(),
+         checkpoint_holding(lambda tmp: torch.load(tmp / "run/checkpoints/best.pt",
+                                                   weights_only=True)["model"]))),
+    # archives
+    Case("archive: a tar with a symlink member", "python " + str(SCRIPTS / "prepare_data.py")
+         + " voc --archive {tmp}/voc.tar --out {tmp}/extracted", tar_with(symlink)),
+    Case("archive: a tar member `../../escaped.txt`", "python " + str(SCRIPTS / "prepare_data.py")
+         + " voc --archive {tmp}/voc.tar --out {tmp}/extracted", tar_with(parent_path, b"x")),
+    Case("archive: a zip with a symlink entry", "python " + str(SCRIPTS / "prepare_data.py")
+         + " ade20k --archive {tmp}/ade.zip --out {tmp}/extracted", zip_with_symlink),
+    # images
+    Case("image: zero bytes, in a folder to segment (the others are written)",
+         f"{PREDICT} {GOOD}", image_folder(broken=("empty.png", b""))),
+    Case("image: a 15000x15000 PNG of a few kB, in a folder to segment",
+         f"{PREDICT} {GOOD}", image_folder(broken=("huge.png", huge_png()))),
+    Case("image: zero bytes in the val split, seg-train", TRAIN.replace("shapes", "data"),
+         dataset_copy(lambda root: first_val_image(root).write_bytes(b""))),
+    Case("image: zero bytes in the val split, seg-data check", SPLITS,
+         dataset_copy(lambda root: first_val_image(root).write_bytes(b""))),
+    Case("split: an id `../../secret`", SPLITS, dataset_copy(append_to_split("../../secret"))),
+    Case("split: an id listed twice", SPLITS, dataset_copy(append_to_split("{id}"))),
+    # outputs
+    Case("seg-predict `output=` the input folder",
+         f"seg-predict input={{tmp}}/images output={{tmp}}/images {GOOD}", image_folder(),
+         kept=("images/a.png", "images/b.jpg")),
+    Case("seg-predict: `x.jpg` and `x.png` in one folder (written as x_jpg.png, x_png.png)",
+         f"{PREDICT} {GOOD}", image_folder("x.jpg", "x.png"), succeeds=True),
+    Case("seg-predict into a folder holding an earlier run's masks", f"{PREDICT} {GOOD}",
+         both(image_folder(), existing_file("masks/a.png")), kept=("masks/a.png",)),
+    Case("seg-predict `output=` an existing file", f"{PREDICT.replace('masks', 'taken')} {GOOD}",
+         both(image_folder(), existing_file("taken")), kept=("taken",)),
+    Case("seg-predict `output=` a folder that cannot be made",
+         f"{PREDICT.replace('{tmp}/masks', '/proc/seg-masks')} {GOOD}", image_folder()),
+    Case("seg-train into a run folder that holds a run", TRAIN.replace("{tmp}/new", "{tmp}/run"),
+         kept=("run/checkpoints/last.pt", "run/checkpoints/best.pt", "run/metrics.json")),
+    Case("seg-export `output=` an existing file", f"seg-export output={{tmp}}/m.onnx {GOOD}",
+         existing_file("m.onnx"), kept=("m.onnx",)),
+    # settings
+    *(Case(f"setting `{override}`", f"{TRAIN} {override}") for override in (
+        "trainer.max_iters=abc", "trainer.max_iters=-5", "trainer.eval_every=0", "seed=abc",
+        "trainer.device=cuda", "dataset.crop_size=0", "dataset.root={tmp}/run/metrics.json")),
+    *(Case(f"setting `{override}`", f"{PREDICT} {GOOD} {override}", image_folder()) for override
+      in ("overlay_alpha=5", "batch_size=0", "inference=slide inference.crop=0")),
+    Case("setting `opset=5`", f"seg-export output={{tmp}}/m.onnx opset=5 {GOOD}"),
+]
+
+
+# -- running them ---------------------------------------------------------------------------
+
+
+def setup(tmp: Path) -> None:
+    """The tiny dataset and a trained checkpoint every case starts from."""
+    from seg.data import generate_shapes
+
+    generate_shapes(tmp / "shapes", num_train=8, num_val=4, image_size=64, seed=0)
+    subprocess.run([str(BIN / "seg-train"), "debug=tiny", f"dataset.root={tmp}/shapes",
+                    f"hydra.run.dir={tmp}/run"], check=True, capture_output=True)
+
+
+def run_case(case: Case, tmp: Path) -> tuple[int, str, list[str]]:
+    """Exit status, the error message and what went wrong (empty when all held)."""
+    case.prepare(tmp)
+    kept = {name: (tmp / name).read_bytes() for name in case.kept}
+    words = case.command.format(tmp=tmp).split()
+    program = [sys.executable] if words[0] == "python" else [str(BIN / words[0])]
+    done = subprocess.run([*program, *words[1:]], capture_output=True, text=True,
+                          cwd=tmp, timeout=300)
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    problems = []
+    if "Traceback" in done.stderr:
+        problems.append("traceback")
+    if (done.returncode == 0) != case.succeeds:
+        problems.append(f"exit status {done.returncode}")
+    if (tmp / "pwned").exists() or (tmp.parent / "escaped.txt").exists():
+        problems.append("code ran or a file escaped")
+    problems += [f"{name} changed" for name, data in kept.items()
+                 if (tmp / name).read_bytes() != data]
+    message = " / ".join(errors[-2:]) if errors else done.stdout.strip().splitlines()[-1]
+    return done.returncode, message.replace(str(tmp), "…"), problems
+
+
+def table(rows: list[tuple[Case, int, str]]) -> str:
+    lines = ["| bad input | exit | message |", "|---|---|---|"]
+    for case, code, message in rows:
+        short = message if len(message) <= MESSAGE_WIDTH else message[:MESSAGE_WIDTH - 1] + "…"
+        lines.append(f"| {case.what} | {code} | {short.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    rows, failures = [], []
+    with tempfile.TemporaryDirectory() as base:
+        setup(Path(base))
+        for index, case in enumerate(CASES):
+            tmp = Path(base) / f"case{index}"
+            tmp.mkdir()
+            subprocess.run(["cp", "-r", f"{base}/shapes", f"{base}/run", str(tmp)], check=True)
+            code, message, problems = run_case(case, tmp)
+            rows.append((case, code, message))
+            failures += [f"{case.what}: {problem}" for problem in problems]
+            print(f"{code:3d}  {case.what}: {message[:120]}", flush=True)
+    text = table(rows)
+    print(f"\n{text}\n\n{len(CASES)} cases in {time.perf_counter() - start:.0f} s")
+    if args.out:
+        args.out.write_text(text + "\n")
+    for failure in failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
