@@ -318,11 +318,14 @@ def earlier_run(run_dir: Path) -> Path | None:
     return next((path for path in found if path.is_file()), None)
 
 
-def earlier_run_problem(run_dir: Path, resume_from: Path | None) -> str | None:
+def earlier_run_problem(run_dir: Path, resume_from: Path | None, restart: bool = False
+                        ) -> str | None:
     """Why training into ``run_dir`` would replace an earlier run, or None: it holds one,
-    and the run does not continue it (from one of its own checkpoints)."""
+    and the run does not continue it (from one of its own checkpoints). ``restart``
+    (``resume=auto``) may start afresh over a run that left only TensorBoard events: a
+    requeued job killed before its first checkpoint."""
     found = earlier_run(run_dir)
-    if found is None:
+    if found is None or (restart and found.parent.name == "tb"):
         return None
     if resume_from is not None and resume_from.resolve().is_relative_to(run_dir.resolve()):
         return None
@@ -459,8 +462,9 @@ class Trainer:
         run folder that already holds another run is refused: nothing replaces it."""
         path = self.resume_path(Path(run_dir))
         # rank 0 looks before any rank writes, and every rank gets its answer
-        problem = broadcast_from_main(earlier_run_problem(Path(run_dir), path)
-                                      if self.group.is_main else None)
+        problem = broadcast_from_main(
+            earlier_run_problem(Path(run_dir), path, restart=self.resume == "auto")
+            if self.group.is_main else None)
         if problem:
             raise FileExistsError(problem)
         if path is None:

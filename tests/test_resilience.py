@@ -137,6 +137,15 @@ def test_a_run_folder_that_holds_a_run_is_never_replaced(compose_train, tmp_path
     assert metrics["iterations"] == 3  # continuing the run in its own folder is allowed
 
 
+def test_resume_auto_restarts_a_run_killed_before_its_first_checkpoint(
+        compose_train, tmp_path: Path) -> None:
+    logger = TensorBoardLogger(tmp_path / "tb")  # all that such a run leaves
+    logger.log_scalars({"train/loss": 1.0}, 1)
+    logger.close()
+    metrics = train(compose_train("trainer.resume=auto"), tmp_path)
+    assert metrics["iterations"] == 2
+
+
 class FailsFirstEvaluation:
     """``seg.engine.evaluate`` that raises as a bad val image would, the first time only."""
 

@@ -79,7 +79,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         ignore_index=data.ignore_index,
     )
     if group.is_main:
-        purge_step = None if resume_from is None else resume_from["iteration"] + 1
+        # a resumed run drops what was logged after its checkpoint; a restart, everything
+        purge_step = 0 if trainer.resume == "auto" else None
+        if resume_from is not None:
+            purge_step = resume_from["iteration"] + 1
         logger = instantiate(cfg.logger)(log_dir=run_dir / "tb", purge_step=purge_step)
     else:
         logger = NullLogger()
