@@ -52,23 +52,21 @@ BAD_FILES = {  # content, and the message for an image or a mask ({what})
 }
 
 
-@pytest.mark.parametrize("fault", BAD_FILES)
-def test_a_bad_image_is_a_one_line_sample_error_naming_it(tmp_path: Path, fault: str) -> None:
-    content, message = BAD_FILES[fault]
-    path = tmp_path / "bad.jpg"
-    path.write_bytes(content)
-    with pytest.raises(SampleError, match=message.format(what="image")) as raised:
-        read_image(path)
-    assert str(raised.value).startswith(f"{path}: ") and "\n" not in str(raised.value)
+READERS = {"image": (read_image, "bad.jpg"), "mask": (read_label_image, "bad.png")}
 
 
-@pytest.mark.parametrize("fault", ["zero bytes", "text named .jpg", "15000 x 15000 PNG"])
-def test_a_bad_mask_is_a_one_line_sample_error_naming_it(tmp_path: Path, fault: str) -> None:
+@pytest.mark.parametrize("what, fault", [
+    *(("image", fault) for fault in BAD_FILES),
+    *(("mask", fault) for fault in ("zero bytes", "text named .jpg", "15000 x 15000 PNG")),
+])
+def test_a_bad_file_is_a_one_line_sample_error_naming_it(tmp_path: Path, what: str,
+                                                         fault: str) -> None:
     content, message = BAD_FILES[fault]
-    path = tmp_path / "bad.png"
+    read, name = READERS[what]
+    path = tmp_path / name
     path.write_bytes(content)
-    with pytest.raises(SampleError, match=message.format(what="mask")) as raised:
-        read_label_image(path)
+    with pytest.raises(SampleError, match=message.format(what=what)) as raised:
+        read(path)
     assert str(raised.value).startswith(f"{path}: ") and "\n" not in str(raised.value)
 
 
