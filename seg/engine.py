@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -489,26 +490,17 @@ class Trainer:
         return the final evaluation's metrics (also in metrics.json)."""
         checkpoints = Path(run_dir) / "checkpoints"
         model.to(self.device, memory_format=self.memory_format).train()
-        iteration, epoch, epoch_batches, best_miou = 0, 0, 0, -1.0
-        if resume_from is not None:
-            iteration, epoch, epoch_batches, best_miou = self.restore(
-                resume_from, model, optimizer, scheduler)
+        iteration, epoch, epoch_batches, best_miou, pending = self.restore(
+            resume_from, model, optimizer, scheduler)
         net = self.prepare(model)
 
         def save(name: str, pending_evaluation: bool = False) -> Path:
-            """Rank 0 writes; the others wait, so that no rank runs ahead of a save."""
-            path = checkpoints / name
-            if self.group.is_main:
-                save_checkpoint(path, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": self.scaler.state_dict() if self.scaler else {},
-                    "iteration": iteration, "epoch": epoch, "epoch_batches": epoch_batches,
-                    "best_miou": best_miou, "rng": rng_state(),
-                    "pending_evaluation": pending_evaluation, **asdict(info),
-                })
-            barrier()
-            return path
+            return self.save(checkpoints / name, lambda: {
+                **self.training_state(model, optimizer, scheduler),
+                "iteration": iteration, "epoch": epoch, "epoch_batches": epoch_batches,
+                "best_miou": best_miou, "pending_evaluation": pending_evaluation,
+                **asdict(info),
+            })
 
         def evaluate_and_save() -> dict:
             """Evaluate, log, keep the best; last.pt is saved first (marked pending), so
@@ -529,14 +521,14 @@ class Trainer:
             return metrics
 
         metrics: dict = {}
-        if resume_from is not None and resume_from.get("pending_evaluation"):
+        if pending:  # saved just before an evaluation that did not finish
             metrics = evaluate_and_save()
         train_seconds, train_images, nonfinite = 0.0, 0, 0
         start = time.perf_counter()
         # Log lines go through tqdm.write, above the progress bar instead of through it.
         with StopSignals() as signals, logging_redirect_tqdm(), tqdm(
             total=self.max_iters, initial=iteration, desc="train", dynamic_ncols=True,
-            disable=not (self.progress and self.group.is_main), mininterval=1.0,
+            disable=not self.shows_progress, mininterval=1.0,
         ) as bar:
             batches = endless(train_loader, epoch, epoch_batches)
             step_start = time.perf_counter()
@@ -544,9 +536,7 @@ class Trainer:
                 # forward / backward / step
                 epoch, epoch_batches, batch = next(batches)
                 loss_value = self.train_step(net, optimizer, batch, info.ignore_index)
-                if not math.isfinite(loss_value):
-                    self.handle_nonfinite(loss_value, iteration + 1, checkpoints)
-                    nonfinite += 1
+                nonfinite += self.count_nonfinite(loss_value, iteration + 1, checkpoints)
                 scheduler.step()
                 iteration += 1
                 now = time.perf_counter()
@@ -559,19 +549,16 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}",
                                 img_s=f"{images_per_s:.0f}", refresh=False)
-                if iteration % self.log_every == 0 or iteration == self.max_iters:
+                if self.due(iteration, self.log_every):
                     logger.log_scalars({"train/loss": loss_value, "train/lr": lr,
                                         "train/images_per_s": images_per_s}, iteration)
 
                 # evaluate and checkpoint
-                if iteration % self.eval_every == 0 or iteration == self.max_iters:
+                if self.due(iteration, self.eval_every):
                     metrics = evaluate_and_save()
                 elif iteration % self.checkpoint_every == 0:
                     save("last.pt")
-                if self.agree(signals.received is not None):
-                    path = save("last.pt")
-                    signals.forward()
-                    raise TrainingInterrupted(signals.received or signal.SIGTERM, iteration, path)
+                self.stop_if_signalled(signals, partial(save, "last.pt"), iteration)
                 step_start = time.perf_counter()
         if not metrics:  # resumed at max_iters: evaluate what was loaded
             metrics, _ = evaluate(model, val_loader, len(info.class_names), self.device,
@@ -581,14 +568,38 @@ class Trainer:
             "best_mIoU": max(best_miou, metrics["mIoU"]),
             "iterations": iteration,
             "nonfinite_losses": nonfinite,
-            "train_images_per_s": train_images / train_seconds if train_seconds else 0.0,
+            "train_images_per_s": train_images / max(train_seconds, 1e-9),  # 0 when none
             "wall_s": time.perf_counter() - start,
         }
 
-    def restore(self, state: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
-                scheduler: LRScheduler) -> tuple[int, int, int, float]:
-        """Load a checkpoint's training state; return (iteration, epoch, batches of the
-        epoch done, best mIoU)."""
+    def due(self, iteration: int, every: int) -> bool:
+        """Whether a task done every ``every`` iterations (and at the end) is due now."""
+        return iteration % every == 0 or iteration == self.max_iters
+
+    def training_state(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                       scheduler: LRScheduler) -> dict:
+        """What a checkpoint holds of the training itself, beside the loop's position."""
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else {}, "rng": rng_state()}
+
+    def save(self, path: Path, state: Callable[[], dict]) -> Path:
+        """Rank 0 writes ``state()``; the others wait, so that no rank runs ahead of a save."""
+        if self.group.is_main:
+            save_checkpoint(path, state())
+        barrier()
+        return path
+
+    @property
+    def shows_progress(self) -> bool:
+        return self.progress and self.group.is_main
+
+    def restore(self, state: dict | None, model: nn.Module, optimizer: torch.optim.Optimizer,
+                scheduler: LRScheduler) -> tuple[int, int, int, float, bool]:
+        """Load a checkpoint's training state (None: a fresh start); return (iteration,
+        epoch, batches of the epoch done, best mIoU, whether an evaluation is pending)."""
+        if state is None:
+            return 0, 0, 0, -1.0, False
         load_model_state(model, state["model"], state["path"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -598,11 +609,21 @@ class Trainer:
             set_rng_state(state["rng"])
         log.info("resumed from %s at iteration %d", state["path"], state["iteration"])
         return (state["iteration"], state["epoch"], state.get("epoch_batches", 0),
-                state["best_miou"])
+                state["best_miou"], state.get("pending_evaluation", False))
 
-    def handle_nonfinite(self, loss_value: float, iteration: int, checkpoints: Path) -> None:
-        """``on_nan=stop``: raise, naming where the last good checkpoint is; ``skip``: warn
-        (the step was not applied)."""
+    def stop_if_signalled(self, signals: StopSignals, save: Callable[[], Path],
+                          iteration: int) -> None:
+        """After a stop signal (on any process): save, hand the signal on, and raise."""
+        if self.agree(signals.received is not None):
+            path = save()
+            signals.forward()
+            raise TrainingInterrupted(signals.received or signal.SIGTERM, iteration, path)
+
+    def count_nonfinite(self, loss_value: float, iteration: int, checkpoints: Path) -> int:
+        """1 for a NaN or Inf loss, else 0. ``on_nan=stop`` raises instead, naming where
+        the last good checkpoint is; ``skip`` warns (the step was not applied)."""
+        if math.isfinite(loss_value):
+            return 0
         if self.on_nan == "stop":
             raise FloatingPointError(
                 f"loss is {loss_value} at iteration {iteration}; the last good checkpoint is "
@@ -611,6 +632,7 @@ class Trainer:
             )
         log.warning("loss is %s at iteration %d: batch skipped (trainer.on_nan=skip)",
                     loss_value, iteration)
+        return 1
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """What the training steps call: ``model``, with SyncBatchNorm, wrapped in
