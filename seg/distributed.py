@@ -86,6 +86,19 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_sums(tensors: list[torch.Tensor]) -> None:
+    """Sum each of ``tensors`` over all processes in place, in one collective: they are
+    packed into one float64 buffer (exact for counts below 2**53) on their own device,
+    which must be the one the process group serves (NCCL refuses CPU tensors)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    packed = torch.cat([tensor.reshape(-1).to(torch.float64) for tensor in tensors])
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    for tensor, summed in zip(tensors, packed.split([t.numel() for t in tensors]),
+                              strict=True):
+        tensor.copy_(summed.view_as(tensor))
+
+
 def broadcast_from_main(value: object) -> object:
     """Rank 0's ``value`` on every process (e.g. the run folder, whose name holds a time
     that each process read for itself)."""

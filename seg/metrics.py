@@ -12,33 +12,56 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from seg.data.base import IGNORE_INDEX
+
 
 class ConfusionMatrix:
-    """``matrix[t, p]`` counts pixels of true class ``t`` predicted as ``p``."""
+    """``matrix[t, p]`` counts pixels of true class ``t`` predicted as ``p``.
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: str = "cpu") -> None:
+    It lives on ``device`` and never waits for it: out-of-range labels are counted there
+    and reported by :meth:`compute`, not checked batch by batch (each check would stall
+    a GPU until its queued work is done)."""
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX,
+                 device: str | torch.device = "cpu") -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        self.out_of_range = torch.zeros((), dtype=torch.int64, device=device)
+        self.largest_label = torch.zeros((), dtype=torch.int64, device=device)
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch of predicted and true label maps (any matching shapes)."""
-        keep = target != self.ignore_index
-        target, prediction = target[keep], prediction[keep]
-        if target.numel() and int(target.max()) >= self.num_classes:
-            raise ValueError(
-                f"label {int(target.max())} is out of range for {self.num_classes} classes "
-                f"(valid: 0..{self.num_classes - 1} and {self.ignore_index} for ignore)"
-            )
-        k = self.num_classes
-        index = target.to(self.matrix.device) * k + prediction.to(self.matrix.device)
-        self.matrix += torch.bincount(index, minlength=k * k).view(k, k)
+        k, device = self.num_classes, self.matrix.device
+        target, prediction = target.to(device).flatten(), prediction.to(device).flatten()
+        if not target.numel():
+            return
+        counted = target != self.ignore_index
+        in_range = (target >= 0) & (target < k)
+        self.out_of_range += (counted & ~in_range).sum()
+        self.largest_label = torch.maximum(self.largest_label,
+                                           torch.where(counted, target, 0).max())
+        # one bin per (true, predicted) pair and a last one for pixels that count nowhere
+        index = torch.where(counted & in_range, target * k + prediction, k * k)
+        if device.type == "cpu":
+            bins = torch.bincount(index, minlength=k * k + 1)
+        else:  # bincount would read its input's maximum back to the host
+            bins = torch.zeros(k * k + 1, dtype=torch.int64, device=device)
+            bins.index_add_(0, index, torch.ones_like(index))
+        self.matrix += bins[:-1].view(k, k)
 
-    def reset(self) -> None:
-        self.matrix.zero_()
+    def check_labels(self) -> None:
+        """Raise if any label was neither a class nor ``ignore_index``."""
+        if int(self.out_of_range):
+            raise ValueError(
+                f"{int(self.out_of_range)} pixel(s) have labels out of range for "
+                f"{self.num_classes} classes (largest {int(self.largest_label)}; valid: "
+                f"0..{self.num_classes - 1} and {self.ignore_index} for ignore)"
+            )
 
     def compute(self) -> dict[str, float | list[float]]:
         """The FCN paper's four metrics plus per-class IoU and accuracy (NaN if undefined)."""
+        self.check_labels()
         m = self.matrix.double().cpu()
         true_positive = m.diag()
         per_true = m.sum(1)  # pixels of each true class
@@ -121,13 +144,14 @@ class BoundaryMetrics:
     are chessboard distances, computed by max-pooling; ignored pixels count nowhere.
     """
 
-    def __init__(self, num_classes: int, tolerance: int = 2, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, tolerance: int = 2, ignore_index: int = IGNORE_INDEX,
+                 device: str | torch.device = "cpu") -> None:
         self.num_classes = num_classes
         self.tolerance = tolerance
         self.ignore_index = ignore_index
         # per class: matched predicted, predicted, matched true, true boundary pixels;
         # then boundary-band intersection and union
-        self.counts = torch.zeros(6, num_classes, dtype=torch.float64)
+        self.counts = torch.zeros(6, num_classes, dtype=torch.float64, device=device)
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch of ``(B, H, W)`` predicted and true label maps."""
@@ -149,10 +173,10 @@ class BoundaryMetrics:
                 pred_edge & near_true, pred_edge, true_edge & near_pred, true_edge,
                 true_band & pred_band, true_band | pred_band,
             ]).sum((1, 3, 4))  # (6, c)
-            self.counts[:, first:first + classes.numel()] += counts.double().cpu()
+            self.counts[:, first:first + classes.numel()] += counts.to(self.counts)
 
     def compute(self) -> dict[str, float | list[float]]:
-        matched_pred, pred, matched_true, true, intersection, union = self.counts
+        matched_pred, pred, matched_true, true, intersection, union = self.counts.cpu()
         precision = matched_pred / pred
         recall = matched_true / true
         f_score = 2 * precision * recall / (precision + recall)
@@ -176,10 +200,10 @@ class PhaseConfidence:
     not care where the coarse grid falls; checkerboard artifacts raise it.
     """
 
-    def __init__(self, stride: int) -> None:
+    def __init__(self, stride: int, device: str | torch.device = "cpu") -> None:
         self.stride = stride
-        self.sums = torch.zeros(stride, stride, dtype=torch.float64)
-        self.counts = torch.zeros(stride, stride, dtype=torch.float64)
+        self.sums = torch.zeros(stride, stride, dtype=torch.float64, device=device)
+        self.counts = torch.zeros(stride, stride, dtype=torch.float64, device=device)
 
     def update(self, probabilities: torch.Tensor, valid: torch.Tensor | None = None) -> None:
         """Add ``(B, K, H, W)`` class probabilities; ``valid`` masks out padding."""
@@ -192,9 +216,9 @@ class PhaseConfidence:
         weight = F.pad(weight, pad)
         # (B, H/s, s, W/s, s) -> sum over everything but the two phase axes
         shape = (confidence.shape[0], confidence.shape[1] // s, s, confidence.shape[2] // s, s)
-        self.sums += confidence.reshape(shape).sum((0, 1, 3)).double().cpu()
-        self.counts += weight.reshape(shape).sum((0, 1, 3)).double().cpu()
+        self.sums += confidence.reshape(shape).sum((0, 1, 3)).to(self.sums)
+        self.counts += weight.reshape(shape).sum((0, 1, 3)).to(self.counts)
 
     def compute(self) -> float:
-        means = self.sums / self.counts
+        means = (self.sums / self.counts).cpu()
         return float(means.std(unbiased=False) / means.mean())

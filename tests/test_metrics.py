@@ -46,8 +46,10 @@ def test_accumulates_over_batches_not_averaged_per_batch() -> None:
 
 def test_out_of_range_label_is_an_error() -> None:
     cm = ConfusionMatrix(num_classes=2)
-    with pytest.raises(ValueError, match="label 5 is out of range"):
-        cm.update(torch.tensor([0]), torch.tensor([5]))
+    cm.update(torch.tensor([0, 0, 1]), torch.tensor([5, 255, 7]))  # counted, not raised: no sync
+    with pytest.raises(ValueError, match=r"2 pixel\(s\) have labels out of range for 2 classes "
+                                         r"\(largest 7"):
+        cm.compute()
 
 
 def test_table_names_classes() -> None:

@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-from seg import engine
 from seg.cli.common import exit_on_user_error
 from seg.cli.train import train
 from seg.data.base import SampleError
@@ -147,7 +146,7 @@ def test_resume_auto_restarts_a_run_killed_before_its_first_checkpoint(
 
 
 class FailsFirstEvaluation:
-    """``seg.engine.evaluate`` that raises as a bad val image would, the first time only."""
+    """``Evaluator.__call__`` that raises as a bad val image would, the first time only."""
 
     def __init__(self, evaluate) -> None:
         self.evaluate, self.failed = evaluate, False
@@ -164,7 +163,10 @@ def test_a_failed_evaluation_loses_nothing_trained(compose_train, tmp_path: Path
     run = [*SHORT_RUN, "trainer.eval_every=3"]
     full = train(compose_train(*run), tmp_path / "full")
 
-    monkeypatch.setattr("seg.engine.evaluate", FailsFirstEvaluation(engine.evaluate))
+    from seg.engine import Evaluator
+
+    failing = FailsFirstEvaluation(Evaluator.__call__)
+    monkeypatch.setattr(Evaluator, "__call__", lambda *args: failing(*args))
     with pytest.raises(SampleError):
         train(compose_train(*run), tmp_path / "cut")
     saved = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
@@ -247,9 +249,9 @@ def test_on_nan_skip_leaves_the_batch_out(tmp_path: Path) -> None:
 def test_precision_choices(monkeypatch) -> None:
     cpu = torch.device("cpu")
     assert resolve_precision(32, cpu) == "32" and resolve_precision("bf16", cpu) == "bf16"
-    monkeypatch.setattr("seg.engine.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("seg.engine.precision.cpu_has_bf16", lambda: False)
     assert resolve_precision("auto", cpu) == "32"
-    monkeypatch.setattr("seg.engine.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("seg.engine.precision.cpu_has_bf16", lambda: True)
     assert resolve_precision("auto", cpu) == "bf16"
     with pytest.raises(ValueError, match="trainer.precision=16 needs CUDA"):
         resolve_precision(16, cpu)

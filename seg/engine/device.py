@@ -1,0 +1,45 @@
+"""Where a run computes, and how it is seeded."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def resolve_device(device: str = "auto", key: str = "device") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU; a device that is not here is an
+    error naming ``key``, the setting it came from."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{key}={device!r} is not a device: use auto, cpu, cuda or "
+                         "cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{key}={device} but no CUDA GPU is visible here: use {key}=auto "
+                         "or cpu")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"{key}={device} but this machine has {torch.cuda.device_count()} "
+                         "GPU(s): use cuda:0 to cuda:N-1, or auto")
+    return resolved
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch; ``deterministic`` also forbids nondeterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer measures the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,103 @@
+"""Evaluation over a whole split: metrics accumulated on the evaluation device and summed
+over all processes in one collective."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from seg.data.base import IGNORE_INDEX
+from seg.distributed import all_reduce_sums
+from seg.engine.batches import warn_skipped
+from seg.engine.device import synchronize
+from seg.engine.precision import autocast
+from seg.metrics import BoundaryMetrics, ConfusionMatrix, PhaseConfidence
+
+Infer = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+class Evaluator:
+    """Metrics of a model over a split: one confusion matrix, boundary counts and phase
+    confidences, kept on ``device`` (no copy to the host per batch, and what NCCL can
+    reduce) and summed over all processes when distributed; with them the first batch's
+    images, targets and predictions for display. ``infer(model, images)`` gives the scores
+    (default: ``model(images)``; see ``seg.inference.Inference``)."""
+
+    def __init__(self, num_classes: int, device: torch.device, ignore_index: int = IGNORE_INDEX,
+                 boundary_tolerance: int = 2, precision: str = "32",
+                 infer: Infer | None = None) -> None:
+        self.num_classes = num_classes
+        self.device = device
+        self.ignore_index = ignore_index
+        self.boundary_tolerance = boundary_tolerance
+        self.precision = precision
+        self.infer = infer
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module, loader: DataLoader
+                 ) -> tuple[dict, dict[str, torch.Tensor]]:
+        was_training = model.training
+        model.eval()
+        confusion = ConfusionMatrix(self.num_classes, self.ignore_index, device=self.device)
+        boundary = BoundaryMetrics(self.num_classes, self.boundary_tolerance, self.ignore_index,
+                                   device=self.device)
+        phase = PhaseConfidence(getattr(model, "output_stride", 1), device=self.device)
+        first_batch: dict[str, torch.Tensor] = {}
+        forward_seconds, images_seen, skipped = 0.0, 0, []
+        for batch in loader:
+            skipped += batch.get("skipped", [])
+            if not len(batch["mask"]):
+                continue
+            images = batch["image"].to(self.device, non_blocking=True)
+            targets = batch["mask"].to(self.device, non_blocking=True)
+            logits, seconds = self.scores(model, images)
+            forward_seconds, images_seen = forward_seconds + seconds, images_seen + len(images)
+            predictions = logits.argmax(1)
+            confusion.update(predictions, targets)
+            boundary.update(predictions, targets)
+            phase.update(logits.softmax(1), targets != self.ignore_index)
+            first_batch = first_batch or {"image": images, "mask": targets,
+                                          "prediction": predictions}
+        model.train(was_training)
+        warn_skipped(skipped, "evaluation")
+        all_reduce_sums([confusion.matrix, confusion.out_of_range, boundary.counts,
+                         phase.sums, phase.counts])
+        metrics = {**confusion.compute(), **boundary.compute(), "checkerboard": phase.compute(),
+                   "inference_ms_per_image": 1000 * forward_seconds / max(images_seen, 1),
+                   "confusion_matrix": confusion.matrix.tolist()}
+        return metrics, first_batch
+
+    def scores(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """fp32 scores of ``images`` and the seconds the forward pass took."""
+        synchronize(self.device)
+        start = time.perf_counter()
+        with autocast(self.device, self.precision):
+            logits = model(images) if self.infer is None else self.infer(model, images)
+        synchronize(self.device)
+        return logits.float(), time.perf_counter() - start
+
+
+def evaluate(
+    model: nn.Module, loader: DataLoader, num_classes: int, device: torch.device,
+    ignore_index: int = IGNORE_INDEX, boundary_tolerance: int = 2, precision: str = "32",
+    infer: Infer | None = None,
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """:class:`Evaluator`'s metrics and first batch, in one call."""
+    evaluator = Evaluator(num_classes, device, ignore_index, boundary_tolerance, precision,
+                          infer)
+    return evaluator(model, loader)
+
+
+def name_per_class(metrics: dict, class_names: Sequence[str]) -> dict:
+    """A copy of ``metrics`` whose ``per_class_*`` lists become ``{class name: value}``,
+    with undefined (NaN) values as None so that JSON stays valid."""
+    named = dict(metrics)
+    for key, values in metrics.items():
+        if key.startswith("per_class_"):
+            named[key] = {name: (None if v != v else v)
+                          for name, v in zip(class_names, values, strict=True)}
+    return named

@@ -1,0 +1,101 @@
+"""What the training loop calls besides training: the console, TensorBoard, and whatever
+else a caller hands it (``Trainer.fit(hooks=...)``, e.g. the study's kernel logging)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from seg.engine.checkpoints import RunInfo
+from seg.reporting import TensorBoardLogger, denormalize
+
+log = logging.getLogger(__name__)
+
+VAL_SCALARS = ("mIoU", "pixel_acc", "mean_acc", "fw_iou", "boundary_f", "boundary_iou",
+               "checkerboard")
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one training step reports."""
+
+    iteration: int
+    max_iters: int
+    loss: float
+    lr: float
+    images_per_s: float
+
+    def due(self, every: int) -> bool:
+        """Whether a task done every ``every`` iterations (and at the end) is due now."""
+        return self.iteration % every == 0 or self.iteration == self.max_iters
+
+
+class Hook:
+    """Called by ``Trainer.fit``; each method does nothing unless overridden."""
+
+    def after_step(self, step: Step) -> None:
+        """After each optimisation step."""
+
+    def after_evaluation(self, iteration: int, metrics: dict,
+                         shown: dict[str, torch.Tensor]) -> None:
+        """After each evaluation on the val split; ``shown``: its first batch's images,
+        targets and predictions."""
+
+
+class Progress(Hook):
+    """The console: a progress bar (``bar``), or else a log line every ``log_every``
+    iterations, which the run's log file keeps too. Only the main process shows either."""
+
+    def __init__(self, show: bool, bar: bool, log_every: int, total: int, initial: int
+                 ) -> None:
+        self.show, self.log_every = show, log_every
+        self.bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True,
+                        disable=not (show and bar), mininterval=1.0)
+        self.redirect = logging_redirect_tqdm()  # log lines above the bar, not through it
+
+    def __enter__(self) -> Progress:
+        self.redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+        self.redirect.__exit__(*exc)
+
+    def after_step(self, step: Step) -> None:
+        if not self.bar.disable:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{step.loss:.3f}", lr=f"{step.lr:.2e}",
+                                 img_s=f"{step.images_per_s:.0f}", refresh=False)
+        elif self.show and step.due(self.log_every):
+            log.info("iteration %d/%d: loss %.4f, lr %.2e, %.0f images/s", step.iteration,
+                     step.max_iters, step.loss, step.lr, step.images_per_s)
+
+
+class TensorBoardScalars(Hook):
+    """Training loss, learning rate and speed every ``log_every`` iterations; after each
+    evaluation the val metrics, per-class IoU and a grid of examples."""
+
+    def __init__(self, logger: TensorBoardLogger, info: RunInfo, log_every: int) -> None:
+        self.logger, self.info, self.log_every = logger, info, log_every
+
+    def after_step(self, step: Step) -> None:
+        if step.due(self.log_every):
+            self.logger.log_scalars({"train/loss": step.loss, "train/lr": step.lr,
+                                     "train/images_per_s": step.images_per_s}, step.iteration)
+
+    def after_evaluation(self, iteration: int, metrics: dict,
+                         shown: dict[str, torch.Tensor]) -> None:
+        info = self.info
+        scalars = {f"val/{key}": metrics[key] for key in VAL_SCALARS}
+        for name, iou in zip(info.class_names, metrics["per_class_iou"], strict=True):
+            if iou == iou:  # skip NaN: the class is absent from this split
+                scalars[f"val_iou/{name}"] = iou
+        self.logger.log_scalars(scalars, iteration)
+        self.logger.log_segmentation(
+            "val/examples", denormalize(shown["image"], info.mean, info.std), shown["mask"],
+            shown["prediction"], info.palette, iteration,
+        )

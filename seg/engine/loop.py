@@ -1,0 +1,345 @@
+"""The training loop: iteration-based, with periodic evaluation, checkpoints and exact
+resume, on one process or many."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import DataLoader
+
+from seg.checks import one_of, positive_int, positive_number
+from seg.data.base import IGNORE_INDEX
+from seg.distributed import ProcessGroup, all_reduce_sum, broadcast_from_main, process_device
+from seg.engine.batches import endless
+from seg.engine.checkpoints import (
+    Checkpointer,
+    RunInfo,
+    earlier_run_problem,
+    load_checkpoint,
+    load_model_state,
+    resume_path,
+)
+from seg.engine.device import resolve_device
+from seg.engine.evaluation import Evaluator
+from seg.engine.hooks import Hook, Progress, Step, TensorBoardScalars
+from seg.engine.precision import autocast, resolve_precision
+from seg.engine.signals import StopSignals, TrainingInterrupted
+from seg.engine.state import TrainingState
+from seg.reporting import TensorBoardLogger
+
+log = logging.getLogger(__name__)
+
+
+def segmentation_loss(
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Per-pixel cross-entropy of ``(B, K, H, W)`` logits; ``ignore_index`` pixels count nowhere."""
+    return F.cross_entropy(logits, targets, ignore_index=ignore_index)
+
+
+@dataclass
+class Throughput:
+    """Training speed, counted over the steps alone (evaluations and saves left out), and
+    how many steps had a non-finite loss."""
+
+    seconds: float = 0.0
+    images: int = 0
+    nonfinite: int = 0
+    created: float = field(default_factory=time.perf_counter)
+    started: float = field(default_factory=time.perf_counter)
+
+    def restart(self) -> None:
+        self.started = time.perf_counter()
+
+    def add(self, images: int) -> float:
+        """Count a step of ``images`` that began at the last restart; images/s so far."""
+        self.seconds += time.perf_counter() - self.started
+        self.images += images
+        return self.images_per_s
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / max(self.seconds, 1e-9)  # 0 when none
+
+
+@dataclass
+class Run:
+    """One call of ``Trainer.fit``: what is trained, where it stands, where it is saved and
+    who is told what happened."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler
+    scaler: torch.amp.GradScaler | None
+    info: RunInfo
+    state: TrainingState
+    checkpoints: Checkpointer
+    evaluate: Callable[[], tuple[dict, dict]]
+    hooks: list[Hook]
+
+    def save(self, name: str, pending_evaluation: bool = False) -> Path:
+        """Save the whole training state as ``name``; ``pending_evaluation`` marks a save
+        made just before an evaluation (see ``Trainer.evaluate_and_save``)."""
+        self.state.pending_evaluation = pending_evaluation
+        return self.checkpoints.save(name, lambda: {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else {},
+            **self.state.state_dict(), **asdict(self.info),
+        })
+
+
+class Trainer:
+    """Iteration-based training with periodic evaluation, checkpoints and exact resume,
+    on one process or many (see :meth:`join`).
+
+    ``resume`` is false, true (this run folder's ``checkpoints/last.pt``), ``auto`` (that
+    file if it exists, else a fresh start: what a requeued job wants) or a path to a
+    checkpoint file or a run folder. ``precision`` is 32, bf16, 16 (CUDA, with gradient
+    scaling) or auto; ``on_nan`` is ``stop`` (keep the last good checkpoint and say where)
+    or ``skip`` (leave the batch out and go on).
+    """
+
+    def __init__(
+        self,
+        max_iters: int = 2000,
+        eval_every: int = 500,
+        device: str = "auto",
+        deterministic: bool = False,
+        resume: bool | str = False,
+        grad_clip: float | None = None,
+        log_every: int = 20,
+        progress: bool = True,
+        channels_last: bool = True,
+        precision: str | int = "32",
+        compile: bool = False,
+        sync_bn: bool = False,
+        checkpoint_every: int | None = None,
+        on_nan: str = "stop",
+    ) -> None:
+        one_of(on_nan, "trainer.on_nan", ("stop", "skip"))
+        self.max_iters = positive_int(max_iters, "trainer.max_iters")
+        self.eval_every = positive_int(eval_every, "trainer.eval_every")
+        self.device = resolve_device(device, "trainer.device")
+        self.deterministic = deterministic
+        self.resume = resume
+        self.grad_clip = positive_number(grad_clip, "trainer.grad_clip", allow_none=True)
+        self.log_every = positive_int(log_every, "trainer.log_every")
+        self.progress = progress
+        # NHWC convolutions are faster on CPUs (oneDNN) and tensor cores alike.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.precision = resolve_precision(precision, self.device)
+        self.compile = compile
+        self.sync_bn = sync_bn
+        self.checkpoint_every = positive_int(checkpoint_every, "trainer.checkpoint_every",
+                                             allow_none=True) or eval_every
+        self.on_nan = on_nan
+        self.group = ProcessGroup()
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "16" else None
+
+    def join(self, group: ProcessGroup) -> None:
+        """Train as one of ``group``'s processes (each on its own GPU when on CUDA)."""
+        self.group = group
+        self.device = process_device(self.device, group)
+
+    def resume_state(self, run_dir: Path) -> dict | None:
+        """The checkpoint to resume from (see ``resume``), or None for a fresh start. A
+        run folder that already holds another run is refused: nothing replaces it."""
+        path = resume_path(self.resume, Path(run_dir))
+        # rank 0 looks before any rank writes, and every rank gets its answer
+        problem = broadcast_from_main(
+            earlier_run_problem(Path(run_dir), path, restart=self.resume == "auto")
+            if self.group.is_main else None)
+        if problem:
+            raise FileExistsError(problem)
+        if path is None:
+            return None
+        state = load_checkpoint(path)
+        state["path"] = str(path)
+        return state
+
+    def fit(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: LRScheduler,
+        train_loader: DataLoader,
+        val_loader: DataLoader,
+        run_dir: Path,
+        logger: TensorBoardLogger,
+        info: RunInfo,
+        resume_from: dict | None = None,
+        hooks: Sequence[Hook] = (),
+    ) -> dict:
+        """Train to ``max_iters``, continuing ``resume_from`` (a checkpoint) when given;
+        return the final evaluation's metrics (also in metrics.json). ``hooks`` are called
+        after each step and evaluation, after the TensorBoard logging of ``logger``."""
+        run = self.start(model, optimizer, scheduler, val_loader, Path(run_dir), info,
+                         resume_from, [TensorBoardScalars(logger, info, self.log_every), *hooks])
+        state, net = run.state, self.prepare(model)
+        metrics = self.evaluate_and_save(run) if state.pending_evaluation else {}
+        throughput = Throughput()
+        with StopSignals() as signals, Progress(self.group.is_main, self.progress,
+                                                self.log_every, self.max_iters,
+                                                state.iteration) as progress:
+            batches = endless(train_loader, state.epoch, state.epoch_batches)
+            while state.iteration < self.max_iters:
+                state.epoch, state.epoch_batches, batch = next(batches)
+                loss = self.train_step(net, optimizer, batch, info.ignore_index)
+                throughput.nonfinite += self.count_nonfinite(loss, state.iteration + 1, run)
+                scheduler.step()
+                state.iteration += 1
+                images_per_s = throughput.add(len(batch["mask"]) * self.group.world_size)
+                step = Step(state.iteration, self.max_iters, loss,
+                            optimizer.param_groups[0]["lr"], images_per_s)
+                for hook in (progress, *run.hooks):
+                    hook.after_step(step)
+                if step.due(self.eval_every):
+                    metrics = self.evaluate_and_save(run)
+                elif state.iteration % self.checkpoint_every == 0:
+                    run.save("last.pt")
+                self.stop_if_signalled(signals, run)
+                throughput.restart()
+        return self.summary(metrics or run.evaluate()[0], state, throughput)
+
+    def start(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: LRScheduler,
+              val_loader: DataLoader, run_dir: Path, info: RunInfo, resume_from: dict | None,
+              hooks: list[Hook]) -> Run:
+        """The run, with the model on its device and, when resuming, the state restored."""
+        model.to(self.device, memory_format=self.memory_format).train()
+        evaluator = Evaluator(len(info.class_names), self.device, info.ignore_index,
+                              precision=self.precision)
+        run = Run(model, optimizer, scheduler, self.scaler, info, TrainingState(),
+                  Checkpointer(run_dir / "checkpoints", self.group.is_main),
+                  lambda: evaluator(model, val_loader), hooks)
+        if resume_from is not None:
+            self.restore(run, resume_from)
+        return run
+
+    def restore(self, run: Run, checkpoint: dict) -> None:
+        """Load a checkpoint's weights and training state into ``run``."""
+        load_model_state(run.model, checkpoint["model"], checkpoint["path"])
+        run.optimizer.load_state_dict(checkpoint["optimizer"])
+        run.scheduler.load_state_dict(checkpoint["scheduler"])
+        if run.scaler is not None and checkpoint.get("scaler"):
+            run.scaler.load_state_dict(checkpoint["scaler"])
+        run.state.load_state_dict(checkpoint)
+        log.info("resumed from %s at iteration %d", checkpoint["path"], run.state.iteration)
+
+    def evaluate_and_save(self, run: Run) -> dict:
+        """Evaluate, tell the hooks, keep the best. last.pt is saved first (marked pending),
+        so that an evaluation that fails (a bad val image) loses nothing trained, and a run
+        resumed from it evaluates before it goes on."""
+        state = run.state
+        run.save("last.pt", pending_evaluation=True)
+        metrics, shown = run.evaluate()
+        for hook in run.hooks:
+            hook.after_evaluation(state.iteration, metrics, shown)
+        log.info("iteration %d: val mIoU %.4f, pixel acc %.4f", state.iteration,
+                 metrics["mIoU"], metrics["pixel_acc"])
+        if metrics["mIoU"] > state.best_miou:
+            state.best_miou = metrics["mIoU"]
+            run.save("best.pt")
+        run.save("last.pt")
+        return metrics
+
+    def summary(self, metrics: dict, state: TrainingState, throughput: Throughput) -> dict:
+        """The final evaluation's metrics with the run's totals."""
+        return {
+            **metrics,
+            "best_mIoU": max(state.best_miou, metrics["mIoU"]),
+            "iterations": state.iteration,
+            "nonfinite_losses": throughput.nonfinite,
+            "train_images_per_s": throughput.images_per_s,
+            "wall_s": time.perf_counter() - throughput.created,
+        }
+
+    def stop_if_signalled(self, signals: StopSignals, run: Run) -> None:
+        """After a stop signal (on any process): save, hand the signal on, and raise."""
+        if self.agree(signals.received is not None):
+            path = run.save("last.pt")
+            signals.forward()
+            raise TrainingInterrupted(signals.received or signal.SIGTERM, run.state.iteration,
+                                      path)
+
+    def count_nonfinite(self, loss_value: float, iteration: int, run: Run) -> int:
+        """1 for a NaN or Inf loss, else 0. ``on_nan=stop`` raises instead, naming where
+        the last good checkpoint is; ``skip`` warns (the step was not applied)."""
+        if math.isfinite(loss_value):
+            return 0
+        if self.on_nan == "stop":
+            raise FloatingPointError(
+                f"loss is {loss_value} at iteration {iteration}; the last good checkpoint is "
+                f"kept in {run.checkpoints.folder}: lower optimizer.lr, set trainer.grad_clip, "
+                "or trainer.on_nan=skip to leave such batches out"
+            )
+        log.warning("loss is %s at iteration %d: batch skipped (trainer.on_nan=skip)",
+                    loss_value, iteration)
+        return 1
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """What the training steps call: ``model``, with SyncBatchNorm, wrapped in
+        DistributedDataParallel when distributed, compiled when asked. ``model`` itself
+        stays the plain module that evaluation and checkpoints use."""
+        net = model
+        if self.group.distributed:
+            if self.sync_bn and self.device.type == "cuda":
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            elif self.sync_bn:
+                log.warning("trainer.sync_bn needs CUDA (PyTorch's SyncBatchNorm): batch-norm "
+                            "statistics stay per process")
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
+        if self.compile:
+            net = torch.compile(net)
+        return net
+
+    def agree(self, flag: bool) -> bool:
+        """True on every process when it is true on any (a stop signal, a bad loss): all
+        ranks must take the same branch, or the next collective hangs."""
+        if not self.group.distributed:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        return bool(all_reduce_sum(value).item() > 0)
+
+    def train_step(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, ignore_index: int,
+        criterion: Callable[..., torch.Tensor] = segmentation_loss,
+    ) -> float:
+        """One optimisation step on ``batch``; returns the loss. A non-finite loss (on any
+        process) is not applied, so the weights stay those of the last good step.
+        ``criterion(output, targets, ignore_index)`` defaults to per-pixel cross-entropy."""
+        images = batch["image"].to(self.device, non_blocking=True,
+                                   memory_format=self.memory_format)
+        targets = batch["mask"].to(self.device, non_blocking=True)
+        with autocast(self.device, self.precision):
+            loss = criterion(model(images), targets, ignore_index)
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if self.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+        loss_value = loss.item()
+        if self.agree(not math.isfinite(loss_value)):
+            if self.scaler is not None:
+                self.scaler.update()
+            return loss_value if not math.isfinite(loss_value) else float("nan")
+        if self.scaler is not None:
+            self.scaler.step(optimizer)  # skips steps whose fp16 gradients overflowed
+            self.scaler.update()
+        else:
+            optimizer.step()
+        return loss_value
