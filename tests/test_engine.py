@@ -65,8 +65,9 @@ def test_native_stride_pretraining_scores_each_tap_against_nearest_labels(tmp_pa
     from torch.utils.data import DataLoader
 
     from seg.engine import Trainer
-    from seg.models import NativeStrideClassifier, build_encoder
+    from seg.models import build_encoder
     from seg.reporting import TensorBoardLogger
+    from seg.study.pretrain import NativeStrideClassifier, pretrain
 
     torch.manual_seed(0)
     classifier = NativeStrideClassifier(build_encoder("simple", stem_width=8,
@@ -86,10 +87,10 @@ def test_native_stride_pretraining_scores_each_tap_against_nearest_labels(tmp_pa
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=0.01)
     encoder_before = {k: v.clone() for k, v in classifier.encoder.state_dict().items()}
     logger = TensorBoardLogger(tmp_path / "tb")
-    first = Trainer(device="cpu", log_every=1).pretrain(
-        classifier, optimizer, PolyLR(optimizer, 30), loader, 1, logger)
-    last = Trainer(device="cpu", log_every=5).pretrain(
-        classifier, optimizer, PolyLR(optimizer, 30), loader, 29, logger)
+    first = pretrain(Trainer(device="cpu", log_every=1), classifier, optimizer,
+                     PolyLR(optimizer, 30), loader, 1, logger)
+    last = pretrain(Trainer(device="cpu", log_every=5), classifier, optimizer,
+                    PolyLR(optimizer, 30), loader, 29, logger)
     logger.close()
     assert last < first  # it learns the three bands
     after = classifier.encoder.state_dict()

@@ -23,12 +23,12 @@ def events(run_dir: Path) -> EventAccumulator:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, shapes_root) -> Path:
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
-    from seg.cli.common import CONFIG_DIR
+    from seg.cli.common import CONFIG_MODULE
 
     run_dir = tmp_path_factory.mktemp("run")
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
             "debug=tiny", f"dataset.root={shapes_root}", "dataset.crop_size=48"])
     train(cfg, run_dir)
@@ -150,7 +150,7 @@ def test_a_failed_run_does_not_stop_the_sweep_and_is_listed(tmp_path, shapes_roo
     assert result.returncode != 0
     assert f"error: dataset root {tmp_path}/missing does not exist" in result.stderr
     assert (sweep / "1" / "metrics.json").is_file()  # the run after the failure still ran
-    from seg.cli.compare import load_runs
+    from seg.study.runs import load_runs
 
     runs, failed = load_runs(sweep)
     assert len(runs) == 1 and failed[0].startswith("0 (dataset.root=")

@@ -19,15 +19,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from seg.cli.common import CONFIG_DIR, check_dataset_root, exit_on_user_error, overrides_checked
+from seg.cli.common import CONFIG_PATH, check_dataset_root, exit_on_user_error, overrides_checked
+from seg.data.base import IGNORE_INDEX
 from seg.data.loader import build_loader
 from seg.engine import save_checkpoint, seed_everything
-from seg.models import NativeStrideClassifier
+from seg.study.pretrain import NativeStrideClassifier, pretrain
 
 log = logging.getLogger("seg.pretrain")
 
 
-def pretrain(cfg: DictConfig, run_dir: str | Path) -> Path:
+def pretrain_encoder(cfg: DictConfig, run_dir: str | Path) -> Path:
     """Pretrain ``cfg.model.encoder`` on the train split; return the ``encoder.pth`` path."""
     settings = cfg.get("pretrain")
     if settings is None:
@@ -48,8 +49,8 @@ def pretrain(cfg: DictConfig, run_dir: str | Path) -> Path:
     log.info("pretraining %s for %d iterations on %s", cfg.model.encoder.name,
              settings.iterations, trainer.device)
     try:
-        loss = trainer.pretrain(classifier, optimizer, scheduler, loader, settings.iterations,
-                                logger, data.ignore_index)
+        loss = pretrain(trainer, classifier, optimizer, scheduler, loader, settings.iterations,
+                        logger, IGNORE_INDEX)
     finally:
         logger.close()
     path = run_dir / "encoder.pth"
@@ -59,10 +60,10 @@ def pretrain(cfg: DictConfig, run_dir: str | Path) -> Path:
 
 
 @overrides_checked("train")
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    pretrain(cfg, HydraConfig.get().runtime.output_dir)
+    pretrain_encoder(cfg, HydraConfig.get().runtime.output_dir)
 
 
 if __name__ == "__main__":

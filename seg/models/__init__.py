@@ -2,7 +2,7 @@
 
 from seg.models.decoder import FCNDecoder
 from seg.models.encoders import ENCODERS, Encoder, build_encoder
-from seg.models.model import NativeStrideClassifier, SegmentationModel, build_model
+from seg.models.model import SegmentationModel, build_model
 from seg.models.upsamplers import UPSAMPLERS, build_upsampler, register_upsampler
 
 __all__ = [
@@ -10,7 +10,6 @@ __all__ = [
     "UPSAMPLERS",
     "Encoder",
     "FCNDecoder",
-    "NativeStrideClassifier",
     "SegmentationModel",
     "build_encoder",
     "build_model",

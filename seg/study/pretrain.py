@@ -1,0 +1,84 @@
+"""Encoder pretraining for the upsampling study: segmentation at each tap's own stride,
+so that no upsampler takes part in (and none is favoured by) the shared encoder."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import DataLoader
+
+from seg.data.base import IGNORE_INDEX
+from seg.engine import Trainer
+from seg.engine.batches import endless
+from seg.models.encoders import Encoder
+from seg.reporting import TensorBoardLogger
+
+log = logging.getLogger(__name__)
+
+
+class NativeStrideClassifier(nn.Module):
+    """An encoder with a 1x1 classifier on each tap, scored at the tap's own stride.
+
+    It trains an encoder for segmentation without any upsampling: the labels are
+    brought down to each tap's size (nearest) instead of the scores up. The upsampling
+    study starts every run from such an encoder, so no upsampler is favoured by it.
+    """
+
+    def __init__(self, encoder: Encoder, num_classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in encoder.channels)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Scores ``(B, K, H/s, W/s)`` for each tap stride ``s``."""
+        return [head(tap) for head, tap in zip(self.heads, self.encoder(images), strict=True)]
+
+    @staticmethod
+    def loss(scores: list[torch.Tensor], targets: torch.Tensor, ignore_index: int = IGNORE_INDEX
+             ) -> torch.Tensor:
+        """Mean over taps of the cross-entropy against nearest-downsampled labels."""
+        losses = []
+        for tap_scores in scores:
+            labels = F.interpolate(targets[:, None].float(), size=tap_scores.shape[-2:],
+                                   mode="nearest")[:, 0].long()  # (B, H/s, W/s)
+            losses.append(F.cross_entropy(tap_scores, labels, ignore_index=ignore_index))
+        return torch.stack(losses).mean()
+
+
+def pretrain(
+    trainer: Trainer,
+    classifier: NativeStrideClassifier,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler,
+    loader: DataLoader,
+    iterations: int,
+    logger: TensorBoardLogger,
+    ignore_index: int = IGNORE_INDEX,
+) -> float:
+    """Train ``classifier`` with ``trainer``'s steps (device, precision, clipping) for
+    ``iterations`` steps; return the mean loss of its last ``log_every`` steps."""
+    classifier.to(trainer.device, memory_format=trainer.memory_format).train()
+    batches = endless(loader, 0)
+    recent: list[float] = []
+    for iteration in range(1, iterations + 1):
+        _, _, batch = next(batches)
+        loss_value = trainer.train_step(classifier, optimizer, batch, ignore_index,
+                                        criterion=classifier.loss)
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"pretraining loss is {loss_value} at iteration "
+                                     f"{iteration}: lower pretrain.lr")
+        scheduler.step()
+        recent = [*recent[-trainer.log_every + 1:], loss_value]
+        mean_loss = sum(recent) / len(recent)
+        if iteration % trainer.log_every == 0 or iteration == iterations:
+            logger.log_scalars({"pretrain/loss": mean_loss,
+                                "pretrain/lr": optimizer.param_groups[0]["lr"]}, iteration)
+        if iteration % (10 * trainer.log_every) == 0:
+            log.info("pretraining iteration %d/%d: loss %.4f", iteration, iterations,
+                     mean_loss)
+    return sum(recent) / max(len(recent), 1)

@@ -1,0 +1,52 @@
+"""A sweep folder's runs, as the study reads them: each numbered run folder's config,
+metrics and checkpoint, beside the folder of the encoder they all started from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+ENCODER_DIR = "pretrained_encoder"  # in the sweep folder, beside the numbered runs
+
+
+def upsampler_label(upsampler_cfg: DictConfig) -> str:
+    """The upsampler's name, or ``transposed_frozen`` for a transposed one that is frozen."""
+    name = upsampler_cfg.name
+    return f"{name}_frozen" if upsampler_cfg.get("learnable", True) is False else name
+
+
+def load_runs(sweep_dir: Path) -> tuple[list[dict], list[str]]:
+    """Every run of the sweep: finished ones with their metrics, and failed ones' folders."""
+    runs, failed = [], []
+    for config_file in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
+        run_dir = config_file.parent.parent
+        if run_dir.name == ENCODER_DIR:
+            continue
+        cfg = OmegaConf.load(config_file)
+        metrics_file = run_dir / "metrics.json"
+        if not metrics_file.is_file():
+            overrides = run_dir / ".hydra" / "overrides.yaml"
+            changes = " ".join(OmegaConf.load(overrides)) if overrides.is_file() else ""
+            failed.append(f"{run_dir.name} ({changes})" if changes else run_dir.name)
+            continue
+        runs.append({
+            "run_dir": run_dir,
+            "config": cfg,
+            "decoder": cfg.model.decoder.variant,
+            "upsampler": upsampler_label(cfg.model.upsampler),
+            "seed": cfg.seed,
+            **json.loads(metrics_file.read_text()),
+        })
+    return runs, failed
+
+
+def lowest_seed_checkpoints(runs: list[dict]) -> dict[tuple[str, str], Path]:
+    """(decoder, upsampler) -> the last checkpoint of its run with the lowest seed."""
+    chosen: dict[tuple[str, str], Path] = {}
+    for run in sorted(runs, key=lambda r: r["seed"]):
+        checkpoint = run["run_dir"] / "checkpoints" / "last.pt"
+        if checkpoint.is_file():
+            chosen.setdefault((run["decoder"], run["upsampler"]), checkpoint)
+    return chosen
