@@ -44,6 +44,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from seg.data import VOCSegmentation, flat_palette, train_transform
+from seg.data.base import IGNORE_INDEX
 from seg.data.loader import available_cpus, build_loader, resolve_num_workers
 from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -205,11 +206,11 @@ def bench_loader(images: int = 160, workers: int | str = "auto", batch_size: int
 
 def compose(*overrides: str):
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from hydra import initialize_config_module
 
-    from seg.cli.common import CONFIG_DIR
+    from seg.cli.common import CONFIG_MODULE
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         return hydra_compose(config_name="train", overrides=list(overrides))
 
 
@@ -255,7 +256,7 @@ def bare_images_per_second(cfg, model, batches: list, device: torch.device) -> f
     def step(batch: dict) -> None:
         images = batch["image"].to(device, memory_format=torch.channels_last)
         loss = torch.nn.functional.cross_entropy(model(images), batch["mask"].to(device),
-                                                 ignore_index=255)
+                                                 ignore_index=IGNORE_INDEX)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -349,9 +350,9 @@ def reference_images_per_second(batches: list, device: torch.device) -> float:
     def step(batch: dict) -> None:
         output = model(batch["image"].to(device))
         target = batch["mask"].to(device)
-        loss = torch.nn.functional.cross_entropy(output["out"], target, ignore_index=255)
+        loss = torch.nn.functional.cross_entropy(output["out"], target, ignore_index=IGNORE_INDEX)
         loss = loss + 0.5 * torch.nn.functional.cross_entropy(output["aux"], target,
-                                                              ignore_index=255)
+                                                              ignore_index=IGNORE_INDEX)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from seg.cli.common import CONFIG_DIR
+from seg.cli.common import CONFIG_MODULE
 from seg.data import generate_shapes
 
 
@@ -25,7 +25,7 @@ def compose_train(shapes_root: Path) -> Callable[..., DictConfig]:
     """Compose train.yaml with debug=tiny on the tiny dataset, plus extra overrides."""
 
     def compose_with(*overrides: str) -> DictConfig:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             return compose(
                 config_name="train",
                 overrides=["debug=tiny", f"dataset.root={shapes_root}",

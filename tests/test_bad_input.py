@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from PIL import Image
 
-from seg.cli.common import CONFIG_DIR, check_overrides, exit_on_user_error, model_from_config
+from seg.cli.common import CONFIG_MODULE, check_overrides, exit_on_user_error, model_from_config
 from seg.cli.eval import evaluate_checkpoint
 from seg.cli.export import export
 from seg.cli.predict import predict
@@ -38,7 +38,7 @@ class WritesAFileWhenUnpickled:
 
 
 def compose_config(name: str, *overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
 
 

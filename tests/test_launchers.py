@@ -6,15 +6,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.samplers import TPESampler
 
-from seg.cli.common import CONFIG_DIR
+from seg.cli.common import CONFIG_MODULE
 
-SEARCHES = sorted(p.stem for p in (Path(CONFIG_DIR) / "hparams_search").glob("*.yaml"))
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+SEARCHES = sorted(p.stem for p in (CONFIGS / "hparams_search").glob("*.yaml"))
 TINY_RUN = ["debug=tiny", "dataset.crop_size=48"]
 # Names, not classes: Hydra's plugin discovery imports the plugins' modules anew.
 SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
@@ -22,7 +24,7 @@ OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweepe
 
 
 def compose_with_hydra(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
 
 
@@ -56,7 +58,7 @@ def test_search_maximises_miou_over_parameters_that_exist(search: str) -> None:
         key = override.get_key_element()
         if "/" in key:  # a config group: every choice is one of its options
             for option in override.sweep_string_iterator():
-                assert (Path(CONFIG_DIR) / key / f"{option}.yaml").is_file(), f"{key}={option}"
+                assert (CONFIGS / key / f"{option}.yaml").is_file(), f"{key}={option}"
         else:  # a value: the key exists in the config
             assert OmegaConf.select(cfg, key) is not None, key
 

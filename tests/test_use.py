@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from PIL import Image
 from torch import nn
 
-from seg.cli.common import CONFIG_DIR
+from seg.cli.common import CONFIG_MODULE
 from seg.cli.eval import evaluate_checkpoint
 from seg.cli.export import export, export_onnx
 from seg.cli.predict import predict
@@ -26,7 +26,7 @@ from seg.models import UPSAMPLERS, FCNDecoder, build_encoder, build_model, build
 def checkpoint(tmp_path_factory, shapes_root: Path) -> Path:
     """A model trained with debug=tiny: its best.pt."""
     run = tmp_path_factory.mktemp("trained")
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
             "debug=tiny", f"dataset.root={shapes_root}", "dataset.crop_size=48"])
     train(cfg, run)
@@ -34,7 +34,7 @@ def checkpoint(tmp_path_factory, shapes_root: Path) -> Path:
 
 
 def compose_config(name: str, *overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
 
 
