@@ -27,6 +27,7 @@ from seg.data import (
     VOCSegmentation,
     eval_transform,
 )
+from seg.data.base import IGNORE_INDEX
 from seg.engine import load_checkpoint, load_model_state
 from seg.models import UPSAMPLERS, FCNDecoder, SegmentationModel, build_model
 from seg.models.encoders import (
@@ -184,7 +185,7 @@ def check_run_info(state: dict, path: str | Path) -> None:
                 for colour in palette),
         "mean": fits(state["mean"], (0.0, 0.0, 0.0)),
         "std": fits(state["std"], (0.0, 0.0, 0.0)) and min(state["std"]) > 0,
-        "ignore_index": is_int(state.get("ignore_index", 255)),
+        "ignore_index": is_int(state.get("ignore_index", IGNORE_INDEX)),
         "iteration": is_int(state.get("iteration", 0)),
     }
     bad = [key for key, ok in problems.items() if not ok]

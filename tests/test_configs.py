@@ -4,9 +4,13 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from seg.cli.common import CONFIG_DIR, model_from_config
+from seg.cli.common import model_from_config
+from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tests.layouts import make_layout
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 GROUPS = ["dataset", "model/encoder", "model/decoder", "model/upsampler", "optimizer",
           "scheduler", "trainer", "logger", "experiment", "debug", "compare",
@@ -15,7 +19,7 @@ GROUPS = ["dataset", "model/encoder", "model/decoder", "model/upsampler", "optim
 
 def options(group: str) -> list[str]:
     # files starting with "_" are shared parts of a group's options, not options
-    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("[!_]*.yaml"))
+    return sorted(p.stem for p in (CONFIGS / group).glob("[!_]*.yaml"))
 
 
 CASES = [(group, option) for group in GROUPS for option in options(group)]
@@ -36,3 +40,24 @@ def test_option_instantiates(compose_train, tmp_path, group: str, option: str) -
     instantiate(cfg.scheduler)(optimizer=optimizer)
     assert instantiate(cfg.trainer).max_iters > 0
     instantiate(cfg.logger)(log_dir=tmp_path / "tb").close()
+
+
+def test_imagenet_statistics_are_the_transforms_own(compose_train) -> None:
+    # the numbers live in seg/data/transforms.py; what checkpoints store holds them
+    cfg = compose_train()
+    stored = OmegaConf.to_container(cfg, resolve=True)["dataset"]
+    assert stored["mean"] == list(IMAGENET_MEAN) and stored["std"] == list(IMAGENET_STD)
+    assert stored["train"]["transform"]["mean"] == list(IMAGENET_MEAN)
+    OmegaConf.resolve(cfg)  # as --cfg job --resolve does
+    assert list(cfg.dataset.val.transform.std) == list(IMAGENET_STD)
+
+
+def test_ignore_index_is_not_a_setting(compose_train) -> None:
+    assert "ignore_index" not in compose_train().dataset
+
+
+def test_transposed_frozen_is_transposed_without_learning(compose_train) -> None:
+    transposed = compose_train("model/upsampler=transposed").model.upsampler
+    frozen = compose_train("model/upsampler=transposed_frozen").model.upsampler
+    assert frozen.learnable is False
+    assert {**frozen, "learnable": True} == {**transposed}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,14 +28,16 @@ from seg.data.palette import voc_palette
 from seg.data.resolvers import register_resolvers
 from seg.engine import TrainingInterrupted
 from seg.models import SegmentationModel, build_model
+from seg.study.runs import upsampler_label  # noqa: F401  (re-exported: seg.cli.train uses it)
 
-log = logging.getLogger("seg")
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")  # the repository's configs/
+# The repository's configs/, which pyproject ships inside the wheel as this package.
+CONFIG_MODULE = "seg.configs"
+CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 
 # Errors caused by the user's input (a path, a name, a value): one line, no traceback.
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
                PermissionError, ValueError, KeyError, FloatingPointError)
-register_resolvers()  # ${seg.folder_classes:...} in configs/dataset/folder.yaml
+register_resolvers()  # ${seg.imagenet_mean:} and the like in configs/dataset/
 
 
 def one_line(message: str) -> str:
@@ -124,10 +125,10 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
     report takes eight lines). Only single runs: a sweep's values are Hydra's to expand."""
     if any(arg.startswith("-") for arg in argv):
         return  # --help, --cfg, -m ...: Hydra's own business
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
     try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             compose(config_name=config_name, overrides=argv)
     except (HydraException, OmegaConfBaseException) as error:
         if isinstance(error, InstantiationException):
@@ -176,9 +177,3 @@ def model_from_config(model_cfg: DictConfig, num_classes: int) -> SegmentationMo
     encoder = instantiate(model_cfg.encoder)
     return build_model(encoder, instantiate(model_cfg.decoder), num_classes,
                        instantiate(model_cfg.upsampler))
-
-
-def upsampler_label(upsampler_cfg: DictConfig) -> str:
-    """The upsampler's name, or ``transposed_frozen`` for a transposed one that is frozen."""
-    name = upsampler_cfg.name
-    return f"{name}_frozen" if upsampler_cfg.get("learnable", True) is False else name

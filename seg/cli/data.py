@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from seg.cli.common import CONFIG_DIR, USER_ERRORS, one_line, root_cause
+from seg.cli.common import CONFIG_MODULE, USER_ERRORS, one_line, root_cause
 from seg.data.base import IGNORE_INDEX, SegmentationDataset
 from seg.data.check import read_samples
 from seg.data.loader import resolve_num_workers
@@ -76,11 +76,12 @@ def format_report(reports: Sequence[SplitReport], class_names: Sequence[str]) ->
     total = sum(r.histogram for r in reports)
     pixels = max(int(total.sum()), 1)
     lines.append("pixels per class (all splits):")
-    width = max(len(name) for name in [*class_names, "ignore (255)"])
+    ignore = f"ignore ({IGNORE_INDEX})"
+    width = max(len(name) for name in [*class_names, ignore])
     for index, name in enumerate(class_names):
         lines.append(f"  {index:3d} {name:<{width}} {int(total[index]):>12,d} "
                      f"{100 * total[index] / pixels:6.2f} %")
-    lines.append(f"      {'ignore (255)':<{width}} {int(total[IGNORE_INDEX]):>12,d} "
+    lines.append(f"      {ignore:<{width}} {int(total[IGNORE_INDEX]):>12,d} "
                  f"{100 * total[IGNORE_INDEX] / pixels:6.2f} %")
     problems = [(r.name, p) for r in reports for p in r.problems]
     if problems:
@@ -93,7 +94,7 @@ def format_report(reports: Sequence[SplitReport], class_names: Sequence[str]) ->
 
 def check(overrides: Sequence[str]) -> int:
     """Compose the training config with ``overrides`` and check its dataset's splits."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(overrides))
     data = cfg.dataset
     workers = resolve_num_workers(data.num_workers)

@@ -7,7 +7,6 @@ config is needed; ``dataset_root=PATH`` points it at the data elsewhere.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import hydra
@@ -15,14 +14,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from seg.cli.common import CONFIG_DIR, check_dataset_root, exit_on_user_error, overrides_checked
+from seg.cli.common import CONFIG_PATH, check_dataset_root, exit_on_user_error, overrides_checked
+from seg.data.base import IGNORE_INDEX
 from seg.data.loader import build_loader
 from seg.distributed import broadcast_from_main, init_distributed, process_device, shutdown
 from seg.engine import evaluate, name_per_class, resolve_device
 from seg.metrics import format_table
 from seg.stored import dataset_from_stored, load_trained, model_from_checkpoint, stored_reader
-
-log = logging.getLogger("seg.eval")
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -39,7 +37,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     model = model_from_checkpoint(state, cfg.checkpoint)
     metrics, _ = evaluate(model.to(device), loader, len(state["class_names"]), device,
-                          state["ignore_index"], infer=instantiate(cfg.inference))
+                          IGNORE_INDEX, infer=instantiate(cfg.inference))
     run_dir = broadcast_from_main(str(run_dir))  # one folder, whatever time each rank read
     if group.is_main:
         print(f"{cfg.checkpoint} (iteration {state['iteration']}) on {root} {cfg.split}, "
@@ -53,7 +51,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
 
 
 @overrides_checked("eval")
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     try:

@@ -8,7 +8,6 @@ The checkpoint's class names, palette and normalisation go into the ONNX file's 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import hydra
@@ -16,10 +15,9 @@ import torch
 from omegaconf import DictConfig
 
 from seg.checks import is_int
-from seg.cli.common import CONFIG_DIR, exit_on_user_error, overrides_checked
+from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
 from seg.stored import load_trained, model_from_checkpoint
 
-log = logging.getLogger("seg.export")
 FORMATS = ("onnx",)
 # The model needs ONNX Resize with half-pixel coordinates (opset 11); torch's TorchScript
 # exporter writes up to opset 20.
@@ -73,7 +71,7 @@ def export(cfg: DictConfig) -> Path:
 
 
 @overrides_checked("export")
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     export(cfg)

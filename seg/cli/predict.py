@@ -12,7 +12,6 @@ stem (``x.jpg``, ``x.png``) write ``x_jpg.png`` and ``x_png.png``.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -28,14 +27,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from seg.checks import number_in, positive_int
-from seg.cli.common import CONFIG_DIR, exit_on_user_error, overrides_checked
+from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
 from seg.data.base import MAX_IMAGE_PIXELS, SampleError, read_image
 from seg.data.folder import IMAGE_SUFFIXES
 from seg.engine import resolve_device
 from seg.inference import Inference
 from seg.stored import load_trained, model_from_checkpoint
-
-log = logging.getLogger("seg.predict")
 
 
 def image_files(source: str | Path) -> list[Path]:
@@ -179,7 +176,7 @@ def predict(cfg: DictConfig) -> list[str]:
 
 
 @overrides_checked("predict")
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     if predict(cfg):

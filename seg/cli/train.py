@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seg.checks import integer
 from seg.cli.common import (
-    CONFIG_DIR,
+    CONFIG_PATH,
     check_dataset_root,
     exit_on_user_error,
     model_from_config,
@@ -21,12 +21,14 @@ from seg.cli.common import (
     resolve_palette,
     upsampler_label,
 )
+from seg.data.base import IGNORE_INDEX
 from seg.data.check import read_every_sample
 from seg.data.loader import build_loader, resolve_num_workers
 from seg.distributed import broadcast_from_main, init_distributed, shutdown
 from seg.engine import RunInfo, name_per_class, seed_everything
 from seg.metrics import format_table
 from seg.reporting import NullLogger
+from seg.study.kernels import UpsamplerKernels
 
 log = logging.getLogger("seg.train")
 
@@ -57,8 +59,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     data = cfg.dataset
     check_dataset_root(data.root, data.get("setup_command"))
     loader_options = {"num_workers": data.num_workers, "seed": cfg.seed,
-                      "pin_memory": trainer.device.type == "cuda",
-                      "ignore_index": data.ignore_index, "rank": group.rank,
+                      "pin_memory": trainer.device.type == "cuda", "rank": group.rank,
                       "world_size": group.world_size}
     train_loader = build_loader(instantiate(data.train), data.batch_size, train=True,
                                 **loader_options)
@@ -76,7 +77,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         mean=list(data.mean),
         std=list(data.std),
         config=resolved,
-        ignore_index=data.ignore_index,
+        ignore_index=IGNORE_INDEX,
     )
     if group.is_main:
         # a resumed run drops what was logged after its checkpoint; a restart, everything
@@ -93,7 +94,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
              group.world_size)
     try:
         metrics = trainer.fit(model, optimizer, scheduler, train_loader, val_loader, run_dir,
-                              logger, info, resume_from)
+                              logger, info, resume_from, hooks=[UpsamplerKernels(logger, model)])
         metrics["upsampler_params"] = model.upsampler_parameters()
         logger.log_hparams(hparams_of(cfg), {f"hparams/{key}": metrics[key] for key in
                                              ("mIoU", "pixel_acc", "boundary_f")})
@@ -109,7 +110,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
 
 @overrides_checked("train")
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
     try:

@@ -29,6 +29,9 @@ cv2.setNumThreads(0)
 # is known. Every read here checks the header against max_pixels instead.
 Image.MAX_IMAGE_PIXELS = None
 
+# The mask value of "ignore" (object outlines, unlabelled pixels, padding). A constant,
+# not a setting: uint8 masks, the readers' label tables, the transforms' padding, the
+# loss and the metrics must all agree on it.
 IGNORE_INDEX = 255
 ON_ERROR = ("raise", "skip")
 # A larger image is refused from its header, before any pixel is decoded: 100 MP is a

@@ -14,10 +14,12 @@ import cv2
 from albumentations.pytorch import ToTensorV2
 
 from seg.checks import number_in, positive_int, positive_ints
+from seg.data.base import IGNORE_INDEX
 
+# ImageNet statistics, as the pretrained encoders expect; the dataset configs read them
+# from here through ${seg.imagenet_mean:} and ${seg.imagenet_std:} (seg/data/resolvers.py).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-IGNORE_INDEX = 255
 
 
 def crop_shape(crop_size: object) -> tuple[int, int]:
