@@ -55,11 +55,12 @@ def first_slurm_host(nodelist: str) -> str:
 
 
 def init_distributed(device: torch.device) -> ProcessGroup:
-    """Join the process group the launcher set up (NCCL on CUDA, gloo on CPU); a single
-    process stays as it is. Under SLURM the rendezvous is the job's first node, on a port
+    """Join the process group the launcher set up (NCCL on CUDA, gloo on CPU); a process
+    started without a launcher stays as it is. Under SLURM the rendezvous is the job's first node, on a port
     derived from the job id, so that two jobs on one node do not collide."""
     group = launch_environment()
-    if not group.distributed or dist.is_initialized():
+    # torchrun's single process joins too (its collectives then run, on one rank)
+    if dist.is_initialized() or not (group.distributed or "TORCHELASTIC_RUN_ID" in os.environ):
         return group
     if "MASTER_ADDR" not in os.environ:
         os.environ["MASTER_ADDR"] = first_slurm_host(os.environ.get("SLURM_JOB_NODELIST",
@@ -81,7 +82,7 @@ def process_device(device: torch.device, group: ProcessGroup) -> torch.device:
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all processes in place (nothing to do when not distributed)."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
@@ -90,7 +91,7 @@ def all_reduce_sums(tensors: list[torch.Tensor]) -> None:
     """Sum each of ``tensors`` over all processes in place, in one collective: they are
     packed into one float64 buffer (exact for counts below 2**53) on their own device,
     which must be the one the process group serves (NCCL refuses CPU tensors)."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
+    if not dist.is_initialized():
         return
     packed = torch.cat([tensor.reshape(-1).to(torch.float64) for tensor in tensors])
     dist.all_reduce(packed, op=dist.ReduceOp.SUM)

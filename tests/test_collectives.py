@@ -10,7 +10,6 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from seg.distributed import all_reduce_sums
 from seg.engine import evaluate
 from seg.models import build_encoder, build_model, build_upsampler
 from seg.models.decoder import FCNDecoder
@@ -61,6 +60,8 @@ def test_evaluation_reduces_once_on_the_models_device(device: str, two_processes
 
 
 def test_one_collective_sums_every_accumulator_in_its_own_type(two_processes) -> None:
+    from seg.distributed import all_reduce_sums
+
     counts = torch.tensor([[1, 2], [3, 4]])
     sums = torch.tensor([0.25, 0.5], dtype=torch.float64)
     all_reduce_sums([counts, sums])
