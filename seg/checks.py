@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from numbers import Real
 
+from seg.errors import BadValue
+
 
 def is_int(value: object) -> bool:
     """An integer, and not a bool (``True`` is an int to Python, never to a user)."""
@@ -18,7 +20,7 @@ def positive_int(value: object, key: str, allow_none: bool = False) -> int | Non
         return None
     if not is_int(value) or value < 1:
         also = " or null" if allow_none else ""
-        raise ValueError(f"{key} must be a positive integer{also}, got {value!r}")
+        raise BadValue(f"{key} must be a positive integer{also}, got {value!r}")
     return value
 
 
@@ -29,13 +31,13 @@ def positive_ints(value: object, key: str) -> int | tuple[int, int]:
     if (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
             and all(is_int(v) and v >= 1 for v in value)):
         return int(value[0]), int(value[1])
-    raise ValueError(f"{key} must be a positive integer or [height, width], got {value!r}")
+    raise BadValue(f"{key} must be a positive integer or [height, width], got {value!r}")
 
 
 def number_in(value: object, key: str, low: float, high: float) -> float:
     """``value`` if it is a number within ``[low, high]``."""
     if not isinstance(value, Real) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"{key} must be a number from {low:g} to {high:g}, got {value!r}")
+        raise BadValue(f"{key} must be a number from {low:g} to {high:g}, got {value!r}")
     return float(value)
 
 
@@ -44,17 +46,17 @@ def positive_number(value: object, key: str, allow_none: bool = False) -> float 
         return None
     if not isinstance(value, Real) or isinstance(value, bool) or not value > 0:
         also = " or null" if allow_none else ""
-        raise ValueError(f"{key} must be a positive number{also}, got {value!r}")
+        raise BadValue(f"{key} must be a positive number{also}, got {value!r}")
     return float(value)
 
 
 def integer(value: object, key: str) -> int:
     if not is_int(value):
-        raise ValueError(f"{key} must be an integer, got {value!r}")
+        raise BadValue(f"{key} must be an integer, got {value!r}")
     return value
 
 
 def one_of(value: object, key: str, choices: Sequence[object]) -> object:
     if value not in choices:
-        raise ValueError(f"{key}={value!r}: use one of {', '.join(map(str, choices))}")
+        raise BadValue(f"{key}={value!r}: use one of {', '.join(map(str, choices))}")
     return value

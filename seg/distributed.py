@@ -56,8 +56,9 @@ def first_slurm_host(nodelist: str) -> str:
 
 def init_distributed(device: torch.device) -> ProcessGroup:
     """Join the process group the launcher set up (NCCL on CUDA, gloo on CPU); a process
-    started without a launcher stays as it is. Under SLURM the rendezvous is the job's first node, on a port
-    derived from the job id, so that two jobs on one node do not collide."""
+    started without a launcher stays as it is. Under SLURM the rendezvous is the job's
+    first node, on a port derived from the job id, so that two jobs on one node do not
+    collide."""
     group = launch_environment()
     # torchrun's single process joins too (its collectives then run, on one rank)
     if dist.is_initialized() or not (group.distributed or "TORCHELASTIC_RUN_ID" in os.environ):

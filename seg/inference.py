@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seg.checks import one_of, positive_ints
+from seg.errors import BadValue
 
 MODES = ("whole", "slide")
 
@@ -35,8 +36,8 @@ class Inference:
         positive_ints(self.stride, "inference.stride")
         if (not self.scales or not all(isinstance(s, int | float) for s in self.scales)
                 or min(self.scales) <= 0):
-            raise ValueError(f"inference.scales={list(self.scales)}: give one or more "
-                             "positive factors")
+            raise BadValue(f"inference.scales={list(self.scales)}: give one or more "
+                           "positive factors")
 
     @property
     def augmented(self) -> bool:

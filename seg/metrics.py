@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from seg.data.base import IGNORE_INDEX
+from seg.errors import BadValue
 
 
 class ConfusionMatrix:
@@ -53,7 +54,7 @@ class ConfusionMatrix:
     def check_labels(self) -> None:
         """Raise if any label was neither a class nor ``ignore_index``."""
         if int(self.out_of_range):
-            raise ValueError(
+            raise BadValue(
                 f"{int(self.out_of_range)} pixel(s) have labels out of range for "
                 f"{self.num_classes} classes (largest {int(self.largest_label)}; valid: "
                 f"0..{self.num_classes - 1} and {self.ignore_index} for ignore)"

@@ -29,6 +29,7 @@ from seg.data import (
 )
 from seg.data.base import IGNORE_INDEX
 from seg.engine import load_checkpoint, load_model_state
+from seg.errors import BadValue
 from seg.models import UPSAMPLERS, FCNDecoder, SegmentationModel, build_model
 from seg.models.encoders import (
     ENCODERS,
@@ -87,19 +88,19 @@ def registered_name(node: object, where: str, target: str, names: Sequence[str])
     check_target(node, where, target)
     name = node.get("name")
     if name not in names:
-        raise ValueError(f"{where}.name={name!r}: a checkpoint names one of "
-                         f"{', '.join(sorted(names))}; {FIX}")
+        raise BadValue(f"{where}.name={name!r}: a checkpoint names one of "
+                       f"{', '.join(sorted(names))}; {FIX}")
     return name
 
 
 def check_target(node: object, where: str, target: str) -> None:
     """``node`` is a config node whose ``_target_``, if any, is the one seg writes."""
     if not isinstance(node, Mapping):
-        raise ValueError(f"{where} is not a config node (got {type(node).__name__}); {FIX}")
+        raise BadValue(f"{where} is not a config node (got {type(node).__name__}); {FIX}")
     stored_target = node.get("_target_", target)
     if stored_target != target:
-        raise ValueError(f"{where}._target_ is {stored_target!r}, not {target!r}: a checkpoint "
-                         f"names seg's own parts and never code to run; {FIX}")
+        raise BadValue(f"{where}._target_ is {stored_target!r}, not {target!r}: a checkpoint "
+                       f"names seg's own parts and never code to run; {FIX}")
 
 
 def checked_options(node: object, allowed: Mapping[str, object], where: str, target: str
@@ -112,11 +113,11 @@ def checked_options(node: object, allowed: Mapping[str, object], where: str, tar
         if key in ("_target_", "_partial_") or key in NOT_STORED:
             continue
         if key not in allowed:
-            raise ValueError(f"{where}.{key} is not one of its arguments "
-                             f"({', '.join(allowed)}); {FIX}")
+            raise BadValue(f"{where}.{key} is not one of its arguments "
+                           f"({', '.join(allowed)}); {FIX}")
         if not fits(value, allowed[key]):
-            raise ValueError(f"{where}.{key}={value!r} is not of the kind of its default "
-                             f"{allowed[key]!r}; {FIX}")
+            raise BadValue(f"{where}.{key}={value!r} is not of the kind of its default "
+                           f"{allowed[key]!r}; {FIX}")
         options[key] = value
     return options
 
@@ -143,7 +144,7 @@ def model_from_stored(config: Mapping, num_classes: int) -> SegmentationModel:
     """The model a stored training config describes, built from seg's own parts only."""
     model = config.get("model") if isinstance(config, Mapping) else None
     if not isinstance(model, Mapping):
-        raise ValueError(f"the checkpoint's config has no model node; {FIX}")
+        raise BadValue(f"the checkpoint's config has no model node; {FIX}")
     encoder = stored_encoder(model.get("encoder"), "model.encoder")
     decoder = partial(FCNDecoder, **checked_options(
         model.get("decoder"), constructor_defaults(FCNDecoder), "model.decoder", DECODER_TARGET))
@@ -159,14 +160,14 @@ def load_trained(path: str | Path) -> dict:
     one line saying what the file holds instead."""
     state = load_checkpoint(path)
     if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, not a seg "
-                         f"checkpoint; {FIX}")
+        raise BadValue(f"checkpoint {path} holds a {type(state).__name__}, not a seg "
+                       f"checkpoint; {FIX}")
     missing = [key for key in TRAINED_FIELDS if key not in state]
     if missing and state and all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"checkpoint {path} holds only weights (a state_dict), without the "
-                         f"config, classes and colours to use them; {FIX}")
+        raise BadValue(f"checkpoint {path} holds only weights (a state_dict), without the "
+                       f"config, classes and colours to use them; {FIX}")
     if missing:
-        raise ValueError(f"checkpoint {path} has no {', '.join(missing)}; {FIX}")
+        raise BadValue(f"checkpoint {path} has no {', '.join(missing)}; {FIX}")
     check_run_info(state, path)
     return state
 
@@ -190,7 +191,7 @@ def check_run_info(state: dict, path: str | Path) -> None:
     }
     bad = [key for key, ok in problems.items() if not ok]
     if bad:
-        raise ValueError(f"checkpoint {path}: {', '.join(bad)} not as seg-train writes it; {FIX}")
+        raise BadValue(f"checkpoint {path}: {', '.join(bad)} not as seg-train writes it; {FIX}")
 
 
 def model_from_checkpoint(state: dict, source: str | Path = "the checkpoint"
@@ -210,12 +211,12 @@ def stored_reader(state: dict) -> tuple[type[SegmentationDataset], dict]:
     node = data.get("val") if isinstance(data, Mapping) else None
     target = node.get("_target_") if isinstance(node, Mapping) else None
     if target not in READERS:
-        raise ValueError(f"dataset.val._target_={target!r}: a checkpoint's dataset is read by "
-                         f"one of {', '.join(READERS)}; {FIX}")
+        raise BadValue(f"dataset.val._target_={target!r}: a checkpoint's dataset is read by "
+                       f"one of {', '.join(READERS)}; {FIX}")
     options = checked_options(node, constructor_defaults(READERS[target]), "dataset.val",
                               target)
     if not isinstance(options.get("root"), str):
-        raise ValueError(f"dataset.val.root={options.get('root')!r} is not a folder name; {FIX}")
+        raise BadValue(f"dataset.val.root={options.get('root')!r} is not a folder name; {FIX}")
     return READERS[target], options
 
 

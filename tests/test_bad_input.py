@@ -304,3 +304,19 @@ def test_every_command_answers_bad_input_in_one_line() -> None:
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_user_error_is_one_line_and_a_bug_keeps_its_traceback(capsys) -> None:
+    from seg.errors import BadValue, MissingSetting
+
+    def bad_setting() -> None:
+        raise BadValue("trainer.max_iters=0: use a positive number")
+
+    assert one_line_exit(exit_on_user_error(bad_setting), capsys) == \
+        "error: trainer.max_iters=0: use a positive number"
+    missing = exit_on_user_error(lambda: (_ for _ in ()).throw(MissingSetting("pretrain.lr")))
+    assert one_line_exit(missing, capsys) == "error: pretrain.lr"  # unquoted, unlike KeyError
+
+    for internal in (lambda: [][0], lambda: int("not a number"), lambda: {}["key"]):
+        with pytest.raises((IndexError, ValueError, KeyError)):  # not SystemExit: a traceback
+            exit_on_user_error(internal)()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from omegaconf.errors import (
 from seg.data.palette import voc_palette
 from seg.data.resolvers import register_resolvers
 from seg.engine import TrainingInterrupted
+from seg.errors import BadValue, MissingPath, NotAFolder, UserError
 from seg.models import SegmentationModel, build_model
 from seg.study.runs import upsampler_label  # noqa: F401  (re-exported: seg.cli.train uses it)
 
@@ -34,9 +36,11 @@ from seg.study.runs import upsampler_label  # noqa: F401  (re-exported: seg.cli.
 CONFIG_MODULE = "seg.configs"
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 
-# Errors caused by the user's input (a path, a name, a value): one line, no traceback.
-USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError, ValueError, KeyError, FloatingPointError)
+# What the user can fix: one line, no traceback. Besides seg's own UserError, the
+# operating system's word on a path (a missing file, no permission). Anything else is a
+# bug in seg and keeps its traceback.
+USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, NotADirectoryError,
+               IsADirectoryError, PermissionError)
 register_resolvers()  # ${seg.imagenet_mean:} and the like in configs/dataset/
 
 
@@ -54,6 +58,17 @@ def root_cause(error: BaseException) -> BaseException:
     while isinstance(error, InstantiationException) and error.__cause__ is not None:
         error = error.__cause__
     return error
+
+
+def report(line: str) -> None:
+    """``line`` on stderr, and in the run's log file (Hydra's file handler), so that the
+    log of a run that failed or stopped says why."""
+    print(line, file=sys.stderr)
+    record = logging.makeLogRecord({"name": "seg", "levelno": logging.ERROR,
+                                    "levelname": "ERROR", "msg": line})
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def in_sweep() -> bool:
@@ -74,13 +89,12 @@ def exit_on_user_error(main: Callable) -> Callable:
         try:
             return main(*args, **kwargs)
         except TrainingInterrupted as stop:
-            print(f"stopped: {stop}", file=sys.stderr)
+            report(f"stopped: {stop}")
             # the shell's convention for "ended by signal N"; in a sweep too, which a
             # signal stops as a whole (SystemExit passes Hydra's per-run error handling)
             sys.exit(128 + stop.signum)
         except MissingMandatoryValue as error:
-            print(f"error: {error.full_key} has no value: set {error.full_key}=VALUE",
-                  file=sys.stderr)
+            report(f"error: {error.full_key} has no value: set {error.full_key}=VALUE")
             if in_sweep():
                 raise
             sys.exit(1)
@@ -89,7 +103,7 @@ def exit_on_user_error(main: Callable) -> Callable:
             if not isinstance(cause, USER_ERRORS):
                 raise
             message = one_line(str(cause.args[0]) if len(cause.args) == 1 else str(cause))
-            print(f"error: {message}", file=sys.stderr)
+            report(f"error: {message}")
             if in_sweep():
                 raise
             sys.exit(1)
@@ -157,18 +171,18 @@ def check_dataset_root(root: str | Path, setup_command: str | None = None,
     """``root`` is a folder; else one line naming it and the fix (``setup_command`` makes
     it, or the ``key`` to set)."""
     if Path(root).is_file():
-        raise NotADirectoryError(f"dataset root {root} is a file, not a folder: set {key} "
-                                 "to the dataset's folder")
+        raise NotAFolder(f"dataset root {root} is a file, not a folder: set {key} "
+                         "to the dataset's folder")
     if not Path(root).is_dir():
         hint = f"create it with `{setup_command}`" if setup_command else f"set {key}=PATH"
-        raise FileNotFoundError(f"dataset root {root} does not exist: {hint}")
+        raise MissingPath(f"dataset root {root} does not exist: {hint}")
 
 
 def resolve_palette(palette, num_classes: int) -> list[list[int]]:
     """``voc`` names the PASCAL VOC colour map; otherwise a list of [r, g, b]."""
     colours = voc_palette() if palette == "voc" else [list(c) for c in palette]
     if len(colours) < num_classes:
-        raise ValueError(f"dataset.palette has {len(colours)} colours for {num_classes} classes")
+        raise BadValue(f"dataset.palette has {len(colours)} colours for {num_classes} classes")
     return [list(c) for c in colours]
 
 

@@ -9,6 +9,7 @@ problem (file, what, value); exits 1 when there is any problem, 0 otherwise.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -26,7 +27,6 @@ from seg.data.base import IGNORE_INDEX, SegmentationDataset
 from seg.data.check import read_samples
 from seg.data.loader import resolve_num_workers
 
-USAGE = "usage: seg-data check dataset=NAME [dataset.root=PATH] [key=value ...]"
 SPLITS = ("train", "val")
 
 
@@ -106,15 +106,16 @@ def check(overrides: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(__doc__.strip() + "\n\n" + USAGE)
-        return 0 if args else 2
-    if args[0] != "check":
-        print(f"error: unknown command {args[0]!r}\n{USAGE}", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(
+        prog="seg-data", description=__doc__.split("\n\n")[0].split(": ", 1)[-1],
+        epilog="example: seg-data check dataset=voc dataset.root=data/VOCdevkit/VOC2012")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    checker = commands.add_parser("check", help="read every sample of a dataset config")
+    checker.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                         help="Hydra overrides of the training config (dataset=NAME, ...)")
+    args = parser.parse_args(argv)
     try:
-        return check(args[1:])
+        return check(args.overrides)
     except (*USER_ERRORS, HydraException, OmegaConfBaseException) as error:
         cause = root_cause(error)
         message = str(cause.args[0]) if cause.args else repr(cause)

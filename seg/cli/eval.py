@@ -7,6 +7,7 @@ config is needed; ``dataset_root=PATH`` points it at the data elsewhere.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import hydra
@@ -21,6 +22,8 @@ from seg.distributed import broadcast_from_main, init_distributed, process_devic
 from seg.engine import evaluate, name_per_class, resolve_device
 from seg.metrics import format_table
 from seg.stored import dataset_from_stored, load_trained, model_from_checkpoint, stored_reader
+
+log = logging.getLogger("seg.eval")
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -40,13 +43,14 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
                           IGNORE_INDEX, infer=instantiate(cfg.inference))
     run_dir = broadcast_from_main(str(run_dir))  # one folder, whatever time each rank read
     if group.is_main:
-        print(f"{cfg.checkpoint} (iteration {state['iteration']}) on {root} {cfg.split}, "
-              f"inference {cfg.inference.mode}, scales {list(cfg.inference.scales)}, "
-              f"flip {cfg.inference.flip}:")
-        print(format_table(metrics, state["class_names"]))
+        log.info("%s (iteration %d) on %s %s, inference %s, scales %s, flip %s:\n%s",
+                 cfg.checkpoint, state["iteration"], root, cfg.split, cfg.inference.mode,
+                 list(cfg.inference.scales), cfg.inference.flip,
+                 format_table(metrics, state["class_names"]))
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         Path(run_dir, "eval.json").write_text(
             json.dumps(name_per_class(metrics, state["class_names"]), indent=2))
+        log.info("wrote %s", Path(run_dir, "eval.json"))
     return metrics
 
 

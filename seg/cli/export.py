@@ -8,6 +8,7 @@ The checkpoint's class names, palette and normalisation go into the ONNX file's 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import hydra
@@ -16,7 +17,10 @@ from omegaconf import DictConfig
 
 from seg.checks import is_int
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
+from seg.errors import BadValue, IsAFolder, PathExists
 from seg.stored import load_trained, model_from_checkpoint
+
+log = logging.getLogger("seg.export")
 
 FORMATS = ("onnx",)
 # The model needs ONNX Resize with half-pixel coordinates (opset 11); torch's TorchScript
@@ -47,26 +51,26 @@ def export_onnx(model: torch.nn.Module, path: str | Path, opset: int = 18,
 
 def export(cfg: DictConfig) -> Path:
     if cfg.format not in FORMATS:
-        raise ValueError(f"format={cfg.format}: seg-export writes {', '.join(FORMATS)}")
+        raise BadValue(f"format={cfg.format}: seg-export writes {', '.join(FORMATS)}")
     if not is_int(cfg.opset) or not OPSETS[0] <= cfg.opset <= OPSETS[1]:
-        raise ValueError(f"opset must be an integer from {OPSETS[0]} to {OPSETS[1]}, "
-                         f"got {cfg.opset!r}")
+        raise BadValue(f"opset must be an integer from {OPSETS[0]} to {OPSETS[1]}, "
+                       f"got {cfg.opset!r}")
     output = Path(cfg.output)
     if output.is_dir():
-        raise IsADirectoryError(f"output={output} is a folder: pass a file name such as "
-                                f"{output / 'model.onnx'}")
+        raise IsAFolder(f"output={output} is a folder: pass a file name such as "
+                        f"{output / 'model.onnx'}")
     if output.exists() and not cfg.overwrite:
-        raise FileExistsError(f"output={output} exists: choose a new file name, or "
-                              "overwrite=true to replace it")
+        raise PathExists(f"output={output} exists: choose a new file name, or "
+                         "overwrite=true to replace it")
     state = load_trained(cfg.checkpoint)
     model = model_from_checkpoint(state, cfg.checkpoint)
     metadata = {key: json.dumps(state[key]) for key in ("class_names", "palette", "mean", "std")}
     try:
         path = export_onnx(model, output, cfg.opset, metadata)
     except OSError as error:
-        raise ValueError(f"cannot write output={output} ({error.strerror or error}): choose "
-                         "a folder you can write to") from None
-    print(f"exported {cfg.checkpoint} to {path}")
+        raise BadValue(f"cannot write output={output} ({error.strerror or error}): choose "
+                       "a folder you can write to") from None
+    log.info("exported %s to %s", cfg.checkpoint, path)
     return path
 
 

@@ -12,6 +12,7 @@ stem (``x.jpg``, ``x.png``) write ``x_jpg.png`` and ``x_png.png``.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -31,8 +32,11 @@ from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
 from seg.data.base import MAX_IMAGE_PIXELS, SampleError, read_image
 from seg.data.folder import IMAGE_SUFFIXES
 from seg.engine import resolve_device
+from seg.errors import BadValue, MissingPath, NotAFolder
 from seg.inference import Inference
 from seg.stored import load_trained, model_from_checkpoint
+
+log = logging.getLogger("seg.predict")
 
 
 def image_files(source: str | Path) -> list[Path]:
@@ -41,10 +45,10 @@ def image_files(source: str | Path) -> list[Path]:
     if source.is_file():
         return [source]
     if not source.is_dir():
-        raise FileNotFoundError(f"input {source} not found: pass an image or a folder of them")
+        raise MissingPath(f"input {source} not found: pass an image or a folder of them")
     files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
+        raise MissingPath(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
     return files
 
 
@@ -84,11 +88,11 @@ def write_or_fail(path: Path, write: Callable[[Path], object]) -> None:
     try:
         written = write(path)
     except (OSError, cv2.error) as error:
-        raise ValueError(f"cannot write {path} ({error}): check the output folder's free "
-                         "space and permissions") from None
+        raise BadValue(f"cannot write {path} ({error}): check the output folder's free "
+                       "space and permissions") from None
     if written is False:
-        raise ValueError(f"cannot write {path}: check the output folder's free space and "
-                         "permissions")
+        raise BadValue(f"cannot write {path}: check the output folder's free space and "
+                       "permissions")
 
 
 def output_stems(files: list[Path]) -> dict[Path, str]:
@@ -100,8 +104,8 @@ def output_stems(files: list[Path]) -> dict[Path, str]:
     taken: dict[str, Path] = {}
     for path, stem in stems.items():
         if stem in taken:
-            raise ValueError(f"{taken[stem]} and {path} would both write {stem}.png: rename "
-                             "one of them")
+            raise BadValue(f"{taken[stem]} and {path} would both write {stem}.png: rename "
+                           "one of them")
         taken[stem] = path
     return stems
 
@@ -110,26 +114,26 @@ def check_output(output: Path, files: list[Path], stems: Iterable[str], overwrit
                  ) -> None:
     """Outputs never replace an input, nor (unless ``overwrite``) an earlier result."""
     if output.exists() and not output.is_dir():
-        raise NotADirectoryError(f"output={output} is a file: pass a folder for the masks")
+        raise NotAFolder(f"output={output} is a file: pass a folder for the masks")
     target = output.resolve()
     if any(path.resolve().parent == target for path in files):
-        raise ValueError(f"output={output} holds the input images: write the masks to "
-                         "another folder (outputs never replace inputs)")
+        raise BadValue(f"output={output} holds the input images: write the masks to "
+                       "another folder (outputs never replace inputs)")
     if overwrite or not output.is_dir():
         return
     for stem in stems:
         for name in (f"{stem}.png", f"{stem}_overlay.jpg"):
             if (output / name).exists():
-                raise ValueError(f"output={output} already holds {name} of an earlier run: "
-                                 "choose a new folder, or overwrite=true to replace them")
+                raise BadValue(f"output={output} already holds {name} of an earlier run: "
+                               "choose a new folder, or overwrite=true to replace them")
 
 
 def make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"cannot create output={folder} ({error.strerror}): choose a "
-                         "folder you can write to") from None
+        raise BadValue(f"cannot create output={folder} ({error.strerror}): choose a "
+                       "folder you can write to") from None
 
 
 def same_size_batches(files: list[Path], batch_size: int, failed: list[str],
@@ -170,8 +174,8 @@ def predict(cfg: DictConfig) -> list[str]:
                 predictor.write(label, image, stems[path], output, alpha)
             bar.update(len(batch))
     for problem in failed:
-        print(f"skipped {problem}", file=sys.stderr)
-    print(f"{len(files) - len(failed)} of {len(files)} images segmented into {output}")
+        log.warning("skipped %s", problem)
+    log.info("%d of %d images segmented into %s", len(files) - len(failed), len(files), output)
     return failed
 
 

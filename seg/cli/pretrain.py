@@ -23,6 +23,7 @@ from seg.cli.common import CONFIG_PATH, check_dataset_root, exit_on_user_error, 
 from seg.data.base import IGNORE_INDEX
 from seg.data.loader import build_loader
 from seg.engine import save_checkpoint, seed_everything
+from seg.errors import MissingSetting
 from seg.study.pretrain import NativeStrideClassifier, pretrain
 
 log = logging.getLogger("seg.pretrain")
@@ -32,8 +33,8 @@ def pretrain_encoder(cfg: DictConfig, run_dir: str | Path) -> Path:
     """Pretrain ``cfg.model.encoder`` on the train split; return the ``encoder.pth`` path."""
     settings = cfg.get("pretrain")
     if settings is None:
-        raise KeyError("pretrain settings are missing: add compare=default, or "
-                       "+pretrain.iterations=N +pretrain.batch_size=B +pretrain.lr=LR")
+        raise MissingSetting("pretrain settings are missing: add compare=default, or "
+                             "+pretrain.iterations=N +pretrain.batch_size=B +pretrain.lr=LR")
     run_dir = Path(run_dir)
     trainer = instantiate(cfg.trainer)
     seed_everything(cfg.seed, trainer.deterministic)
@@ -55,7 +56,7 @@ def pretrain_encoder(cfg: DictConfig, run_dir: str | Path) -> Path:
         logger.close()
     path = run_dir / "encoder.pth"
     save_checkpoint(path, classifier.encoder.state_dict())
-    print(f"pretrained encoder: {path} (loss {loss:.4f})")
+    log.info("pretrained encoder: %s (loss %.4f)", path, loss)
     return path
 
 

@@ -101,8 +101,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     finally:
         logger.close()
     if group.is_main:
-        print(format_table(metrics, info.class_names))
-        print(f"run folder: {run_dir}")
+        log.info("final val metrics:\n%s", format_table(metrics, info.class_names))
+        log.info("run folder: %s", run_dir)
     metrics = name_per_class(metrics, info.class_names)
     if group.is_main:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from seg.checks import positive_int
+from seg.errors import BadValue, IsAFolder, MissingPath, NotAFolder
 
 # OpenCV's own thread pool oversubscribes the CPU when DataLoader workers run in parallel.
 cv2.setNumThreads(0)
@@ -40,7 +41,7 @@ MAX_IMAGE_PIXELS = 100_000_000
 _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
 
 
-class SampleError(ValueError):
+class SampleError(BadValue):
     """A sample that cannot be used as it is. The message names the file and the problem.
 
     One positional argument only, so that a DataLoader worker can raise it again in the
@@ -194,12 +195,12 @@ class SegmentationDataset(Dataset):
         max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         if on_error not in ON_ERROR:
-            raise ValueError(f"dataset.on_error={on_error!r}: use one of {', '.join(ON_ERROR)}")
+            raise BadValue(f"dataset.on_error={on_error!r}: use one of {', '.join(ON_ERROR)}")
         self.max_image_pixels = positive_int(max_image_pixels, "dataset.max_image_pixels")
         self.source = source or "the dataset"
         if not samples:
-            raise ValueError(f"{self.source} lists no samples: check the split name and the "
-                             "dataset.root folder")
+            raise BadValue(f"{self.source} lists no samples: check the split name and the "
+                           "dataset.root folder")
         self.samples = list(samples)
         self.num_classes = num_classes
         self.transform = transform
@@ -313,9 +314,9 @@ def compact_ranges(values: Sequence[int]) -> str:
 def require_dir(path: Path, what: str, hint: str) -> Path:
     """``path`` if it is a folder, else a one-line error naming it and the fix."""
     if path.is_file():
-        raise NotADirectoryError(f"{what} is a file, not a folder: {path}; {hint}")
+        raise NotAFolder(f"{what} is a file, not a folder: {path}; {hint}")
     if not path.is_dir():
-        raise FileNotFoundError(f"{what} not found: {path}; {hint}")
+        raise MissingPath(f"{what} not found: {path}; {hint}")
     return path
 
 
@@ -323,13 +324,13 @@ def read_id_list(path: Path, hint: str) -> list[str]:
     """Ids of a split list file, one per line (only the first word of a line counts).
     Each id must name something inside the dataset folder (see :func:`check_id`)."""
     if path.is_dir():
-        raise IsADirectoryError(f"split file is a folder, not a file: {path}; {hint}")
+        raise IsAFolder(f"split file is a folder, not a file: {path}; {hint}")
     if not path.is_file():
-        raise FileNotFoundError(f"split file not found: {path}; {hint}")
+        raise MissingPath(f"split file not found: {path}; {hint}")
     try:
         lines = path.read_text().splitlines()
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text file of ids, one per line; {hint}") from None
+        raise BadValue(f"{path}: not a text file of ids, one per line; {hint}") from None
     return [check_id(line.split()[0], path, number)
             for number, line in enumerate(lines, start=1) if line.strip()]
 
@@ -340,6 +341,6 @@ def check_id(sample_id: str, list_file: Path, line: int) -> str:
     (a symlink inside the root is the user's own choice and is followed)."""
     parts = Path(sample_id).parts
     if Path(sample_id).is_absolute() or ".." in parts:
-        raise ValueError(f"{list_file}, line {line}: id {sample_id!r} points outside the "
-                         "dataset folder; list ids relative to it (no leading / and no ..)")
+        raise BadValue(f"{list_file}, line {line}: id {sample_id!r} points outside the "
+                       "dataset folder; list ids relative to it (no leading / and no ..)")
     return sample_id

@@ -33,6 +33,7 @@ from seg.data.base import (
     read_label_image,
     require_dir,
 )
+from seg.errors import BadValue, MissingPath
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 HINT = "set dataset.root to a folder with images/, masks/ and classes.yaml (see data/README.md)"
@@ -43,8 +44,8 @@ def read_classes(root: str | Path) -> dict:
     ``root/classes.yaml``; a malformed file is an error naming the file and the fix."""
     path = require_dir(Path(root), "dataset root", HINT) / "classes.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: list the classes there, e.g. "
-                                "`classes: [{name: background, color: [0, 0, 0]}, ...]`")
+        raise MissingPath(f"{path} not found: list the classes there, e.g. "
+                          "`classes: [{name: background, color: [0, 0, 0]}, ...]`")
     try:
         content = yaml.safe_load(path.read_text()) or {}
         names = [str(entry["name"]) for entry in content["classes"]]
@@ -52,12 +53,12 @@ def read_classes(root: str | Path) -> dict:
                   if "color" in entry]
         ignore = content.get("ignore_color")
     except (yaml.YAMLError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path}: expected `classes:` as a list of {{name, color}} "
-                         f"entries ({error!r})") from None
+        raise BadValue(f"{path}: expected `classes:` as a list of {{name, color}} "
+                       f"entries ({error!r})") from None
     if colors and len(colors) != len(names):
-        raise ValueError(f"{path}: give every class a color, or none")
+        raise BadValue(f"{path}: give every class a color, or none")
     if not names or len(names) > IGNORE_INDEX:
-        raise ValueError(f"{path}: list between 1 and 255 classes")
+        raise BadValue(f"{path}: list between 1 and 255 classes")
     return {"names": names, "colors": colors or None,
             "ignore_color": None if ignore is None else [int(c) for c in ignore]}
 
@@ -65,7 +66,7 @@ def read_classes(root: str | Path) -> dict:
 def split_stems(stems: Sequence[str], split: str, val_fraction: float, seed: int) -> list[str]:
     """A fixed random split: the same stems, fraction and seed always give the same split."""
     if split not in ("train", "val"):
-        raise FileNotFoundError(f"split {split!r} needs a splits/{split}.txt list file")
+        raise MissingPath(f"split {split!r} needs a splits/{split}.txt list file")
     shuffled = sorted(stems)
     random.Random(seed).shuffle(shuffled)
     num_val = round(len(shuffled) * val_fraction)
@@ -98,8 +99,8 @@ class FolderSegmentation(SegmentationDataset):
         classes = read_classes(self.root)  # checks that the root is a folder
         self.class_names = classes["names"]
         if num_classes is not None and num_classes != len(self.class_names):
-            raise ValueError(f"dataset.num_classes={num_classes} but {self.root}/classes.yaml "
-                             f"lists {len(self.class_names)} classes")
+            raise BadValue(f"dataset.num_classes={num_classes} but {self.root}/classes.yaml "
+                           f"lists {len(self.class_names)} classes")
         self.color_table = self.build_color_table(classes["colors"], classes["ignore_color"])
         images = files_by_stem(require_dir(self.root / "images", "image folder", HINT),
                                IMAGE_SUFFIXES)

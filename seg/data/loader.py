@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from seg.data.base import IGNORE_INDEX
 from seg.data.sampler import ShardSampler, TrainSampler
+from seg.errors import BadValue
 
 
 def collate(items: list[dict], ignore_index: int = IGNORE_INDEX) -> dict:
@@ -54,7 +55,7 @@ def resolve_num_workers(num_workers: int | str) -> int:
     if num_workers == "auto":
         return min(8, available_cpus())
     if not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"dataset.num_workers={num_workers!r}: use an integer >= 0 or auto")
+        raise BadValue(f"dataset.num_workers={num_workers!r}: use an integer >= 0 or auto")
     return num_workers
 
 
@@ -79,8 +80,8 @@ def build_loader(
     """
     if train and len(dataset) // world_size < batch_size:
         # every batch would be dropped, and training would wait forever for one
-        raise ValueError(f"the training split has {len(dataset)} samples, fewer than one "
-                         f"batch of {batch_size} per process: lower the batch size")
+        raise BadValue(f"the training split has {len(dataset)} samples, fewer than one "
+                       f"batch of {batch_size} per process: lower the batch size")
     if train:
         sampler = TrainSampler(len(dataset), seed, rank, world_size)
     else:

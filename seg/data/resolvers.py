@@ -11,6 +11,7 @@ from seg.data.cityscapes import CITYSCAPES_CLASSES
 from seg.data.folder import read_classes
 from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from seg.data.voc import VOC_CLASSES
+from seg.errors import BadValue
 
 CLASS_NAMES = {"voc": VOC_CLASSES, "cityscapes": CITYSCAPES_CLASSES, "ade20k": ADE20K_CLASSES}
 
@@ -18,8 +19,8 @@ CLASS_NAMES = {"voc": VOC_CLASSES, "cityscapes": CITYSCAPES_CLASSES, "ade20k": A
 def class_names(dataset: str) -> ListConfig:
     """``${seg.class_names:NAME}``: the class names of a standard dataset."""
     if dataset not in CLASS_NAMES:
-        raise ValueError(f"seg.class_names: unknown dataset {dataset!r}; "
-                         f"known: {', '.join(CLASS_NAMES)}")
+        raise BadValue(f"seg.class_names: unknown dataset {dataset!r}; "
+                       f"known: {', '.join(CLASS_NAMES)}")
     return ListConfig(list(CLASS_NAMES[dataset]))  # a ListConfig: see imagenet_mean
 
 
@@ -33,7 +34,7 @@ def folder_classes(root: str, field: str) -> ListConfig | int | str:
         return len(classes["names"])
     if field == "palette":
         return ListConfig(classes["colors"]) if classes["colors"] else "voc"
-    raise ValueError(f"seg.folder_classes: field {field!r} is not names, count or palette")
+    raise BadValue(f"seg.folder_classes: field {field!r} is not names, count or palette")
 
 
 def imagenet_mean() -> ListConfig:

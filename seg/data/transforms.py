@@ -15,6 +15,7 @@ from albumentations.pytorch import ToTensorV2
 
 from seg.checks import number_in, positive_int, positive_ints
 from seg.data.base import IGNORE_INDEX
+from seg.errors import BadValue
 
 # ImageNet statistics, as the pretrained encoders expect; the dataset configs read them
 # from here through ${seg.imagenet_mean:} and ${seg.imagenet_std:} (seg/data/resolvers.py).
@@ -35,8 +36,8 @@ def scale_bounds(scale_range: object) -> tuple[float, float]:
     except (TypeError, ValueError):  # not a pair of numbers
         low = high = float("nan")
     if not 0 < low <= high:  # false for nan too
-        raise ValueError("dataset.scale_range must be [low, high] with 0 < low <= high, "
-                         f"got {scale_range!r}")
+        raise BadValue("dataset.scale_range must be [low, high] with 0 < low <= high, "
+                       f"got {scale_range!r}")
     return low, high
 
 
@@ -44,7 +45,7 @@ def jitter_strength(color_jitter: object) -> float:
     """``dataset.color_jitter``, a number >= 0 (0: no jitter)."""
     if not isinstance(color_jitter, Real) or isinstance(color_jitter, bool) \
             or not color_jitter >= 0:
-        raise ValueError(f"dataset.color_jitter must be a number >= 0, got {color_jitter!r}")
+        raise BadValue(f"dataset.color_jitter must be a number >= 0, got {color_jitter!r}")
     return float(color_jitter)
 
 

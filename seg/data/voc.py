@@ -15,6 +15,7 @@ from seg.data.base import (
     read_id_list,
     require_dir,
 )
+from seg.errors import MissingPath
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -94,8 +95,8 @@ SBD_HINT = "set dataset.sbd_root to SBD's benchmark_RELEASE folder (see data/REA
 def train_aug_ids(voc_root: Path, sbd_root: Path | None) -> list[str]:
     """The "train_aug" ids: SBD train + SBD val + VOC train, minus VOC val, sorted."""
     if sbd_root is None:
-        raise FileNotFoundError(f"{voc_root / TRAIN_AUG_LIST} not found and dataset.sbd_root "
-                                f"is not set: {SBD_HINT}, or run scripts/prepare_data.py sbd")
+        raise MissingPath(f"{voc_root / TRAIN_AUG_LIST} not found and dataset.sbd_root "
+                          f"is not set: {SBD_HINT}, or run scripts/prepare_data.py sbd")
     sbd_root = require_dir(Path(sbd_root), "SBD folder", SBD_HINT)
     sbd = require_dir(sbd_root / "dataset", "SBD dataset folder", SBD_HINT)
     ids = set(read_id_list(sbd / "train.txt", SBD_HINT)) | set(read_id_list(sbd / "val.txt",

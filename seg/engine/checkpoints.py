@@ -13,6 +13,7 @@ from torch import nn
 
 from seg.data.base import IGNORE_INDEX
 from seg.distributed import barrier
+from seg.errors import BadValue, MissingPath
 
 
 @dataclass
@@ -48,16 +49,16 @@ def load_checkpoint(path: str | Path) -> dict:
     """A checkpoint's contents, read as data only (``weights_only``: no pickled code runs)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found: pass the path of a run's "
-                                "checkpoints/last.pt or best.pt")
+        raise MissingPath(f"checkpoint {path} not found: pass the path of a run's "
+                          "checkpoints/last.pt or best.pt")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         if path.stat().st_size == 0:
             reason = "the file is empty"
-        raise ValueError(f"checkpoint {path} cannot be read ({reason}): use another one, "
-                         "e.g. checkpoints/best.pt of the same run") from None
+        raise BadValue(f"checkpoint {path} cannot be read ({reason}): use another one, "
+                       "e.g. checkpoints/best.pt of the same run") from None
 
 
 def load_model_state(model: nn.Module, state_dict: dict, source: str | Path) -> None:
@@ -71,9 +72,9 @@ def load_model_state(model: nn.Module, state_dict: dict, source: str | Path) -> 
         parts = [f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
                  for label, keys in (("missing", missing), ("unexpected", unexpected),
                                      ("other shape (checkpoint vs model)", reshaped)) if keys]
-        raise ValueError(f"{source} was saved by another model configuration ({'; '.join(parts)}"
-                         "): use the model settings it was trained with (its run's "
-                         ".hydra/config.yaml)")
+        raise BadValue(f"{source} was saved by another model configuration ({'; '.join(parts)}"
+                       "): use the model settings it was trained with (its run's "
+                       ".hydra/config.yaml)")
     model.load_state_dict(state_dict)
 
 
@@ -106,7 +107,7 @@ def resume_path(resume: bool | str | None, run_dir: Path) -> Path | None:
         path = Path(resume)
         path = path / "checkpoints" / "last.pt" if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingPath(
             f"trainer.resume: no checkpoint at {path}; set trainer.resume to a run folder or "
             "checkpoint file, or run in the old folder with hydra.run.dir=<run folder>"
         )

@@ -8,6 +8,8 @@ import random
 import numpy as np
 import torch
 
+from seg.errors import BadValue
+
 
 def resolve_device(device: str = "auto", key: str = "device") -> torch.device:
     """``auto`` picks CUDA when present, else the CPU; a device that is not here is an
@@ -17,14 +19,14 @@ def resolve_device(device: str = "auto", key: str = "device") -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"{key}={device!r} is not a device: use auto, cpu, cuda or "
-                         "cuda:N") from None
+        raise BadValue(f"{key}={device!r} is not a device: use auto, cpu, cuda or "
+                       "cuda:N") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{key}={device} but no CUDA GPU is visible here: use {key}=auto "
-                         "or cpu")
+        raise BadValue(f"{key}={device} but no CUDA GPU is visible here: use {key}=auto "
+                       "or cpu")
     if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"{key}={device} but this machine has {torch.cuda.device_count()} "
-                         "GPU(s): use cuda:0 to cuda:N-1, or auto")
+        raise BadValue(f"{key}={device} but this machine has {torch.cuda.device_count()} "
+                       "GPU(s): use cuda:0 to cuda:N-1, or auto")
     return resolved
 
 

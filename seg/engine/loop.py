@@ -35,6 +35,7 @@ from seg.engine.hooks import Hook, Progress, Step, TensorBoardScalars
 from seg.engine.precision import autocast, resolve_precision
 from seg.engine.signals import StopSignals, TrainingInterrupted
 from seg.engine.state import TrainingState
+from seg.errors import NonFiniteLoss, PathExists
 from seg.reporting import TensorBoardLogger
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class Trainer:
             earlier_run_problem(Path(run_dir), path, restart=self.resume == "auto")
             if self.group.is_main else None)
         if problem:
-            raise FileExistsError(problem)
+            raise PathExists(problem)
         if path is None:
             return None
         state = load_checkpoint(path)
@@ -278,7 +279,7 @@ class Trainer:
         if math.isfinite(loss_value):
             return 0
         if self.on_nan == "stop":
-            raise FloatingPointError(
+            raise NonFiniteLoss(
                 f"loss is {loss_value} at iteration {iteration}; the last good checkpoint is "
                 f"kept in {run.checkpoints.folder}: lower optimizer.lr, set trainer.grad_clip, "
                 "or trainer.on_nan=skip to leave such batches out"

@@ -6,6 +6,8 @@ from contextlib import nullcontext
 
 import torch
 
+from seg.errors import BadValue
+
 PRECISIONS = ("32", "bf16", "16", "auto")
 
 
@@ -20,13 +22,13 @@ def resolve_precision(precision: str | int, device: torch.device) -> str:
     (with gradient scaling) on older GPUs, fp32 otherwise."""
     precision = str(precision)
     if precision not in PRECISIONS:
-        raise ValueError(f"trainer.precision={precision}: use one of {', '.join(PRECISIONS)}")
+        raise BadValue(f"trainer.precision={precision}: use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "16"
         return "bf16" if device.type == "cpu" and cpu_has_bf16() else "32"
     if precision == "16" and device.type != "cuda":
-        raise ValueError("trainer.precision=16 needs CUDA: use bf16 or 32 on the CPU")
+        raise BadValue("trainer.precision=16 needs CUDA: use bf16 or 32 on the CPU")
     return precision
 
 

@@ -13,6 +13,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from seg.errors import BadValue
 from seg.models.upsamplers import build_upsampler
 
 VARIANTS = {"fcn32s": 1, "fcn16s": 2, "fcn8s": 3}  # how many taps are fused
@@ -46,7 +47,7 @@ class FCNDecoder(nn.Module):
         super().__init__()
         if variant not in VARIANTS:
             valid = ", ".join(VARIANTS)
-            raise ValueError(f"unknown decoder variant '{variant}': valid are {valid}")
+            raise BadValue(f"unknown decoder variant '{variant}': valid are {valid}")
         num_taps = VARIANTS[variant]
         self.variant = variant
         self.strides = list(strides)[-num_taps:]  # coarse tap last

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from seg.errors import BadValue, MissingPath
+
 ENCODERS = ("simple", "vgg16", "resnet18", "resnet34", "resnet50")
 
 
@@ -146,7 +148,7 @@ class ResNetEncoder(Encoder):
     def __init__(self, depth: int = 50, output_stride: int = 32) -> None:
         super().__init__()
         if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+            raise BadValue(f"output_stride must be 8, 16 or 32, got {output_stride}")
         net = getattr(torchvision_models(), f"resnet{depth}")()
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         self.layer2, self.layer3, self.layer4 = net.layer2, net.layer3, net.layer4
@@ -197,7 +199,7 @@ def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
     weights = getattr(torchvision_models(), TORCHVISION_WEIGHTS[name]).IMAGENET1K_V1
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if not cached.is_file():
-        raise FileNotFoundError(
+        raise MissingPath(
             f"ImageNet weights for {name} are not in the torch hub cache: download {weights.url} "
             f"to {cached}, or set model.encoder.weights=/path/to/file.pth (or weights=null)"
         )
@@ -207,7 +209,7 @@ def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingPath(
             f"encoder weights file {path} not found: set model.encoder.weights to an existing "
             "file, to imagenet, or to null"
         )
@@ -224,14 +226,14 @@ def build_encoder(
     encoder's own ``state_dict``.
     """
     if name not in ENCODERS:
-        raise ValueError(f"unknown encoder '{name}': valid names are {', '.join(ENCODERS)}")
+        raise BadValue(f"unknown encoder '{name}': valid names are {', '.join(ENCODERS)}")
     if name == "simple":
         if weights == "imagenet":
-            raise ValueError("the simple encoder has no ImageNet weights: set weights=null")
+            raise BadValue("the simple encoder has no ImageNet weights: set weights=null")
         encoder: Encoder = SimpleEncoder(**options)
     elif name == "vgg16":
         if output_stride != 32:
-            raise ValueError("vgg16 supports output_stride=32 only")
+            raise BadValue("vgg16 supports output_stride=32 only")
         encoder = VGG16Encoder(**options)
     else:
         encoder = ResNetEncoder(int(name[len("resnet"):]), output_stride, **options)

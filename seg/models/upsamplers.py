@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seg.errors import BadValue
+
 UPSAMPLERS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -41,9 +43,9 @@ def build_upsampler(name: str, channels: int, factor: int, **options) -> nn.Modu
     """Build the upsampler registered as ``name`` for ``channels`` maps and ``factor``."""
     if name not in UPSAMPLERS:
         valid = ", ".join(sorted(UPSAMPLERS))
-        raise ValueError(f"unknown upsampler '{name}': valid names are {valid}")
+        raise BadValue(f"unknown upsampler '{name}': valid names are {valid}")
     if not isinstance(factor, int) or factor < 1:
-        raise ValueError(f"upsampling factor must be a positive integer, got {factor!r}")
+        raise BadValue(f"upsampling factor must be a positive integer, got {factor!r}")
     # A private RNG: building any upsampler leaves the global random state, and so every
     # other weight of the model, exactly as it was; comparisons differ only here.
     with torch.random.fork_rng(devices=[]):
@@ -167,7 +169,7 @@ class TransposedConvUpsampler(nn.Module):
     ) -> None:
         super().__init__()
         if init not in ("bilinear", "kaiming"):
-            raise ValueError(f"transposed upsampler init must be bilinear or kaiming, got {init}")
+            raise BadValue(f"transposed upsampler init must be bilinear or kaiming, got {init}")
         self.channels = channels
         self.factor = factor
         self.deconv = PhaseConvTranspose2d(
@@ -243,7 +245,7 @@ class ResizeConvUpsampler(ConvKernelUpsampler):
     def __init__(self, channels: int, factor: int, mode: str = "bilinear") -> None:
         super().__init__()
         if mode not in ("bilinear", "nearest"):
-            raise ValueError(f"resize_conv mode must be bilinear or nearest, got {mode}")
+            raise BadValue(f"resize_conv mode must be bilinear or nearest, got {mode}")
         self.channels = channels
         self.factor = factor
         self.mode = mode

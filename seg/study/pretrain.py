@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from seg.data.base import IGNORE_INDEX
 from seg.engine import Trainer
 from seg.engine.batches import endless
+from seg.errors import NonFiniteLoss
 from seg.models.encoders import Encoder
 from seg.reporting import TensorBoardLogger
 
@@ -70,8 +71,8 @@ def pretrain(
         loss_value = trainer.train_step(classifier, optimizer, batch, ignore_index,
                                         criterion=classifier.loss)
         if not math.isfinite(loss_value):
-            raise FloatingPointError(f"pretraining loss is {loss_value} at iteration "
-                                     f"{iteration}: lower pretrain.lr")
+            raise NonFiniteLoss(f"pretraining loss is {loss_value} at iteration "
+                                f"{iteration}: lower pretrain.lr")
         scheduler.step()
         recent = [*recent[-trainer.log_every + 1:], loss_value]
         mean_loss = sum(recent) / len(recent)

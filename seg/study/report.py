@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from seg.errors import MissingPath
 from seg.study.figures import bar_chart, example_figure
 from seg.study.runs import load_runs
 from seg.study.stats import FIXED, SUMMARY_METRICS, paired_differences, summarize
@@ -62,11 +63,11 @@ def aggregate(sweep_dir: str | Path) -> Path:
     return the markdown's path."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist")
+        raise MissingPath(f"sweep folder {sweep_dir} does not exist")
     runs, failed = load_runs(sweep_dir)
     if not runs and not failed:
-        raise FileNotFoundError(f"no runs (*/.hydra/config.yaml) in {sweep_dir}: pass the "
-                                "folder of a `seg-train -m` sweep")
+        raise MissingPath(f"no runs (*/.hydra/config.yaml) in {sweep_dir}: pass the "
+                          "folder of a `seg-train -m` sweep")
     rows = summarize(runs)
     write_csv(rows, sweep_dir / "compare.csv")
     report = sweep_dir / "compare.md"
