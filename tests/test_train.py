@@ -94,6 +94,23 @@ def test_missing_dataset_root_is_one_line_naming_path_and_command(tmp_path) -> N
     assert "Traceback" not in result.stderr
 
 
+def test_the_run_log_holds_what_the_console_showed(tmp_path, shapes_root) -> None:
+    result = run_cli(SEG_TRAIN, "debug=tiny", f"dataset.root={shapes_root}",
+                     f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / "run" / "train.log").read_text()
+    # trainer.progress=false (debug=tiny): a loss line every log_every iterations
+    for line in ("iteration 1/2: loss", "iteration 2/2: loss", "final val metrics", "ring",
+                 f"run folder: {tmp_path}/run"):
+        assert line in log and line in result.stdout, line
+    failed = run_cli(SEG_TRAIN, "debug=tiny", f"dataset.root={shapes_root}",
+                     "trainer.log_every=0", f"hydra.run.dir={tmp_path}/bad", cwd=tmp_path)
+    assert failed.returncode == 1
+    error = failed.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: trainer.log_every")
+    assert error in (tmp_path / "bad" / "train.log").read_text()
+
+
 def test_unknown_upsampler_lists_valid_names(tmp_path, shapes_root) -> None:
     result = run_cli(SEG_TRAIN, "debug=tiny", "model/upsampler=nearest",
                      f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
