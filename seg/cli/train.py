@@ -7,9 +7,11 @@ import logging
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 
 from seg.checks import integer
 from seg.cli.common import (
@@ -24,10 +26,10 @@ from seg.cli.common import (
 from seg.data.base import IGNORE_INDEX
 from seg.data.check import read_every_sample
 from seg.data.loader import build_loader, resolve_num_workers
-from seg.distributed import broadcast_from_main, init_distributed, shutdown
+from seg.distributed import ProcessGroup, broadcast_from_main, init_distributed, shutdown
 from seg.engine import RunInfo, name_per_class, seed_everything
 from seg.metrics import format_table
-from seg.reporting import NullLogger
+from seg.reporting import NullLogger, TensorBoardLogger
 from seg.study.kernels import UpsamplerKernels
 
 log = logging.getLogger("seg.train")
@@ -56,39 +58,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     run_dir = Path(broadcast_from_main(str(run_dir)))
     resume_from = trainer.resume_state(run_dir)  # first: refuses a folder holding a run
     seed_everything(integer(cfg.seed, "seed"), trainer.deterministic)
-    data = cfg.dataset
-    check_dataset_root(data.root, data.get("setup_command"))
-    loader_options = {"num_workers": data.num_workers, "seed": cfg.seed,
-                      "pin_memory": trainer.device.type == "cuda", "rank": group.rank,
-                      "world_size": group.world_size}
-    train_loader = build_loader(instantiate(data.train), data.batch_size, train=True,
-                                **loader_options)
-    val_set = instantiate(data.val)
-    read_every_sample(val_set, resolve_num_workers(data.num_workers))
-    val_loader = build_loader(val_set, data.val_batch_size, train=False, **loader_options)
-
-    model = model_from_config(cfg.model, data.num_classes)
+    train_loader, val_loader = loaders(cfg, trainer.device, group)
+    model = model_from_config(cfg.model, cfg.dataset.num_classes)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
     scheduler = instantiate(cfg.scheduler)(optimizer=optimizer)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    info = RunInfo(
-        class_names=list(data.class_names),
-        palette=resolve_palette(data.palette, data.num_classes),
-        mean=list(data.mean),
-        std=list(data.std),
-        config=resolved,
-        ignore_index=IGNORE_INDEX,
-    )
-    if group.is_main:
-        # a resumed run drops what was logged after its checkpoint; a restart, everything
-        purge_step = 0 if trainer.resume == "auto" else None
-        if resume_from is not None:
-            purge_step = resume_from["iteration"] + 1
-        logger = instantiate(cfg.logger)(log_dir=run_dir / "tb", purge_step=purge_step)
-    else:
-        logger = NullLogger()
-    if resume_from is None:
-        logger.log_text("config", OmegaConf.to_yaml(resolved))
+    info = run_info(cfg)
+    logger = open_logger(cfg, run_dir, trainer.resume, resume_from, group.is_main)
     log.info("training %s on %s in %s (precision %s, %d process(es))",
              type(model.encoder).__name__, trainer.device, run_dir, trainer.precision,
              group.world_size)
@@ -102,11 +77,51 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         logger.close()
     if group.is_main:
         log.info("final val metrics:\n%s", format_table(metrics, info.class_names))
-        log.info("run folder: %s", run_dir)
     metrics = name_per_class(metrics, info.class_names)
     if group.is_main:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log.info("run folder: %s", run_dir)
     return metrics
+
+
+def loaders(cfg: DictConfig, device: torch.device, group: ProcessGroup
+            ) -> tuple[DataLoader, DataLoader]:
+    """The train and val loaders of ``cfg.dataset``, this process's shard of each. Every
+    val image is decoded first: a broken one stops the run before it trains, not after."""
+    data = cfg.dataset
+    check_dataset_root(data.root, data.get("setup_command"))
+    options = {"num_workers": data.num_workers, "seed": cfg.seed,
+               "pin_memory": device.type == "cuda", "rank": group.rank,
+               "world_size": group.world_size}
+    train_loader = build_loader(instantiate(data.train), data.batch_size, train=True, **options)
+    val_set = instantiate(data.val)
+    read_every_sample(val_set, resolve_num_workers(data.num_workers))
+    return train_loader, build_loader(val_set, data.val_batch_size, train=False, **options)
+
+
+def run_info(cfg: DictConfig) -> RunInfo:
+    """What the checkpoints carry so that they can be used alone: the classes, colours,
+    normalisation and the resolved config."""
+    data = cfg.dataset
+    return RunInfo(class_names=list(data.class_names),
+                   palette=resolve_palette(data.palette, data.num_classes),
+                   mean=list(data.mean), std=list(data.std),
+                   config=OmegaConf.to_container(cfg, resolve=True), ignore_index=IGNORE_INDEX)
+
+
+def open_logger(cfg: DictConfig, run_dir: Path, resume: bool | str, resume_from: dict | None,
+                is_main: bool) -> TensorBoardLogger | NullLogger:
+    """The main process's TensorBoard writer (the others write nothing). A resumed run drops
+    what was logged after its checkpoint; a restart (``resume=auto``), everything."""
+    if not is_main:
+        return NullLogger()
+    purge_step = 0 if resume == "auto" else None
+    if resume_from is not None:
+        purge_step = resume_from["iteration"] + 1
+    logger = instantiate(cfg.logger)(log_dir=run_dir / "tb", purge_step=purge_step)
+    if resume_from is None:
+        logger.log_text("config", OmegaConf.to_yaml(cfg, resolve=True))
+    return logger
 
 
 @overrides_checked("train")
