@@ -135,7 +135,7 @@ def test_predict_fails_when_a_write_fails(checkpoint: Path, tmp_path: Path,
                                           monkeypatch) -> None:
     images = tmp_path / "images"
     random_images(images, "a.png")
-    monkeypatch.setattr("seg.cli.predict.cv2.imwrite", lambda *args: False)  # a full disk
+    monkeypatch.setattr("seg.prediction.cv2.imwrite", lambda *args: False)  # a full disk
     with pytest.raises(ValueError, match="cannot write .*a_overlay.jpg"):
         predict(predict_config(checkpoint, images, tmp_path / "out"))
     file_output = tmp_path / "taken"
