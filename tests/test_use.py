@@ -15,11 +15,12 @@ from torch import nn
 
 from seg.cli.common import CONFIG_MODULE
 from seg.cli.eval import evaluate_checkpoint
-from seg.cli.export import export, export_onnx
+from seg.cli.export import export
 from seg.cli.predict import predict
 from seg.cli.train import train
 from seg.inference import Inference, window_starts
 from seg.models import UPSAMPLERS, FCNDecoder, build_encoder, build_model, build_upsampler
+from seg.onnx_export import export_onnx
 
 
 @pytest.fixture(scope="module")

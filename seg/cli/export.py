@@ -7,49 +7,25 @@ The checkpoint's class names, palette and normalisation go into the ONNX file's 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
 from seg.checks import is_int
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
 from seg.errors import BadValue, IsAFolder, PathExists
+from seg.onnx_export import OPSETS, checkpoint_metadata, export_onnx
 from seg.stored import load_trained, model_from_checkpoint
 
 log = logging.getLogger("seg.export")
 
 FORMATS = ("onnx",)
-# The model needs ONNX Resize with half-pixel coordinates (opset 11); torch's TorchScript
-# exporter writes up to opset 20.
-OPSETS = (11, 20)
-
-
-def export_onnx(model: torch.nn.Module, path: str | Path, opset: int = 18,
-                metadata: dict[str, str] | None = None) -> Path:
-    """Write ``model`` to ``path`` with dynamic batch, height and width."""
-    import onnx  # an optional dependency: only export needs it
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval().to("cpu", memory_format=torch.contiguous_format)
-    sample = torch.randn(1, 3, 64, 64)
-    dynamic = {0: "batch", 2: "height", 3: "width"}
-    with torch.no_grad():
-        torch.onnx.export(model, (sample,), str(path), input_names=["images"],
-                          output_names=["logits"], opset_version=opset, dynamo=False,
-                          dynamic_axes={"images": dynamic, "logits": dynamic})
-    graph = onnx.load(str(path))
-    for key, value in (metadata or {}).items():
-        graph.metadata_props.add(key=key, value=value)
-    onnx.save(graph, str(path))
-    return path
 
 
 def export(cfg: DictConfig) -> Path:
+    """Export ``cfg.checkpoint`` as ``cfg.format`` to ``cfg.output``; return the path."""
     if cfg.format not in FORMATS:
         raise BadValue(f"format={cfg.format}: seg-export writes {', '.join(FORMATS)}")
     if not is_int(cfg.opset) or not OPSETS[0] <= cfg.opset <= OPSETS[1]:
@@ -64,9 +40,8 @@ def export(cfg: DictConfig) -> Path:
                          "overwrite=true to replace it")
     state = load_trained(cfg.checkpoint)
     model = model_from_checkpoint(state, cfg.checkpoint)
-    metadata = {key: json.dumps(state[key]) for key in ("class_names", "palette", "mean", "std")}
     try:
-        path = export_onnx(model, output, cfg.opset, metadata)
+        path = export_onnx(model, output, cfg.opset, checkpoint_metadata(state))
     except OSError as error:
         raise BadValue(f"cannot write output={output} ({error.strerror or error}): choose "
                        "a folder you can write to") from None

@@ -1,0 +1,41 @@
+"""Exporting a trained model to ONNX, with its class names, palette and normalisation as
+the file's metadata, so that the file can be used without its checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+# The model needs ONNX Resize with half-pixel coordinates (opset 11); torch's TorchScript
+# exporter writes up to opset 20.
+OPSETS = (11, 20)
+# What a checkpoint says about its model that a user of the ONNX file needs, as JSON.
+METADATA_KEYS = ("class_names", "palette", "mean", "std")
+
+
+def checkpoint_metadata(state: dict) -> dict[str, str]:
+    """The checkpoint's class names, palette and normalisation, each as JSON."""
+    return {key: json.dumps(state[key]) for key in METADATA_KEYS}
+
+
+def export_onnx(model: torch.nn.Module, path: str | Path, opset: int = 18,
+                metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model`` to ``path`` with dynamic batch, height and width."""
+    import onnx  # an optional dependency: only export needs it
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().to("cpu", memory_format=torch.contiguous_format)
+    sample = torch.randn(1, 3, 64, 64)
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    with torch.no_grad():
+        torch.onnx.export(model, (sample,), str(path), input_names=["images"],
+                          output_names=["logits"], opset_version=opset, dynamo=False,
+                          dynamic_axes={"images": dynamic, "logits": dynamic})
+    graph = onnx.load(str(path))
+    for key, value in (metadata or {}).items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, str(path))
+    return path
