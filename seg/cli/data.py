@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-import numpy as np
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
 from hydra.utils import instantiate
@@ -23,20 +20,10 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from seg.cli.common import CONFIG_MODULE, USER_ERRORS, one_line, root_cause
-from seg.data.base import IGNORE_INDEX, SegmentationDataset
-from seg.data.check import read_samples
+from seg.data.check import SplitReport, check_dataset, format_report
 from seg.data.loader import resolve_num_workers
 
 SPLITS = ("train", "val")
-
-
-@dataclass
-class SplitReport:
-    name: str
-    samples: int = 0
-    ok: int = 0
-    histogram: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
-    problems: list[str] = field(default_factory=list)
 
 
 def check_split(name: str, node: DictConfig, workers: int) -> SplitReport:
@@ -50,46 +37,7 @@ def check_split(name: str, node: DictConfig, workers: int) -> SplitReport:
             raise
         report.problems.append(one_line(str(cause.args[0]) if cause.args else repr(cause)))
         return report
-    report.samples = len(dataset)
-    report.problems += duplicate_ids(dataset)
-    for _, histogram, problem in read_samples(dataset, workers):
-        if problem is not None:
-            report.problems.append(problem)
-        else:
-            report.ok += 1
-            report.histogram += histogram
-    return report
-
-
-def duplicate_ids(dataset: SegmentationDataset) -> list[str]:
-    """One problem per id listed more than once: it would weigh double in training or
-    count twice in the metrics."""
-    return [f"{dataset.source}: id {sample_id!r} is listed {count} times; list it once"
-            for sample_id, count in Counter(dataset.ids).items() if count > 1]
-
-
-def format_report(reports: Sequence[SplitReport], class_names: Sequence[str]) -> str:
-    lines = []
-    for report in reports:
-        lines.append(f"{report.name}: {report.samples} samples, {report.ok} ok, "
-                     f"{len(report.problems)} problem(s)")
-    total = sum(r.histogram for r in reports)
-    pixels = max(int(total.sum()), 1)
-    lines.append("pixels per class (all splits):")
-    ignore = f"ignore ({IGNORE_INDEX})"
-    width = max(len(name) for name in [*class_names, ignore])
-    for index, name in enumerate(class_names):
-        lines.append(f"  {index:3d} {name:<{width}} {int(total[index]):>12,d} "
-                     f"{100 * total[index] / pixels:6.2f} %")
-    lines.append(f"      {ignore:<{width}} {int(total[IGNORE_INDEX]):>12,d} "
-                 f"{100 * total[IGNORE_INDEX] / pixels:6.2f} %")
-    problems = [(r.name, p) for r in reports for p in r.problems]
-    if problems:
-        lines.append(f"{len(problems)} problem(s):")
-        lines += [f"  [{split}] {problem}" for split, problem in problems]
-    else:
-        lines.append("no problems")
-    return "\n".join(lines)
+    return check_dataset(name, dataset, workers)
 
 
 def check(overrides: Sequence[str]) -> int:
