@@ -1,12 +1,14 @@
 """Checks of user-given settings: each failure is one line that names the key, what it got
-and what it takes, raised as ``ValueError`` (the entry points print it and exit 1)."""
+and what it takes, raised as ``ValueError`` (or, for a path, ``FileNotFoundError`` and
+the like: seg.errors' types), which the entry points print before exiting 1."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from numbers import Real
+from pathlib import Path
 
-from seg.errors import BadValue
+from seg.errors import BadValue, MissingPath, NotAFolder
 
 
 def is_int(value: object) -> bool:
@@ -60,3 +62,15 @@ def one_of(value: object, key: str, choices: Sequence[object]) -> object:
     if value not in choices:
         raise BadValue(f"{key}={value!r}: use one of {', '.join(map(str, choices))}")
     return value
+
+
+def check_dataset_root(root: str | Path, setup_command: str | None = None,
+                       key: str = "dataset.root") -> None:
+    """``root`` is a folder; else one line naming it and the fix (``setup_command`` makes
+    it, or the ``key`` to set)."""
+    if Path(root).is_file():
+        raise NotAFolder(f"dataset root {root} is a file, not a folder: set {key} "
+                         "to the dataset's folder")
+    if not Path(root).is_dir():
+        hint = f"create it with `{setup_command}`" if setup_command else f"set {key}=PATH"
+        raise MissingPath(f"dataset root {root} does not exist: {hint}")

@@ -6,7 +6,6 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import (
@@ -25,10 +24,9 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
-from seg.data.palette import voc_palette
 from seg.data.resolvers import register_resolvers
 from seg.engine import TrainingInterrupted
-from seg.errors import BadValue, MissingPath, NotAFolder, UserError
+from seg.errors import UserError
 from seg.models import SegmentationModel, build_model
 from seg.study.runs import upsampler_label  # noqa: F401  (re-exported: seg.cli.train uses it)
 
@@ -164,26 +162,6 @@ def overrides_checked(config_name: str) -> Callable[[Callable], Callable]:
         return command
 
     return decorate
-
-
-def check_dataset_root(root: str | Path, setup_command: str | None = None,
-                       key: str = "dataset.root") -> None:
-    """``root`` is a folder; else one line naming it and the fix (``setup_command`` makes
-    it, or the ``key`` to set)."""
-    if Path(root).is_file():
-        raise NotAFolder(f"dataset root {root} is a file, not a folder: set {key} "
-                         "to the dataset's folder")
-    if not Path(root).is_dir():
-        hint = f"create it with `{setup_command}`" if setup_command else f"set {key}=PATH"
-        raise MissingPath(f"dataset root {root} does not exist: {hint}")
-
-
-def resolve_palette(palette, num_classes: int) -> list[list[int]]:
-    """``voc`` names the PASCAL VOC colour map; otherwise a list of [r, g, b]."""
-    colours = voc_palette() if palette == "voc" else [list(c) for c in palette]
-    if len(colours) < num_classes:
-        raise BadValue(f"dataset.palette has {len(colours)} colours for {num_classes} classes")
-    return [list(c) for c in colours]
 
 
 def model_from_config(model_cfg: DictConfig, num_classes: int) -> SegmentationModel:

@@ -15,7 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from seg.cli.common import CONFIG_PATH, check_dataset_root, exit_on_user_error, overrides_checked
+from seg.checks import check_dataset_root
+from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
 from seg.data.base import IGNORE_INDEX
 from seg.data.loader import build_loader
 from seg.distributed import broadcast_from_main, init_distributed, process_device, shutdown

@@ -13,19 +13,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from seg.checks import integer
+from seg.checks import check_dataset_root, integer
 from seg.cli.common import (
     CONFIG_PATH,
-    check_dataset_root,
     exit_on_user_error,
     model_from_config,
     overrides_checked,
-    resolve_palette,
     upsampler_label,
 )
 from seg.data.base import IGNORE_INDEX
 from seg.data.check import read_every_sample
 from seg.data.loader import build_loader, resolve_num_workers
+from seg.data.palette import resolve_palette
 from seg.distributed import ProcessGroup, broadcast_from_main, init_distributed, shutdown
 from seg.engine import RunInfo, name_per_class, seed_everything
 from seg.metrics import format_table

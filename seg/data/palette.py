@@ -1,6 +1,9 @@
-"""PASCAL VOC colour map, used to write and display palette-mode label PNGs."""
+"""Class colours: the PASCAL VOC colour map, used to write and display palette-mode label
+PNGs, and a dataset config's ``palette`` resolved to one colour per class."""
 
 from __future__ import annotations
+
+from seg.errors import BadValue
 
 
 def voc_palette(num_colors: int = 256) -> list[tuple[int, int, int]]:
@@ -26,3 +29,11 @@ def voc_palette(num_colors: int = 256) -> list[tuple[int, int, int]]:
 def flat_palette() -> list[int]:
     """Return the 256-colour VOC palette flattened to 768 ints for ``PIL.Image.putpalette``."""
     return [channel for colour in voc_palette(256) for channel in colour]
+
+
+def resolve_palette(palette, num_classes: int) -> list[list[int]]:
+    """``voc`` names the PASCAL VOC colour map; otherwise a list of [r, g, b]."""
+    colours = voc_palette() if palette == "voc" else [list(c) for c in palette]
+    if len(colours) < num_classes:
+        raise BadValue(f"dataset.palette has {len(colours)} colours for {num_classes} classes")
+    return [list(c) for c in colours]
