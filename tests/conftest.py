@@ -1,16 +1,26 @@
-"""Shared fixtures: a tiny generated dataset and Hydra composition of train.yaml."""
+"""Shared fixtures: a tiny generated dataset and Hydra composition of train.yaml; markers
+for tests that need what a machine may lack (CUDA, an optional Hydra plugin)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from seg.cli.common import CONFIG_MODULE
 from seg.data import generate_shapes
+
+# the extras of pyproject.toml (make install puts them in; a GPU machine's own Python may not)
+needs_optuna = pytest.mark.skipif(find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
+                                  reason="the optuna extra (hydra-optuna-sweeper) is missing")
+needs_submitit = pytest.mark.skipif(
+    find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+    reason="the slurm extra (hydra-submitit-launcher) is missing")
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +43,13 @@ def compose_train(shapes_root: Path) -> Callable[..., DictConfig]:
             )
 
     return compose_with
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` skip where no CUDA GPU is visible."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -14,8 +14,7 @@ from seg.engine import evaluate
 from seg.models import build_encoder, build_model, build_upsampler
 from seg.models.decoder import FCNDecoder
 
-DEVICES = ["meta", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs CUDA"))]
+DEVICES = ["meta", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
 class CollectiveReached(Exception):

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from seg.cli.common import model_from_config
 from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tests.conftest import needs_optuna
 from tests.layouts import make_layout
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -22,14 +23,17 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIGS / group).glob("[!_]*.yaml"))
 
 
-CASES = [(group, option) for group in GROUPS for option in options(group)]
+# hparams_search options compose the optuna sweeper: only where that extra is installed
+CASES = [pytest.param(group, option, id=f"{group}={option}",
+                      marks=[needs_optuna] if group == "hparams_search" else [])
+         for group in GROUPS for option in options(group)]
 
 
 def test_every_group_has_options() -> None:
     assert all(options(group) for group in GROUPS)
 
 
-@pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
+@pytest.mark.parametrize(("group", "option"), CASES)
 def test_option_instantiates(compose_train, tmp_path, group: str, option: str) -> None:
     # a dataset option reads its own layout; the others use the shapes fixture
     layout = make_layout(option, tmp_path / "data") if group == "dataset" else {}

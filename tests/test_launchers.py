@@ -10,9 +10,9 @@ from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from optuna.samplers import TPESampler
 
 from seg.cli.common import CONFIG_MODULE
+from tests.conftest import needs_optuna, needs_submitit
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -28,6 +28,7 @@ def compose_with_hydra(*overrides: str) -> DictConfig:
         return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
 
 
+@needs_submitit
 def test_slurm_launcher_runs_one_task_per_gpu_and_requeues() -> None:
     cfg = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4",
                              "hydra.sweep.dir=/sweep")
@@ -41,8 +42,11 @@ def test_slurm_launcher_runs_one_task_per_gpu_and_requeues() -> None:
     assert launcher.submitit_folder.startswith("/sweep/")
 
 
+@needs_optuna
 @pytest.mark.parametrize("search", SEARCHES)
 def test_search_maximises_miou_over_parameters_that_exist(search: str) -> None:
+    from optuna.samplers import TPESampler
+
     cfg = compose_with_hydra(f"hparams_search={search}")
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_ == OPTUNA_SWEEPER
@@ -71,6 +75,7 @@ def run_sweep(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@needs_submitit
 def test_submitit_local_sweep_writes_every_run(tmp_path, shapes_root) -> None:
     sweep = tmp_path / "sweep"
     result = run_sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
@@ -82,6 +87,7 @@ def test_submitit_local_sweep_writes_every_run(tmp_path, shapes_root) -> None:
 
 
 @pytest.mark.slow
+@needs_optuna
 @pytest.mark.parametrize("search", SEARCHES)
 def test_optuna_search_writes_the_best_trial(tmp_path, shapes_root, search: str) -> None:
     sweep = tmp_path / "sweep"

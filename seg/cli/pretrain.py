@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from seg.checks import check_dataset_root
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
 from seg.data.base import IGNORE_INDEX
-from seg.data.loader import build_loader
+from seg.data.loader import build_loader, resolve_num_workers
 from seg.engine import save_checkpoint, seed_everything
 from seg.errors import MissingSetting
 from seg.study.pretrain import NativeStrideClassifier, pretrain
@@ -41,8 +41,9 @@ def pretrain_encoder(cfg: DictConfig, run_dir: str | Path) -> Path:
     seed_everything(cfg.seed, trainer.deterministic)
     data = cfg.dataset
     check_dataset_root(data.root, data.get("setup_command"))
+    workers = resolve_num_workers(data.num_workers, trainer.device.type, data.crop_size)
     loader = build_loader(instantiate(data.train), settings.batch_size, train=True,
-                          num_workers=data.num_workers, seed=cfg.seed,
+                          num_workers=workers, seed=cfg.seed,
                           pin_memory=trainer.device.type == "cuda")
     classifier = NativeStrideClassifier(instantiate(cfg.model.encoder), data.num_classes)
     optimizer = instantiate(cfg.optimizer, lr=settings.lr)(params=classifier.parameters())

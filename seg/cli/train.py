@@ -89,12 +89,12 @@ def loaders(cfg: DictConfig, device: torch.device, group: ProcessGroup
     val image is decoded first: a broken one stops the run before it trains, not after."""
     data = cfg.dataset
     check_dataset_root(data.root, data.get("setup_command"))
-    options = {"num_workers": data.num_workers, "seed": cfg.seed,
-               "pin_memory": device.type == "cuda", "rank": group.rank,
-               "world_size": group.world_size}
+    workers = resolve_num_workers(data.num_workers, device.type, data.crop_size)
+    options = {"num_workers": workers, "seed": cfg.seed, "pin_memory": device.type == "cuda",
+               "rank": group.rank, "world_size": group.world_size}
     train_loader = build_loader(instantiate(data.train), data.batch_size, train=True, **options)
     val_set = instantiate(data.val)
-    read_every_sample(val_set, resolve_num_workers(data.num_workers))
+    read_every_sample(val_set, workers)
     return train_loader, build_loader(val_set, data.val_batch_size, train=False, **options)
 
 

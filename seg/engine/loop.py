@@ -29,7 +29,7 @@ from seg.engine.checkpoints import (
     load_model_state,
     resume_path,
 )
-from seg.engine.device import resolve_device
+from seg.engine.device import resolve_device, use_fast_kernels
 from seg.engine.evaluation import Evaluator
 from seg.engine.hooks import Hook, Progress, Step, TensorBoardScalars
 from seg.engine.precision import autocast, resolve_precision
@@ -133,6 +133,7 @@ class Trainer:
         self.eval_every = positive_int(eval_every, "trainer.eval_every")
         self.device = resolve_device(device, "trainer.device")
         self.deterministic = deterministic
+        use_fast_kernels(self.device, deterministic)
         self.resume = resume
         self.grad_clip = positive_number(grad_clip, "trainer.grad_clip", allow_none=True)
         self.log_every = positive_int(log_every, "trainer.log_every")
