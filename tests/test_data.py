@@ -266,3 +266,14 @@ def test_eval_batches_pad_mixed_sizes_with_ignore() -> None:
     assert batch["id"] == ["a", "b"]
     assert (batch["mask"][0, 4] == 255).all() and (batch["mask"][1, :, 3:] == 255).all()
     assert batch["image"][0, :, 4].sum() == 0 and batch["image"][1, :, :5, :3].min() == 1
+
+
+def test_auto_workers_leave_small_cpu_runs_in_the_main_process(monkeypatch) -> None:
+    from seg.data.loader import resolve_num_workers
+
+    monkeypatch.setattr("seg.data.loader.available_cpus", lambda: 16)
+    assert resolve_num_workers("auto", "cpu", 160) == 0  # the shapes recipe on a CPU
+    assert resolve_num_workers("auto", "cpu", [128, 256]) == 0
+    assert resolve_num_workers("auto", "cpu", 512) == 8  # VOC's crops: decoding costs
+    assert resolve_num_workers("auto", "cuda", 160) == 8  # a GPU waits for its data
+    assert resolve_num_workers(3, "cpu", 160) == 3  # a number is a number

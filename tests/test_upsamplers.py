@@ -179,3 +179,23 @@ def test_kernel_drift_is_zero_at_init_and_grows_with_change(name: str) -> None:
         upsampler.weight.mul_(1.5)
     assert kernel_drift(upsampler) == pytest.approx(0.5)
     assert kernel_drift(build_upsampler("bilinear", channels=3, factor=2)) is None
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_the_phase_path_runs_only_where_it_was_measured_faster(monkeypatch, listed: bool) -> None:
+    from seg.models import upsamplers
+
+    calls = []
+
+    def spy(*args):
+        calls.append(args[2])
+        return conv_transpose_by_phases(*args)
+
+    monkeypatch.setattr(upsamplers, "conv_transpose_by_phases", spy)
+    monkeypatch.setitem(upsamplers.PHASES_FASTER, "cpu", frozenset({4} if listed else ()))
+    layer = PhaseConvTranspose2d(2, 2, 8, stride=4, padding=2, groups=2, bias=False)
+    native = torch.nn.functional.conv_transpose2d
+    x = torch.randn(1, 2, 5, 5)
+    out = layer(x)
+    assert calls == ([4] if listed else [])
+    assert torch.allclose(out, native(x, layer.weight, stride=4, padding=2, groups=2), atol=1e-5)

@@ -110,10 +110,20 @@ def conv_transpose_by_phases(
     return shuffled[:, :, offset:offset + height, offset:offset + width]
 
 
+# The factors at which the phase decomposition beats the native transposed convolution,
+# forward + backward, per device type (`scripts/bench.py upsample`; BENCHMARKS.md has the
+# times). Elsewhere, and on devices not listed, the native kernel runs.
+PHASES_FASTER: dict[str, frozenset[int]] = {
+    "cpu": frozenset({2, 4, 8, 16, 32}),
+    "cuda": frozenset({8, 16, 32}),
+}
+
+
 class PhaseConvTranspose2d(nn.ConvTranspose2d):
     """An ``nn.ConvTranspose2d`` (same parameters, function and gradients) computed by
-    :func:`conv_transpose_by_phases` where it can: square stride, kernel and padding,
-    no dilation or output padding; anything else takes the native kernel."""
+    :func:`conv_transpose_by_phases` where that is faster (``PHASES_FASTER``) and it can:
+    square stride, kernel and padding, no dilation or output padding. Anything else takes
+    the native kernel."""
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         stride, kernel, padding = self.stride[0], self.kernel_size[0], self.padding[0]
@@ -122,8 +132,9 @@ class PhaseConvTranspose2d(nn.ConvTranspose2d):
         plain = self.dilation == (1, 1) and self.output_padding == (0, 0)
         # ONNX has ConvTranspose; the phases' slicing would be traced for one input size
         exporting = torch.onnx.is_in_onnx_export()
+        faster = stride in PHASES_FASTER.get(x.device.type, frozenset())
         if (output_size is not None or not (square and plain) or self.padding_mode != "zeros"
-                or exporting):
+                or exporting or not faster):
             return super().forward(x, output_size)
         out = conv_transpose_by_phases(x, self.weight, stride, padding, self.groups)
         return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
