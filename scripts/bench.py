@@ -2,7 +2,8 @@
 
     python scripts/bench.py loader [--images 160] [--workers auto]
     python scripts/bench.py trainer      # our training loop / a bare PyTorch loop
-    python scripts/bench.py peer         # our ResNet-50 FCN / torchvision's fcn_resnet50
+    python scripts/bench.py peer [--steps N] [--warmup N]  # our ResNet-50 FCNs / torchvision
+    python scripts/bench.py upsample [--json PATH]  # transposed conv: by phases / native
     python scripts/bench.py all          # every benchmark; writes BENCHMARKS.md
 
 ``loader``: images/s of the VOC training recipe at 512 crop (seg's VOC reader and
@@ -15,11 +16,28 @@ generated VOC-sized files, the same number of workers and the same batch size.
 (forward, loss, zero_grad, backward, step, scheduler step) on the default model (configs/),
 the same batches of 8 160x160 crops held in memory; both warmed up first.
 
-``peer``: images/s and peak memory (resident set growth, or CUDA peak allocation) of our
-ResNet-50 FCN trained by ``Trainer.fit`` with the default precision, beside torchvision's
-``fcn_resnet50`` (with the auxiliary head, as torchvision's reference trains it) trained
-by a reference-style fp32 loop: 21 classes, batch 2 of 256x256 on the CPU (batch 8 of
-512x512 on CUDA). Each side runs in its own process, so that their memory is separate.
+``peer``: at equal precision, images/s, peak memory (resident set growth, or CUDA peak
+allocation), achieved TFLOP/s and model FLOPs utilisation (MFU: FLOPs of one training step
+per image, counted by ``torch.utils.flop_counter.FlopCounterMode``, times images/s, over
+the GPU's dense bf16 peak) of our ResNet-50 FCNs (FCN-8s, and dilated to output stride 8
+as torchvision's backbone is) trained by ``Trainer.fit`` with the default precision (bf16
+on CUDA; fp32, ``trainer.precision=32``, on the CPU), beside torchvision's
+``fcn_resnet50`` (with the auxiliary head, as torchvision's reference trains it) in the
+fastest bare loop a user would write: channels_last model and inputs, and on CUDA bf16
+autocast and ``cudnn.benchmark``; the ratio is to that loop. Also shown: torchvision's
+reference fp32 loop, and the stride-8 model trained end to end from a real loader (seg's
+VOC reader and training recipe on generated JPEG files, workers as ``seg-train`` picks
+them), as a ratio to its in-memory rate. 21 classes, batch 8 of 512x512 with 30 timed steps
+after 10 warm-up steps on CUDA (cuDNN tunes its algorithms during the warm-up), batch 2 of
+256x256 with 5 after 2 on the CPU. Each side runs in its own process, so that their memory
+is separate.
+
+``upsample``: forward + backward milliseconds of the learned channel-wise transposed
+convolution of seg's ``TransposedConvUpsampler`` (kernel 2f - f % 2, stride f, one kernel
+per channel) at factors 2 to 32, computed by ``conv_transpose_by_phases`` and by the native
+``conv_transpose2d``, at the training precision and memory format (channels_last): 21
+channels, batch 8 to 512x512 on CUDA, batch 2 to 256x256 on the CPU. ``--json PATH``
+writes ``{device type: {factor: {"native": ms, "phases": ms}}}``.
 """
 
 from __future__ import annotations
@@ -36,6 +54,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -47,6 +66,8 @@ from seg.data import VOCSegmentation, flat_palette, train_transform
 from seg.data.base import IGNORE_INDEX
 from seg.data.loader import available_cpus, build_loader, resolve_num_workers
 from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from seg.engine.device import synchronize
+from seg.engine.hooks import Hook, Step
 
 VOC_SIZES = ((500, 375), (375, 500), (500, 333), (500, 500))  # VOC's common (w, h)
 
@@ -201,7 +222,7 @@ def bench_loader(images: int = 160, workers: int | str = "auto", batch_size: int
             "workers": workers, "batch_size": batch_size, "crop": crop}
 
 
-# -- trainer overhead and peer ---------------------------------------------------------------
+# -- trainer overhead ------------------------------------------------------------------------
 
 
 def compose(*overrides: str):
@@ -214,17 +235,44 @@ def compose(*overrides: str):
         return hydra_compose(config_name="train", overrides=list(overrides))
 
 
-def random_batches(count: int, batch: int, size: int, classes: int, seed: int = 0) -> list:
+def random_batches(count: int, batch: int, size: int, classes: int, seed: int = 0,
+                   pin: bool = False) -> list:
+    """``count`` batches of random images and masks; ``pin``: in page-locked memory, as a
+    CUDA DataLoader (pin_memory=True) hands them over."""
     generator = torch.Generator().manual_seed(seed)
-    return [{"image": torch.randn(batch, 3, size, size, generator=generator),
-             "mask": torch.randint(0, classes, (batch, size, size), generator=generator),
-             "id": [str(i) for i in range(batch)]} for _ in range(count)]
+    batches = [{"image": torch.randn(batch, 3, size, size, generator=generator),
+                "mask": torch.randint(0, classes, (batch, size, size), generator=generator),
+                "id": [str(i) for i in range(batch)]} for _ in range(count)]
+    if pin:
+        for item in batches:
+            item["image"], item["mask"] = item["image"].pin_memory(), item["mask"].pin_memory()
+    return batches
 
 
-def fit_images_per_second(cfg, model, batches: list, device: torch.device,
-                          folder: Path) -> float:
-    """Images/s of ``Trainer.fit`` over ``batches`` (evaluation and checkpoint excluded,
-    as fit itself counts them out); one warm-up fit first."""
+class SteadyRate(Hook):
+    """Images/s of the steps after the first ``warmup`` of a fit, from the running rate that
+    fit reports after each step (which counts the steps alone, batch waits included)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.marks = {0: 0.0}  # iteration: seconds of the steps so far per image of a batch
+
+    def after_step(self, step: Step) -> None:
+        if step.iteration in (self.warmup, step.max_iters):
+            self.marks[step.iteration] = step.iteration / step.images_per_s
+
+    def images_per_s(self) -> float:
+        end = max(self.marks)
+        return (end - self.warmup) / (self.marks[end] - self.marks[self.warmup])
+
+
+def fit_images_per_second(cfg, model, batches, device: torch.device, folder: Path,
+                          warmup: int = 5, steps: int | None = None,
+                          val: list | None = None) -> float:
+    """Images/s of ``Trainer.fit`` over ``steps`` steps (default: one per batch of the list)
+    after ``warmup`` steps of the same fit, on ``batches``: a list of batches (cycled) or a
+    DataLoader, which so runs on without a new epoch's start. Evaluation (on ``val``,
+    default the first batch) and checkpoints are excluded, as fit itself counts them out."""
     from hydra.utils import instantiate
 
     from seg.engine import RunInfo
@@ -233,16 +281,15 @@ def fit_images_per_second(cfg, model, batches: list, device: torch.device,
     classes = int(model.decoder.score[-1].out_channels)
     info = RunInfo(class_names=[str(i) for i in range(classes)], palette=[[0, 0, 0]] * classes,
                    mean=[0.0] * 3, std=[1.0] * 3)
-    rate = 0.0
-    for steps in (min(5, len(batches)), len(batches)):  # warm-up, then the measured fit
-        trainer = instantiate(cfg.trainer, max_iters=steps, eval_every=steps, progress=False,
-                              device=str(device))
-        optimizer = instantiate(cfg.optimizer)(params=model.parameters())
-        scheduler = instantiate(cfg.scheduler, total_iters=steps)(optimizer=optimizer)
-        metrics = trainer.fit(model, optimizer, scheduler, batches[:steps], batches[:1],
-                              folder, NullLogger(), info)
-        rate = metrics["train_images_per_s"]
-    return rate
+    iters = warmup + (steps or len(batches))
+    trainer = instantiate(cfg.trainer, max_iters=iters, eval_every=iters, progress=False,
+                          device=str(device))
+    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    scheduler = instantiate(cfg.scheduler, total_iters=iters)(optimizer=optimizer)
+    rate = SteadyRate(warmup)
+    trainer.fit(model, optimizer, scheduler, batches, batches[:1] if val is None else val,
+                folder, NullLogger(), info, hooks=[rate])
+    return rate.images_per_s()
 
 
 def bare_images_per_second(cfg, model, batches: list, device: torch.device) -> float:
@@ -301,86 +348,353 @@ def bench_trainer(steps: int = 40, rounds: int = 4) -> dict:
             "device": str(device)}
 
 
-PEER_SIDES = {
+# -- peer ------------------------------------------------------------------------------------
+
+E2E = "ours-os8-e2e"
+PEER_SIDES = {  # the config overrides of our sides
     "ours-fcn8s": ("model/encoder=resnet50",),
     "ours-os8": ("model/encoder=resnet50", "model.encoder.output_stride=8"),
-    "torchvision": (),
+    E2E: ("model/encoder=resnet50", "model.encoder.output_stride=8"),
+    "torchvision": (),  # the bare loop at our precision: the baseline of the ratios
+    "torchvision-fp32": (),  # torchvision's reference training loop, fp32
 }
+PEER_LABELS = {
+    "ours-fcn8s": "seg resnet50 FCN-8s (stride-8 output by skips)",
+    "ours-os8": "seg resnet50 dilated to output stride 8",
+    E2E: "  the same, end to end from JPEG files",
+    "torchvision": "torchvision fcn_resnet50, bare loop",
+    "torchvision-fp32": "torchvision fcn_resnet50, fp32 reference loop",
+}
+# Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, by a substring of the device name.
+PEAK_BF16_FLOPS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L40S": 362e12}
+PRECISION_NAMES = {"32": "fp32", "bf16": "bf16", "16": "fp16"}
+
+
+def peer_settings(device_type: str) -> dict:
+    """Batch, crop, warm-up and timed steps, and the most JPEG files of the end-to-end
+    side: cuDNN tunes its algorithms during the warm-up, and a GPU step is short."""
+    if device_type == "cuda":
+        return {"batch": 8, "size": 512, "warmup": 10, "steps": 30, "max_files": 400}
+    return {"batch": 2, "size": 256, "warmup": 2, "steps": 5, "max_files": 40}
+
+
+def e2e_files(batch: int, warmup: int, steps: int, max_files: int) -> int:
+    """JPEG files for the end-to-end side: one epoch for all its steps, up to ``max_files``
+    (the loader then starts another epoch), and at least one batch."""
+    return max(batch, min(max_files, batch * (warmup + steps)))
+
+
+def peak_bf16_flops(device_name: str) -> float | None:
+    """The dense bf16 peak FLOP/s of a GPU by its name; None for one not in the table."""
+    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in device_name), None)
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({machine()})"
 
 
 def resident_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def peer_side(name: str, steps: int) -> dict:
-    """One side of ``peer``, run in its own process: images/s and peak memory growth."""
-    from seg.engine import resolve_device
-
-    device = resolve_device("auto")
-    batch, size = (8, 512) if device.type == "cuda" else (2, 256)
-    batches = random_batches(steps, batch, size, 21)
-    baseline = resident_mb()
-    torch.manual_seed(0)
-    if name == "torchvision":
-        rate = reference_images_per_second(batches, device)
-    else:
-        from seg.cli.common import model_from_config
-
-        cfg = compose(*PEER_SIDES[name])
-        model = model_from_config(cfg.model, 21)
-        with tempfile.TemporaryDirectory() as folder:
-            rate = fit_images_per_second(cfg, model, batches, device, Path(folder))
+def peak_mb(device: torch.device, baseline: float) -> float:
     if device.type == "cuda":
-        memory = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        memory = resident_mb() - baseline
-    return {"images_per_s": rate, "peak_mb": memory, "batch": batch, "size": size,
-            "device": str(device)}
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resident_mb() - baseline
 
 
-def reference_images_per_second(batches: list, device: torch.device) -> float:
-    """references/segmentation/train.py's train_one_epoch: fp32, aux loss weighted 0.5."""
+def peer_loss(output, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy; torchvision's dict output adds its auxiliary head's, weighted 0.5 as
+    references/segmentation/train.py weights it."""
+    loss = torch.nn.functional.cross_entropy
+    if isinstance(output, dict):
+        return (loss(output["out"], target, ignore_index=IGNORE_INDEX)
+                + 0.5 * loss(output["aux"], target, ignore_index=IGNORE_INDEX))
+    return loss(output, target, ignore_index=IGNORE_INDEX)
+
+
+def step_flops(model: torch.nn.Module, batch: dict, device: torch.device, precision: str,
+               memory_format: torch.memory_format = torch.channels_last) -> float:
+    """FLOPs of one training step's forward and backward of ``model`` on ``batch``, counted
+    by FlopCounterMode (convolutions and matrix products) at ``precision``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from seg.engine.precision import autocast
+
+    model.train()
+    images = batch["image"].to(device, memory_format=memory_format)
+    target = batch["mask"].to(device)
+    with FlopCounterMode(display=False) as counter:
+        with autocast(device, precision):
+            loss = peer_loss(model(images), target)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+class SideRun(NamedTuple):
+    """What one side of ``peer`` measured, and how to count its model's FLOPs afterwards.
+    (Not a dataclass: the tests load this script without registering it as a module.)"""
+
+    images_per_s: float
+    precision: str
+    count_flops: Callable[[], float]
+    notes: dict | None = None  # more to report
+
+
+def timed_loop_images_per_second(step: Callable[[dict], None], batches: list, warmup: int,
+                                 device: torch.device) -> float:
+    """Images/s of ``step`` over ``batches`` after ``warmup`` steps, the GPU's queue drained
+    before and after."""
+    for index in range(warmup):
+        step(batches[index % len(batches)])
+    synchronize(device)
+    start = time.perf_counter()
+    for batch in batches:
+        step(batch)
+    synchronize(device)
+    return len(batches) * len(batches[0]["mask"]) / (time.perf_counter() - start)
+
+
+def torchvision_side(name: str, batches: list, warmup: int, device: torch.device) -> SideRun:
+    """torchvision's fcn_resnet50 with its reference's SGD and poly schedule. ``torchvision``:
+    the fastest bare loop (channels_last; on CUDA also bf16 autocast and cuDNN's tuned
+    algorithms); ``torchvision-fp32``: references/segmentation/train.py's fp32 loop."""
     from torchvision.models.segmentation import fcn_resnet50
 
-    model = fcn_resnet50(weights=None, weights_backbone=None, num_classes=21,
-                         aux_loss=True).to(device).train()
+    from seg.engine.precision import autocast
+
+    fast = name == "torchvision"
+    precision = "bf16" if fast and device.type == "cuda" else "32"
+    memory_format = torch.channels_last if fast else torch.contiguous_format
+    if fast and device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
+    model.to(device, memory_format=memory_format).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, len(batches) + 5, power=0.9)
+    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, len(batches) + warmup,
+                                                      power=0.9)
 
     def step(batch: dict) -> None:
-        output = model(batch["image"].to(device))
-        target = batch["mask"].to(device)
-        loss = torch.nn.functional.cross_entropy(output["out"], target, ignore_index=IGNORE_INDEX)
-        loss = loss + 0.5 * torch.nn.functional.cross_entropy(output["aux"], target,
-                                                              ignore_index=IGNORE_INDEX)
-        optimizer.zero_grad()
+        images = batch["image"].to(device, non_blocking=fast, memory_format=memory_format)
+        target = batch["mask"].to(device, non_blocking=fast)
+        with autocast(device, precision):
+            loss = peer_loss(model(images), target)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
 
-    for batch in batches[:2]:
-        step(batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for batch in batches:
-        step(batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return len(batches) * len(batches[0]["mask"]) / (time.perf_counter() - start)
+    rate = timed_loop_images_per_second(step, batches, warmup, device)
+    return SideRun(rate, precision,
+                   lambda: step_flops(model, batches[0], device, precision, memory_format))
 
 
-def bench_peer(steps: int = 5) -> dict:
+def voc_training_loader(folder: Path, batch: int, size: int, files: int,
+                        device: torch.device) -> tuple[DataLoader, int]:
+    """seg's VOC reader and training recipe at ``size`` crops on ``files`` generated JPEG
+    files, loaded as seg-train loads them: its worker count, pinned memory on CUDA."""
+    root = write_voc_like(folder / "voc", files)
+    workers = resolve_num_workers("auto", device.type, size)
+    dataset = VOCSegmentation(root, "train", transform=train_transform(
+        size, scale_range=(0.5, 2.0), base_size=512, color_jitter=0.0))
+    loader = build_loader(dataset, batch, train=True, num_workers=workers,
+                          pin_memory=device.type == "cuda")
+    return loader, workers
+
+
+def ours_side(name: str, batches: list, steps: int, warmup: int, device: torch.device,
+              folder: Path) -> SideRun:
+    """Our model trained by ``Trainer.fit`` at the default precision on CUDA, fp32 on the
+    CPU; the end-to-end side reads its batches from JPEG files instead of ``batches``."""
+    from seg.cli.common import model_from_config
+    from seg.engine import resolve_precision
+
+    on_cpu = ("trainer.precision=32",) if device.type != "cuda" else ()
+    cfg = compose(*PEER_SIDES[name], *on_cpu)
+    model = model_from_config(cfg.model, 21)
+    loader, notes = batches, {}
+    if name == E2E:
+        settings = peer_settings(device.type)
+        files = e2e_files(len(batches[0]["mask"]), warmup, steps, settings["max_files"])
+        loader, workers = voc_training_loader(folder, len(batches[0]["mask"]),
+                                              batches[0]["mask"].shape[-1], files, device)
+        notes = {"workers": workers, "files": files}
+    rate = fit_images_per_second(cfg, model, loader, device, folder, warmup, steps,
+                                 val=batches[:1])
+    del loader  # stops the persistent workers
+    precision = resolve_precision(cfg.trainer.precision, device)
+    memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
+    return SideRun(rate, precision,
+                   lambda: step_flops(model, batches[0], device, precision, memory_format),
+                   notes)
+
+
+def peer_side(name: str, steps: int | None = None, warmup: int | None = None) -> dict:
+    """One side of ``peer``, run in its own process: images/s, peak memory growth (both
+    measured before the FLOPs are counted) and FLOPs per image of a training step."""
+    from seg.engine import resolve_device
+
+    device = resolve_device("auto")
+    settings = peer_settings(device.type)
+    batch, size = settings["batch"], settings["size"]
+    steps = steps or settings["steps"]
+    warmup = settings["warmup"] if warmup is None else warmup
+    # the end-to-end side needs one in-memory batch: for evaluation and the FLOP count
+    batches = random_batches(1 if name == E2E else steps, batch, size, 21,
+                             pin=device.type == "cuda")
+    baseline = resident_mb()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as folder:
+        if name.startswith("torchvision"):
+            run = torchvision_side(name, batches, warmup, device)
+        else:
+            run = ours_side(name, batches, steps, warmup, device, Path(folder))
+        memory = peak_mb(device, baseline)
+    return {"images_per_s": run.images_per_s, "peak_mb": memory, "precision": run.precision,
+            "flops_per_image": run.count_flops() / batch, "batch": batch, "size": size,
+            "steps": steps, "warmup": warmup, "device": device.type,
+            "device_name": device_name(device), **(run.notes or {})}
+
+
+def add_peer_ratios(results: dict) -> dict:
+    """Speed ratio to the ``torchvision`` side, achieved TFLOP/s and MFU (None where the
+    GPU's peak is unknown, and on the CPU) of each side; the end-to-end side's ratio to
+    the same model's in-memory rate."""
+    baseline = results["torchvision"]["images_per_s"]
+    for result in results.values():
+        result["ratio"] = result["images_per_s"] / baseline
+        achieved = result["flops_per_image"] * result["images_per_s"]
+        result["tflops"] = achieved / 1e12
+        peak = peak_bf16_flops(result["device_name"]) if result["device"] == "cuda" else None
+        result["mfu"] = None if peak is None else achieved / peak
+    if E2E in results and "ours-os8" in results:
+        results[E2E]["in_memory_ratio"] = (results[E2E]["images_per_s"]
+                                           / results["ours-os8"]["images_per_s"])
+    return results
+
+
+def bench_peer(steps: int | None = None, warmup: int | None = None) -> dict:
+    """Every side of ``peer`` in its own process; steps and warm-up default per device."""
+    settings = peer_settings("cuda" if torch.cuda.is_available() else "cpu")
+    steps = steps or settings["steps"]
+    warmup = settings["warmup"] if warmup is None else warmup
     results = {}
     for name in PEER_SIDES:
-        output = subprocess.run(
-            [sys.executable, __file__, "peer-side", name, "--steps", str(steps)],
-            check=True, capture_output=True, text=True).stdout
-        results[name] = json.loads(output.strip().splitlines()[-1])
-    reference = results["torchvision"]["images_per_s"]
-    for result in results.values():
-        result["ratio"] = result["images_per_s"] / reference
-    return results
+        done = subprocess.run(
+            [sys.executable, __file__, "peer-side", name, "--steps", str(steps),
+             "--warmup", str(warmup)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"peer side {name} failed ({done.returncode}):\n"
+                               + done.stderr[-4000:])
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    return add_peer_ratios(results)
+
+
+# -- upsample --------------------------------------------------------------------------------
+
+UPSAMPLE_FACTORS = (2, 4, 8, 16, 32)
+
+
+def upsample_settings(device_type: str) -> dict:
+    if device_type == "cuda":
+        return {"channels": 21, "batch": 8, "size": 512, "warmup": 5, "repeats": 30}
+    return {"channels": 21, "batch": 2, "size": 256, "warmup": 2, "repeats": 10}
+
+
+def upsample_case(factor: int, channels: int, batch: int, size: int, device: torch.device,
+                  dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
+    """The transposed convolution of seg's ``TransposedConvUpsampler(channels, factor)``
+    (its geometry and bilinear kernel, learned) on a channels_last map of ``size / factor``
+    plus the replicated edge pixel on each side, so that its output is ``size`` square;
+    ``grad``: a gradient of that output in ``dtype``, the precision it is computed in."""
+    from seg.models.upsamplers import TransposedConvUpsampler
+
+    deconv = TransposedConvUpsampler(channels, factor).deconv
+    generator = torch.Generator().manual_seed(seed)
+    side = size // factor + 2
+    image = torch.randn(batch, channels, side, side, generator=generator)
+    grad = torch.randn(batch, channels, size, size, generator=generator)
+    return {"x": image.to(device, memory_format=torch.channels_last).requires_grad_(),
+            "weight": deconv.weight.detach().to(device).requires_grad_(),
+            "grad": grad.to(device, dtype, memory_format=torch.channels_last),
+            "stride": deconv.stride[0], "padding": deconv.padding[0], "groups": deconv.groups}
+
+
+def native_transposed(case: dict) -> torch.Tensor:
+    return torch.nn.functional.conv_transpose2d(
+        case["x"], case["weight"], stride=case["stride"], padding=case["padding"],
+        groups=case["groups"])
+
+
+def transposed_by_phases(case: dict) -> torch.Tensor:
+    from seg.models.upsamplers import conv_transpose_by_phases
+
+    return conv_transpose_by_phases(case["x"], case["weight"], case["stride"],
+                                    case["padding"], case["groups"])
+
+
+UPSAMPLE_PATHS = {"native": native_transposed, "phases": transposed_by_phases}
+
+
+def median_ms(run: Callable[[], None], device: torch.device, warmup: int,
+              repeats: int) -> float:
+    """Median milliseconds of ``run`` over ``repeats`` calls after ``warmup`` calls, each
+    timed from an empty GPU queue to an empty one."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        run()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def forward_backward(path: Callable[[dict], torch.Tensor], case: dict, device: torch.device,
+                     precision: str) -> None:
+    from seg.engine.precision import autocast
+
+    case["x"].grad = case["weight"].grad = None
+    with autocast(device, precision):
+        output = path(case)
+    output.backward(case["grad"])
+
+
+def bench_upsample(device: torch.device | None = None, settings: dict | None = None,
+                   factors: Sequence[int] = UPSAMPLE_FACTORS) -> dict:
+    """``{device type: {factor: {"native": ms, "phases": ms}}}``: median forward + backward
+    milliseconds of both ways. ``settings``: ``upsample_settings``'s, with ``precision``
+    (default: the one Trainer picks, ``auto``)."""
+    from seg.engine import resolve_device, resolve_precision
+
+    device = device or resolve_device("auto")
+    settings = {**upsample_settings(device.type), **(settings or {})}
+    precision = resolve_precision(settings.get("precision", "auto"), device)
+    dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision, torch.float32)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as Trainer trains on CUDA
+    timings = {}
+    for factor in factors:
+        case = upsample_case(factor, settings["channels"], settings["batch"], settings["size"],
+                             device, dtype)
+        timings[factor] = {
+            name: median_ms(lambda path=path, case=case: forward_backward(path, case, device,
+                                                                          precision),
+                            device, settings["warmup"], settings["repeats"])
+            for name, path in UPSAMPLE_PATHS.items()}
+    return {device.type: timings}
+
+
+def faster_path(timing: dict) -> str:
+    """``phases (1.23x)``: the faster way, and how many times faster it is."""
+    fast, slow = sorted(timing, key=timing.get)
+    return f"{fast} ({timing[slow] / timing[fast]:.2f}x)"
+
+
+# -- reports ---------------------------------------------------------------------------------
 
 
 def trainer_report(result: dict) -> str:
@@ -396,19 +710,59 @@ def trainer_report(result: dict) -> str:
     ])
 
 
+def peer_row(name: str, result: dict) -> str:
+    label = PEER_LABELS[name]
+    if name == E2E:
+        label += f" ({result['workers']} workers)"
+    mfu = "n/a" if result["mfu"] is None else f"{100 * result['mfu']:.1f}%"
+    ratio = f"{result['ratio']:.2f}x"
+    if "in_memory_ratio" in result:
+        ratio = f"{result['in_memory_ratio']:.2f}x of in-memory"
+    return (f"  {label:<52} {PRECISION_NAMES[result['precision']]:<5} "
+            f"{result['images_per_s']:8.2f} {result['peak_mb']:8.0f} {result['tflops']:8.2f} "
+            f"{mfu:>6}  {ratio}")
+
+
 def peer_report(results: dict) -> str:
     first = results["torchvision"]
-    lines = [f"Peer: ResNet-50 FCNs, batch {first['batch']} of {first['size']}x{first['size']}, "
-             f"21 classes, {first['device']} (images/s, peak memory, speed vs torchvision)"]
-    labels = {
-        "ours-fcn8s": "seg resnet50 FCN-8s (stride-8 output by skips)",
-        "ours-os8": "seg resnet50 dilated to output stride 8",
-        "torchvision": "torchvision fcn_resnet50, reference fp32 loop",
-    }
-    for name, result in results.items():
-        lines.append(f"  {labels[name]:<48} {result['images_per_s']:6.2f}  "
-                     f"{result['peak_mb']:7.0f} MB  {result['ratio']:5.2f}x")
-    lines.append("  target: >= 1.8x")
+    cuda = first["device"] == "cuda"
+    peak = peak_bf16_flops(first["device_name"]) if cuda else None
+    peak_text = "unknown for this GPU" if peak is None else f"{peak / 1e12:.1f} TFLOP/s"
+    mfu_text = f"of the dense bf16 peak ({peak_text})" if cuda else "n/a on the CPU"
+    lines = [
+        f"Peer: ResNet-50 FCNs at equal precision, batch {first['batch']} of {first['size']}x"
+        f"{first['size']}, 21 classes, {first['steps']} timed steps after {first['warmup']} "
+        f"warm-up, {first['device_name']}",
+        f"  ratio: speed vs the torchvision bare loop; MFU: {mfu_text}",
+        f"  {'':<52} {'prec.':<5} {'images/s':>8} {'peak MB':>8} {'TFLOP/s':>8} "
+        f"{'MFU':>6}  ratio",
+        *(peer_row(name, result) for name, result in results.items()),
+        "  torchvision bare loop: channels_last model and inputs"
+        + (", bf16 autocast, cudnn.benchmark" if cuda else ", fp32"),
+        "  end to end: the VOC recipe, workers as seg-train picks them; over a short run the",
+        "  2 batches each worker prefetches hide part of a slower loader (Loader: its own rate)",
+        "  target: same backbone >= 1.25x, FCN-8s >= 1.5x, end to end >= 0.95x of in-memory"
+        if cuda else "  target: FCN-8s >= 1.8x",
+    ]
+    return "\n".join(lines)
+
+
+def upsample_report(timings: dict, settings: dict) -> str:
+    """``settings``: those ``bench_upsample`` ran with, and the resolved ``precision`` and
+    the ``device_name``."""
+    ((_, rows),) = timings.items()
+    size = settings["size"]
+    lines = [
+        f"Upsample: the channel-wise transposed convolution of seg's TransposedConvUpsampler "
+        f"(kernel 2f - f%2, stride f), {settings['channels']} channels, batch "
+        f"{settings['batch']} to {size}x{size}, channels_last input, "
+        f"{PRECISION_NAMES[settings['precision']]}, {settings['device_name']}",
+        f"  forward + backward ms, median of {settings['repeats']} after {settings['warmup']} "
+        "warm-up",
+        "  factor    native    phases   faster",
+        *(f"  x{factor:<5} {t['native']:9.3f} {t['phases']:9.3f}   {faster_path(t)}"
+          for factor, t in rows.items()),
+    ]
     return "\n".join(lines)
 
 
@@ -427,33 +781,70 @@ def loader_report(result: dict) -> str:
     ])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# -- command line ----------------------------------------------------------------------------
+
+
+def run_loader(args: argparse.Namespace) -> str:
+    workers = args.workers if args.workers == "auto" else int(args.workers)
+    return loader_report(bench_loader(args.images, workers))
+
+
+def run_trainer(args: argparse.Namespace) -> str:
+    return trainer_report(bench_trainer())
+
+
+def run_peer(args: argparse.Namespace) -> str:
+    return peer_report(bench_peer(args.steps, args.warmup))
+
+
+def run_upsample(args: argparse.Namespace) -> str:
+    from seg.engine import resolve_device, resolve_precision
+
+    device = resolve_device("auto")
+    settings = {**upsample_settings(device.type),
+                "precision": resolve_precision(args.precision, device)}
+    timings = bench_upsample(device, settings)
+    if args.json is not None:
+        args.json.write_text(json.dumps(timings, indent=2) + "\n")
+    return upsample_report(timings, {**settings, "device_name": device_name(device)})
+
+
+BENCHMARKS = {"loader": run_loader, "trainer": run_trainer, "peer": run_peer,
+              "upsample": run_upsample}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=("loader", "trainer", "peer", "all", "peer-side"))
+    parser.add_argument("benchmark", choices=(*BENCHMARKS, "all", "peer-side"))
     parser.add_argument("side", nargs="?", choices=tuple(PEER_SIDES), help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=5, help="peer: timed steps per side")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="peer: timed steps per side (default 30 on CUDA, 5 on the CPU)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="peer: warm-up steps per side (default 10 on CUDA, 2 on the CPU)")
     parser.add_argument("--images", type=int, default=160, help="images timed per pipeline")
     parser.add_argument("--workers", default="auto", help="DataLoader workers (both sides)")
+    parser.add_argument("--precision", default="auto",
+                        help="upsample: 32, bf16, 16 or auto (as Trainer resolves it)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="upsample: write {device type: {factor: {native, phases ms}}}")
     parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"),
                         help="where `all` writes its report")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.benchmark == "peer-side":  # one side of `peer`, in its own process
-        print(json.dumps(peer_side(args.side, args.steps)))
+        print(json.dumps(peer_side(args.side, args.steps, args.warmup)))
         return 0
-    workers = args.workers if args.workers == "auto" else int(args.workers)
     reports = []
-    if args.benchmark in ("loader", "all"):
-        reports.append(loader_report(bench_loader(args.images, workers)))
-        print(reports[-1], flush=True)
-    if args.benchmark in ("trainer", "all"):
-        reports.append(trainer_report(bench_trainer()))
-        print(reports[-1], flush=True)
-    if args.benchmark in ("peer", "all"):
-        reports.append(peer_report(bench_peer(args.steps)))
-        print(reports[-1], flush=True)
-    report = "\n\n".join(reports)
+    for name, run in BENCHMARKS.items():
+        if args.benchmark in (name, "all"):
+            reports.append(run(args))
+            print(reports[-1], flush=True)
     if args.benchmark == "all":
+        report = "\n\n".join(reports)
         args.output.write_text("# Benchmarks\n\nWritten by `make bench` "
                                f"(`python scripts/bench.py all`).\n\n```\n{report}\n```\n")
         print(f"wrote {args.output}")

@@ -1,11 +1,14 @@
-"""scripts/bench.py: its generated data and both loader pipelines, on a few images."""
+"""scripts/bench.py: its generated data and both loader pipelines on a few images, the
+parts of `peer` and `upsample` that need no ResNet-50, and the report formats."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from seg.data import VOCSegmentation
 
@@ -50,6 +53,118 @@ def test_trainer_overhead_measures_both_loops(bench) -> None:
 def test_peer_runs_every_side_in_its_own_process(bench) -> None:
     results = bench.bench_peer(steps=1)
     assert set(results) == set(bench.PEER_SIDES)
-    assert all(r["images_per_s"] > 0 and r["peak_mb"] > 0 for r in results.values())
-    assert results["torchvision"]["ratio"] == 1.0
+    assert all(r["images_per_s"] > 0 and r["peak_mb"] > 0 and r["flops_per_image"] > 0
+               for r in results.values())
+    assert results["torchvision"]["ratio"] == 1.0 and results["ours-os8-e2e"]["in_memory_ratio"]
     assert "fcn_resnet50" in bench.peer_report(results)
+
+
+@pytest.mark.parametrize(("name", "peak"), [
+    ("NVIDIA H100 80GB HBM3", 989.4e12), ("NVIDIA H200", 989.4e12),
+    ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA L40S", 362e12),
+    ("NVIDIA GeForce RTX 4090", None),
+])
+def test_peak_bf16_flops_by_device_name(bench, name: str, peak: float | None) -> None:
+    assert bench.peak_bf16_flops(name) == peak
+
+
+def test_peer_settings_per_device(bench) -> None:
+    cuda, cpu = bench.peer_settings("cuda"), bench.peer_settings("cpu")
+    assert (cuda["batch"], cuda["size"], cpu["batch"], cpu["size"]) == (8, 512, 2, 256)
+    assert cuda["warmup"] >= 10 and cuda["steps"] >= 30 and cpu["steps"] == 5
+    assert bench.e2e_files(8, 10, 30, 400) == 320
+    assert bench.e2e_files(8, 10, 100, 400) == 400
+    assert bench.e2e_files(2, 0, 0, 40) == 2  # at least one batch
+
+
+def test_step_flops_counts_forward_and_backward(bench) -> None:
+    conv = torch.nn.Conv2d(3, 4, 1)
+    batch = bench.random_batches(1, 2, 4, 4)[0]
+    # forward 2 x (2 images x 16 pixels) x 3 x 4 multiply-adds; backward the weight's again
+    # (the images need no gradient)
+    flops = bench.step_flops(conv, batch, torch.device("cpu"), "32", torch.contiguous_format)
+    assert flops == 2 * 768
+    assert all(p.grad is None for p in conv.parameters())
+
+
+def fake_peer_results(device: str, device_name: str) -> dict:
+    rates = {"ours-fcn8s": 30.0, "ours-os8": 12.0, "ours-os8-e2e": 11.7,
+             "torchvision": 10.0, "torchvision-fp32": 4.0}
+    precision = "bf16" if device == "cuda" else "32"
+    return {name: {"images_per_s": rate, "peak_mb": 1000.0, "flops_per_image": 1e12,
+                   "precision": "32" if name == "torchvision-fp32" else precision,
+                   "batch": 8, "size": 512, "steps": 30, "warmup": 10, "device": device,
+                   "device_name": device_name, "workers": 8}
+            for name, rate in rates.items()}
+
+
+def test_peer_ratios_mfu_and_report_on_cuda(bench) -> None:
+    results = bench.add_peer_ratios(fake_peer_results("cuda", "NVIDIA H100 80GB HBM3"))
+    assert results["torchvision"]["ratio"] == 1.0 and results["ours-fcn8s"]["ratio"] == 3.0
+    assert results["ours-fcn8s"]["tflops"] == pytest.approx(30.0)
+    assert results["ours-fcn8s"]["mfu"] == pytest.approx(30e12 / 989.4e12)
+    assert results["ours-os8-e2e"]["in_memory_ratio"] == pytest.approx(11.7 / 12.0)
+    report = bench.peer_report(results)
+    assert "NVIDIA H100 80GB HBM3" in report and "989.4 TFLOP/s" in report
+    assert "0.97x of in-memory" in report and "(8 workers)" in report
+    assert "3.0%" in report and "3.00x" in report and "fcn_resnet50" in report
+    assert "bf16 autocast, cudnn.benchmark" in report
+    assert "same backbone >= 1.25x, FCN-8s >= 1.5x, end to end >= 0.95x" in report
+    rows = {line.split()[-1] for line in report.splitlines() if "fp32 reference" in line}
+    assert rows == {"0.40x"}
+
+
+def test_peer_report_on_the_cpu_and_an_unknown_gpu(bench) -> None:
+    cpu = bench.peer_report(bench.add_peer_ratios(fake_peer_results("cpu", "cpu (x86_64)")))
+    assert "n/a" in cpu and "%" not in cpu and "target: FCN-8s >= 1.8x" in cpu
+    assert "fp32" in cpu and "bf16" not in cpu
+    unknown = bench.add_peer_ratios(fake_peer_results("cuda", "NVIDIA GeForce RTX 4090"))
+    assert unknown["ours-os8"]["mfu"] is None
+    assert "unknown for this GPU" in bench.peer_report(unknown)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 8, 16])
+def test_upsample_paths_agree(bench, factor: int) -> None:
+    outputs, grads = [], []
+    for path in bench.UPSAMPLE_PATHS.values():
+        case = bench.upsample_case(factor, channels=3, batch=2, size=4 * factor,
+                                   device=torch.device("cpu"))
+        bench.forward_backward(path, case, torch.device("cpu"), "32")
+        outputs.append(path(case).detach())
+        grads.append((case["x"].grad, case["weight"].grad))
+    assert outputs[0].shape == (2, 3, 4 * factor, 4 * factor)
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+    for native, phases in zip(*grads, strict=True):
+        torch.testing.assert_close(native, phases, rtol=1e-4, atol=1e-4)
+
+
+def test_upsample_benchmark_and_report(bench, tmp_path: Path) -> None:
+    settings = {"channels": 2, "batch": 1, "size": 32, "warmup": 1, "repeats": 2,
+                "precision": "32"}
+    timings = bench.bench_upsample(torch.device("cpu"), settings, factors=(2, 4))
+    assert set(timings) == {"cpu"} and set(timings["cpu"]) == {2, 4}
+    assert all(t["native"] > 0 and t["phases"] > 0 for t in timings["cpu"].values())
+    report = bench.upsample_report(
+        {"cpu": {2: {"native": 2.0, "phases": 1.0}, 4: {"native": 1.0, "phases": 3.0}}},
+        {**settings, "device_name": "cpu (x86_64)"})
+    assert "phases (2.00x)" in report and "native (3.00x)" in report
+    assert "batch 1 to 32x32" in report and "fp32" in report
+
+
+def test_upsample_json_option(bench, tmp_path: Path, monkeypatch) -> None:
+    timings = {"cpu": {2: {"native": 2.0, "phases": 1.0}}}
+    monkeypatch.setattr(bench, "bench_upsample", lambda device, settings: timings)
+    out = tmp_path / "upsample.json"
+    assert bench.main(["upsample", "--json", str(out), "--precision", "32"]) == 0
+    assert json.loads(out.read_text()) == {"cpu": {"2": {"native": 2.0, "phases": 1.0}}}
+
+
+def test_steady_rate_leaves_out_the_warm_up(bench) -> None:
+    from seg.engine.hooks import Step
+
+    rate = bench.SteadyRate(warmup=1)
+    seconds, images = 0.0, 0
+    for iteration, step_seconds in enumerate([5.0, 1.0, 1.0, 1.0], 1):  # batches of 2
+        seconds, images = seconds + step_seconds, images + 2
+        rate.after_step(Step(iteration, 4, 0.0, 0.0, images / seconds))
+    assert rate.images_per_s() == pytest.approx(2.0)

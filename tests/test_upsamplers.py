@@ -192,7 +192,8 @@ def test_the_phase_path_runs_only_where_it_was_measured_faster(monkeypatch, list
         return conv_transpose_by_phases(*args)
 
     monkeypatch.setattr(upsamplers, "conv_transpose_by_phases", spy)
-    monkeypatch.setitem(upsamplers.PHASES_FASTER, "cpu", frozenset({4} if listed else ()))
+    monkeypatch.setitem(upsamplers.PHASES_FASTER, ("cpu", torch.float32),
+                        frozenset({4} if listed else ()))
     layer = PhaseConvTranspose2d(2, 2, 8, stride=4, padding=2, groups=2, bias=False)
     native = torch.nn.functional.conv_transpose2d
     x = torch.randn(1, 2, 5, 5)

@@ -111,11 +111,13 @@ def conv_transpose_by_phases(
 
 
 # The factors at which the phase decomposition beats the native transposed convolution,
-# forward + backward, per device type (`scripts/bench.py upsample`; BENCHMARKS.md has the
-# times). Elsewhere, and on devices not listed, the native kernel runs.
-PHASES_FASTER: dict[str, frozenset[int]] = {
-    "cpu": frozenset({2, 4, 8, 16, 32}),
-    "cuda": frozenset({8, 16, 32}),
+# forward + backward, per device type and input precision (`scripts/bench.py upsample
+# [--precision 32]`; BENCHMARKS.md has the times). Elsewhere the native kernel runs.
+PHASES_FASTER: dict[tuple[str, torch.dtype], frozenset[int]] = {
+    ("cpu", torch.float32): frozenset({16, 32}),
+    ("cpu", torch.bfloat16): frozenset({2, 4, 8, 16, 32}),
+    ("cuda", torch.float32): frozenset({8, 16, 32}),
+    ("cuda", torch.bfloat16): frozenset({8, 16, 32}),
 }
 
 
@@ -132,7 +134,7 @@ class PhaseConvTranspose2d(nn.ConvTranspose2d):
         plain = self.dilation == (1, 1) and self.output_padding == (0, 0)
         # ONNX has ConvTranspose; the phases' slicing would be traced for one input size
         exporting = torch.onnx.is_in_onnx_export()
-        faster = stride in PHASES_FASTER.get(x.device.type, frozenset())
+        faster = stride in PHASES_FASTER.get((x.device.type, x.dtype), frozenset())
         if (output_size is not None or not (square and plain) or self.padding_mode != "zeros"
                 or exporting or not faster):
             return super().forward(x, output_size)
