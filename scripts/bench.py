@@ -844,11 +844,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             reports.append(run(args))
             print(reports[-1], flush=True)
     if args.benchmark == "all":
-        report = "\n\n".join(reports)
-        args.output.write_text("# Benchmarks\n\nWritten by `make bench` "
-                               f"(`python scripts/bench.py all`).\n\n```\n{report}\n```\n")
+        write_section(args.output, device_heading(), "\n\n".join(reports))
         print(f"wrote {args.output}")
     return 0
+
+
+def device_heading() -> str:
+    """The section of BENCHMARKS.md that this machine's figures go to."""
+    if torch.cuda.is_available():
+        return f"## {torch.cuda.get_device_name()}"
+    return f"## CPU: {platform.processor() or platform.machine()}, {available_cpus()} CPUs"
+
+
+def write_section(path: Path, heading: str, report: str) -> None:
+    """Put ``report`` under ``heading`` in ``path``, keeping the other machines' sections:
+    figures from a GPU machine stay when `make bench` runs on a CPU one."""
+    text = path.read_text() if path.is_file() else ""
+    sections = {}
+    for chunk in text.split("\n## ")[1:]:
+        title, _, body = chunk.partition("\n")
+        sections[f"## {title}"] = body.strip("\n")
+    sections[heading] = ("Written by `make bench` (`python scripts/bench.py all`).\n\n"
+                         f"```\n{report}\n```")
+    path.write_text("# Benchmarks\n\n" + "\n\n".join(
+        f"{title}\n\n{body}" for title, body in sections.items()) + "\n")
 
 
 if __name__ == "__main__":

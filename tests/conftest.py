@@ -15,12 +15,19 @@ from omegaconf import DictConfig
 from seg.cli.common import CONFIG_MODULE
 from seg.data import generate_shapes
 
+
 # the extras of pyproject.toml (make install puts them in; a GPU machine's own Python may not)
-needs_optuna = pytest.mark.skipif(find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
+def installed(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package (hydra_plugins) is missing too
+        return False
+
+
+needs_optuna = pytest.mark.skipif(not installed("hydra_plugins.hydra_optuna_sweeper"),
                                   reason="the optuna extra (hydra-optuna-sweeper) is missing")
-needs_submitit = pytest.mark.skipif(
-    find_spec("hydra_plugins.hydra_submitit_launcher") is None,
-    reason="the slurm extra (hydra-submitit-launcher) is missing")
+needs_submitit = pytest.mark.skipif(not installed("hydra_plugins.hydra_submitit_launcher"),
+                                    reason="the slurm extra (hydra-submitit-launcher) is missing")
 
 
 @pytest.fixture(scope="session")

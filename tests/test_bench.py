@@ -168,3 +168,15 @@ def test_steady_rate_leaves_out_the_warm_up(bench) -> None:
         seconds, images = seconds + step_seconds, images + 2
         rate.after_step(Step(iteration, 4, 0.0, 0.0, images / seconds))
     assert rate.images_per_s() == pytest.approx(2.0)
+
+
+def test_benchmarks_keep_each_machines_section(bench, tmp_path) -> None:
+    write_section = bench.write_section
+    path = tmp_path / "BENCHMARKS.md"
+    write_section(path, "## NVIDIA H200", "peer: 1.58x")
+    write_section(path, "## CPU: x86_64, 2 CPUs", "peer: 4.43x")
+    write_section(path, "## CPU: x86_64, 2 CPUs", "peer: 4.50x")  # the same machine again
+    text = path.read_text()
+    assert text.startswith("# Benchmarks\n")
+    assert "peer: 1.58x" in text and "peer: 4.50x" in text and "4.43x" not in text
+    assert text.count("## ") == 2

@@ -116,8 +116,8 @@ def conv_transpose_by_phases(
 PHASES_FASTER: dict[tuple[str, torch.dtype], frozenset[int]] = {
     ("cpu", torch.float32): frozenset({16, 32}),
     ("cpu", torch.bfloat16): frozenset({2, 4, 8, 16, 32}),
-    ("cuda", torch.float32): frozenset({8, 16, 32}),
-    ("cuda", torch.bfloat16): frozenset({8, 16, 32}),
+    ("cuda", torch.float32): frozenset({2, 4, 8, 16, 32}),
+    ("cuda", torch.bfloat16): frozenset({2, 4, 8, 16, 32}),
 }
 
 
