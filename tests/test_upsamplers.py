@@ -200,3 +200,12 @@ def test_the_phase_path_runs_only_where_it_was_measured_faster(monkeypatch, list
     out = layer(x)
     assert calls == ([4] if listed else [])
     assert torch.allclose(out, native(x, layer.weight, stride=4, padding=2, groups=2), atol=1e-5)
+
+
+def test_the_phase_path_follows_autocast_not_the_input_dtype() -> None:
+    from seg.models import upsamplers
+
+    x = torch.randn(1, 2, 5, 5)  # fp32 scores, as the decoder hands them on
+    assert upsamplers.compute_dtype(x) == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert upsamplers.compute_dtype(x) == torch.bfloat16

@@ -121,6 +121,15 @@ PHASES_FASTER: dict[tuple[str, torch.dtype], frozenset[int]] = {
 }
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The precision a convolution of ``x`` runs in: autocast's, where it is on (the
+    decoder hands fp32 scores to its upsamplers, which autocast then runs in bf16)."""
+    device = x.device.type
+    if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
 class PhaseConvTranspose2d(nn.ConvTranspose2d):
     """An ``nn.ConvTranspose2d`` (same parameters, function and gradients) computed by
     :func:`conv_transpose_by_phases` where that is faster (``PHASES_FASTER``) and it can:
@@ -134,7 +143,7 @@ class PhaseConvTranspose2d(nn.ConvTranspose2d):
         plain = self.dilation == (1, 1) and self.output_padding == (0, 0)
         # ONNX has ConvTranspose; the phases' slicing would be traced for one input size
         exporting = torch.onnx.is_in_onnx_export()
-        faster = stride in PHASES_FASTER.get((x.device.type, x.dtype), frozenset())
+        faster = stride in PHASES_FASTER.get((x.device.type, compute_dtype(x)), frozenset())
         if (output_size is not None or not (square and plain) or self.padding_mode != "zeros"
                 or exporting or not faster):
             return super().forward(x, output_size)
