@@ -28,7 +28,6 @@ from seg.data.resolvers import register_resolvers
 from seg.engine import TrainingInterrupted
 from seg.errors import UserError
 from seg.models import SegmentationModel, build_model
-from seg.study.runs import upsampler_label  # noqa: F401  (re-exported: seg.cli.train uses it)
 
 # The repository's configs/, which pyproject ships inside the wheel as this package.
 CONFIG_MODULE = "seg.configs"

@@ -19,7 +19,6 @@ from seg.cli.common import (
     exit_on_user_error,
     model_from_config,
     overrides_checked,
-    upsampler_label,
 )
 from seg.data.base import IGNORE_INDEX
 from seg.data.check import read_every_sample
@@ -30,6 +29,7 @@ from seg.engine import RunInfo, name_per_class, seed_everything
 from seg.metrics import format_table
 from seg.reporting import NullLogger, TensorBoardLogger
 from seg.study.kernels import UpsamplerKernels
+from seg.study.runs import upsampler_label
 
 log = logging.getLogger("seg.train")
 
