@@ -109,3 +109,55 @@ def test_tile_lays_images_out_as_make_grid(shape, columns, padding, pad_value) -
     images = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     assert torch.equal(tile(images, columns, padding, pad_value),
                        make_grid(images, nrow=columns, padding=padding, pad_value=pad_value))
+
+
+def test_segmentation_grid_has_column_titles_and_a_legend(tmp_path) -> None:
+    from seg.reporting import TensorBoardLogger, tile
+    from seg.visualize import STRIP_COLOUR
+
+    logger = TensorBoardLogger(tmp_path)
+    logged = {}
+    logger.writer.add_image = lambda tag, image, step: logged.update(image=image)
+    palette = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
+    images = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    labels = torch.zeros(2, 40, 40, dtype=torch.long)
+    labels[:, 10:20, 10:20] = 1  # class 2 is in neither: the legend still lists it
+    logger.log_segmentation("val/examples", images, labels, labels, palette, 0,
+                            class_names=["background", "crack", "moss"])
+    logger.close()
+
+    image = logged["image"]
+    bare = tile(torch.zeros(6, 3, 40, 40), columns=3)
+    assert image.dtype == torch.uint8 and image.shape[1] > bare.shape[1]
+    assert image.shape[2] == bare.shape[2]
+    pixels = image.permute(1, 2, 0)
+    titles = pixels[:8].reshape(-1, 3)  # the strip above the grid holds some text
+    assert (titles != torch.tensor(STRIP_COLOUR, dtype=torch.uint8)).any(1).any()
+    legend = pixels[2 + bare.shape[1]:].reshape(-1, 3)  # below the titles and the grid
+    for colour in palette:
+        assert (legend == torch.tensor(colour, dtype=torch.uint8)).all(1).any()
+
+
+@pytest.mark.parametrize("max_iters, count, expected", [
+    (3200, 8, [50, 100, 200, 400, 800, 1600, 2400, 3200]),
+    (100, 2, [75, 100]),
+    (100, 1, [100]),
+    (2, 8, [1, 2]),
+    (100, 0, []),
+])
+def test_budgets_are_log_spaced_and_hold_three_quarters(max_iters, count, expected) -> None:
+    from seg.engine.loop import budgets
+
+    assert sorted(budgets(max_iters, count)) == expected
+
+
+def test_a_run_with_eval_budgets_records_its_learning_curve(compose_train, tmp_path) -> None:
+    import json
+
+    from seg.cli.train import train
+
+    train(compose_train("trainer.max_iters=4", "trainer.eval_budgets=2"), tmp_path)
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert [entry["iteration"] for entry in history] == [2, 3, 4]  # every 2, then 3/4 of 4
+    assert all(set(entry["per_class_iou"]) >= {"background", "ring"} for entry in history)
+    assert "confusion_matrix" not in history[0]

@@ -94,10 +94,13 @@ def evaluate(
 
 def name_per_class(metrics: dict, class_names: Sequence[str]) -> dict:
     """A copy of ``metrics`` whose ``per_class_*`` lists become ``{class name: value}``,
-    with undefined (NaN) values as None so that JSON stays valid."""
+    with undefined (NaN) values as None so that JSON stays valid; so are those of every
+    evaluation in its ``history``."""
     named = dict(metrics)
     for key, values in metrics.items():
-        if key.startswith("per_class_"):
+        if key == "history":
+            named[key] = [name_per_class(entry, class_names) for entry in values]
+        elif key.startswith("per_class_"):
             named[key] = {name: (None if v != v else v)
                           for name, v in zip(class_names, values, strict=True)}
     return named

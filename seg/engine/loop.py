@@ -48,6 +48,18 @@ def segmentation_loss(
     return F.cross_entropy(logits, targets, ignore_index=ignore_index)
 
 
+def budgets(max_iters: int, count: int) -> frozenset[int]:
+    """``count`` training budgets (iterations) for a learning curve: ``count - 1`` of them
+    log-spaced from ``max_iters / 64`` to ``max_iters``, and three quarters of
+    ``max_iters``, against which a convergence check compares the end. 0: none."""
+    if count == 0:
+        return frozenset()
+    spaced = max(count - 1, 1)
+    points = {max_iters * 64 ** (k / (spaced - 1) - 1) if spaced > 1 else max_iters
+              for k in range(spaced)} | ({0.75 * max_iters} if count > 1 else set())
+    return frozenset(max(1, round(p)) for p in points)
+
+
 @dataclass
 class Throughput:
     """Training speed, counted over the steps alone (evaluations and saves left out), and
@@ -108,7 +120,9 @@ class Trainer:
     file if it exists, else a fresh start: what a requeued job wants) or a path to a
     checkpoint file or a run folder. ``precision`` is 32, bf16, 16 (CUDA, with gradient
     scaling) or auto; ``on_nan`` is ``stop`` (keep the last good checkpoint and say where)
-    or ``skip`` (leave the batch out and go on).
+    or ``skip`` (leave the batch out and go on). ``eval_budgets`` adds that many
+    evaluations at log-spaced iterations (see :func:`budgets`) to the ones every
+    ``eval_every``: a learning curve, in metrics.json's ``history``.
     """
 
     def __init__(
@@ -127,10 +141,13 @@ class Trainer:
         sync_bn: bool = False,
         checkpoint_every: int | None = None,
         on_nan: str = "stop",
+        eval_budgets: int | None = None,
     ) -> None:
         one_of(on_nan, "trainer.on_nan", ("stop", "skip"))
         self.max_iters = positive_int(max_iters, "trainer.max_iters")
         self.eval_every = positive_int(eval_every, "trainer.eval_every")
+        self.eval_at = budgets(self.max_iters, positive_int(
+            eval_budgets, "trainer.eval_budgets", allow_none=True) or 0)
         self.device = resolve_device(device, "trainer.device")
         self.deterministic = deterministic
         use_fast_kernels(self.device, deterministic)
@@ -206,7 +223,7 @@ class Trainer:
                             optimizer.param_groups[0]["lr"], images_per_s)
                 for hook in (progress, *run.hooks):
                     hook.after_step(step)
-                if step.due(self.eval_every):
+                if step.due(self.eval_every) or state.iteration in self.eval_at:
                     metrics = self.evaluate_and_save(run)
                 elif state.iteration % self.checkpoint_every == 0:
                     run.save("last.pt")
@@ -245,6 +262,7 @@ class Trainer:
         state = run.state
         run.save("last.pt", pending_evaluation=True)
         metrics, shown = run.evaluate()
+        state.record(metrics)
         for hook in run.hooks:
             hook.after_evaluation(state.iteration, metrics, shown)
         log.info("iteration %d: val mIoU %.4f, pixel acc %.4f", state.iteration,
@@ -264,6 +282,7 @@ class Trainer:
             "nonfinite_losses": throughput.nonfinite,
             "train_images_per_s": throughput.images_per_s,
             "wall_s": time.perf_counter() - throughput.created,
+            "history": state.history,
         }
 
     def stop_if_signalled(self, signals: StopSignals, run: Run) -> None:

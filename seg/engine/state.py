@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -12,26 +12,37 @@ import torch
 @dataclass
 class TrainingState:
     """The loop's position (iteration, epoch and batches of it done), the best val mIoU so
-    far and whether an evaluation was cut off; ``state_dict`` adds every RNG state, so that
-    a resumed run draws the same random numbers as one that never stopped."""
+    far, whether an evaluation was cut off and every evaluation's metrics so far (the
+    learning curve); ``state_dict`` adds every RNG state, so that a resumed run draws the
+    same random numbers as one that never stopped."""
 
     iteration: int = 0
     epoch: int = 0
     epoch_batches: int = 0
     best_miou: float = -1.0
     pending_evaluation: bool = False
+    history: list[dict] = field(default_factory=list)
 
     def state_dict(self) -> dict:
         return {**asdict(self), "rng": rng_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Take the position from a checkpoint (older ones lack the last two fields)."""
+        """Take the position from a checkpoint (older ones lack the last three fields)."""
         self.iteration, self.epoch = state["iteration"], state["epoch"]
         self.epoch_batches = state.get("epoch_batches", 0)
         self.best_miou = state["best_miou"]
         self.pending_evaluation = state.get("pending_evaluation", False)
+        self.history = list(state.get("history", []))
         if "rng" in state:
             set_rng_state(state["rng"])
+
+
+    def record(self, metrics: dict) -> None:
+        """Add an evaluation to the history; one that is redone at the same iteration (a
+        resumed pending evaluation) replaces the earlier entry."""
+        entry = {"iteration": self.iteration,
+                 **{k: v for k, v in metrics.items() if k != "confusion_matrix"}}
+        self.history = [h for h in self.history if h["iteration"] != self.iteration] + [entry]
 
 
 def rng_state() -> dict:
