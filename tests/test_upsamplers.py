@@ -94,8 +94,9 @@ def fixed_reference(name: str, x: torch.Tensor, factor: int) -> torch.Tensor:
     ("transposed", {"channelwise": False}),
     ("resize_conv", {}),
     ("pixel_shuffle", {}),
+    ("bilinear_conv", {}),
 ], ids=["bilinear", "transposed", "transposed-frozen", "transposed-full", "resize_conv",
-        "pixel_shuffle"])
+        "pixel_shuffle", "bilinear_conv"])
 def test_every_upsampler_equals_its_fixed_counterpart_at_init(name, options, factor) -> None:
     upsampler = build_upsampler(name, channels=3, factor=factor, **options)
     for height, width in SIZES:
@@ -117,6 +118,28 @@ def test_transposed_kernel_has_fcn_shape() -> None:
     assert full.deconv.weight.shape == (3, 3, 4, 4)
     assert not full.deconv.weight[0, 1].any() and torch.equal(full.deconv.weight[1, 1],
                                                                bilinear_kernel(2))
+
+
+def test_the_bilinear_conv_control_learns_as_many_weights_as_the_transposed_layer() -> None:
+    for factor in (2, 3, 8):
+        control = build_upsampler("bilinear_conv", channels=5, factor=factor)
+        transposed = build_upsampler("transposed", channels=5, factor=factor)
+        assert control.conv.weight.numel() == transposed.deconv.weight.numel()
+
+
+def test_upsampler_labels_name_what_sets_a_control_apart() -> None:
+    from omegaconf import OmegaConf
+
+    from seg.study.runs import upsampler_label
+
+    def label(**options) -> str:
+        return upsampler_label(OmegaConf.create(options))
+
+    assert label(name="transposed", learnable=True, init="bilinear") == "transposed"
+    assert label(name="transposed", learnable=False) == "transposed_frozen"
+    assert label(name="transposed", init="kaiming") == "transposed_kaiming"
+    assert label(name="transposed", channelwise=False) == "transposed_full"
+    assert label(name="bilinear_conv") == "bilinear_conv"
 
 
 def test_kaiming_init_is_not_bilinear() -> None:
@@ -169,7 +192,7 @@ def test_unknown_upsampler_lists_valid_names() -> None:
         build_upsampler("nearest-ish", channels=4, factor=2)
 
 
-@pytest.mark.parametrize("name", ["transposed", "resize_conv", "pixel_shuffle"])
+@pytest.mark.parametrize("name", ["transposed", "resize_conv", "pixel_shuffle", "bilinear_conv"])
 def test_kernel_drift_is_zero_at_init_and_grows_with_change(name: str) -> None:
     from seg.models.upsamplers import kernel_drift
 

@@ -281,6 +281,32 @@ class ResizeConvUpsampler(ConvKernelUpsampler):
         return self.conv(resize(x, self.factor, self.mode))
 
 
+@register_upsampler("bilinear_conv")
+class BilinearConvUpsampler(ConvKernelUpsampler):
+    """Fixed bilinear resizing, then a learned per-channel convolution with the kernel size,
+    and so the parameter count, of the channel-wise ``transposed`` upsampler (2f - f % 2).
+    The study's control for "more parameters": it learns as many weights as the
+    transposed layer does, but after the interpolation, not as the interpolation. It
+    starts as the identity, so at initialisation the output equals bilinear resizing."""
+
+    def __init__(self, channels: int, factor: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.factor = factor
+        size = 2 * factor - factor % 2
+        # an even kernel has no centre: pad one pixel more after than before, and that
+        # first-of-the-middle tap is the one that reads the pixel itself
+        self.padding = ((size - 1) // 2, size // 2) * 2
+        self.conv = nn.Conv2d(channels, channels, size, groups=channels, bias=False)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[:, :, (size - 1) // 2, (size - 1) // 2] = 1.0
+        self.remember_initial_weight()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(resize(x, self.factor), self.padding))  # (B, C, H f, W f)
+
+
 @register_upsampler("pixel_shuffle")
 class PixelShuffleUpsampler(ConvKernelUpsampler):
     """Sub-pixel convolution (Shi et al. 2016): a conv to ``C * f^2`` maps, rearranged into
