@@ -18,6 +18,7 @@ from seg.data.folder import IMAGE_SUFFIXES
 from seg.errors import BadValue, MissingPath, NotAFolder
 from seg.inference import Inference
 from seg.stored import model_from_checkpoint
+from seg.visualize import overlay_with_legend
 
 
 def image_files(source: str | Path) -> list[Path]:
@@ -43,6 +44,7 @@ class Predictor:
         self.mean = torch.tensor(state["mean"], device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(state["std"], device=device).view(1, 3, 1, 1)
         self.palette = np.array(state["palette"], dtype=np.uint8)[:len(state["class_names"])]
+        self.class_names = [str(name) for name in state["class_names"]]
 
     @torch.no_grad()
     def labels(self, images: list[np.ndarray]) -> np.ndarray:
@@ -54,12 +56,12 @@ class Predictor:
     def write(self, labels: np.ndarray, image: np.ndarray, stem: str, output: Path,
               alpha: float) -> None:
         """``<stem>.png`` (a palette PNG, so that any viewer shows the classes in the
-        checkpoint's colours) and ``<stem>_overlay.jpg`` (``alpha`` of colour over the image)."""
+        checkpoint's colours) and ``<stem>_overlay.jpg`` (``alpha`` of each object class's
+        colour over the image, outlined, the background untouched, with a legend below)."""
         index = Image.fromarray(labels, mode="P")
         flat = self.palette.reshape(-1).tolist()
         index.putpalette(flat + [0] * (768 - len(flat)))
-        colours = self.palette[np.minimum(labels, len(self.palette) - 1)]
-        overlay = (image * (1 - alpha) + colours * alpha).round().astype(np.uint8)
+        overlay = overlay_with_legend(image, labels, self.palette, self.class_names, alpha)
         overlay_bgr = cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)
         write_or_fail(output / f"{stem}.png", lambda path: index.save(path))
         write_or_fail(output / f"{stem}_overlay.jpg",

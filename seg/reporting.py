@@ -9,6 +9,10 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from seg.visualize import draw_legend, draw_titles
+
+GRID_TITLES = ("image", "ground truth", "prediction")  # log_segmentation's columns
+
 
 def colorize(labels: torch.Tensor, palette: Sequence[Sequence[int]]) -> torch.Tensor:
     """Label maps ``(B, H, W)`` to RGB images ``(B, 3, H, W)`` in [0, 1]; 255 -> palette[255]."""
@@ -43,6 +47,19 @@ def tile(images: torch.Tensor, columns: int, padding: int = 2, pad_value: float 
         grid[:, top:top + height, left:left + width] = image
     return grid
 
+
+def annotate_grid(grid: torch.Tensor, cell_width: int, padding: int, titles: Sequence[str],
+                  names: Sequence[str], palette: Sequence[Sequence[int]]) -> torch.Tensor:
+    """A ``tile`` grid ``(3, H, W)`` in [0, 1] as uint8 ``(3, H', W')``, with ``titles``
+    above its columns and a legend of ``names`` in their ``palette`` colours below it."""
+    pixels = (grid.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    centres = [padding + column * (cell_width + padding) + cell_width // 2
+               for column in range(len(titles))]
+    pixels = draw_titles(pixels, titles, centres, cell_width)
+    pixels = draw_legend(pixels, names, palette[:len(names)])
+    return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
 class TensorBoardLogger:
     """Writes a run's TensorBoard events under ``log_dir``.
 
@@ -67,8 +84,10 @@ class TensorBoardLogger:
         predictions: torch.Tensor,
         palette: Sequence[Sequence[int]],
         step: int,
+        class_names: Sequence[str] | None = None,
     ) -> None:
-        """One grid row per sample: input, ground truth, prediction."""
+        """One grid row per sample: input, ground truth, prediction; the columns titled,
+        and a legend of ``class_names`` (else the class indices) below."""
         n = min(self.max_images, images.shape[0])
         rows = torch.stack(
             [images[:n].cpu().float(), colorize(targets[:n], palette),
@@ -76,7 +95,10 @@ class TensorBoardLogger:
             dim=1,
         )  # (n, 3 panels, 3, H, W)
         grid = rows.flatten(0, 1)  # (3n, 3, H, W): image, truth, prediction, image, ...
-        self.writer.add_image(tag, tile(grid, columns=3, padding=2), step)
+        names = class_names or [str(index) for index in range(len(palette))]
+        self.writer.add_image(tag, annotate_grid(tile(grid, columns=3, padding=2),
+                                                 images.shape[-1], 2, GRID_TITLES, names,
+                                                 palette), step)
 
     def log_kernels(self, tag: str, weight: torch.Tensor, step: int, max_kernels: int = 64) -> None:
         """A weight tensor ``(out, in, k, k)`` as a grid of kernels, each scaled to [0, 1]."""

@@ -66,7 +66,8 @@ def test_predict_a_folder_of_mixed_sizes(checkpoint: Path, tmp_path: Path) -> No
         assert labels.mode == "P" and labels.size == (width, height)
         assert np.array(labels).max() < len(state["class_names"])
         assert labels.getpalette()[:6] == [c for colour in state["palette"][:2] for c in colour]
-        assert Image.open(output / f"{stem}_overlay.jpg").size == (width, height)
+        overlay_width, overlay_height = Image.open(output / f"{stem}_overlay.jpg").size
+        assert overlay_width >= width and overlay_height > height  # the legend is below
 
 
 def test_predict_one_file_and_a_missing_input(checkpoint: Path, tmp_path: Path) -> None:
@@ -143,6 +144,29 @@ def test_predict_fails_when_a_write_fails(checkpoint: Path, tmp_path: Path,
     file_output.write_text("a file")
     with pytest.raises(NotADirectoryError, match="output=.*taken is a file"):
         predict(predict_config(checkpoint, images, file_output))
+
+
+def test_overlay_keeps_the_background_outlines_objects_and_has_a_legend() -> None:
+    from seg.visualize import overlay_with_legend
+
+    photo = np.random.default_rng(2).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    labels = np.zeros((60, 80), np.uint8)
+    labels[20:40, 30:60] = 1  # one object
+    labels[:5] = 255  # ignored pixels
+    palette = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    result = overlay_with_legend(photo, labels, palette, ["background", "crack", "moss"], 0.5)
+
+    height, width = labels.shape
+    assert result.shape[0] > height and result.shape[1] >= width  # a legend strip below
+    shown = result[:height, :width]
+    untouched = (labels == 0) | (labels == 255)
+    assert np.array_equal(shown[untouched], photo[untouched])  # not darkened at all
+    assert tuple(shown[20, 45]) == (255, 0, 0)  # the object's top edge, full colour
+    blended = (photo[30, 45] * 0.5 + palette[1] * 0.5).round()
+    assert np.array_equal(shown[30, 45], blended)  # its inside, half colour
+    legend = result[height:].reshape(-1, 3)
+    assert (legend == palette[1]).all(1).any()  # the class shown has its swatch
+    assert not (legend == palette[2]).all(1).any()  # an absent class has none
 
 
 # -- inference modes ----------------------------------------------------------------------

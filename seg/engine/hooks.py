@@ -97,5 +97,5 @@ class TensorBoardScalars(Hook):
         self.logger.log_scalars(scalars, iteration)
         self.logger.log_segmentation(
             "val/examples", denormalize(shown["image"], info.mean, info.std), shown["mask"],
-            shown["prediction"], info.palette, iteration,
+            shown["prediction"], info.palette, iteration, class_names=info.class_names,
         )
