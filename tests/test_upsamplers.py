@@ -127,6 +127,22 @@ def test_the_bilinear_conv_control_learns_as_many_weights_as_the_transposed_laye
         assert control.conv.weight.numel() == transposed.deconv.weight.numel()
 
 
+@pytest.mark.parametrize("factor", [2, 3, 8, 32])
+def test_the_bilinear_conv_control_is_resize_then_convolve_away_from_the_borders(factor) -> None:
+    control = build_upsampler("bilinear_conv", channels=3, factor=factor)
+    with torch.no_grad():
+        control.conv.weight.normal_()
+        x = torch.randn(2, 3, 9, 7)
+        resized = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+        reference = F.conv2d(F.pad(resized, control.same_padding()), control.conv.weight,
+                             groups=3)
+        out = control(x)
+    assert out.shape == reference.shape
+    margin = factor + control.conv.kernel_size[0]  # the borders are extended, not zeroed
+    inner = (..., slice(margin, -margin), slice(margin, -margin))
+    assert torch.allclose(out[inner], reference[inner], atol=1e-3 * factor)
+
+
 def test_upsampler_labels_name_what_sets_a_control_apart() -> None:
     from omegaconf import OmegaConf
 

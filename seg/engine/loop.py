@@ -122,7 +122,8 @@ class Trainer:
     scaling) or auto; ``on_nan`` is ``stop`` (keep the last good checkpoint and say where)
     or ``skip`` (leave the batch out and go on). ``eval_budgets`` adds that many
     evaluations at log-spaced iterations (see :func:`budgets`) to the ones every
-    ``eval_every``: a learning curve, in metrics.json's ``history``.
+    ``eval_every``: a learning curve, in metrics.json's ``history``. ``threads`` caps
+    this process's CPU threads (for runs side by side); None leaves torch's default.
     """
 
     def __init__(
@@ -142,6 +143,7 @@ class Trainer:
         checkpoint_every: int | None = None,
         on_nan: str = "stop",
         eval_budgets: int | None = None,
+        threads: int | None = None,
     ) -> None:
         one_of(on_nan, "trainer.on_nan", ("stop", "skip"))
         self.max_iters = positive_int(max_iters, "trainer.max_iters")
@@ -151,6 +153,8 @@ class Trainer:
         self.device = resolve_device(device, "trainer.device")
         self.deterministic = deterministic
         use_fast_kernels(self.device, deterministic)
+        if positive_int(threads, "trainer.threads", allow_none=True):
+            torch.set_num_threads(threads)  # runs side by side share the cores, not fight
         self.resume = resume
         self.grad_clip = positive_number(grad_clip, "trainer.grad_clip", allow_none=True)
         self.log_every = positive_int(log_every, "trainer.log_every")
