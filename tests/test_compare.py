@@ -11,17 +11,37 @@ import pytest
 from omegaconf import OmegaConf
 
 from seg.cli.compare import main
-from seg.study.report import aggregate
+from seg.study.report import CSV_METRICS, aggregate
 from seg.study.stats import difference_interval
+
+# the upsampler config behind each label (seg.study.runs.upsampler_label reads it back)
+UPSAMPLER_CONFIGS = {"transposed_frozen": {"name": "transposed", "learnable": False},
+                     "transposed_kaiming": {"name": "transposed", "init": "kaiming"},
+                     "transposed_full": {"name": "transposed", "channelwise": False}}
+CLASSES = ("background", "circle", "square")
+
+
+def evaluation(miou: float, iteration: int | None = None) -> dict:
+    """One evaluation's metrics as seg-train writes them; per class, circle follows the
+    mIoU and square is absent from val (None)."""
+    entry = {} if iteration is None else {"iteration": iteration}
+    return {**entry, "mIoU": miou, "boundary_f": miou / 2, "pixel_acc": 0.9, "mean_acc": 0.8,
+            "fw_iou": 0.85, "boundary_iou": miou / 3, "checkerboard": 0.01,
+            "inference_ms_per_image": 3.0,
+            "per_class_iou": {"background": 0.9, "circle": miou, "square": None},
+            "per_class_boundary_f": {"background": 0.5, "circle": miou / 2, "square": None}}
 
 
 def write_run(sweep: Path, number: int, upsampler: str, seed: int, miou: float | None,
-              learnable: bool = True) -> None:
+              decoder: str = "fcn8s", curve: dict[int, float] | None = None) -> None:
+    """A finished run folder (a failed one when ``miou`` is None); ``curve`` (iteration ->
+    mIoU) gives it a history, else it is a run of an older sweep with its final metrics
+    only."""
     run = sweep / str(number)
     (run / ".hydra").mkdir(parents=True)
     config = {"seed": seed,
-              "model": {"encoder": {"name": "simple"}, "decoder": {"variant": "fcn8s"},
-                        "upsampler": {"name": upsampler, "learnable": learnable}},
+              "model": {"encoder": {"name": "simple"}, "decoder": {"variant": decoder},
+                        "upsampler": UPSAMPLER_CONFIGS.get(upsampler, {"name": upsampler})},
               "trainer": {"max_iters": 100},
               "dataset": {"name": "shapes", "batch_size": 4, "crop_size": 64},
               "optimizer": {"_target_": "torch.optim.AdamW", "lr": 0.001}}
@@ -31,6 +51,9 @@ def write_run(sweep: Path, number: int, upsampler: str, seed: int, miou: float |
     metrics = {"mIoU": miou, "boundary_f": miou / 2, "pixel_acc": 0.9, "checkerboard": 0.01,
                "upsampler_params": 0 if upsampler == "bilinear" else 100,
                "train_images_per_s": 50.0, "inference_ms_per_image": 3.0}
+    if curve is not None:
+        metrics.update(evaluation(miou), iterations=max(curve), history=[
+            evaluation(value, iteration) for iteration, value in curve.items()])
     (run / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -59,7 +82,7 @@ def test_aggregate_writes_tables_pairs_by_seed_and_lists_failures(tmp_path: Path
     for seed, (fixed, learned) in enumerate([(0.70, 0.72), (0.60, 0.61), (0.65, 0.68)]):
         write_run(sweep, 3 * seed, "bilinear", seed, fixed)
         write_run(sweep, 3 * seed + 1, "transposed", seed, learned)
-        write_run(sweep, 3 * seed + 2, "transposed", seed, fixed, learnable=False)
+        write_run(sweep, 3 * seed + 2, "transposed_frozen", seed, fixed)
     write_run(sweep, 9, "pixel_shuffle", 0, None)
     report = aggregate(sweep).read_text()
     # transposed - bilinear per seed: 0.02, 0.01, 0.03 -> mean 0.02, in percentage points
@@ -68,9 +91,15 @@ def test_aggregate_writes_tables_pairs_by_seed_and_lists_failures(tmp_path: Path
     assert "| fcn8s | bilinear | 3 | 65.00 ± 5.00 |" in report  # mean ± std of 70, 60, 65
     assert "Every run: encoder simple, 100 iterations of batch 4 at 64 px" in report
     assert "Failed runs: 9" in report
-    csv_text = (sweep / "compare.csv").read_text()
-    assert csv_text.splitlines()[0].startswith("decoder,upsampler,seeds,mIoU_mean")
-    assert len(csv_text.splitlines()) == 4  # header + bilinear, transposed, frozen
+    summary = (sweep / "summary.csv").read_text()
+    assert summary.splitlines()[0].startswith("decoder,upsampler,seeds,mIoU_mean")
+    assert len(summary.splitlines()) == 4  # header + bilinear, transposed, frozen
+    # runs without a history (an older sweep): one row each, at their final iteration
+    csv_lines = (sweep / "compare.csv").read_text().splitlines()
+    assert csv_lines[0] == "decoder,upsampler,seed,iteration," + ",".join(CSV_METRICS)
+    assert len(csv_lines) == 1 + 9 and all(",100," in line for line in csv_lines[1:])
+    assert "## Does the gain survive its control?" not in report  # no control ran
+    assert "not checked, no evaluation at 3/4 of the run" in report
     assert (sweep / "compare.png").stat().st_size > 0
 
 
@@ -90,11 +119,17 @@ def test_seg_compare_runs_the_sweep_and_writes_every_report(tmp_path, shapes_roo
     for run in sweep.glob("*/.hydra/config.yaml"):
         if run.parent.parent.name != "pretrained_encoder":
             assert OmegaConf.load(run).model.encoder.weights == str(encoder)
-    for name in ("compare.md", "compare.csv", "compare.png", "examples.png"):
+    for name in ("compare.md", "compare.csv", "summary.csv", "per_class.csv", "compare.png",
+                 "curves.png", "examples.png"):
         assert (sweep / name).stat().st_size > 0, name
     report = (sweep / "compare.md").read_text()
     assert "| fcn32s | transposed | mIoU | 2 |" in report
     assert "| fcn8s | transposed | boundary_f | 2 |" in report
+    assert "## Where the gain is: transposed - bilinear per class" in report
+    # every configuration's lowest-seed model timed at 512 x 512 on the CPU
+    cost_rows = report.split("## Inference cost")[1].splitlines()
+    assert "ms per 512² image (CPU)" in report
+    assert sum(row.startswith(("| fcn32s |", "| fcn8s |")) for row in cost_rows) == 4
     assert "Failed runs: none" in report
 
 

@@ -1,5 +1,6 @@
-"""The study's figures: ``compare.png``, the means over seeds as bars, and
-``examples.png``, a boundary close-up of one val image under each upsampler."""
+"""The study's figures: ``compare.png``, the means over seeds as bars; ``curves.png``,
+the learning curves; ``examples.png``, a boundary close-up of one val image under each
+upsampler."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from seg.metrics import dilate
 from seg.reporting import colorize, denormalize
 from seg.stored import dataset_from_stored, load_trained, model_from_checkpoint
 from seg.study.runs import lowest_seed_checkpoints
-from seg.study.stats import in_study_order
+from seg.study.stats import FIXED, in_study_order
 
 BOUNDARY_BAND = 3  # pixels: how near a true boundary a disputed pixel counts in examples.png
 BAR_METRICS = (("mIoU", "val mIoU"), ("boundary_f", "val boundary F (2 px)"),
@@ -41,6 +43,45 @@ def bar_chart(rows: list[dict], path: Path) -> None:
         axes.grid(axis="y", alpha=0.3)
     axes.legend(title="decoder")
     figure.savefig(path, dpi=120)
+
+
+def curve_figure(curves: dict[tuple[str, str], list[dict]], path: Path) -> None:
+    """``curves.png``: val mIoU against iterations (log scale), a panel per decoder, per
+    upsampler the mean over seeds with its 95 % t interval as a band; the fixed baseline
+    black and dashed, the line every other is read against."""
+    decoders = sorted({decoder for decoder, _ in curves})
+    upsamplers = in_study_order({upsampler for _, upsampler in curves})
+    colours = iter(f"C{i}" for i in range(100))
+    styles = {u: ("black", "--") if u == FIXED else (next(colours), "-") for u in upsamplers}
+    figure = Figure(figsize=(5.2 * len(decoders), 4.2), layout="constrained")
+    panels = figure.subplots(1, len(decoders), squeeze=False, sharey=True)[0]
+    for axes, decoder in zip(panels, decoders, strict=True):
+        for upsampler in upsamplers:
+            draw_curve(axes, curves.get((decoder, upsampler), []), upsampler, *styles[upsampler])
+        iterations = sorted({p["iteration"] for (d, _), points in curves.items()
+                             for p in points if d == decoder})
+        axes.set_xscale("log")
+        # the evaluated budgets as plain numbers: log axes' 2 x 10^0 reads badly
+        axes.set_xticks(iterations, [str(i) for i in iterations])
+        axes.xaxis.set_minor_locator(NullLocator())
+        axes.set_xlabel("training iterations")
+        axes.set_title(decoder)
+        axes.grid(alpha=0.3)
+    panels[0].set_ylabel("val mIoU % (mean over seeds, 95 % t band)")
+    panels[-1].legend(title="upsampler", fontsize=8)
+    figure.savefig(path, dpi=120)
+
+
+def draw_curve(axes, points: list[dict], upsampler: str, colour: str, line: str) -> None:
+    """One upsampler's mean curve and its interval band (left out where a single seed
+    leaves the bounds NaN); the baseline drawn on top."""
+    if not points:
+        return
+    iterations = [p["iteration"] for p in points]
+    axes.plot(iterations, [100 * p["mean"] for p in points], line, color=colour, marker=".",
+              label=upsampler, zorder=3 if upsampler == FIXED else 2)
+    axes.fill_between(iterations, [100 * p["low"] for p in points],
+                      [100 * p["high"] for p in points], color=colour, alpha=0.1)
 
 
 @torch.no_grad()

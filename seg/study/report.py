@@ -1,15 +1,56 @@
-"""The study's report: ``compare.md`` and ``compare.csv`` (means over seeds and paired
-differences) and the figures, written into the sweep folder."""
+"""The study's report, written into the sweep folder: ``compare.md`` (the findings in
+words, then their tables), ``compare.csv`` (every run's every evaluation),
+``summary.csv`` (means and standard deviations per configuration), ``per_class.csv``
+(per-class differences from bilinear) and the figures."""
 
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
+import torch
+
 from seg.errors import MissingPath
-from seg.study.figures import bar_chart, example_figure
+from seg.study.cost import CPU_THREADS, IMAGE_SIZE, REPEATS, inference_costs
+from seg.study.figures import bar_chart, curve_figure, example_figure
 from seg.study.runs import load_runs
-from seg.study.stats import FIXED, SUMMARY_METRICS, paired_differences, summarize
+from seg.study.stats import (
+    FIXED,
+    PER_CLASS_METRICS,
+    SUMMARY_METRICS,
+    budget_differences,
+    class_names_of,
+    configuration_order,
+    control_differences,
+    convergence_check,
+    learning_curves,
+    paired_differences,
+    per_class,
+    per_class_differences,
+    speed_verdicts,
+    summarize,
+)
+
+# compare.csv's scalar columns, per run and evaluation (then iou/<class>, boundary_f/<class>)
+CSV_METRICS = ("mIoU", "pixel_acc", "mean_acc", "boundary_f", "boundary_iou", "checkerboard")
+PER_CLASS_SHOWN = "transposed"  # compare.md's per-class table; per_class.csv has every upsampler
+# (upsampler, control) -> the reading when the upsampler is significantly better, worse, or
+# neither; {u} the upsampler, {c} the control, {d} the absolute mean difference in points
+CONTROL_READINGS = {
+    ("transposed", "bilinear_conv"): (
+        "the gain over bilinear is not explained by parameter count: {u} beats {c} by {d}",
+        "{c} beats {u} by {d}: as many learned parameters after a fixed resize do better",
+        "{c} matches {u}: the gain may be the extra parameters"),
+    ("transposed", "transposed_kaiming"): (
+        "the bilinear start matters: {u} beats its random start ({c}) by {d}",
+        "the random start ({c}) beats {u} by {d}: the bilinear start holds it back",
+        "{c} matches {u}: the bilinear start makes no measurable difference"),
+    ("transposed_full", "transposed"): (
+        "the full C x C kernel helps: {u} beats the channel-wise {c} by {d}",
+        "the full C x C kernel does worse: the channel-wise {c} beats {u} by {d}",
+        "{u} matches {c}: a full C x C kernel adds nothing over one kernel per channel"),
+}
 
 
 def recipe_of(cfg) -> str:
@@ -24,34 +65,206 @@ def recipe_of(cfg) -> str:
             f"dataset {cfg.dataset.get('name', cfg.dataset.get('root'))}")
 
 
-def markdown_report(rows: list[dict], pairs: list[dict], failed: list[str],
-                    recipe: str = "") -> str:
-    """The markdown of compare.md: the per-configuration table, then the paired one."""
+# -- words and numbers -----------------------------------------------------------------------
+
+
+def points(value: float, digits: int = 2) -> str:
+    """A ratio as signed percentage points."""
+    return f"{100 * value:+.{digits}f}"
+
+
+def significant(row: dict) -> bool:
+    """Whether the row's 95 % interval leaves 0 out (False without an interval)."""
+    return row["low"] > 0 or row["high"] < 0
+
+
+def interval_text(row: dict | None, digits: int = 2, bold: bool = False) -> str:
+    """``mean [low, high]`` in points; bold (when asked) where the interval leaves 0 out."""
+    if row is None or not row["n"]:
+        return "–"
+    if math.isnan(row["low"]):
+        return f"{points(row['mean'], digits)} (1 seed)"
+    mean = points(row["mean"], digits)
+    if bold and significant(row):
+        mean = f"**{mean}**"
+    return f"{mean} [{points(row['low'], digits)}, {points(row['high'], digits)}]"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
+# -- compare.md's sections, in the order they are read ---------------------------------------
+
+
+def convergence_section(runs: list[dict]) -> list[str]:
+    _, line = convergence_check(runs)
+    return ["## Convergence check", "", line + ".", ""]
+
+
+def verdict_section(verdicts: list[dict]) -> list[str]:
+    """Per learned upsampler and decoder, whether it learns faster or ends better, in words."""
+    lines = ["## Learned vs bilinear, in words", "",
+             f"*Learns faster*: val mIoU significantly above {FIXED}'s (paired by seed, 95 % t "
+             "interval above 0) at some budget up to 1/4 of the run; *ends better*: at the "
+             "last evaluation. In brackets, the early budget whose interval is farthest from 0, "
+             "and the end (percentage points).", ""]
+    for verdict in verdicts:
+        early, final = verdict["early"], verdict["final"]
+        at_start = (f"{interval_text(early)} at iteration {early['iteration']}" if early
+                    else "no evaluation up to 1/4 of the run")
+        lines.append(f"- {verdict['decoder']}, {verdict['upsampler']}: **{verdict['words']}** "
+                     f"(early: {at_start}; end: {interval_text(final)} at iteration "
+                     f"{final['iteration']})")
+    if not verdicts:
+        lines.append(f"- no learned upsampler ran with the same seed as {FIXED}")
+    return lines + [""]
+
+
+def final_section(rows: list[dict], pairs: list[dict]) -> list[str]:
+    """The per-configuration table at the end of training, then its paired differences."""
     titles = [title for title, _, _ in SUMMARY_METRICS.values()]
+    lines = ["## At the end of training", "", "Mean ± standard deviation over seeds.", ""]
+    cells = [[row["decoder"], row["upsampler"], str(row["seeds"])]
+             + [f"{scale * row[f'{key}_mean']:{form}} ± {scale * row[f'{key}_std']:{form}}"
+                for key, (_, scale, form) in SUMMARY_METRICS.items()] for row in rows]
+    lines += table(["decoder", "upsampler", "seeds", *titles], cells)
+    lines += ["", f"Paired difference learned - {FIXED} (same seed), in percentage points, "
+              "with its 95 % t interval:", ""]
+    lines += table(["decoder", "upsampler", "metric", "seeds", "mean", "95 % CI", "verdict"],
+                   [[p["decoder"], p["upsampler"], p["metric"], str(p["n"]), points(p["mean"]),
+                     f"[{points(p['low'])}, {points(p['high'])}]", p["verdict"]]
+                    for p in pairs])
+    return lines + [""]
+
+
+def budget_section(differences: list[dict]) -> list[str]:
+    """learned - bilinear val mIoU at every evaluated iteration, one column per iteration."""
+    if not differences:
+        return []
+    iterations = sorted({row["iteration"] for row in differences})
+    cells = {(r["decoder"], r["upsampler"], r["iteration"]): r for r in differences}
+    configurations = dict.fromkeys((r["decoder"], r["upsampler"]) for r in differences)
+    rows = [[decoder, upsampler]
+            + [interval_text(cells.get((decoder, upsampler, i)), digits=1, bold=True)
+               for i in iterations] for decoder, upsampler in configurations]
+    return ["## At every budget", "",
+            f"Paired difference learned - {FIXED} val mIoU (same seed) after that many "
+            "iterations, in percentage points, with its 95 % t interval; bold where the "
+            "interval leaves 0 out. Curves: curves.png.", "",
+            *table(["decoder", "upsampler", *(f"it {i}" for i in iterations)], rows), ""]
+
+
+def control_reading(row: dict) -> str:
+    """One line on what the upsampler - control difference says."""
+    if row["n"] < 2:
+        return "too few paired seeds for an interval"
+    better, worse, same = CONTROL_READINGS[row["upsampler"], row["control"]]
+    reading = better if row["low"] > 0 else worse if row["high"] < 0 else same
+    reading = reading.format(u=row["upsampler"], c=row["control"],
+                             d=f"{abs(100 * row['mean']):.2f} points")
+    gain = row.get("gain")
+    if gain is not None and gain["n"] >= 2 and not gain["low"] > 0:
+        # a control explains a gain away only where there is one
+        reading += (f" (though {row['upsampler']} - {FIXED} is {interval_text(gain)} points "
+                    "here: no significant gain to explain)")
+    return reading
+
+
+def control_section(controls: list[dict]) -> list[str]:
+    """Each gain against the control that could explain it away, where the sweep ran both."""
+    if not controls:
+        return []
+    rows = [[c["decoder"], f"{c['upsampler']} - {c['control']}", c["rules_out"], str(c["n"]),
+             interval_text(c), control_reading(c)] for c in controls]
+    return ["## Does the gain survive its control?", "",
+            "Val mIoU at the end, paired by seed, in percentage points with its 95 % t "
+            "interval.", "",
+            *table(["decoder", "comparison", "control for", "seeds", "difference", "reading"],
+                   rows), ""]
+
+
+def per_class_section(rows: list[dict]) -> list[str]:
+    """Per class, the shown upsampler's IoU and boundary-F differences from bilinear."""
+    upsamplers = list(dict.fromkeys(row["upsampler"] for row in rows))
+    if not upsamplers:
+        return []
+    shown = PER_CLASS_SHOWN if PER_CLASS_SHOWN in upsamplers else upsamplers[0]
+    cells = {(r["decoder"], r["class"], r["metric"]): r for r in rows if r["upsampler"] == shown}
+    decoders = sorted({decoder for decoder, _, _ in cells})
+    classes = list(dict.fromkeys(name for _, name, _ in cells))
+    header = ["class"] + [f"{decoder} {title} diff [CI]" for decoder in decoders
+                          for title in ("IoU", "boundary F")]
+    body = [[name] + [interval_text(cells.get((decoder, name, metric)), digits=1, bold=True)
+                      for decoder in decoders for metric in PER_CLASS_METRICS]
+            for name in classes]
+    return [f"## Where the gain is: {shown} - {FIXED} per class", "",
+            "At the end, paired by seed, in percentage points with the 95 % t interval; bold "
+            "where it leaves 0 out; seeds where the class is absent from val are left out. "
+            "Every learned upsampler: per_class.csv.", "", *table(header, body), ""]
+
+
+def cost_section(costs: list[dict]) -> list[str]:
+    """Milliseconds per 512 x 512 image for each configuration, per device."""
+    lines = ["## Inference cost", "",
+             f"One forward pass of a {IMAGE_SIZE} x {IMAGE_SIZE} image, batch 1, fp32, eval "
+             f"mode: the median of {REPEATS} after a warm-up, of each configuration's "
+             f"lowest-seed model; on the CPU under torch.set_num_threads({CPU_THREADS}), "
+             "steady on a shared machine where several threads' timings swing many times over."]
+    if not torch.cuda.is_available():
+        lines.append("CUDA: no GPU on this machine.")
+    if not costs:
+        return lines + ["", "Not measured: no run has a checkpoints/last.pt.", ""]
+    devices = [d for d in ("cpu", "cuda") if any(d in row for row in costs)]
+    header = ["decoder", "upsampler"] + [
+        f"ms per {IMAGE_SIZE}² image ({d.upper()})" for d in devices]
+    rows = [[row["decoder"], row["upsampler"]]
+            + [f"{row[d]:.1f}" if d in row else "–" for d in devices] for row in costs]
+    return lines + ["", *table(header, rows), ""]
+
+
+def markdown_report(runs: list[dict], failed: list[str], per_class_rows: list[dict],
+                    costs: list[dict]) -> str:
+    """The markdown of compare.md: the findings in words first, then their tables."""
+    recipe = recipe_of(runs[0]["config"]) if runs else ""
     lines = ["# Learned vs fixed upsampling", ""]
     if recipe:
-        lines += [f"Every run: {recipe}. Mean ± standard deviation over seeds.", ""]
-    lines += ["| decoder | upsampler | seeds | " + " | ".join(titles) + " |",
-              "|" + "---|" * (3 + len(titles))]
-    for row in rows:
-        cells = [f"{scale * row[f'{key}_mean']:{form}} ± {scale * row[f'{key}_std']:{form}}"
-                 for key, (_, scale, form) in SUMMARY_METRICS.items()]
-        lines.append(f"| {row['decoder']} | {row['upsampler']} | {row['seeds']} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", f"Paired difference learned - {FIXED} (same seed), in percentage points, "
-              "with its 95 % t interval:", "",
-              "| decoder | upsampler | metric | seeds | mean | 95 % CI | verdict |",
-              "|---|---|---|---|---|---|---|"]
-    for p in pairs:
-        lines.append(f"| {p['decoder']} | {p['upsampler']} | {p['metric']} | {p['n']} | "
-                     f"{100 * p['mean']:+.2f} | [{100 * p['low']:+.2f}, {100 * p['high']:+.2f}] "
-                     f"| {p['verdict']} |")
-    lines += ["", "Failed runs: " + (", ".join(failed) if failed else "none")]
+        lines += [f"Every run: {recipe}.", ""]
+    differences = budget_differences(runs)
+    lines += convergence_section(runs)
+    lines += verdict_section(speed_verdicts(differences))
+    lines += final_section(summarize(runs), paired_differences(runs))
+    lines += budget_section(differences)
+    lines += control_section(control_differences(runs))
+    lines += per_class_section(per_class_rows)
+    lines += cost_section(costs)
+    lines += ["Failed runs: " + (", ".join(failed) if failed else "none")]
     return "\n".join(lines) + "\n"
 
 
+# -- the files -------------------------------------------------------------------------------
+
+
+def budget_rows(runs: list[dict]) -> list[dict]:
+    """compare.csv: one row per run and evaluation, its scalars then its per-class values."""
+    classes = class_names_of(runs)
+    rows = []
+    for run in sorted(runs, key=lambda r: (configuration_order(r["decoder"], r["upsampler"]),
+                                           r["seed"])):
+        for entry in run["history"]:
+            row = {"decoder": run["decoder"], "upsampler": run["upsampler"],
+                   "seed": run["seed"], "iteration": entry["iteration"],
+                   **{metric: entry.get(metric) for metric in CSV_METRICS}}
+            for prefix, key in PER_CLASS_METRICS.items():
+                values = per_class(entry, key)
+                row.update({f"{prefix}/{name}": values.get(name) for name in classes})
+            rows.append(row)
+    return rows
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
-    """One row per configuration, every mean and standard deviation in full precision."""
+    """Rows of the same keys, every number in full precision (None: an empty cell)."""
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["decoder"])
         writer.writeheader()
@@ -59,8 +272,8 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 def aggregate(sweep_dir: str | Path) -> Path:
-    """Write compare.md, compare.csv, compare.png and examples.png into ``sweep_dir``;
-    return the markdown's path."""
+    """Write compare.md, compare.csv, summary.csv, per_class.csv, compare.png, curves.png
+    and examples.png into ``sweep_dir``; return the markdown's path."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise MissingPath(f"sweep folder {sweep_dir} does not exist")
@@ -69,11 +282,14 @@ def aggregate(sweep_dir: str | Path) -> Path:
         raise MissingPath(f"no runs (*/.hydra/config.yaml) in {sweep_dir}: pass the "
                           "folder of a `seg-train -m` sweep")
     rows = summarize(runs)
-    write_csv(rows, sweep_dir / "compare.csv")
+    per_class_rows = per_class_differences(runs)
+    write_csv(budget_rows(runs), sweep_dir / "compare.csv")
+    write_csv(rows, sweep_dir / "summary.csv")
+    write_csv(per_class_rows, sweep_dir / "per_class.csv")
     report = sweep_dir / "compare.md"
-    recipe = recipe_of(runs[0]["config"]) if runs else ""
-    report.write_text(markdown_report(rows, paired_differences(runs), failed, recipe))
+    report.write_text(markdown_report(runs, failed, per_class_rows, inference_costs(runs)))
     if rows:
         bar_chart(rows, sweep_dir / "compare.png")
+        curve_figure(learning_curves(runs), sweep_dir / "curves.png")
         example_figure(runs, sweep_dir / "examples.png")
     return report

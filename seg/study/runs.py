@@ -1,5 +1,6 @@
 """A sweep folder's runs, as the study reads them: each numbered run folder's config,
-metrics and checkpoint, beside the folder of the encoder they all started from."""
+metrics (with every evaluation during training, its ``history``) and checkpoint, beside
+the folder of the encoder they all started from."""
 
 from __future__ import annotations
 
@@ -39,15 +40,34 @@ def load_runs(sweep_dir: Path) -> tuple[list[dict], list[str]]:
             changes = " ".join(OmegaConf.load(overrides)) if overrides.is_file() else ""
             failed.append(f"{run_dir.name} ({changes})" if changes else run_dir.name)
             continue
+        metrics = json.loads(metrics_file.read_text())
         runs.append({
             "run_dir": run_dir,
             "config": cfg,
             "decoder": cfg.model.decoder.variant,
             "upsampler": upsampler_label(cfg.model.upsampler),
             "seed": cfg.seed,
-            **json.loads(metrics_file.read_text()),
+            **metrics,
+            "history": evaluations(metrics, cfg),
+            "max_iters": run_length(metrics, cfg),
         })
     return runs, failed
+
+
+def run_length(metrics: dict, cfg: DictConfig) -> int:
+    """The iterations the run was set to train (what "a quarter of the run" is of)."""
+    length = OmegaConf.select(cfg, "trainer.max_iters")
+    return int(length if length is not None else metrics.get("iterations", 0))
+
+
+def evaluations(metrics: dict, cfg: DictConfig) -> list[dict]:
+    """Every evaluation of the run, by iteration. A run of an older sweep kept none but
+    its final one, which then stands alone at the run's last iteration."""
+    history = metrics.get("history")
+    if not history:
+        final = {key: value for key, value in metrics.items() if key != "history"}
+        history = [{**final, "iteration": metrics.get("iterations", run_length(metrics, cfg))}]
+    return sorted(history, key=lambda entry: entry["iteration"])
 
 
 def lowest_seed_checkpoints(runs: list[dict]) -> dict[tuple[str, str], Path]:

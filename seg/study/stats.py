@@ -1,16 +1,27 @@
 """The study's statistics: per configuration (decoder x upsampler) the mean and standard
-deviation over seeds, and the paired difference learned - fixed with its t interval."""
+deviation over seeds, and paired differences (runs with the same seed) with their t
+intervals: learned - fixed at the end and at every evaluated budget, per class, and
+between an upsampler and its control; the learning curves; the convergence check."""
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from scipy.stats import t as student_t
 
 FIXED = "bilinear"
-UPSAMPLER_ORDER = ("bilinear", "transposed_frozen", "transposed", "resize_conv", "pixel_shuffle")
+UPSAMPLER_ORDER = ("bilinear", "transposed_frozen", "bilinear_conv", "transposed",
+                   "transposed_kaiming", "transposed_full", "resize_conv", "pixel_shuffle")
+EARLY_SHARE = 0.25  # "learns faster": significantly better at a budget up to this share of the run
+CONVERGED_CHANGE = 0.01  # mIoU: 3/4 of the run to its end moving less than 1 point is converged
+# (upsampler, its control, what the control rules out, whether that could explain the
+# upsampler's gain over the fixed baseline): each paired upsampler - control
+CONTROLS = (("transposed", "bilinear_conv", "parameter count", True),
+            ("transposed", "transposed_kaiming", "the bilinear start", True),
+            ("transposed_full", "transposed", "full vs channel-wise kernel", False))
+PER_CLASS_METRICS = {"iou": "per_class_iou", "boundary_f": "per_class_boundary_f"}
 # metric -> (column title, scale, format); ratios are shown in percent
 SUMMARY_METRICS = {
     "mIoU": ("mIoU %", 100, ".2f"),
@@ -93,3 +104,207 @@ def difference_interval(diffs: Sequence[float]) -> dict:
     else:
         verdict = "learned is better" if mean > 0 else "learned is worse"
     return {"n": n, "mean": mean, "low": low, "high": high, "verdict": verdict}
+
+
+# -- every budget ----------------------------------------------------------------------------
+
+
+def evaluation_at(run: dict, iteration: int) -> dict | None:
+    """The run's evaluation at ``iteration``, None when it made none there."""
+    return next((entry for entry in run["history"] if entry["iteration"] == iteration), None)
+
+
+def value_at(run: dict, metric: str, iteration: int) -> float | None:
+    entry = evaluation_at(run, iteration)
+    return None if entry is None else entry.get(metric)
+
+
+def paired(runs: list[dict], decoder: str, upsampler: str, baseline: str,
+           value: Callable[[dict], float | None]) -> dict:
+    """``value(run)`` of ``upsampler`` - of ``baseline`` for ``decoder``, over the seeds
+    both ran and have a value for (None: undefined, e.g. a class absent from val)."""
+    by_key = {(r["decoder"], r["upsampler"], r["seed"]): r for r in runs}
+    diffs = []
+    for (run_decoder, run_upsampler, seed), run in sorted(by_key.items()):
+        other = by_key.get((decoder, baseline, seed))
+        if (run_decoder, run_upsampler) != (decoder, upsampler) or other is None:
+            continue
+        mine, theirs = value(run), value(other)
+        if mine is not None and theirs is not None:
+            diffs.append(mine - theirs)
+    return difference_interval(diffs)
+
+
+def iterations_of(runs: list[dict]) -> list[int]:
+    return sorted({entry["iteration"] for run in runs for entry in run["history"]})
+
+
+def learned_configurations(runs: list[dict], baseline: str = FIXED) -> list[tuple[str, str]]:
+    """Every (decoder, upsampler) but the baseline's, in study order."""
+    configurations = {(r["decoder"], r["upsampler"]) for r in runs if r["upsampler"] != baseline}
+    return sorted(configurations, key=lambda c: configuration_order(*c))
+
+
+def budget_differences(runs: list[dict], baseline: str = FIXED, metric: str = "mIoU"
+                       ) -> list[dict]:
+    """upsampler - baseline ``metric`` at every evaluated iteration, paired by seed; each
+    row with the iteration's share of the run (``share``)."""
+    rows = []
+    for decoder, upsampler in learned_configurations(runs, baseline):
+        members = [r for r in runs if r["decoder"] == decoder
+                   and r["upsampler"] in (upsampler, baseline)]
+        length = max(r["max_iters"] for r in members) or 1
+        for iteration in iterations_of(members):
+            interval = paired(members, decoder, upsampler, baseline,
+                              lambda run, i=iteration: value_at(run, metric, i))
+            if interval["n"]:
+                rows.append({"decoder": decoder, "upsampler": upsampler, "iteration": iteration,
+                             "share": iteration / length, **interval})
+    return rows
+
+
+def clearance(row: dict) -> float:
+    """How far the interval clears 0 (negative: it holds 0); NaN intervals count least."""
+    distance = max(row["low"], -row["high"])
+    return -math.inf if math.isnan(distance) else distance
+
+
+def speed_verdict(rows: list[dict]) -> dict:
+    """From one configuration's budget rows: whether it learns faster (significantly
+    better at a budget up to a quarter of the run) and ends better (at the last one), in
+    words, with the early row that clears 0 most and the final row as evidence."""
+    early = [r for r in rows if r["share"] <= EARLY_SHARE]
+    final = max(rows, key=lambda r: r["iteration"])
+    if all(r["n"] < 2 for r in rows):
+        words = "too few paired seeds for an interval"
+    else:
+        words = verdict_words(faster=any(r["low"] > 0 for r in early),
+                              slower=any(r["high"] < 0 for r in early),
+                              better=final["low"] > 0, worse=final["high"] < 0,
+                              evaluated_early=bool(early))
+    return {"words": words, "early": max(early, key=clearance) if early else None,
+            "final": final}
+
+
+def verdict_words(faster: bool, slower: bool, better: bool, worse: bool,
+                  evaluated_early: bool) -> str:
+    """"learns faster", "ends better", "both" or "neither", and what went worse."""
+    gains = {(True, True): "both: learns faster and ends better", (True, False): "learns faster",
+             (False, True): "ends better", (False, False): "neither"}[faster, better]
+    losses = " and ".join(w for w, hit in (("learns slower", slower), ("ends worse", worse))
+                          if hit)
+    if gains != "neither":
+        return f"{gains}, but {losses}" if losses else gains
+    if losses:
+        return f"neither: {losses}"
+    if evaluated_early:
+        return "neither: no significant difference early or at the end"
+    return "neither: no significant difference at the end (no evaluation up to 1/4 of the run)"
+
+
+def speed_verdicts(differences: list[dict]) -> list[dict]:
+    """:func:`speed_verdict` per (decoder, upsampler) of :func:`budget_differences`' rows."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in differences:
+        groups.setdefault((row["decoder"], row["upsampler"]), []).append(row)
+    return [{"decoder": decoder, "upsampler": upsampler, **speed_verdict(rows)}
+            for (decoder, upsampler), rows in groups.items()]
+
+
+def learning_curves(runs: list[dict], metric: str = "mIoU") -> dict[tuple[str, str], list[dict]]:
+    """(decoder, upsampler) -> per evaluated iteration the mean of ``metric`` over seeds
+    with its 95 % t interval (``mean``, ``low``, ``high``, ``n``, ``iteration``)."""
+    curves = {}
+    for decoder, upsampler in sorted({(r["decoder"], r["upsampler"]) for r in runs},
+                                     key=lambda c: configuration_order(*c)):
+        members = [r for r in runs if (r["decoder"], r["upsampler"]) == (decoder, upsampler)]
+        points = []
+        for iteration in iterations_of(members):
+            values = [v for run in members
+                      if (v := value_at(run, metric, iteration)) is not None]
+            if values:
+                points.append({"iteration": iteration, **difference_interval(values)})
+        curves[decoder, upsampler] = points
+    return curves
+
+
+# -- controls and classes, at the end --------------------------------------------------------
+
+
+def control_differences(runs: list[dict], metric: str = "mIoU") -> list[dict]:
+    """Each upsampler - its control (:data:`CONTROLS`) per decoder, at the end, paired by
+    seed; only the pairs the sweep ran. ``gain``: the upsampler - the fixed baseline, for
+    the controls that could explain it (else None)."""
+    present = {(r["decoder"], r["upsampler"]) for r in runs}
+    rows = []
+    for decoder in sorted({decoder for decoder, _ in present}):
+        for upsampler, control, rules_out, explains_gain in CONTROLS:
+            if {(decoder, upsampler), (decoder, control)} <= present:
+                interval = paired(runs, decoder, upsampler, control, lambda r: r.get(metric))
+                # the gain the control is to explain, when the sweep has the baseline
+                gain = (paired(runs, decoder, upsampler, FIXED, lambda r: r.get(metric))
+                        if explains_gain and (decoder, FIXED) in present else None)
+                rows.append({"decoder": decoder, "upsampler": upsampler, "control": control,
+                             "rules_out": rules_out, "gain": gain, **interval})
+    return rows
+
+
+def per_class(run: dict, key: str) -> dict:
+    """The run's final ``{class: value or None}`` under ``key``; empty for runs that
+    stored none, or an unnamed list (sweeps older than named classes)."""
+    values = run.get(key)
+    return values if isinstance(values, dict) else {}
+
+
+def class_names_of(runs: list[dict]) -> list[str]:
+    """Every class named in the runs' per-class metrics, in their order."""
+    names: dict[str, None] = {}
+    for run in runs:
+        for key in PER_CLASS_METRICS.values():
+            names.update(dict.fromkeys(per_class(run, key)))
+    return list(names)
+
+
+def per_class_differences(runs: list[dict], baseline: str = FIXED) -> list[dict]:
+    """upsampler - baseline per class IoU and boundary F at the end, paired by seed;
+    seeds where either run's class is undefined (absent from val) are left out."""
+    rows = []
+    for decoder, upsampler in learned_configurations(runs, baseline):
+        for name in class_names_of(runs):
+            for metric, key in PER_CLASS_METRICS.items():
+                interval = paired(runs, decoder, upsampler, baseline,
+                                  lambda r, k=key, c=name: per_class(r, k).get(c))
+                rows.append({"decoder": decoder, "upsampler": upsampler, "class": name,
+                             "metric": metric, **interval})
+    return rows
+
+
+# -- convergence -----------------------------------------------------------------------------
+
+
+def convergence_check(runs: list[dict], decoder: str = "fcn8s", baseline: str = FIXED
+                      ) -> tuple[bool | None, str]:
+    """Whether the ``baseline`` ``decoder`` runs converged: their val mIoU (mean over
+    seeds) changes by less than 1 point from 3/4 of the run to its end. ``(passed,
+    one line saying so)``; passed is None when the sweep cannot tell."""
+    members = [r for r in runs if (r["decoder"], r["upsampler"]) == (decoder, baseline)]
+    title = f"Convergence check ({baseline} {decoder}, val mIoU, mean over seeds)"
+    if not members:
+        return None, f"{title}: not checked, the sweep has no {baseline} {decoder} runs"
+    length = max(r["max_iters"] for r in members)
+    three_quarters = max(1, round(0.75 * length))  # as seg.engine.loop.budgets rounds it
+    pairs = [(value_at(r, "mIoU", three_quarters), value_at(r, "mIoU", length)) for r in members]
+    # a run of a few iterations rounds 3/4 of it to its end: nothing to compare
+    pairs = [(at, end) for at, end in pairs if at is not None and end is not None
+             and three_quarters < length]
+    if not pairs:
+        return None, (f"{title}: not checked, no evaluation at 3/4 of the run (iteration "
+                      f"{three_quarters}); set trainer.eval_budgets")
+    at = statistics.fmean(at for at, _ in pairs)
+    end = statistics.fmean(end for _, end in pairs)
+    passed = abs(end - at) < CONVERGED_CHANGE
+    outcome = ("PASS, under 1 point" if passed
+               else "FAIL, 1 point or more: not converged, the comparison is of unfinished runs")
+    return passed, (f"{title}, {len(pairs)} seeds: {100 * at:.2f} % at iteration "
+                    f"{three_quarters} (3/4 of the run), {100 * end:.2f} % at {length} (the end), "
+                    f"change {100 * (end - at):+.2f} points: {outcome}")

@@ -35,8 +35,9 @@ def run_study(overrides: Sequence[str]) -> tuple[Path, int]:
         single = [o.input_line for o in parsed if not o.is_sweep_override()
                   and not o.key_or_group.startswith("hydra.")]
         encoder_dir = Path(sweep_dir) / ENCODER_DIR
+        # one process alone: every core (the sweep's runs share them, trainer.threads)
         command = [sys.executable, "-m", "seg.cli.pretrain", *single,
-                   f"hydra.run.dir={encoder_dir}"]
+                   "trainer.threads=null", f"hydra.run.dir={encoder_dir}"]
         status = subprocess.run(command, check=False).returncode
         if status:
             return Path(sweep_dir), status

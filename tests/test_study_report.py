@@ -1,0 +1,171 @@
+"""compare.md's findings over budgets, controls and classes, from fabricated sweeps whose
+runs carry a history (every evaluation during training), and the cost timer."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from seg.study.cost import forward_ms
+from seg.study.report import aggregate
+from seg.study.runs import load_runs
+from seg.study.stats import convergence_check
+from tests.test_compare import CLASSES, write_run
+
+BUDGETS = (2, 6, 25, 75, 100)  # of a 100-iteration run: 2, 6 and 25 are "early" (<= 1/4)
+JITTER = (-0.002, 0.0, 0.002)  # per seed: differences of 0 hold 0, of 0.05 clear it
+
+
+def bilinear_curve(seed: int, at_three_quarters: float = 0.50) -> dict[int, float]:
+    """A learning curve that flattens out: 0.5 points from 3/4 of the run to its end."""
+    return {2: 0.10 + 0.01 * seed, 6: 0.20 + 0.01 * seed, 25: 0.30 + 0.01 * seed,
+            75: at_three_quarters + 0.01 * seed, 100: 0.505 + 0.01 * seed}
+
+
+def fabricate(sweep: Path, offsets: dict[str, dict[int, float]], decoders=("fcn8s",),
+              at_three_quarters: float = 0.50) -> None:
+    """3 seeds of bilinear and of each upsampler of ``offsets`` (iteration -> its mIoU
+    above bilinear's, the same seed), per decoder."""
+    number = 0
+    for decoder in decoders:
+        for seed in range(3):
+            base = bilinear_curve(seed, at_three_quarters)
+            write_run(sweep, number, "bilinear", seed, base[100], decoder, base)
+            number += 1
+            for upsampler, offset in offsets.items():
+                curve = {i: v + offset.get(i, 0.0) + JITTER[seed] for i, v in base.items()}
+                write_run(sweep, number, upsampler, seed, curve[100], decoder, curve)
+                number += 1
+
+
+EARLY_ONLY = {2: 0.05, 6: 0.05, 25: 0.05}
+END_ONLY = {75: 0.05, 100: 0.05}
+
+
+def verdict_of(report: str, decoder: str, upsampler: str) -> str:
+    line = next(line for line in report.splitlines()
+                if line.startswith(f"- {decoder}, {upsampler}: "))
+    return line.split("**")[1]
+
+
+def test_csv_has_a_row_per_run_and_budget(tmp_path: Path) -> None:
+    fabricate(tmp_path, {"transposed": EARLY_ONLY})
+    aggregate(tmp_path)
+    with open(tmp_path / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 3 * len(BUDGETS)  # upsamplers x seeds x budgets
+    assert {(r["upsampler"], r["seed"], int(r["iteration"])) for r in rows} == {
+        (u, str(s), i) for u in ("bilinear", "transposed") for s in range(3) for i in BUDGETS}
+    first = rows[0]
+    assert list(first)[:10] == ["decoder", "upsampler", "seed", "iteration", "mIoU",
+                                "pixel_acc", "mean_acc", "boundary_f", "boundary_iou",
+                                "checkerboard"]
+    assert [k for k in first if "/" in k] == ([f"iou/{c}" for c in CLASSES]
+                                              + [f"boundary_f/{c}" for c in CLASSES])
+    assert first["iou/square"] == ""  # absent from val: undefined, not 0
+    assert float(first["mIoU"]) == pytest.approx(0.10)  # bilinear seed 0 at iteration 2
+
+
+def test_verdicts_in_words(tmp_path: Path) -> None:
+    fabricate(tmp_path, {"transposed": EARLY_ONLY, "pixel_shuffle": END_ONLY,
+                         "resize_conv": {**EARLY_ONLY, **END_ONLY}, "transposed_frozen": {},
+                         "transposed_kaiming": {100: -0.05}})
+    report = aggregate(tmp_path).read_text()
+    assert verdict_of(report, "fcn8s", "transposed") == "learns faster"
+    assert verdict_of(report, "fcn8s", "pixel_shuffle") == "ends better"
+    assert verdict_of(report, "fcn8s", "resize_conv") == "both: learns faster and ends better"
+    assert verdict_of(report, "fcn8s", "transposed_frozen") == (
+        "neither: no significant difference early or at the end")
+    assert verdict_of(report, "fcn8s", "transposed_kaiming") == "neither: ends worse"
+    # the per-budget table: bold where the interval leaves 0 out
+    budgets = report.split("## At every budget")[1]
+    row = next(line for line in budgets.splitlines() if line.startswith("| fcn8s | transposed |"))
+    assert row.count("**+5.0**") == 3 and "| it 2 | it 6 | it 25 | it 75 | it 100 |" in report
+    # sections in reading order
+    order = ["Every run:", "## Convergence check", "## Learned vs bilinear, in words",
+             "## At the end of training", "## At every budget",
+             "## Does the gain survive its control?", "## Where the gain is",
+             "## Inference cost", "Failed runs:"]
+    assert [report.index(title) for title in order] == sorted(
+        report.index(title) for title in order)
+
+
+@pytest.mark.parametrize(("at_three_quarters", "passed", "change"),
+                         [(0.50, True, "change +0.50 points: PASS"),
+                          (0.45, False, "change +5.50 points: FAIL")])
+def test_convergence_check(tmp_path: Path, at_three_quarters: float, passed: bool,
+                           change: str) -> None:
+    fabricate(tmp_path, {"transposed": {}}, at_three_quarters=at_three_quarters)
+    runs, _ = load_runs(tmp_path)
+    outcome, line = convergence_check(runs)
+    assert outcome is passed
+    # mean over seeds 0, 1, 2 (+0, +1, +2 points): at 3/4 of the run and at the end
+    assert f"{100 * at_three_quarters + 1:.2f} % at iteration 75" in line
+    assert "51.50 % at 100 (the end)" in line
+    assert change in line
+    assert line in aggregate(tmp_path).read_text()
+
+
+def test_convergence_not_checked_without_its_runs_or_budget(tmp_path: Path) -> None:
+    fabricate(tmp_path / "fcn32s", {"transposed": {}}, decoders=("fcn32s",))
+    runs, _ = load_runs(tmp_path / "fcn32s")
+    assert convergence_check(runs) == (
+        None, "Convergence check (bilinear fcn8s, val mIoU, mean over seeds): not checked, "
+              "the sweep has no bilinear fcn8s runs")
+    write_run(tmp_path / "old", 0, "bilinear", 0, 0.5)  # no history: final evaluation only
+    runs, _ = load_runs(tmp_path / "old")
+    outcome, line = convergence_check(runs)
+    assert outcome is None and "not checked, no evaluation at 3/4 of the run" in line
+
+
+def test_controls_section_reads_each_control(tmp_path: Path) -> None:
+    fabricate(tmp_path, {"transposed": END_ONLY, "bilinear_conv": {100: 0.05},
+                         "transposed_kaiming": {}, "transposed_full": END_ONLY})
+    report = aggregate(tmp_path).read_text()
+    section = report.split("## Does the gain survive its control?")[1].split("##")[0]
+    # (every upsampler's runs share one jitter per seed: their differences are exact)
+    assert ("| fcn8s | transposed - bilinear_conv | parameter count | 3 | +0.00 "
+            "[+0.00, +0.00] | bilinear_conv matches transposed: the gain may be the extra "
+            "parameters |") in section
+    assert ("the bilinear start matters: transposed beats its random start "
+            "(transposed_kaiming) by 5.00 points") in section
+    assert "transposed_full matches transposed: a full C x C kernel adds nothing" in section
+    assert "no significant gain to explain" not in section  # transposed ends 5 points up
+
+
+def test_a_control_without_a_gain_to_explain_says_so(tmp_path: Path) -> None:
+    fabricate(tmp_path, {"transposed": {}, "bilinear_conv": {}})
+    report = aggregate(tmp_path).read_text()
+    assert ("bilinear_conv matches transposed: the gain may be the extra parameters (though "
+            "transposed - bilinear is +0.00 [-0.50, +0.50] points here: no significant gain "
+            "to explain) |") in report
+
+
+def test_curves_and_per_class_table(tmp_path: Path) -> None:
+    fabricate(tmp_path, {"transposed": END_ONLY, "pixel_shuffle": {}},
+              decoders=("fcn32s", "fcn8s"))
+    report = aggregate(tmp_path).read_text()
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    section = report.split("## Where the gain is: transposed - bilinear per class")[1]
+    assert ("| class | fcn32s IoU diff [CI] | fcn32s boundary F diff [CI] | fcn8s IoU diff [CI] "
+            "| fcn8s boundary F diff [CI] |") in section
+    for name in CLASSES:
+        assert f"\n| {name} | " in section
+    # circle's IoU follows mIoU: +5 points at the end; background's stays; square is absent
+    assert "| circle | **+5.0** [+4.5, +5.5] | **+2.5** [+2.3, +2.7] |" in section
+    assert "| square | – | – | – | – |" in section
+    with open(tmp_path / "per_class.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["upsampler"] for r in rows} == {"transposed", "pixel_shuffle"}
+    assert len(rows) == 2 * 2 * len(CLASSES) * 2  # decoders x upsamplers x classes x metrics
+
+
+def test_forward_ms_times_a_model() -> None:
+    calls = []
+    model = torch.nn.Conv2d(3, 2, 3)
+    model.register_forward_hook(lambda *_: calls.append(torch.is_inference_mode_enabled()))
+    assert forward_ms(model, torch.device("cpu"), size=32) > 0
+    assert calls == [True] * 6  # one warm-up and five timed passes, under inference_mode
