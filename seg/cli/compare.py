@@ -1,17 +1,19 @@
-"""``seg-compare``: the upsampling study, learned vs fixed, measured over seeds.
+"""``seg-compare``: the upsampling study, learned vs fixed, measured over seeds and budgets.
 
 ``seg-compare [OVERRIDES...]`` pretrains one encoder (``seg.cli.pretrain``), runs the
-sweep of ``configs/compare/default.yaml`` (``compare=quick`` for the small one) as a
-Hydra multirun of ``seg-train`` whose runs all start from that encoder, then aggregates
-it; ``seg-compare --aggregate DIR`` aggregates an existing sweep folder.
+sweep of ``configs/compare/default.yaml`` (``compare=quick`` for a pipeline check,
+``compare=gpu`` on a GPU) as a Hydra multirun of ``seg-train``, several runs at a time,
+all starting from that encoder, then aggregates it; ``seg-compare --aggregate DIR``
+aggregates an existing sweep folder.
 
-Aggregation reads every run folder (``.hydra/config.yaml``, ``metrics.json`` and the
-last checkpoint) and writes into the sweep folder: ``compare.md`` and ``compare.csv``,
-per configuration (decoder x upsampler) the mean and standard deviation over seeds,
-and the paired difference learned - fixed (runs with the same seed share data order
-and every other weight) with a 95 % t confidence interval; ``compare.png``, those
-means as bars with error bars; ``examples.png``, a boundary close-up of one val image
-under each upsampler. Runs without ``metrics.json`` are listed as failed, never
+Every run evaluates at several budgets (``trainer.eval_budgets``). Aggregation reads
+every run folder and writes into the sweep folder: ``compare.md`` (the convergence
+check, the verdicts in words, the paired differences learned - bilinear with 95 % t
+intervals at every budget, the controls, the per-class differences and the inference
+cost), ``compare.csv`` (one row per configuration, seed and budget), ``summary.csv``
+(means and standard deviations per configuration), ``per_class.csv``, ``curves.png``
+(learning curves), ``compare.png`` (bars) and ``examples.png`` (a boundary close-up
+under each upsampler). Runs without ``metrics.json`` are listed as failed, never
 silently dropped.
 """
 
@@ -24,6 +26,9 @@ from pathlib import Path
 
 from seg.study.report import aggregate
 from seg.study.sweep import run_study
+
+OUTPUTS = {"compare.md", "compare.csv", "summary.csv", "per_class.csv", "curves.png",
+           "compare.png", "examples.png"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,9 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as error:
         parser.exit(1, f"error: {error}\n")
     print(report.read_text())
-    print(f"wrote {', '.join(sorted(p.name for p in sweep_dir.glob('compare.*')))}"
-          f"{', examples.png' if (sweep_dir / 'examples.png').is_file() else ''} in {sweep_dir} "
-          f"({time.perf_counter() - start:.0f} s)")
+    written = sorted(p.name for p in sweep_dir.glob("*.*") if p.name in OUTPUTS)
+    print(f"wrote {', '.join(written)} in {sweep_dir} ({time.perf_counter() - start:.0f} s)")
     return status
 
 
