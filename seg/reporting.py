@@ -114,10 +114,16 @@ class TensorBoardLogger:
         self.writer.add_text(tag, "```\n" + text + "\n```", step)
 
     def log_hparams(self, hparams: dict[str, object], metrics: dict[str, float]) -> None:
-        """Hyper-parameters and final metrics, in this run's own folder for the HParams tab."""
+        """Hyper-parameters and final metrics, in this run's own folder for the HParams tab.
+
+        Only the session's start and end are written, not an experiment summary: TensorBoard
+        takes the first experiment summary it finds as the whole sweep's, with every key
+        marked as not differing, so a sweep's swept keys would start hidden. Without one
+        it computes the experiment from all runs, and shows the keys that differ."""
         clean = {k: v if isinstance(v, int | float | str | bool) else str(v)
                  for k, v in hparams.items()}
-        for summary in hparams_summary(clean, metrics):
+        _, session_start, session_end = hparams_summary(clean, metrics)
+        for summary in (session_start, session_end):
             self.writer.file_writer.add_summary(summary)
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value, 0)

@@ -274,7 +274,7 @@ def test_export_keeps_an_existing_file(honest_state: dict, tmp_path: Path, shape
 @pytest.mark.parametrize("argv, expected", [
     (["trainer.max_iter=5"], "trainer.max_iter is not a key of this config: check its spelling"),
     (["dataset=nope"], "Could not find 'dataset/nope': choose one of ade20k, cityscapes, "
-                       "folder, shapes, voc, voc_aug"),
+                       "folder, scenes, shapes, voc, voc_aug"),
     (["trainer.max_iters=[1"], "cannot read the override 'trainer.max_iters=[1'"),
 ])
 def test_a_misspelt_override_is_one_line(argv: list[str], expected: str, capsys) -> None:
@@ -290,7 +290,7 @@ def test_good_overrides_and_sweeps_pass_the_check() -> None:
 def test_a_mandatory_value_left_out_is_one_line(compose_train, tmp_path: Path, capsys) -> None:
     cfg = compose_train("dataset=folder", "dataset.root=???")
     err = one_line_exit(exit_on_user_error(lambda: train(cfg, tmp_path)), capsys)
-    assert "dataset.root has no value: set dataset.root=VALUE" in err
+    assert "error: dataset.root is not set: pass dataset.root=PATH/TO/FOLDER" in err
 
 
 @pytest.mark.slow

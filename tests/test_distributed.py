@@ -49,7 +49,7 @@ def test_two_gloo_processes_evaluate_a_checkpoint_as_one(compose_train, five_val
     matrices = []
     for name, launcher in (("single", [sys.executable, "-m"]), ("gloo", torchrun("-m"))):
         run([*launcher, "seg.cli.eval", f"checkpoint={checkpoint}", "device=cpu",
-             "batch_size=1", f"hydra.run.dir={tmp_path / name}"])
+             "batch_size=1", f"output_dir={tmp_path / name}"])
         matrices.append(json.loads((tmp_path / name / "eval.json").read_text())
                         ["confusion_matrix"])
     assert matrices[0] == matrices[1]

@@ -45,7 +45,7 @@ def test_one_nccl_process_evaluates_a_checkpoint(compose_train, tmp_path: Path) 
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
          "-m", "seg.cli.eval", f"checkpoint={tmp_path / 'run/checkpoints/last.pt'}",
-         "device=cuda", f"hydra.run.dir={tmp_path / 'eval'}"],
+         "device=cuda", f"output_dir={tmp_path / 'eval'}"],
         capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "NCCL INFO" in result.stdout + result.stderr  # the group ran on NCCL

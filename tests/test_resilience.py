@@ -45,8 +45,14 @@ class SignalAtStep(TensorBoardLogger):
             os.kill(os.getpid(), self.signum)
 
 
-def comparable(metrics: dict) -> dict:
+def without_timings(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
+
+
+def comparable(metrics: dict) -> dict:
+    """The metrics without timings, those of the history's evaluations too."""
+    return {**without_timings(metrics),
+            "history": [without_timings(entry) for entry in metrics.get("history", [])]}
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import (
+    CompactHydraException,
     HydraException,
     InstantiationException,
     MissingConfigException,
@@ -16,18 +19,30 @@ from hydra.errors import (
 )
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
+    InterpolationToMissingValueError,
     MissingMandatoryValue,
     OmegaConfBaseException,
 )
 
+from seg.cli.run_folder import (
+    hydra_files_kept_unless_trained,
+    register_run_dir_resolver,
+    remove_unused_run_folder,
+    resumed_run_folder,
+)
+from seg.cli.sweeps import register_run_name_resolver
 from seg.data.resolvers import register_resolvers
-from seg.engine import TrainingInterrupted
 from seg.errors import UserError
-from seg.models import SegmentationModel, build_model
+
+if TYPE_CHECKING:
+    from seg.models import SegmentationModel
+
+# seg.engine and seg.models (torch) are imported where they are used: a command's --help
+# then does not spend seconds loading them.
 
 # The repository's configs/, which pyproject ships inside the wheel as this package.
 CONFIG_MODULE = "seg.configs"
@@ -39,6 +54,8 @@ CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, NotADirectoryError,
                IsADirectoryError, PermissionError)
 register_resolvers()  # ${seg.imagenet_mean:} and the like in configs/dataset/
+register_run_dir_resolver()  # ${seg.run_dir:...}: hydra.run.dir in configs/hydra/default.yaml
+register_run_name_resolver()  # ${seg.run_name:...}: hydra.sweep.subdir, there too
 
 
 def one_line(message: str) -> str:
@@ -72,17 +89,47 @@ def in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def exit_on_user_error(main: Callable) -> Callable:
-    """Print a user error as one line on stderr and exit 1 instead of a traceback.
+class RunFailed(CompactHydraException):
+    """A sweep's run stopped by a user error, already reported when it happened. Hydra
+    records the run as failed and goes on with the others; at the end it prints this one
+    line (a compact exception: no traceback) under the failed run's overrides, and exits 1.
+    One positional argument, so that a launcher may pickle it back from another process."""
 
-    In a sweep the error is printed and raised again, so that Hydra records the run as
-    failed and goes on with the others, then exits non-zero. A stop signal
-    (``TrainingInterrupted``: the checkpoint is saved) exits with 128 + the signal's
-    number, ending a sweep too.
+
+def missing_value_line(error: MissingMandatoryValue | InterpolationToMissingValueError) -> str:
+    """What to do about a mandatory setting left at ``???`` (read directly, or through an
+    interpolation, whose message names it): a folder for the roots, else a value."""
+    key = error.full_key
+    if isinstance(error, InterpolationToMissingValueError):
+        key = str(error).split("Missing mandatory value: ", 1)[-1].split()[0]
+    value = "PATH/TO/FOLDER" if key.rsplit(".", 1)[-1].endswith("root") else "VALUE"
+    return f"error: {key} is not set: pass {key}={value}"
+
+
+def fail(line: str, cfg: object) -> NoReturn:
+    """Report ``line``; exit 1, leaving no run folder that holds nothing (see
+    ``remove_unused_run_folder``). In a sweep, raise :class:`RunFailed` instead."""
+    report(line)
+    if in_sweep():
+        raise RunFailed(line) from None
+    remove_unused_run_folder(cfg if isinstance(cfg, DictConfig) else None)
+    sys.exit(1)
+
+
+def exit_on_user_error(main: Callable) -> Callable:
+    """Print a user error as one line on stderr and exit 1 instead of a traceback; a run
+    that failed before it wrote anything leaves no run folder.
+
+    In a sweep the error is printed and the run is recorded as failed (:class:`RunFailed`):
+    Hydra goes on with the others, then repeats the line and exits 1, again without a
+    traceback. A stop signal (``TrainingInterrupted``: the checkpoint is saved) exits with
+    128 + the signal's number, ending a sweep too.
     """
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        from seg.engine import TrainingInterrupted
+
         try:
             return main(*args, **kwargs)
         except TrainingInterrupted as stop:
@@ -90,20 +137,14 @@ def exit_on_user_error(main: Callable) -> Callable:
             # the shell's convention for "ended by signal N"; in a sweep too, which a
             # signal stops as a whole (SystemExit passes Hydra's per-run error handling)
             sys.exit(128 + stop.signum)
-        except MissingMandatoryValue as error:
-            report(f"error: {error.full_key} has no value: set {error.full_key}=VALUE")
-            if in_sweep():
-                raise
-            sys.exit(1)
+        except (MissingMandatoryValue, InterpolationToMissingValueError) as error:
+            fail(missing_value_line(error), args[0] if args else None)
         except (*USER_ERRORS, InstantiationException) as error:
             cause = root_cause(error)
             if not isinstance(cause, USER_ERRORS):
                 raise
             message = one_line(str(cause.args[0]) if len(cause.args) == 1 else str(cause))
-            report(f"error: {message}")
-            if in_sweep():
-                raise
-            sys.exit(1)
+            fail(f"error: {message}", args[0] if args else None)
 
     return wrapper
 
@@ -130,20 +171,21 @@ def config_error_line(error: Exception) -> str:
     return lines[0] + (f" ({str(cause).splitlines()[0]})" if cause else "")
 
 
-def check_overrides(config_name: str, argv: list[str]) -> None:
+def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
     """Compose ``config_name`` with the command line's overrides before Hydra does, so that
     a misspelt key or an unknown option is one line of error and exit status 1 (Hydra's own
-    report takes eight lines). Only single runs: a sweep's values are Hydra's to expand."""
+    report takes eight lines); return the composed config. Only single runs: a sweep's
+    values are Hydra's to expand."""
     if any(arg.startswith("-") for arg in argv):
-        return  # --help, --cfg, -m ...: Hydra's own business
+        return None  # --help, --cfg, -m ...: Hydra's own business
     from hydra import compose, initialize_config_module
 
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            compose(config_name=config_name, overrides=argv)
+            return compose(config_name=config_name, overrides=argv)
     except (HydraException, OmegaConfBaseException) as error:
         if isinstance(error, InstantiationException):
-            return
+            return None
         print(f"error: {config_error_line(error)}", file=sys.stderr)
         sys.exit(1)
 
@@ -155,16 +197,46 @@ def overrides_checked(config_name: str) -> Callable[[Callable], Callable]:
     def decorate(hydra_main: Callable[[], object]) -> Callable[[], object]:
         @functools.wraps(hydra_main)
         def command() -> object:
-            check_overrides(config_name, sys.argv[1:])
-            return hydra_main()
+            cfg = check_overrides(config_name, sys.argv[1:])
+            if any(arg in ("-m", "--multirun") for arg in sys.argv[1:]):
+                return sweep_without_tracebacks(hydra_main)
+            resumed = None if cfg is None else resumed_run_folder(
+                OmegaConf.select(cfg, "trainer.resume"))
+            with hydra_files_kept_unless_trained(resumed):  # a resume that fails at once
+                return hydra_main()
 
         return command
 
     return decorate
 
 
+def sweep_without_tracebacks(hydra_main: Callable[[], object]) -> object:
+    """Run a sweep whose failed runs end it with their one-line error and exit status 1,
+    as a single run does. Hydra would print a run's error as a traceback (or, for a
+    :class:`RunFailed`, add a line about HYDRA_FULL_ERROR): HYDRA_FULL_ERROR=1 makes it
+    raise the error instead, to be reported here. Errors of seg itself (bugs) keep their
+    traceback. Where the user set HYDRA_FULL_ERROR, Hydra's reporting stays as it is."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return hydra_main()
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        return hydra_main()
+    except RunFailed as failed:
+        # again at the end (above it, Hydra names the failed run's overrides): a launcher
+        # that runs jobs elsewhere (SLURM) shows their own stderr only in their logs
+        print(failed, file=sys.stderr)
+        sys.exit(1)
+    except CompactHydraException as error:  # a sweep's bad override or option
+        print(f"error: {config_error_line(error)}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        del os.environ["HYDRA_FULL_ERROR"]
+
+
 def model_from_config(model_cfg: DictConfig, num_classes: int) -> SegmentationModel:
     """Build encoder, upsampler factory and decoder from the ``model`` node."""
+    from seg.models import build_model
+
     encoder = instantiate(model_cfg.encoder)
     return build_model(encoder, instantiate(model_cfg.decoder), num_classes,
                        instantiate(model_cfg.upsampler))

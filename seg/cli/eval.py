@@ -1,34 +1,62 @@
 """``seg-eval checkpoint=PATH``: a checkpoint's metrics table on its dataset's val split.
 
 The checkpoint carries the resolved training config, so no dataset or model
-config is needed; ``dataset_root=PATH`` points it at the data elsewhere.
+config is needed; ``dataset_root=PATH`` points it at the data elsewhere. The table is
+printed, and written with the confusion matrix to ``eval.json`` in ``output_dir``: the one
+file the command writes.
+
+Torch and the data pipeline are imported inside the functions that use them: they take
+seconds to load, which ``seg-eval --help`` has no use for.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from tqdm import tqdm
 
 from seg.checks import check_dataset_root
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
-from seg.data.base import IGNORE_INDEX
-from seg.data.loader import build_loader
-from seg.distributed import broadcast_from_main, init_distributed, process_device, shutdown
-from seg.engine import evaluate, name_per_class, resolve_device
-from seg.metrics import format_table
-from seg.stored import dataset_from_stored, load_trained, model_from_checkpoint, stored_reader
 
 log = logging.getLogger("seg.eval")
 
 
-def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Evaluate ``cfg.checkpoint``; print the table and write ``eval.json`` into ``run_dir``."""
+def with_progress(batches: Collection, show: bool) -> Iterable:
+    """``batches``, telling how far the evaluation is when ``show``: a bar on a terminal;
+    elsewhere (a pipe, a log file), where a bar's redraws are noise, a log line every tenth
+    of the batches, as training does with ``trainer.progress=false``."""
+    if not show:
+        return batches
+    if sys.stderr.isatty():
+        return tqdm(batches, desc="eval", unit="batch", dynamic_ncols=True)
+    return logged_every_tenth(batches, len(batches))
+
+
+def logged_every_tenth(batches: Iterable, total: int) -> Iterator:
+    every = max(1, total // 10)
+    for done, batch in enumerate(batches, 1):
+        yield batch
+        if done % every == 0 or done == total:
+            log.info("evaluated %d/%d batches", done, total)
+
+
+def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path) -> dict:
+    """Evaluate ``cfg.checkpoint``; print the table and write ``eval.json`` into
+    ``output_dir``, saying where as the last line."""
+    from seg.data.base import IGNORE_INDEX
+    from seg.data.loader import build_loader
+    from seg.distributed import init_distributed, process_device
+    from seg.engine import evaluate, name_per_class, resolve_device
+    from seg.metrics import format_table
+    from seg.stored import dataset_from_stored, load_trained, model_from_checkpoint, stored_reader
+
     state = load_trained(cfg.checkpoint)
     root = cfg.dataset_root if cfg.dataset_root is not None else stored_reader(state)[1]["root"]
     check_dataset_root(root, key="dataset_root")
@@ -40,18 +68,18 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
                           world_size=group.world_size)
 
     model = model_from_checkpoint(state, cfg.checkpoint)
-    metrics, _ = evaluate(model.to(device), loader, len(state["class_names"]), device,
-                          IGNORE_INDEX, infer=instantiate(cfg.inference))
-    run_dir = broadcast_from_main(str(run_dir))  # one folder, whatever time each rank read
+    metrics, _ = evaluate(model.to(device), with_progress(loader, cfg.progress and group.is_main),
+                          len(state["class_names"]), device, IGNORE_INDEX,
+                          infer=instantiate(cfg.inference))
     if group.is_main:
         log.info("%s (iteration %d) on %s %s, inference %s, scales %s, flip %s:\n%s",
                  cfg.checkpoint, state["iteration"], root, cfg.split, cfg.inference.mode,
                  list(cfg.inference.scales), cfg.inference.flip,
                  format_table(metrics, state["class_names"]))
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        Path(run_dir, "eval.json").write_text(
-            json.dumps(name_per_class(metrics, state["class_names"]), indent=2))
-        log.info("wrote %s", Path(run_dir, "eval.json"))
+        path = Path(output_dir, "eval.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(name_per_class(metrics, state["class_names"]), indent=2))
+        log.info("wrote %s", path)
     return metrics
 
 
@@ -59,8 +87,10 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> dict:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    from seg.distributed import shutdown
+
     try:
-        evaluate_checkpoint(cfg, HydraConfig.get().runtime.output_dir)
+        evaluate_checkpoint(cfg, cfg.output_dir)
     finally:
         shutdown()
 

@@ -3,6 +3,10 @@ graph with dynamic batch size, height and width.
 
 The checkpoint's class names, palette and normalisation go into the ONNX file's metadata
 (``class_names``, ``palette``, ``mean``, ``std`` as JSON), so that it can be used alone.
+That file is all the command writes.
+
+Torch and the model code are imported inside ``export``: they take seconds to load, which
+``seg-export --help`` has no use for.
 """
 
 from __future__ import annotations
@@ -16,8 +20,6 @@ from omegaconf import DictConfig
 from seg.checks import is_int
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
 from seg.errors import BadValue, IsAFolder, PathExists
-from seg.onnx_export import OPSETS, checkpoint_metadata, export_onnx
-from seg.stored import load_trained, model_from_checkpoint
 
 log = logging.getLogger("seg.export")
 
@@ -26,6 +28,9 @@ FORMATS = ("onnx",)
 
 def export(cfg: DictConfig) -> Path:
     """Export ``cfg.checkpoint`` as ``cfg.format`` to ``cfg.output``; return the path."""
+    from seg.onnx_export import OPSETS, checkpoint_metadata, export_onnx
+    from seg.stored import load_trained, model_from_checkpoint
+
     if cfg.format not in FORMATS:
         raise BadValue(f"format={cfg.format}: seg-export writes {', '.join(FORMATS)}")
     if not is_int(cfg.opset) or not OPSETS[0] <= cfg.opset <= OPSETS[1]:

@@ -7,7 +7,10 @@ The checkpoint carries the classes, colours, normalisation and model config, so 
 dataset config is needed. An unreadable image is reported and skipped; the exit status
 is then 1. Outputs never replace an input: an output folder that holds the inputs is
 refused, and so are earlier results there unless ``overwrite=true``; two inputs with one
-stem (``x.jpg``, ``x.png``) write ``x_jpg.png`` and ``x_png.png``.
+stem (``x.jpg``, ``x.png``) write ``x_jpg.png`` and ``x_png.png``. Nothing else is written.
+
+Torch and the model code are imported inside ``predict``: they take seconds to load, which
+``seg-predict --help`` has no use for.
 """
 
 from __future__ import annotations
@@ -22,22 +25,23 @@ from omegaconf import DictConfig
 
 from seg.checks import number_in, positive_int
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
-from seg.engine import resolve_device
-from seg.prediction import (
-    Predictor,
-    check_output,
-    image_files,
-    make_folder,
-    output_stems,
-    predict_files,
-)
-from seg.stored import load_trained
 
 log = logging.getLogger("seg.predict")
 
 
 def predict(cfg: DictConfig) -> list[str]:
     """Segment every image of ``cfg.input`` into ``cfg.output``; return the failures."""
+    from seg.engine import resolve_device
+    from seg.prediction import (
+        Predictor,
+        check_output,
+        image_files,
+        make_folder,
+        output_stems,
+        predict_files,
+    )
+    from seg.stored import load_trained
+
     batch_size = positive_int(cfg.batch_size, "batch_size")
     alpha = number_in(cfg.overlay_alpha, "overlay_alpha", 0.0, 1.0)
     max_pixels = positive_int(cfg.max_image_pixels, "max_image_pixels")
@@ -49,7 +53,8 @@ def predict(cfg: DictConfig) -> list[str]:
                           instantiate(cfg.inference))
     make_folder(output)
     failed = predict_files(predictor, files, stems, output, batch_size, alpha, max_pixels,
-                           progress=cfg.progress)
+                           # a bar's redraws are noise in a pipe or log file
+                           progress=cfg.progress and sys.stderr.isatty())
     for problem in failed:
         log.warning("skipped %s", problem)
     log.info("%d of %d images segmented into %s", len(files) - len(failed), len(files), output)

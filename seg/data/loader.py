@@ -3,6 +3,7 @@ that leave out and report skipped samples, and worker counts sized to the machin
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from seg.data.base import IGNORE_INDEX
+from seg.data.base import IGNORE_INDEX, SegmentationDataset
 from seg.data.sampler import ShardSampler, TrainSampler
 from seg.errors import BadValue
 
@@ -37,6 +38,16 @@ def collate(items: list[dict], ignore_index: int = IGNORE_INDEX) -> dict:
         masks[i, :h, :w] = item["mask"]
     return {"image": images, "mask": masks, "id": [item["id"] for item in items],
             "skipped": skipped}
+
+
+def first_samples(dataset: SegmentationDataset, count: int) -> SegmentationDataset:
+    """``dataset`` narrowed to its first ``count`` samples (a shallow copy; ``dataset``
+    itself is unchanged): a quick validation on a few images (``dataset.val_max_batches``)."""
+    if count >= len(dataset):
+        return dataset
+    narrowed = copy.copy(dataset)
+    narrowed.samples = dataset.samples[:count]
+    return narrowed
 
 
 def available_cpus() -> int:

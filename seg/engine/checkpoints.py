@@ -134,5 +134,5 @@ def earlier_run_problem(run_dir: Path, resume_from: Path | None, restart: bool =
     if resume_from is not None and resume_from.resolve().is_relative_to(run_dir.resolve()):
         return None
     return (f"run folder {run_dir} already holds a run ({found.relative_to(run_dir)}): "
-            "continue it with trainer.resume=auto, or train into a new folder "
-            "(hydra.run.dir=PATH)")
+            f"continue it with trainer.resume={run_dir}, or train into a new folder "
+            "(another hydra.run.dir, or none for a dated one)")

@@ -5,6 +5,22 @@ from __future__ import annotations
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from seg.checks import is_int, positive_int
+from seg.errors import BadValue
+
+LONGEST_AUTO_WARMUP = 100  # iterations: the warmup of a full run (3200 iterations)
+
+
+def resolve_warmup(warmup_iters: int | str, total_iters: int) -> int:
+    """``warmup_iters``, where ``auto`` is a tenth of the run, at most 100 iterations: a
+    fixed 100 would leave a 50-iteration run below its learning rate throughout."""
+    if warmup_iters == "auto":
+        return min(LONGEST_AUTO_WARMUP, positive_int(total_iters, "scheduler.total_iters") // 10)
+    if not is_int(warmup_iters) or warmup_iters < 0:
+        raise BadValue(f"scheduler.warmup_iters must be an integer >= 0 or auto, got "
+                       f"{warmup_iters!r}")
+    return warmup_iters
+
 
 def poly_factor(
     iteration: int, total_iters: int, power: float = 0.9, warmup_iters: int = 0,
@@ -18,15 +34,16 @@ def poly_factor(
 
 
 class PolyLR(LRScheduler):
-    """Poly learning-rate decay stepped once per iteration, with optional linear warmup."""
+    """Poly learning-rate decay stepped once per iteration, with optional linear warmup
+    over ``warmup_iters`` iterations (``auto``: see :func:`resolve_warmup`)."""
 
     def __init__(
         self, optimizer: torch.optim.Optimizer, total_iters: int, power: float = 0.9,
-        warmup_iters: int = 0, warmup_ratio: float = 0.1,
+        warmup_iters: int | str = 0, warmup_ratio: float = 0.1,
     ) -> None:
         self.total_iters = total_iters
         self.power = power
-        self.warmup_iters = warmup_iters
+        self.warmup_iters = resolve_warmup(warmup_iters, total_iters)
         self.warmup_ratio = warmup_ratio
         super().__init__(optimizer)
 

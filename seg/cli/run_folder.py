@@ -1,0 +1,135 @@
+"""Which folder a run writes into: a resumed run continues in its own run folder, and a
+run that fails before it wrote anything leaves no folder behind."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+# What Hydra writes into .hydra/ before the task function runs (besides the log file).
+HYDRA_FILES = frozenset({"config.yaml", "hydra.yaml", "overrides.yaml"})
+
+
+def resumed_run_folder(resume: object) -> Path | None:
+    """The run folder that ``trainer.resume`` continues when it names one by path (as
+    seg.engine.checkpoints.resume_path reads it): a folder holding ``checkpoints/last.pt``,
+    or a checkpoint file in a run's ``checkpoints/``. None for false, true and auto (this
+    run's own folder, whatever it is), and for paths that are no run's. Free of torch:
+    ``hydra.run.dir`` asks for it before a command has loaded anything."""
+    if not isinstance(resume, str) or resume == "auto":
+        return None
+    path = Path(resume)
+    if path.is_dir():
+        return path if (path / "checkpoints" / "last.pt").is_file() else None
+    if path.is_file() and path.parent.name == "checkpoints":
+        return path.parent.parent
+    return None
+
+
+def run_dir_for(resume: object, fresh: str) -> str:
+    """``${seg.run_dir:RESUME,FRESH}`` (``hydra.run.dir`` in configs/hydra/default.yaml):
+    the run folder that ``trainer.resume`` continues (a run folder, or a checkpoint in
+    one), else ``fresh``, the new dated folder of a run of its own. Resuming into a new
+    folder would leave best.pt behind and split the TensorBoard curves."""
+    folder = resumed_run_folder(resume)
+    return fresh if folder is None else str(folder)
+
+
+def register_run_dir_resolver() -> None:
+    """Make ``${seg.run_dir:...}`` known to OmegaConf (once per process)."""
+    if not OmegaConf.has_resolver("seg.run_dir"):
+        OmegaConf.register_new_resolver("seg.run_dir", run_dir_for)
+
+
+def run_outputs(run_dir: Path) -> dict[Path, int]:
+    """What a run writes besides Hydra's files (checkpoints, metrics.json, TensorBoard
+    events), each with its modification time."""
+    paths = [*run_dir.glob("checkpoints/*.pt"), run_dir / "metrics.json",
+             *run_dir.glob("tb/*")]
+    return {path: path.stat().st_mtime_ns for path in paths if path.is_file()}
+
+
+@contextmanager
+def hydra_files_kept_unless_trained(run_dir: Path | None) -> Iterator[None]:
+    """Around a run that resumes in ``run_dir``: Hydra writes the command's config over
+    .hydra/ before the run starts. Should the run stop before it writes anything (a bad
+    setting, a missing file), the earlier files go back, so that .hydra/ keeps describing
+    what trained the run (the log keeps the failure). A resume that trains keeps the new
+    ones; seg.cli.train.keep_earlier_recipe then keeps the earlier recipe."""
+    if run_dir is None:
+        yield
+        return
+    saved = {path: path.read_bytes() for path in (run_dir / ".hydra").glob("*.yaml")
+             if path.name in HYDRA_FILES}
+    written = run_outputs(run_dir)
+    try:
+        yield
+    except BaseException as stop:
+        failed = not isinstance(stop, SystemExit) or stop.code not in (0, None)
+        if failed and run_outputs(run_dir) == written:
+            for path, content in saved.items():
+                path.write_bytes(content)
+        raise
+
+
+def holds_only_hydra_files(run_dir: Path, job_name: str) -> bool:
+    """True when ``run_dir`` holds what Hydra wrote before the run started (``.hydra/``
+    with its three files, the job's log), and nothing else. An empty folder is not one:
+    Hydra wrote nothing there (a command that writes neither, into the working folder)."""
+    entries = {path.name for path in run_dir.iterdir()}
+    if not entries or not entries <= {".hydra", f"{job_name}.log"}:
+        return False
+    hydra_dir = run_dir / ".hydra"
+    return not hydra_dir.is_dir() or {path.name for path in hydra_dir.iterdir()} <= HYDRA_FILES
+
+
+def close_log_files_in(folder: Path) -> None:
+    """Close and drop the logging handlers that write into ``folder`` (Hydra's log file)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        filename = getattr(handler, "baseFilename", None)
+        if filename and Path(filename).resolve().is_relative_to(folder.resolve()):
+            root.removeHandler(handler)
+            handler.close()
+
+
+def remove_unused_run_folder(cfg: DictConfig | None) -> None:
+    """After a single run failed at start-up (a bad setting, a missing folder), remove the
+    folder Hydra made for it if it holds nothing but Hydra's own files: the error is on
+    stderr, and outputs/ keeps listing runs only. Never the folder a resumed run continues
+    (it holds that run), nor a sweep's (the caller's business: a sweep's report lists its
+    failed runs from their folders). Folders above it left empty go too."""
+    if not HydraConfig.initialized():
+        return  # not started by Hydra: no folder was made for this run
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    resumed = resumed_run_folder(OmegaConf.select(cfg, "trainer.resume")
+                                 if isinstance(cfg, DictConfig) else None)
+    if resumed is not None and resumed.resolve() == run_dir.resolve():
+        return
+    if Path.cwd().resolve().is_relative_to(run_dir.resolve()):
+        return  # hydra.run.dir=. (or above): never the working folder
+    if not run_dir.is_dir() or not holds_only_hydra_files(run_dir, hydra_cfg.job.name):
+        return
+    close_log_files_in(run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    remove_empty_folders_above(run_dir)
+
+
+def remove_empty_folders_above(run_dir: Path) -> None:
+    """Remove the folders above ``run_dir`` that are now empty (``outputs/<date>/``, and
+    ``outputs/`` after a first run): only below the working folder, never outside it."""
+    cwd = Path.cwd().resolve()
+    for folder in run_dir.resolve().parents:
+        if folder == cwd or not folder.is_relative_to(cwd):
+            return
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: other runs are there
+            return

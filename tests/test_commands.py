@@ -1,0 +1,176 @@
+"""A user's first minutes with the commands: --help says what each does, seg-eval shows
+its progress and where eval.json went, and seg-predict, seg-eval and seg-export leave
+nothing in the working folder but what they were asked to write."""
+
+from __future__ import annotations
+
+import ast
+import io
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+from PIL import Image
+
+from seg.cli.common import CONFIG_MODULE
+from seg.cli.eval import with_progress
+from seg.cli.train import train
+
+SEG = Path(__file__).resolve().parents[1] / "seg"
+# What a command's --help has no use for: each takes from a tenth of a second to seconds.
+HEAVY = ("torch", "torchvision", "cv2", "albumentations", "scipy", "tensorboard")
+
+
+def run_command(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", f"seg.cli.{name}", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def files_under(folder: Path) -> set[str]:
+    return {path.relative_to(folder).as_posix() for path in folder.rglob("*")
+            if not path.is_dir()}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, shapes_root: Path) -> Path:
+    """A model trained with debug=tiny: its best.pt."""
+    run = tmp_path_factory.mktemp("trained")
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            "debug=tiny", f"dataset.root={shapes_root}", "dataset.crop_size=48"])
+    train(cfg, run)
+    return run / "checkpoints" / "best.pt"
+
+
+@pytest.fixture
+def empty_folder(tmp_path: Path) -> Path:
+    """Where the user runs a command: nothing in it."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    return folder
+
+
+# -- --help -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [
+    "eval", "predict", "export", "train",
+])
+def test_help_says_what_the_command_does(name: str, tmp_path: Path) -> None:
+    result = run_command(name, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"seg-{name}: ")  # a description first
+    assert f"Usage: seg-{name}" in result.stdout
+    assert "powered by hydra" not in result.stdout.lower()
+    assert "_base" not in result.stdout  # a shared part of the dataset configs, no option
+    assert files_under(tmp_path) == set()
+
+
+@pytest.mark.parametrize("name", ["eval", "predict", "export"])
+def test_entry_points_import_torch_only_when_they_run(name: str) -> None:
+    """The module of a command imports nothing heavy at its top (a function that needs
+    torch imports it), so that --help is quick."""
+    tree = ast.parse((SEG / "cli" / f"{name}.py").read_text())
+    top = {alias.name for node in tree.body if isinstance(node, ast.Import)
+           for alias in node.names}
+    top |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+    light = {"__future__", "json", "logging", "sys", "pathlib", "collections.abc", "hydra",
+             "hydra.utils", "omegaconf", "tqdm", "seg.checks", "seg.errors", "seg.cli.common"}
+    assert top <= light
+
+
+@pytest.mark.parametrize("name", ["eval", "predict", "export"])
+@pytest.mark.xfail(strict=True, reason="seg.cli.common imports seg.data.resolvers, and "
+                   "with it seg/data/__init__.py, which imports every dataset reader (torch, "
+                   "OpenCV, albumentations, scipy)")
+def test_help_loads_no_heavy_library(name: str) -> None:
+    code = f"import sys, seg.cli.{name}; print(sorted(set({HEAVY}) & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert loaded == "[]"
+
+
+# -- what the commands leave behind -------------------------------------------------------
+
+
+def test_eval_writes_only_eval_json_and_says_where(checkpoint: Path, shapes_root: Path,
+                                                   empty_folder: Path) -> None:
+    result = run_command("eval", f"checkpoint={checkpoint}", f"dataset_root={shapes_root}",
+                         "device=cpu", cwd=empty_folder)
+    assert result.returncode == 0, result.stderr
+    (written,) = files_under(empty_folder)
+    assert written.startswith("outputs/eval/") and written.endswith("/eval.json")
+    assert result.stdout.strip().splitlines()[-1] == f"wrote {written}"  # the last line
+    assert "evaluated 1/1 batches" in result.stdout  # progress, as log lines off a terminal
+    assert "mIoU" in result.stdout
+
+
+def test_eval_writes_into_output_dir(checkpoint: Path, shapes_root: Path,
+                                     empty_folder: Path) -> None:
+    result = run_command("eval", f"checkpoint={checkpoint}", f"dataset_root={shapes_root}",
+                         "device=cpu", "output_dir=results", "progress=false",
+                         cwd=empty_folder)
+    assert result.returncode == 0, result.stderr
+    assert files_under(empty_folder) == {"results/eval.json"}
+    assert "evaluated" not in result.stdout
+
+
+def test_predict_writes_only_the_masks(checkpoint: Path, tmp_path: Path,
+                                       empty_folder: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(images / "a.png")
+    result = run_command("predict", f"checkpoint={checkpoint}", f"input={images}",
+                         "output=masks", "device=cpu", cwd=empty_folder)
+    assert result.returncode == 0, result.stderr
+    assert files_under(empty_folder) == {"masks/a.png", "masks/a_overlay.jpg"}
+    assert "predict:" not in result.stderr  # no progress bar drawn into a pipe
+
+
+def test_export_writes_only_the_file_and_no_warnings(checkpoint: Path,
+                                                     empty_folder: Path) -> None:
+    result = run_command("export", f"checkpoint={checkpoint}", "output=model.onnx",
+                         cwd=empty_folder)
+    assert result.returncode == 0, result.stderr
+    assert files_under(empty_folder) == {"model.onnx"}
+    assert "Warning" not in result.stderr, result.stderr
+
+
+def test_a_failed_command_leaves_the_folder_as_it_was(empty_folder: Path) -> None:
+    result = run_command("eval", "checkpoint=missing.pt", cwd=empty_folder)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: checkpoint missing.pt not found")
+    assert "Traceback" not in result.stderr
+    assert empty_folder.is_dir() and files_under(empty_folder) == set()
+
+
+# -- seg-eval's progress ------------------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_eval_progress_is_a_bar_on_a_terminal(monkeypatch) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert list(with_progress(range(20), show=True)) == list(range(20))
+    assert "eval" in terminal.getvalue() and "20/20" in terminal.getvalue()
+
+
+def test_eval_progress_elsewhere_is_a_log_line_every_tenth(monkeypatch, caplog) -> None:
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a pipe, a log file
+    with caplog.at_level(logging.INFO, logger="seg.eval"):
+        assert list(with_progress(range(20), show=True)) == list(range(20))
+    assert [record.getMessage() for record in caplog.records] == [
+        f"evaluated {done}/20 batches" for done in range(2, 21, 2)]
+
+
+def test_eval_progress_can_be_off() -> None:
+    batches = [1, 2, 3]
+    assert with_progress(batches, show=False) is batches
