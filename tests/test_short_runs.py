@@ -9,11 +9,11 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from seg.cli.train import loaders
 from seg.data.transforms import auto_crop_size, sampled_image_sizes
 from seg.distributed import ProcessGroup
 from seg.engine import PolyLR, poly_factor
 from seg.engine.schedule import resolve_warmup
+from seg.training import loaders
 from tests.layouts import random_image, random_labels, save_palette_png
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -139,7 +139,7 @@ def test_multirun_sweep_makes_one_folder_per_run(tmp_path, shapes_root) -> None:
     assert (runs[1] / ".hydra" / "overrides.yaml").read_text().count("bilinear") == 1
     assert "1_dataset.crop_size=48,upsampler=bilinear" in result.stdout  # the closing table
     # the sweep aggregates into a comparison (one seed: no interval yet)
-    from seg.cli.compare import aggregate
+    from seg.study.report import aggregate
 
     report = aggregate(sweep).read_text()
     assert "| fcn8s | transposed | mIoU | 1 |" in report and "too few paired seeds" in report

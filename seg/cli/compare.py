@@ -24,9 +24,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from seg.study.report import aggregate
-from seg.study.sweep import run_study
-
 OUTPUTS = {"compare.md", "compare.csv", "summary.csv", "per_class.csv", "curves.png",
            "compare.png", "examples.png"}
 
@@ -41,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides for the sweep (key=value, group=option)")
     args = parser.parse_args(argv)
+    # the study's code loads torch, matplotlib and the datasets: not for --help
+    from seg.study.report import aggregate
+    from seg.study.sweep import run_study
+
     if args.aggregate is not None and args.overrides:
         parser.error("--aggregate takes no overrides: it only reads the sweep folder")
     start = time.perf_counter()

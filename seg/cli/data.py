@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
@@ -20,14 +21,20 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from seg.cli.common import CONFIG_MODULE, USER_ERRORS, one_line, root_cause
-from seg.data.check import SplitReport, check_dataset, format_report
-from seg.data.loader import resolve_num_workers
+
+if TYPE_CHECKING:
+    from seg.data.check import SplitReport
+
+# seg.data.check and seg.data.loader (torch, OpenCV) are imported by the functions that use
+# them: seg-data --help then does not wait seconds for them.
 
 SPLITS = ("train", "val")
 
 
 def check_split(name: str, node: DictConfig, workers: int) -> SplitReport:
     """Read every sample of one split; a split that cannot even be listed is one problem."""
+    from seg.data.check import SplitReport, check_dataset
+
     report = SplitReport(name)
     try:
         dataset = instantiate(node, transform=None, cache=False, on_error="raise")
@@ -42,6 +49,9 @@ def check_split(name: str, node: DictConfig, workers: int) -> SplitReport:
 
 def check(overrides: Sequence[str]) -> int:
     """Compose the training config with ``overrides`` and check its dataset's splits."""
+    from seg.data.check import format_report
+    from seg.data.loader import resolve_num_workers
+
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(overrides))
     data = cfg.dataset

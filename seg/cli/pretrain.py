@@ -21,17 +21,19 @@ from omegaconf import DictConfig
 
 from seg.checks import check_dataset_root
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
-from seg.data.base import IGNORE_INDEX
-from seg.data.loader import build_loader, resolve_num_workers
-from seg.engine import save_checkpoint, seed_everything
 from seg.errors import MissingSetting
-from seg.study.pretrain import NativeStrideClassifier, pretrain
 
 log = logging.getLogger("seg.pretrain")
 
 
 def pretrain_encoder(cfg: DictConfig, run_dir: str | Path) -> Path:
     """Pretrain ``cfg.model.encoder`` on the train split; return the ``encoder.pth`` path."""
+    # torch, the datasets and TensorBoard: imported here, so that --help stays quick
+    from seg.data.base import IGNORE_INDEX
+    from seg.data.loader import build_loader, resolve_num_workers
+    from seg.engine import save_checkpoint, seed_everything
+    from seg.study.pretrain import NativeStrideClassifier, pretrain
+
     settings = cfg.get("pretrain")
     if settings is None:
         raise MissingSetting("pretrain settings are missing: add compare=default, or "

@@ -61,7 +61,7 @@ def hydra_files_kept_unless_trained(run_dir: Path | None) -> Iterator[None]:
     .hydra/ before the run starts. Should the run stop before it writes anything (a bad
     setting, a missing file), the earlier files go back, so that .hydra/ keeps describing
     what trained the run (the log keeps the failure). A resume that trains keeps the new
-    ones; seg.cli.train.keep_earlier_recipe then keeps the earlier recipe."""
+    ones; seg.training.keep_earlier_recipe then keeps the earlier recipe."""
     if run_dir is None:
         yield
         return

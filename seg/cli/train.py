@@ -1,183 +1,34 @@
-"""``seg-train``: train a model from the Hydra config ``configs/train.yaml``."""
+"""``seg-train``: train a model from the Hydra config ``configs/train.yaml``.
+
+The training itself is ``seg.training``, imported inside ``train``: it loads torch, the
+dataset readers and TensorBoard, seconds that ``seg-train --help`` has no use for.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from omegaconf import DictConfig
 
-from seg.checks import check_dataset_root, integer, positive_int
-from seg.cli.common import (
-    CONFIG_PATH,
-    exit_on_user_error,
-    model_from_config,
-    overrides_checked,
-)
-from seg.data.base import IGNORE_INDEX, SegmentationDataset
-from seg.data.check import read_every_sample
-from seg.data.loader import build_loader, first_samples, resolve_num_workers
-from seg.data.palette import resolve_palette
-from seg.data.transforms import auto_crop_size, sampled_image_sizes
-from seg.distributed import ProcessGroup, broadcast_from_main, init_distributed, shutdown
-from seg.engine import RunInfo, name_per_class, seed_everything
-from seg.metrics import format_table
-from seg.reporting import NullLogger, TensorBoardLogger
-from seg.study.kernels import UpsamplerKernels
-from seg.study.runs import upsampler_label
-
-log = logging.getLogger("seg.train")
-
-
-def hparams_of(cfg: DictConfig) -> dict[str, object]:
-    """The knobs a sweep compares, shown in TensorBoard's HParams tab."""
-    return {
-        "encoder": cfg.model.encoder.name,
-        "decoder": cfg.model.decoder.variant,
-        "upsampler": upsampler_label(cfg.model.upsampler),
-        "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
-        "lr": cfg.optimizer.lr,
-        "batch_size": cfg.dataset.batch_size,
-        "max_iters": cfg.trainer.max_iters,
-        "seed": cfg.seed,
-    }
+from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train as ``cfg`` says, writing checkpoints, TensorBoard events and metrics.json
     into ``run_dir``; return the final metrics (as in metrics.json)."""
-    trainer = instantiate(cfg.trainer)
-    group = init_distributed(trainer.device)  # a no-op unless torchrun or SLURM started us
-    trainer.join(group)
-    run_dir = Path(broadcast_from_main(str(run_dir)))
-    resume_from = trainer.resume_state(run_dir)  # first: refuses a folder holding a run
-    seed_everything(integer(cfg.seed, "seed"), trainer.deterministic)
-    train_loader, val_loader = loaders(cfg, trainer.device, group)
-    model = model_from_config(cfg.model, cfg.dataset.num_classes)
-    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
-    scheduler = instantiate(cfg.scheduler)(optimizer=optimizer)
-    info = run_info(cfg)
-    if group.is_main:
-        keep_earlier_recipe(run_dir, resume_from, info.config)
-    logger = open_logger(cfg, run_dir, trainer.resume, resume_from, group.is_main)
-    log.info("training %s on %s in %s (precision %s, %d process(es))",
-             type(model.encoder).__name__, trainer.device, run_dir, trainer.precision,
-             group.world_size)
-    try:
-        metrics = trainer.fit(model, optimizer, scheduler, train_loader, val_loader, run_dir,
-                              logger, info, resume_from, hooks=[UpsamplerKernels(logger, model)])
-        metrics["upsampler_params"] = model.upsampler_parameters()
-        logger.log_hparams(hparams_of(cfg), {f"hparams/{key}": metrics[key] for key in
-                                             ("mIoU", "pixel_acc", "boundary_f")})
-    finally:
-        logger.close()
-    if group.is_main:
-        log.info("final val metrics:\n%s", format_table(metrics, info.class_names))
-    metrics = name_per_class(metrics, info.class_names)
-    if group.is_main:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        log.info("run folder: %s", run_dir)
-    return metrics
+    from seg import training
 
-
-def loaders(cfg: DictConfig, device: torch.device, group: ProcessGroup
-            ) -> tuple[DataLoader, DataLoader]:
-    """The train and val loaders of ``cfg.dataset``, this process's shard of each. Every
-    val image is decoded first: a broken one stops the run before it trains, not after."""
-    data = cfg.dataset
-    check_dataset_root(data.root, data.get("setup_command"))
-    resolve_crop_size(data)
-    workers = resolve_num_workers(data.num_workers, device.type, data.crop_size)
-    options = {"num_workers": workers, "seed": cfg.seed, "pin_memory": device.type == "cuda",
-               "rank": group.rank, "world_size": group.world_size}
-    train_loader = build_loader(instantiate(data.train), data.batch_size, train=True, **options)
-    val_set = limit_val_batches(instantiate(data.val), data.get("val_max_batches"),
-                                data.val_batch_size, group.world_size)
-    read_every_sample(val_set, workers)
-    return train_loader, build_loader(val_set, data.val_batch_size, train=False, **options)
-
-
-def resolve_crop_size(data: DictConfig) -> None:
-    """``dataset.crop_size: auto`` (the folder dataset's): crops that fit the training
-    images (see ``auto_crop_size``), measured on a sample of them. The number replaces
-    ``auto`` in the config, so that the transforms, the worker count, the checkpoints'
-    config and TensorBoard all see it; .hydra/config.yaml keeps the recipe's ``auto``."""
-    if data.crop_size != "auto":
-        return
-    images = instantiate(data.train, transform=None)  # lists the samples, decodes none
-    data.crop_size = auto_crop_size(sampled_image_sizes([s.image for s in images.samples]))
-    log.info("dataset.crop_size=auto: %d px crops, from the sizes of the training images",
-             data.crop_size)
-
-
-def limit_val_batches(val_set: SegmentationDataset, max_batches: int | None, batch_size: int,
-                      world_size: int) -> SegmentationDataset:
-    """The val split's first ``max_batches`` batches per process (``dataset.val_max_batches``;
-    None: all of it). debug=tiny sets it: a smoke run's evaluation need not see the whole
-    split, which took most of its time."""
-    if positive_int(max_batches, "dataset.val_max_batches", allow_none=True) is None:
-        return val_set
-    narrowed = first_samples(val_set, max_batches * batch_size * world_size)
-    if len(narrowed) < len(val_set):
-        log.info("validating on the first %d of %d val images (dataset.val_max_batches=%d)",
-                 len(narrowed), len(val_set), max_batches)
-    return narrowed
-
-
-def keep_earlier_recipe(run_dir: Path, resume_from: dict | None, config: dict) -> None:
-    """Hydra has just written this command's config over the run folder's
-    .hydra/config.yaml (and overrides.yaml): a resumed run continues in its own folder.
-    When the recipe changed (e.g. a new trainer.max_iters), keep the one that trained the
-    run so far, as the checkpoint stored it (resolved), in
-    .hydra/config_until_iteration_N.yaml. These files and config.yaml are the folder's
-    whole history; a requeued job resuming with the same recipe adds none."""
-    if resume_from is None or not (run_dir / ".hydra").is_dir():
-        return  # a fresh run, or no Hydra folder that was overwritten
-    if not Path(resume_from["path"]).resolve().is_relative_to(run_dir.resolve()):
-        return  # starts from another run's checkpoint: this folder's .hydra/ is its own
-    earlier = resume_from.get("config")
-    if not earlier or earlier == config:
-        return
-    path = run_dir / ".hydra" / f"config_until_iteration_{resume_from['iteration']}.yaml"
-    path.write_text(OmegaConf.to_yaml(OmegaConf.create(earlier)))
-    log.info("resumed with another config; the one that trained the run so far is in %s", path)
-
-
-def run_info(cfg: DictConfig) -> RunInfo:
-    """What the checkpoints carry so that they can be used alone: the classes, colours,
-    normalisation and the resolved config."""
-    data = cfg.dataset
-    return RunInfo(class_names=list(data.class_names),
-                   palette=resolve_palette(data.palette, data.num_classes),
-                   mean=list(data.mean), std=list(data.std),
-                   config=OmegaConf.to_container(cfg, resolve=True), ignore_index=IGNORE_INDEX)
-
-
-def open_logger(cfg: DictConfig, run_dir: Path, resume: bool | str, resume_from: dict | None,
-                is_main: bool) -> TensorBoardLogger | NullLogger:
-    """The main process's TensorBoard writer (the others write nothing). A resumed run drops
-    what was logged after its checkpoint; a restart (``resume=auto``), everything."""
-    if not is_main:
-        return NullLogger()
-    purge_step = 0 if resume == "auto" else None
-    if resume_from is not None:
-        purge_step = resume_from["iteration"] + 1
-    logger = instantiate(cfg.logger)(log_dir=run_dir / "tb", purge_step=purge_step)
-    if resume_from is None:
-        logger.log_text("config", OmegaConf.to_yaml(cfg, resolve=True))
-    return logger
+    return training.train(cfg, run_dir)
 
 
 @overrides_checked("train")
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
+    from seg.distributed import shutdown  # torch.distributed: imported once a run starts
+
     try:
         metrics = train(cfg, HydraConfig.get().runtime.output_dir)
     finally:

@@ -6,27 +6,36 @@ from __future__ import annotations
 
 from omegaconf import ListConfig, OmegaConf
 
-from seg.data.ade20k import ADE20K_CLASSES
-from seg.data.cityscapes import CITYSCAPES_CLASSES
-from seg.data.folder import read_classes
-from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from seg.data.voc import VOC_CLASSES
 from seg.errors import BadValue
 
-CLASS_NAMES = {"voc": VOC_CLASSES, "cityscapes": CITYSCAPES_CLASSES, "ade20k": ADE20K_CLASSES}
+# The tables live in the dataset readers and the transforms, which import torch, OpenCV and
+# albumentations: each resolver imports them when a config is resolved, not when every
+# command (its --help too) registers the resolvers.
+
+
+def standard_class_names() -> dict[str, tuple[str, ...]]:
+    """The class names of each standard dataset, by its config name."""
+    from seg.data.ade20k import ADE20K_CLASSES
+    from seg.data.cityscapes import CITYSCAPES_CLASSES
+    from seg.data.voc import VOC_CLASSES
+
+    return {"voc": VOC_CLASSES, "cityscapes": CITYSCAPES_CLASSES, "ade20k": ADE20K_CLASSES}
 
 
 def class_names(dataset: str) -> ListConfig:
     """``${seg.class_names:NAME}``: the class names of a standard dataset."""
-    if dataset not in CLASS_NAMES:
+    tables = standard_class_names()
+    if dataset not in tables:
         raise BadValue(f"seg.class_names: unknown dataset {dataset!r}; "
-                       f"known: {', '.join(CLASS_NAMES)}")
-    return ListConfig(list(CLASS_NAMES[dataset]))  # a ListConfig: see imagenet_mean
+                       f"known: {', '.join(tables)}")
+    return ListConfig(list(tables[dataset]))  # a ListConfig: see imagenet_mean
 
 
 def folder_classes(root: str, field: str) -> ListConfig | int | str:
     """``${seg.folder_classes:ROOT,FIELD}``: the ``names``, ``count`` or ``palette`` of
     ``ROOT/classes.yaml`` (the VOC colour map when it gives no colours)."""
+    from seg.data.folder import read_classes
+
     classes = read_classes(root)
     if field == "names":
         return ListConfig(classes["names"])  # a ListConfig: see imagenet_mean
@@ -42,12 +51,16 @@ def imagenet_mean() -> ListConfig:
 
     A ListConfig, not a list: ``OmegaConf.resolve`` (``--cfg job --resolve``) cannot put
     a plain list where the interpolation was."""
+    from seg.data.transforms import IMAGENET_MEAN
+
     return ListConfig(list(IMAGENET_MEAN))
 
 
 def imagenet_std() -> ListConfig:
     """``${seg.imagenet_std:}``: the per-channel RGB standard deviation, as a ListConfig
     for the same reason."""
+    from seg.data.transforms import IMAGENET_STD
+
     return ListConfig(list(IMAGENET_STD))
 
 
