@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from seg.checks import check_dataset_root, integer, positive_int
-from seg.cli.common import model_from_config
 from seg.data.base import IGNORE_INDEX, SegmentationDataset
 from seg.data.check import read_every_sample
 from seg.data.loader import build_loader, first_samples, resolve_num_workers
@@ -23,6 +22,7 @@ from seg.data.transforms import auto_crop_size, sampled_image_sizes
 from seg.distributed import ProcessGroup, broadcast_from_main, init_distributed
 from seg.engine import RunInfo, name_per_class, seed_everything
 from seg.metrics import format_table
+from seg.models import SegmentationModel, build_model
 from seg.reporting import NullLogger, TensorBoardLogger
 from seg.study.kernels import UpsamplerKernels
 from seg.study.runs import upsampler_label
@@ -167,3 +167,10 @@ def open_logger(cfg: DictConfig, run_dir: Path, resume: bool | str, resume_from:
     if resume_from is None:
         logger.log_text("config", OmegaConf.to_yaml(cfg, resolve=True))
     return logger
+
+
+def model_from_config(model_cfg: DictConfig, num_classes: int) -> SegmentationModel:
+    """Build encoder, upsampler factory and decoder from the ``model`` node."""
+    encoder = instantiate(model_cfg.encoder)
+    return build_model(encoder, instantiate(model_cfg.decoder), num_classes,
+                       instantiate(model_cfg.upsampler))

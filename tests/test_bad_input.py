@@ -18,13 +18,14 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from PIL import Image
 
-from seg.cli.common import CONFIG_MODULE, check_overrides, exit_on_user_error, model_from_config
+from seg.cli.common import CONFIG_MODULE, check_overrides, exit_on_user_error
 from seg.cli.eval import evaluate_checkpoint
 from seg.cli.export import export
 from seg.cli.predict import predict
 from seg.cli.train import train
 from seg.engine import save_checkpoint
 from seg.stored import load_trained, model_from_checkpoint
+from seg.training import model_from_config
 
 
 class WritesAFileWhenUnpickled:

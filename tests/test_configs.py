@@ -6,8 +6,8 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from seg.cli.common import model_from_config
 from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from seg.training import model_from_config
 from tests.conftest import needs_optuna
 from tests.layouts import make_layout
 

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import (
@@ -18,7 +18,6 @@ from hydra.errors import (
     OverrideParseException,
 )
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
@@ -37,9 +36,6 @@ from seg.cli.run_folder import (
 from seg.cli.sweeps import register_run_name_resolver
 from seg.data.resolvers import register_resolvers
 from seg.errors import UserError
-
-if TYPE_CHECKING:
-    from seg.models import SegmentationModel
 
 # seg.engine and seg.models (torch) are imported where they are used: a command's --help
 # then does not spend seconds loading them.
@@ -231,12 +227,3 @@ def sweep_without_tracebacks(hydra_main: Callable[[], object]) -> object:
         sys.exit(1)
     finally:
         del os.environ["HYDRA_FULL_ERROR"]
-
-
-def model_from_config(model_cfg: DictConfig, num_classes: int) -> SegmentationModel:
-    """Build encoder, upsampler factory and decoder from the ``model`` node."""
-    from seg.models import build_model
-
-    encoder = instantiate(model_cfg.encoder)
-    return build_model(encoder, instantiate(model_cfg.decoder), num_classes,
-                       instantiate(model_cfg.upsampler))
