@@ -163,3 +163,23 @@ def test_a_run_with_eval_budgets_records_its_learning_curve(compose_train, tmp_p
     assert [entry["iteration"] for entry in history] == [2, 3, 4]  # every 2, then 3/4 of 4
     assert all(set(entry["per_class_iou"]) >= {"background", "ring"} for entry in history)
     assert "confusion_matrix" not in history[0]
+
+
+def test_progress_logs_lines_instead_of_a_bar_when_not_on_a_terminal(caplog) -> None:
+    import io
+    import sys
+
+    from seg.engine.hooks import Progress, Step
+
+    redirected = io.StringIO()  # stderr sent to a file: no carriage-return frames there
+    original, sys.stderr = sys.stderr, redirected
+    try:
+        with caplog.at_level("INFO", logger="seg.engine.hooks"), Progress(
+                show=True, bar=True, log_every=2, total=4, initial=0) as progress:
+            for iteration in range(1, 5):
+                progress.after_step(Step(iteration, 4, 0.5, 0.1, 10.0))
+    finally:
+        sys.stderr = original
+    assert "\r" not in redirected.getvalue()
+    lines = [r.getMessage() for r in caplog.records if "iteration" in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == ["iteration 2/4", "iteration 4/4"]

@@ -33,6 +33,7 @@ def pretrain_encoder(cfg: DictConfig, run_dir: str | Path) -> Path:
     from seg.data.loader import build_loader, resolve_num_workers
     from seg.engine import save_checkpoint, seed_everything
     from seg.study.pretrain import NativeStrideClassifier, pretrain
+    from seg.training import resolve_crop_size
 
     settings = cfg.get("pretrain")
     if settings is None:
@@ -43,6 +44,7 @@ def pretrain_encoder(cfg: DictConfig, run_dir: str | Path) -> Path:
     seed_everything(cfg.seed, trainer.deterministic)
     data = cfg.dataset
     check_dataset_root(data.root, data.get("setup_command"))
+    resolve_crop_size(data)
     workers = resolve_num_workers(data.num_workers, trainer.device.type, data.crop_size)
     loader = build_loader(instantiate(data.train), settings.batch_size, train=True,
                           num_workers=workers, seed=cfg.seed,

@@ -4,6 +4,7 @@ else a caller hands it (``Trainer.fit(hooks=...)``, e.g. the study's kernel logg
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -47,14 +48,16 @@ class Hook:
 
 
 class Progress(Hook):
-    """The console: a progress bar (``bar``), or else a log line every ``log_every``
-    iterations, which the run's log file keeps too. Only the main process shows either."""
+    """The console: a progress bar (``bar``) on a terminal, or else a log line every
+    ``log_every`` iterations, which the run's log file keeps too. Only the main process
+    shows either. Redirected to a file, a bar would fill it with carriage-return frames."""
 
     def __init__(self, show: bool, bar: bool, log_every: int, total: int, initial: int
                  ) -> None:
         self.show, self.log_every = show, log_every
+        on_terminal = sys.stderr.isatty()
         self.bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True,
-                        disable=not (show and bar), mininterval=1.0)
+                        disable=not (show and bar and on_terminal), mininterval=1.0)
         self.redirect = logging_redirect_tqdm()  # log lines above the bar, not through it
 
     def __enter__(self) -> Progress:
