@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHAPES := data/shapes/ImageSets/Segmentation/train.txt
+SCENES := data/scenes/ImageSets/Segmentation/train.txt
 ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -35,15 +36,18 @@ install: $(STAMP) ## Create .venv and install seg with the tested versions (cons
 $(SHAPES): | $(STAMP)
 	$(BIN)/python scripts/make_shapes.py --root data/shapes
 
-data: $(SHAPES) ## Generate the embedded shapes dataset into data/shapes
+$(SCENES): | $(STAMP)
+	$(BIN)/python scripts/make_scenes.py --root data/scenes
 
-train: $(STAMP) $(SHAPES) ## Train with the defaults; override with ARGS="key=value ..."
+data: $(SHAPES) $(SCENES) ## Generate the embedded datasets into data/shapes and data/scenes
+
+train: $(STAMP) $(SHAPES) ## Train with the defaults; override with ARGS="key=value ..." (dataset=scenes: make data first)
 	$(BIN)/seg-train $(ARGS)
 
 eval: $(STAMP) ## Evaluate a checkpoint: make eval CKPT=outputs/<date>/<time>/checkpoints/best.pt
 	$(BIN)/seg-eval checkpoint=$(CKPT) $(ARGS)
 
-compare: $(STAMP) $(SHAPES) ## The upsampling study: every upsampler x FCN-32s/8s x 3 seeds (ARGS="compare=quick")
+compare: $(STAMP) $(SHAPES) ## The upsampling study, sized for 2 CPU cores (ARGS="compare=quick" for a 5-minute check)
 	$(BIN)/seg-compare $(ARGS)
 
 check-data: $(STAMP) ## Read every sample of a dataset and list problems: make check-data ARGS="dataset=voc"

@@ -149,6 +149,8 @@ def make_layout(name: str, root: Path) -> dict[str, str]:
     that point the config at it."""
     if name in ("voc", "shapes"):
         return {"dataset.root": str(make_voc(root / "VOC2012", num_classes=8))}
+    if name == "scenes":
+        return {"dataset.root": str(make_voc(root / "VOC2012", num_classes=7))}
     if name == "voc_aug":
         voc = make_voc(root / "VOC2012")
         return {"dataset.root": str(voc),
