@@ -320,8 +320,8 @@ def bare_images_per_second(cfg, model, batches: list, device: torch.device) -> f
 def bench_trainer(steps: int = 40, rounds: int = 4) -> dict:
     """Ours vs bare in ``rounds`` back-to-back pairs, alternating which goes first, so that
     the machine's drift hits both; the median of the pairs' ratios."""
-    from seg.cli.common import model_from_config
     from seg.engine import resolve_device
+    from seg.training import model_from_config
 
     cfg = compose("trainer.precision=32")  # what the bare loop runs too
     device = resolve_device("auto")
@@ -507,8 +507,8 @@ def ours_side(name: str, batches: list, steps: int, warmup: int, device: torch.d
               folder: Path) -> SideRun:
     """Our model trained by ``Trainer.fit`` at the default precision on CUDA, fp32 on the
     CPU; the end-to-end side reads its batches from JPEG files instead of ``batches``."""
-    from seg.cli.common import model_from_config
     from seg.engine import resolve_precision
+    from seg.training import model_from_config
 
     on_cpu = ("trainer.precision=32",) if device.type != "cuda" else ()
     cfg = compose(*PEER_SIDES[name], *on_cpu)

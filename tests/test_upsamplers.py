@@ -204,7 +204,8 @@ def test_frozen_transposed_trains_like_bilinear() -> None:
 
 
 def test_unknown_upsampler_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="valid names are bilinear, pixel_shuffle, resize_conv"):
+    valid = "valid names are bilinear, bilinear_conv, pixel_shuffle, resize_conv"
+    with pytest.raises(ValueError, match=valid):
         build_upsampler("nearest-ish", channels=4, factor=2)
 
 
