@@ -1,18 +1,23 @@
-"""Generate the embedded "shapes" segmentation dataset in PASCAL VOC layout."""
+"""Generate the embedded "shapes" segmentation dataset in PASCAL VOC layout.
+``make_scenes.py`` runs the same ``main`` with the "scenes" generator."""
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from seg.data.shapes import generate_shapes
 
+Generate = Callable[..., Path]
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--root", type=Path, default=Path("data/shapes"), help="output folder")
+
+def _parse_args(argv: Sequence[str] | None, name: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=f"Generate the embedded {name!r} dataset "
+                                                 "in PASCAL VOC layout.")
+    parser.add_argument("--root", type=Path, default=Path(f"data/{name}"),
+                        help="output folder")
     parser.add_argument("--num-train", type=int, default=800, help="training images")
     parser.add_argument("--num-val", type=int, default=100, help="validation images")
     parser.add_argument("--size", type=int, default=192, help="image side in pixels")
@@ -21,15 +26,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, name: str = "shapes",
+         generate: Generate = generate_shapes) -> int:
     """Generate the dataset unless it already exists (use ``--force`` to regenerate)."""
-    args = _parse_args(argv)
+    args = _parse_args(argv, name)
     lists = args.root / "ImageSets" / "Segmentation"
     if not args.force and (lists / "train.txt").is_file() and (lists / "val.txt").is_file():
-        print(f"shapes dataset already exists at {args.root} (use --force to regenerate)")
+        print(f"{name} dataset already exists at {args.root} (use --force to regenerate)")
         return 0
     start = time.perf_counter()
-    root = generate_shapes(
+    root = generate(
         args.root,
         num_train=args.num_train,
         num_val=args.num_val,

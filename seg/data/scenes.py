@@ -28,9 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import scipy.fft
-from PIL import Image
 
-from seg.data.palette import flat_palette
+from seg.data.procedural import write_voc_dataset
 
 SCENES_CLASSES: tuple[str, ...] = (
     "background",
@@ -49,15 +48,12 @@ _SMALL_CLASSES = (SPECK, *THIN_CLASSES)  # a few px across: flat, high-contrast 
 _REQUIRED = (SPECK, SPECK, WIRE, WIRE, CRACK, HOOP, HOOP)
 # Extra objects: mostly the large ones, which occlude and give the scene its layout.
 _EXTRA_WEIGHTS = np.array([0.25, 0.25, 0.1, 0.14, 0.13, 0.13])
-_SPLITS = {"train": 0, "val": 1}
 # Geometry is specified in pixels for this image size and scaled for other sizes.
 _REFERENCE_SIZE = 192
 _SHIFT = 4  # cv2 drawing with 4 fractional bits: sub-pixel positions, less aliasing
 _ONE = 1 << _SHIFT
 _MIN_CONTRAST = 60.0  # RGB distance between an object's mean and its surroundings'
 _SMALL_CONTRAST = 85.0  # 1 px strokes and specks lose about half of it to the lens blur
-_JPEG_QUALITY = 90
-_PALETTE = flat_palette()
 
 Layer = tuple[int, np.ndarray]  # (class index, boolean (H, W) mask of the whole object)
 
@@ -375,20 +371,6 @@ def render_scenes_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarra
 # --------------------------------------------------------------------------- files
 
 
-def _write_sample(root: Path, split: str, index: int, size: int, seed: int) -> str:
-    rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLITS[split], index]))
-    image, mask = render_scenes_sample(rng, size)
-    sample_id = f"{split}_{index:05d}"
-    # 4:4:4 chroma keeps 1 px colour-contrast strokes from being smeared by subsampling.
-    Image.fromarray(image).save(
-        root / "JPEGImages" / f"{sample_id}.jpg", quality=_JPEG_QUALITY, subsampling=0
-    )
-    label = Image.fromarray(mask)
-    label.putpalette(_PALETTE)  # turns the "L" image into a "P" image
-    label.save(root / "SegmentationClass" / f"{sample_id}.png")
-    return sample_id
-
-
 def generate_scenes(
     root: str | Path,
     num_train: int = 800,
@@ -403,12 +385,4 @@ def generate_scenes(
     Existing files with the same names are overwritten; the output depends only on the
     arguments.
     """
-    root = Path(root)
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    cv2.setNumThreads(1)  # images are tiny; thread start-up would cost more than it saves
-    for split, count in (("train", num_train), ("val", num_val)):
-        ids = [_write_sample(root, split, i, image_size, seed) for i in range(count)]
-        list_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
-        list_file.write_text("".join(f"{sample_id}\n" for sample_id in ids))
-    return root
+    return write_voc_dataset(root, render_scenes_sample, num_train, num_val, image_size, seed)

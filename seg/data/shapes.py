@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from seg.data.palette import flat_palette
+from seg.data.procedural import write_voc_dataset
 
 SHAPES_CLASSES: tuple[str, ...] = (
     "background",
@@ -36,12 +36,9 @@ SHAPES_CLASSES: tuple[str, ...] = (
 
 DISK, RECTANGLE, TRIANGLE, RING, LINE, DOT, CROSS = range(1, 8)
 _THIN_CLASSES = (LINE,)  # every image gets one
-_SPLITS = {"train": 0, "val": 1}
 # Geometry below is specified in pixels for this image size and scaled for other sizes.
 _REFERENCE_SIZE = 192
 _MIN_CONTRAST = 70.0  # RGB distance between object mean and nearby background mean
-_JPEG_QUALITY = 90
-_PALETTE = flat_palette()
 
 Point = tuple[float, float]
 
@@ -265,24 +262,6 @@ def render_shapes_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarra
 # --------------------------------------------------------------------------- files
 
 
-def _sample_id(split: str, index: int) -> str:
-    return f"{split}_{index:05d}"
-
-
-def _write_sample(root: Path, split: str, index: int, size: int, seed: int) -> str:
-    rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLITS[split], index]))
-    image, mask = render_shapes_sample(rng, size)
-    sample_id = _sample_id(split, index)
-    # 4:4:4 chroma keeps thin colour-contrast strokes from being smeared by subsampling.
-    Image.fromarray(image).save(
-        root / "JPEGImages" / f"{sample_id}.jpg", quality=_JPEG_QUALITY, subsampling=0
-    )
-    label = Image.fromarray(mask)
-    label.putpalette(_PALETTE)  # turns the "L" image into a "P" image
-    label.save(root / "SegmentationClass" / f"{sample_id}.png")
-    return sample_id
-
-
 def generate_shapes(
     root: str | Path,
     num_train: int = 800,
@@ -297,12 +276,4 @@ def generate_shapes(
     Existing files with the same names are overwritten; the output depends only on the
     arguments.
     """
-    root = Path(root)
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    cv2.setNumThreads(1)  # images are tiny; thread start-up would cost more than it saves
-    for split, count in (("train", num_train), ("val", num_val)):
-        ids = [_write_sample(root, split, i, image_size, seed) for i in range(count)]
-        list_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
-        list_file.write_text("".join(f"{sample_id}\n" for sample_id in ids))
-    return root
+    return write_voc_dataset(root, render_shapes_sample, num_train, num_val, image_size, seed)
