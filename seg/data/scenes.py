@@ -378,11 +378,6 @@ def generate_scenes(
     image_size: int = 192,
     seed: int = 0,
 ) -> Path:
-    """Generate the "scenes" dataset under ``root`` in PASCAL VOC layout and return the root.
-
-    Writes ``JPEGImages/<id>.jpg``, palette PNG masks ``SegmentationClass/<id>.png`` (pixel
-    value = index into ``SCENES_CLASSES``) and ``ImageSets/Segmentation/{train,val}.txt``.
-    Existing files with the same names are overwritten; the output depends only on the
-    arguments.
-    """
+    """Generate the "scenes" dataset under ``root`` (mask values index ``SCENES_CLASSES``);
+    see :func:`seg.data.procedural.write_voc_dataset` for the layout."""
     return write_voc_dataset(root, render_scenes_sample, num_train, num_val, image_size, seed)
