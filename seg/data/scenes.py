@@ -162,7 +162,7 @@ def _draw_blob(canvas: np.ndarray, rng: np.random.Generator, size: int, k: float
 def _draw_slab(canvas: np.ndarray, rng: np.random.Generator, size: int, k: float) -> None:
     # Straight edges and sharp (sometimes re-entrant) corners: what tells it from a blob.
     radius = max(3.0, _log_uniform(rng, 6.0, 48.0) * k)
-    corners = int(rng.integers(3, 8))
+    corners = int(rng.integers(3, 6))  # few corners: clearly angular at any size
     gaps = rng.uniform(0.5, 1.5, size=corners)  # uneven, but no vertex pair too close
     angles = np.cumsum(gaps) / gaps.sum() * 2.0 * math.pi
     outline = _outline(rng, angles, radius * rng.uniform(0.55, 1.0, size=corners), size)
