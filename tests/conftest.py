@@ -37,6 +37,19 @@ def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            image_size=64, seed=0)
 
 
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, shapes_root: Path) -> Path:
+    """A model trained with debug=tiny on the tiny dataset: its best.pt (read, never written)."""
+    from seg.cli.train import train
+
+    run = tmp_path_factory.mktemp("trained")
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            "debug=tiny", f"dataset.root={shapes_root}", "dataset.crop_size=48"])
+    train(cfg, run)
+    return run / "checkpoints" / "best.pt"
+
+
 @pytest.fixture
 def compose_train(shapes_root: Path) -> Callable[..., DictConfig]:
     """Compose train.yaml with debug=tiny on the tiny dataset, plus extra overrides."""

@@ -13,12 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_module
 from PIL import Image
 
-from seg.cli.common import CONFIG_MODULE
 from seg.cli.eval import with_progress
-from seg.cli.train import train
 
 SEG = Path(__file__).resolve().parents[1] / "seg"
 # What a command's --help has no use for: each takes from a tenth of a second to seconds.
@@ -33,17 +30,6 @@ def run_command(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess
 def files_under(folder: Path) -> set[str]:
     return {path.relative_to(folder).as_posix() for path in folder.rglob("*")
             if not path.is_dir()}
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, shapes_root: Path) -> Path:
-    """A model trained with debug=tiny: its best.pt."""
-    run = tmp_path_factory.mktemp("trained")
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[
-            "debug=tiny", f"dataset.root={shapes_root}", "dataset.crop_size=48"])
-    train(cfg, run)
-    return run / "checkpoints" / "best.pt"
 
 
 @pytest.fixture

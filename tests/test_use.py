@@ -17,21 +17,9 @@ from seg.cli.common import CONFIG_MODULE
 from seg.cli.eval import evaluate_checkpoint
 from seg.cli.export import export
 from seg.cli.predict import predict
-from seg.cli.train import train
 from seg.inference import Inference, window_starts
 from seg.models import UPSAMPLERS, FCNDecoder, build_encoder, build_model, build_upsampler
 from seg.onnx_export import export_onnx
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, shapes_root: Path) -> Path:
-    """A model trained with debug=tiny: its best.pt."""
-    run = tmp_path_factory.mktemp("trained")
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[
-            "debug=tiny", f"dataset.root={shapes_root}", "dataset.crop_size=48"])
-    train(cfg, run)
-    return run / "checkpoints" / "best.pt"
 
 
 def compose_config(name: str, *overrides: str):
