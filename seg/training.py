@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from seg.checks import check_dataset_root, integer, positive_int
+from seg.checks import check_dataset_root, integer, number_in, positive_int
 from seg.data.base import IGNORE_INDEX, SegmentationDataset
 from seg.data.check import read_every_sample
 from seg.data.loader import build_loader, first_samples, resolve_num_workers
@@ -38,10 +38,25 @@ def hparams_of(cfg: DictConfig) -> dict[str, object]:
         "upsampler": upsampler_label(cfg.model.upsampler),
         "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
         "lr": cfg.optimizer.lr,
+        "encoder_lr_mult": cfg.get("encoder_lr_mult", 1.0),
         "batch_size": cfg.dataset.batch_size,
         "max_iters": cfg.trainer.max_iters,
         "seed": cfg.seed,
     }
+
+
+def parameter_groups(model: SegmentationModel, lr: float, encoder_lr_mult: object
+                     ) -> list[dict]:
+    """The optimiser's parameter groups: one, or with ``encoder_lr_mult`` other than 1,
+    the decoder's at ``lr`` (first, so that logs show it) and the encoder's at
+    ``encoder_lr_mult`` times it (0 freezes its weights; batch-norm statistics adapt)."""
+    mult = number_in(encoder_lr_mult, "encoder_lr_mult", 0.0, float("inf"))
+    if mult == 1:  # one group, as checkpoints of earlier versions hold
+        return [{"params": list(model.parameters())}]
+    encoder = list(model.encoder.parameters())
+    in_encoder = {id(parameter) for parameter in encoder}
+    rest = [parameter for parameter in model.parameters() if id(parameter) not in in_encoder]
+    return [{"params": rest}, {"params": encoder, "lr": lr * mult}]
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -55,7 +70,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     seed_everything(integer(cfg.seed, "seed"), trainer.deterministic)
     train_loader, val_loader = loaders(cfg, trainer.device, group)
     model = model_from_config(cfg.model, cfg.dataset.num_classes)
-    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    optimizer = instantiate(cfg.optimizer)(params=parameter_groups(
+        model, cfg.optimizer.lr, cfg.get("encoder_lr_mult", 1.0)))
     scheduler = instantiate(cfg.scheduler)(optimizer=optimizer)
     info = run_info(cfg)
     if group.is_main:

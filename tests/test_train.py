@@ -182,3 +182,30 @@ def test_a_failed_run_does_not_stop_the_sweep_and_is_listed(tmp_path, shapes_roo
 
     runs, failed = load_runs(sweep)
     assert len(runs) == 1 and failed[0].startswith("0_dataset.crop_size=48 (dataset.root=")
+
+
+def test_encoder_lr_mult_sets_the_encoders_rate_and_zero_freezes_it(compose_train) -> None:
+    from seg.errors import BadValue
+    from seg.training import model_from_config, parameter_groups
+
+    cfg = compose_train()
+    model = model_from_config(cfg.model, cfg.dataset.num_classes)
+    assert [len(g["params"]) for g in parameter_groups(model, 0.1, 1.0)] == \
+        [len(list(model.parameters()))]
+    decoder_group, encoder_group = parameter_groups(model, 0.1, 0.25)
+    assert "lr" not in decoder_group and encoder_group["lr"] == pytest.approx(0.025)
+    assert len(decoder_group["params"]) + len(encoder_group["params"]) == \
+        len(list(model.parameters()))
+    with pytest.raises(BadValue, match="encoder_lr_mult"):
+        parameter_groups(model, 0.1, -1)
+
+    optimizer = torch.optim.AdamW(parameter_groups(model, 0.1, 0.0), lr=0.1)
+    encoder_before = [p.detach().clone() for p in model.encoder.parameters()]
+    decoder_before = [p.detach().clone() for p in model.decoder.parameters()]
+    model(torch.randn(2, 3, 64, 64)).square().mean().backward()
+    optimizer.step()
+    def unchanged(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
+        return all(torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
+
+    assert unchanged(encoder_before, model.encoder)
+    assert not unchanged(decoder_before, model.decoder)
