@@ -162,3 +162,22 @@ def make_layout(name: str, root: Path) -> dict[str, str]:
     if name == "folder":
         return {"dataset.root": str(make_folder(root / "folder", rgb=True))}
     raise ValueError(f"no test layout for dataset={name}")
+
+
+def generated_voc_masks(root: Path, num_train: int, num_val: int, size: int) -> list[np.ndarray]:
+    """Check a generated dataset's VOC layout (disjoint lists of ``num_train`` and
+    ``num_val`` ids, RGB JPEGs and VOC-palette PNG masks of ``size`` px); its masks."""
+    lists = root / "ImageSets" / "Segmentation"
+    train = (lists / "train.txt").read_text().split()
+    val = (lists / "val.txt").read_text().split()
+    assert len(train) == num_train and len(val) == num_val
+    assert not set(train) & set(val)
+    masks = []
+    for sample_id in train + val:
+        image = Image.open(root / "JPEGImages" / f"{sample_id}.jpg")
+        mask = Image.open(root / "SegmentationClass" / f"{sample_id}.png")
+        assert image.mode == "RGB" and image.size == (size, size)
+        assert mask.mode == "P" and mask.size == (size, size)
+        assert mask.getpalette()[:768] == flat_palette()
+        masks.append(np.array(mask))
+    return masks

@@ -13,11 +13,10 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from PIL import Image
 
 from seg.cli.common import CONFIG_MODULE
 from seg.cli.train import train
-from seg.data import SCENES_CLASSES, flat_palette, generate_scenes
+from seg.data import SCENES_CLASSES, generate_scenes
 from seg.data.scenes import (
     BLOB,
     SLAB,
@@ -27,6 +26,7 @@ from seg.data.scenes import (
     render_scenes_sample,
     scene_layers,
 )
+from tests.layouts import generated_voc_masks
 
 NUM_CLASSES = len(SCENES_CLASSES)
 SIZE = 192  # the default: widths and sizes below are stated for it
@@ -56,18 +56,8 @@ def _compose(*overrides: str) -> DictConfig:
 
 
 def test_layout_lists_and_labels(tiny: Path) -> None:
-    lists = tiny / "ImageSets" / "Segmentation"
-    train_ids = (lists / "train.txt").read_text().split()
-    val_ids = (lists / "val.txt").read_text().split()
-    assert len(train_ids) == 4 and len(val_ids) == 2 and not set(train_ids) & set(val_ids)
-    for sample_id in train_ids + val_ids:
-        image = Image.open(tiny / "JPEGImages" / f"{sample_id}.jpg")
-        mask = Image.open(tiny / "SegmentationClass" / f"{sample_id}.png")
-        assert image.mode == "RGB" and image.size == (64, 64)
-        assert mask.mode == "P" and mask.size == (64, 64)
-        assert mask.getpalette()[:768] == flat_palette()
-        labels = np.unique(np.array(mask))
-        assert set(labels) <= set(range(NUM_CLASSES)) | {255}
+    for mask in generated_voc_masks(tiny, num_train=4, num_val=2, size=64):
+        assert set(np.unique(mask)) <= set(range(NUM_CLASSES)) | {255}
 
 
 def test_generator_is_deterministic(tiny: Path, tmp_path: Path) -> None:
