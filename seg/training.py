@@ -39,6 +39,7 @@ def hparams_of(cfg: DictConfig) -> dict[str, object]:
         "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
         "lr": cfg.optimizer.lr,
         "encoder_lr_mult": cfg.get("encoder_lr_mult", 1.0),
+        "dice_weight": cfg.loss.dice_weight,
         "batch_size": cfg.dataset.batch_size,
         "max_iters": cfg.trainer.max_iters,
         "seed": cfg.seed,
@@ -82,7 +83,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
              group.world_size)
     try:
         metrics = trainer.fit(model, optimizer, scheduler, train_loader, val_loader, run_dir,
-                              logger, info, resume_from, hooks=[UpsamplerKernels(logger, model)])
+                              logger, info, resume_from, hooks=[UpsamplerKernels(logger, model)],
+                              criterion=instantiate(cfg.loss))
         metrics["upsampler_params"] = model.upsampler_parameters()
         logger.log_hparams(hparams_of(cfg), {f"hparams/{key}": metrics[key] for key in
                                              ("mIoU", "pixel_acc", "boundary_f")})

@@ -145,3 +145,13 @@ def test_pretraining_without_its_settings_names_them(compose_train, tmp_path) ->
 
     with pytest.raises(KeyError, match="add compare=default, or \\+pretrain.iterations=N"):
         pretrain_encoder(compose_train(), tmp_path)
+
+
+@pytest.mark.parametrize("preset", ["default", "quick", "gpu"], ids=["default", "quick", "on-gpu"])
+def test_the_study_keeps_its_measured_recipe_whatever_make_train_uses(compose_train,
+                                                                       preset: str) -> None:
+    # make train's defaults (Dice, poly 0.5) must not leak into the study's runs; its
+    # sweeps name their decoders (FCN-8s, FCN-32s), so make train's FCN-4s cannot either
+    cfg = compose_train(f"compare={preset}")
+    assert cfg.loss.dice_weight == 0
+    assert cfg.scheduler.power == 2

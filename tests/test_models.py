@@ -5,8 +5,10 @@ from functools import partial
 import pytest
 import torch
 
+from seg.errors import BadValue
 from seg.models import ENCODERS, UPSAMPLERS, FCNDecoder, build_encoder, build_model, build_upsampler
 from seg.models.decoder import VARIANTS
+from seg.models.encoders import VGG16Encoder
 
 ODD_SIZES = [(97, 131), (33, 65)]
 
@@ -30,23 +32,33 @@ def test_logits_come_out_at_the_input_size(encoder, variant: str, upsampler: str
 
 
 def test_encoder_taps_match_declared_channels_and_strides() -> None:
-    for name in ("simple", "resnet18"):
-        for output_stride in (32, 8) if name == "resnet18" else (32,):
-            enc = build_encoder(name, output_stride=output_stride)
-            taps = enc(torch.randn(1, 3, 64, 64))
-            assert [t.shape[1] for t in taps] == list(enc.channels)
-            assert [64 // t.shape[-1] for t in taps] == list(enc.strides)
+    encoders = [build_encoder("simple"), build_encoder("resnet18"),
+                build_encoder("resnet18", output_stride=8), VGG16Encoder(fc_channels=16)]
+    for enc in encoders:
+        taps = enc(torch.randn(1, 3, 64, 64))
+        assert [t.shape[1] for t in taps] == list(enc.channels)
+        assert [64 // t.shape[-1] for t in taps] == list(enc.strides)
+        assert enc.strides[0] == 4  # every encoder offers FCN-4s its stride-4 tap
+
+
+def test_fcn4s_refuses_what_it_cannot_fuse() -> None:
+    encoder = build_encoder("simple")
+    with pytest.raises(BadValue, match="fcn4s.*4 encoder taps; this encoder has 3"):
+        FCNDecoder(encoder.channels[1:], encoder.strides[1:], 3, "fcn4s")
+    with pytest.raises(BadValue, match="skip_scaling"):
+        FCNDecoder(encoder.channels, encoder.strides, 3, "fcn4s", skip_scaling=True)
 
 
 def test_skip_score_layers_start_at_zero_so_skips_do_not_count_at_init() -> None:
     encoder = build_encoder("simple").eval()
-    model = build_model(encoder, partial(FCNDecoder, variant="fcn8s"), 3,
+    model = build_model(encoder, partial(FCNDecoder, variant="fcn4s"), 3,
                         partial(build_upsampler, "transposed")).eval()
+    assert len(model.decoder.score) == 4
     for skip in model.decoder.score[:-1]:
         assert not skip.weight.any() and not skip.bias.any()
     with torch.no_grad():
         taps = encoder(torch.randn(1, 3, 64, 64))
-        other_skips = [torch.randn_like(taps[0]), torch.randn_like(taps[1]), taps[2]]
+        other_skips = [*(torch.randn_like(tap) for tap in taps[:-1]), taps[-1]]
         assert torch.equal(model.decoder(taps, 64, 64), model.decoder(other_skips, 64, 64))
 
 

@@ -146,7 +146,7 @@ def test_multirun_sweep_makes_one_folder_per_run(tmp_path, shapes_root) -> None:
     from seg.study.report import aggregate
 
     report = aggregate(sweep).read_text()
-    assert "| fcn8s | transposed | mIoU | 1 |" in report and "too few paired seeds" in report
+    assert "| fcn4s | transposed | mIoU | 1 |" in report and "too few paired seeds" in report
 
 
 def test_eval_prints_the_checkpoint_table(tiny_run: Path, shapes_root, tmp_path) -> None:

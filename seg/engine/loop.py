@@ -12,13 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
 from seg.checks import one_of, positive_int, positive_number
-from seg.data.base import IGNORE_INDEX
 from seg.distributed import ProcessGroup, all_reduce_sum, broadcast_from_main, process_device
 from seg.engine.batches import endless
 from seg.engine.checkpoints import (
@@ -32,6 +30,7 @@ from seg.engine.checkpoints import (
 from seg.engine.device import resolve_device, use_fast_kernels
 from seg.engine.evaluation import Evaluator
 from seg.engine.hooks import Hook, Progress, Step, TensorBoardScalars
+from seg.engine.losses import cross_entropy
 from seg.engine.precision import autocast, resolve_precision
 from seg.engine.signals import StopSignals, TrainingInterrupted
 from seg.engine.state import TrainingState
@@ -39,13 +38,6 @@ from seg.errors import NonFiniteLoss, PathExists
 from seg.reporting import TensorBoardLogger
 
 log = logging.getLogger(__name__)
-
-
-def segmentation_loss(
-    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX
-) -> torch.Tensor:
-    """Per-pixel cross-entropy of ``(B, K, H, W)`` logits; ``ignore_index`` pixels count nowhere."""
-    return F.cross_entropy(logits, targets, ignore_index=ignore_index)
 
 
 def budgets(max_iters: int, count: int) -> frozenset[int]:
@@ -203,10 +195,12 @@ class Trainer:
         info: RunInfo,
         resume_from: dict | None = None,
         hooks: Sequence[Hook] = (),
+        criterion: Callable[..., torch.Tensor] = cross_entropy,
     ) -> dict:
         """Train to ``max_iters``, continuing ``resume_from`` (a checkpoint) when given;
         return the final evaluation's metrics (also in metrics.json). ``hooks`` are called
-        after each step and evaluation, after the TensorBoard logging of ``logger``."""
+        after each step and evaluation, after the TensorBoard logging of ``logger``.
+        ``criterion(logits, targets, ignore_index)`` is the loss (seg.engine.losses)."""
         run = self.start(model, optimizer, scheduler, val_loader, Path(run_dir), info,
                          resume_from, [TensorBoardScalars(logger, info, self.log_every), *hooks])
         state, net = run.state, self.prepare(model)
@@ -218,7 +212,7 @@ class Trainer:
             batches = endless(train_loader, state.epoch, state.epoch_batches)
             while state.iteration < self.max_iters:
                 state.epoch, state.epoch_batches, batch = next(batches)
-                loss = self.train_step(net, optimizer, batch, info.ignore_index)
+                loss = self.train_step(net, optimizer, batch, info.ignore_index, criterion)
                 throughput.nonfinite += self.count_nonfinite(loss, state.iteration + 1, run)
                 scheduler.step()
                 state.iteration += 1
@@ -339,11 +333,11 @@ class Trainer:
 
     def train_step(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, ignore_index: int,
-        criterion: Callable[..., torch.Tensor] = segmentation_loss,
+        criterion: Callable[..., torch.Tensor] = cross_entropy,
     ) -> float:
         """One optimisation step on ``batch``; returns the loss. A non-finite loss (on any
         process) is not applied, so the weights stay those of the last good step.
-        ``criterion(output, targets, ignore_index)`` defaults to per-pixel cross-entropy."""
+        ``criterion(output, targets, ignore_index)`` is the loss."""
         images = batch["image"].to(self.device, non_blocking=True,
                                    memory_format=self.memory_format)
         targets = batch["mask"].to(self.device, non_blocking=True)

@@ -2,6 +2,8 @@
 
 FCN-32s upsamples the stride-32 scores straight to the input; FCN-16s first adds
 the stride-16 skip scores; FCN-8s adds the stride-8 ones too (Long et al. 2015).
+FCN-4s goes one step further than the paper, to the stride-4 tap: thin and small
+objects (lines a few pixels wide) are finer than stride 8 can draw.
 Every upsampling step is a pluggable upsampler built by ``upsampler(channels, factor)``.
 """
 
@@ -16,7 +18,7 @@ from torch import nn
 from seg.errors import BadValue
 from seg.models.upsamplers import build_upsampler
 
-VARIANTS = {"fcn32s": 1, "fcn16s": 2, "fcn8s": 3}  # how many taps are fused
+VARIANTS = {"fcn32s": 1, "fcn16s": 2, "fcn8s": 3, "fcn4s": 4}  # how many taps are fused
 UpsamplerFactory = Callable[..., nn.Module]
 BILINEAR: UpsamplerFactory = partial(build_upsampler, "bilinear")
 
@@ -27,7 +29,7 @@ def crop_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 class FCNDecoder(nn.Module):
-    """FCN-32s / 16s / 8s fusion head over taps ``[stride 8, stride 16, stride 32]``.
+    """FCN-32s / 16s / 8s / 4s fusion head over taps ``[stride 4, 8, 16, 32]``.
 
     ``skip_scaling`` multiplies the pool4 and pool3 skips by 0.01 and 0.0001 before
     scoring, as FCN's "at-once" training did. Skip score layers start at zero, so
@@ -49,6 +51,12 @@ class FCNDecoder(nn.Module):
             valid = ", ".join(VARIANTS)
             raise BadValue(f"unknown decoder variant '{variant}': valid are {valid}")
         num_taps = VARIANTS[variant]
+        if num_taps > len(in_channels):
+            raise BadValue(f"decoder variant '{variant}' fuses {num_taps} encoder taps; this "
+                           f"encoder has {len(in_channels)}: use a coarser variant")
+        if skip_scaling and num_taps > 3:
+            raise BadValue("decoder.skip_scaling is FCN's at-once recipe, which has no "
+                           "stride-4 skip: set it false or use fcn8s")
         self.variant = variant
         self.strides = list(strides)[-num_taps:]  # coarse tap last
         channels = list(in_channels)[-num_taps:]

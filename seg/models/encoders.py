@@ -26,10 +26,11 @@ def torchvision_models():
 
 
 class Encoder(nn.Module):
-    """Base class: ``forward(x) -> [tap8, tap16, tap32]`` with ``channels`` and ``strides``."""
+    """Base class: ``forward(x) -> [tap4, tap8, tap16, tap32]``, finest first, with their
+    ``channels`` and ``strides`` (a dilated encoder's last strides are smaller)."""
 
-    channels: tuple[int, int, int]
-    strides: tuple[int, int, int]
+    channels: tuple[int, int, int, int]
+    strides: tuple[int, int, int, int]
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -81,17 +82,23 @@ class SimpleEncoder(Encoder):
             in_channels = width
         self.stem = nn.Sequential(conv_bn_relu(3, stem_width, stride=2), stages[0], stages[1])
         self.stage16, self.stage32 = stages[2], stages[3]
-        self.channels = (widths[1], widths[2], widths[3])
-        self.strides = (8, 16, 32)
+        self.channels = tuple(widths)
+        self.strides = (4, 8, 16, 32)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        tap8 = self.stem(x)  # (B, widths[1], H/8, W/8)
+        conv, stage4, stage8 = self.stem  # one Sequential: the state-dict keys of before
+        tap4 = stage4(conv(x))  # (B, widths[0], H/4, W/4)
+        tap8 = stage8(tap4)  # (B, widths[1], H/8, W/8)
         tap16 = self.stage16(tap8)  # (B, widths[2], H/16, W/16)
-        return [tap8, tap16, self.stage32(tap16)]  # last: (B, widths[3], H/32, W/32)
+        return [tap4, tap8, tap16, self.stage32(tap16)]  # last: (B, widths[3], H/32, W/32)
+
+
+POOL2_END = 10  # VGG-16's features[:10] end with pool2 (stride 4, 128 channels)
 
 
 class VGG16Encoder(Encoder):
-    """FCN's original backbone: VGG-16 with pool3/pool4 taps and fc6/fc7 as convolutions."""
+    """FCN's original backbone: VGG-16 with pool2/pool3/pool4 taps and fc6/fc7 as
+    convolutions."""
 
     def __init__(self, fc_channels: int = 4096, dropout: float = 0.5) -> None:
         super().__init__()
@@ -110,13 +117,15 @@ class VGG16Encoder(Encoder):
             nn.ReLU(inplace=True),
             nn.Dropout2d(dropout),
         )
-        self.channels = (256, 512, fc_channels)
-        self.strides = (8, 16, 32)
+        self.channels = (128, 256, 512, fc_channels)
+        self.strides = (4, 8, 16, 32)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        pool3 = self.to_pool3(x)
+        # to_pool3 stays one Sequential, so that checkpoints keep their keys
+        pool2 = self.to_pool3[:POOL2_END](x)  # (B, 128, H/4, W/4)
+        pool3 = self.to_pool3[POOL2_END:](pool2)
         pool4 = self.to_pool4(pool3)
-        return [pool3, pool4, self.fc(self.to_pool5(pool4))]
+        return [pool2, pool3, pool4, self.fc(self.to_pool5(pool4))]
 
     def load_torchvision_state(self, state: dict[str, torch.Tensor]) -> None:
         """Load torchvision VGG-16 weights, reshaping fc6/fc7 into convolutions (FCN surgery)."""
@@ -143,7 +152,7 @@ def dilate_layer(layer: nn.Sequential, dilation: int) -> None:
 
 
 class ResNetEncoder(Encoder):
-    """A torchvision ResNet with layer2/layer3/layer4 taps; optional output stride 16 or 8."""
+    """A torchvision ResNet with layer1 to layer4 taps; optional output stride 16 or 8."""
 
     def __init__(self, depth: int = 50, output_stride: int = 32) -> None:
         super().__init__()
@@ -156,14 +165,15 @@ class ResNetEncoder(Encoder):
             dilate_layer(self.layer4, 2 if output_stride == 16 else 4)
         if output_stride == 8:
             dilate_layer(self.layer3, 2)
-        widths = [block_out_channels(layer) for layer in (net.layer2, net.layer3, net.layer4)]
-        self.channels = tuple(widths)
-        self.strides = (8, min(16, output_stride), min(32, output_stride))
+        layers = (net.layer1, net.layer2, net.layer3, net.layer4)
+        self.channels = tuple(block_out_channels(layer) for layer in layers)
+        self.strides = (4, 8, min(16, output_stride), min(32, output_stride))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        c2 = self.layer2(self.stem(x))
+        c1 = self.stem(x)  # ends with layer1
+        c2 = self.layer2(c1)
         c3 = self.layer3(c2)
-        return [c2, c3, self.layer4(c3)]
+        return [c1, c2, c3, self.layer4(c3)]
 
     def load_torchvision_state(self, state: dict[str, torch.Tensor]) -> None:
         """Load torchvision ResNet weights (the classifier ``fc.*`` is dropped)."""

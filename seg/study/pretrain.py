@@ -20,10 +20,12 @@ from seg.models.encoders import Encoder
 from seg.reporting import TensorBoardLogger
 
 log = logging.getLogger(__name__)
+FCN8S_TAPS = 3  # the study's decoder; the stride-4 tap gets no head
 
 
 class NativeStrideClassifier(nn.Module):
-    """An encoder with a 1x1 classifier on each tap, scored at the tap's own stride.
+    """An encoder with a 1x1 classifier on each tap FCN-8s fuses (strides 8, 16, 32),
+    scored at the tap's own stride.
 
     It trains an encoder for segmentation without any upsampling: the labels are
     brought down to each tap's size (nearest) instead of the scores up. The upsampling
@@ -33,11 +35,13 @@ class NativeStrideClassifier(nn.Module):
     def __init__(self, encoder: Encoder, num_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.heads = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in encoder.channels)
+        channels = encoder.channels[-FCN8S_TAPS:]
+        self.heads = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in channels)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Scores ``(B, K, H/s, W/s)`` for each tap stride ``s``."""
-        return [head(tap) for head, tap in zip(self.heads, self.encoder(images), strict=True)]
+        taps = self.encoder(images)[-FCN8S_TAPS:]
+        return [head(tap) for head, tap in zip(self.heads, taps, strict=True)]
 
     @staticmethod
     def loss(scores: list[torch.Tensor], targets: torch.Tensor, ignore_index: int = IGNORE_INDEX
