@@ -351,10 +351,12 @@ def bench_trainer(steps: int = 40, rounds: int = 4) -> dict:
 # -- peer ------------------------------------------------------------------------------------
 
 E2E = "ours-os8-e2e"
-PEER_SIDES = {  # the config overrides of our sides
-    "ours-fcn8s": ("model/encoder=resnet50",),
-    "ours-os8": ("model/encoder=resnet50", "model.encoder.output_stride=8"),
-    E2E: ("model/encoder=resnet50", "model.encoder.output_stride=8"),
+# The config overrides of our sides. They name FCN-8s: make train's FCN-4s would add a
+# stride-4 skip that torchvision's model does not have.
+PEER_SIDES = {
+    "ours-fcn8s": ("model/encoder=resnet50", "model/decoder=fcn8s"),
+    "ours-os8": ("model/encoder=resnet50", "model/decoder=fcn8s", "model.encoder.output_stride=8"),
+    E2E: ("model/encoder=resnet50", "model/decoder=fcn8s", "model.encoder.output_stride=8"),
     "torchvision": (),  # the bare loop at our precision: the baseline of the ratios
     "torchvision-fp32": (),  # torchvision's reference training loop, fp32
 }

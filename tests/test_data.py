@@ -22,6 +22,8 @@ from seg.data import (
     voc_palette,
 )
 from seg.data.loader import build_loader
+from seg.data.procedural import write_voc_dataset
+from seg.data.shapes import render_shapes_sample
 from tests.layouts import generated_voc_masks
 
 NUM_CLASSES = len(SHAPES_CLASSES)
@@ -69,6 +71,12 @@ def test_generator_is_deterministic(tiny: Path, tmp_path: Path) -> None:
     other = _files(generate_shapes(tmp_path / "other", 6, 3, image_size=64, seed=1))
     reference = _files(tiny)
     assert all(other[k] != reference[k] for k in reference if k.startswith("JPEGImages"))
+
+
+def test_worker_processes_write_the_same_files(tiny: Path, tmp_path: Path) -> None:
+    parallel = write_voc_dataset(tmp_path / "parallel", render_shapes_sample, num_train=6,
+                                 num_val=3, image_size=64, seed=0, workers=2)
+    assert _files(parallel) == _files(tiny)
 
 
 def test_val_does_not_depend_on_train_count(tiny: Path, tmp_path: Path) -> None:

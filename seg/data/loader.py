@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 from collections.abc import Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from seg.data.base import IGNORE_INDEX, SegmentationDataset
+from seg.data.cpus import available_cpus
 from seg.data.sampler import ShardSampler, TrainSampler
 from seg.errors import BadValue
 
@@ -48,14 +48,6 @@ def first_samples(dataset: SegmentationDataset, count: int) -> SegmentationDatas
     narrowed = copy.copy(dataset)
     narrowed.samples = dataset.samples[:count]
     return narrowed
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (a SLURM or container limit, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 SMALL_CROP = 256  # pixels a side: below this, decoding a sample costs the CPU little
