@@ -18,6 +18,7 @@ help: ## Show this help
 # downloads and unpacking); pip is the fallback. uv reads no pip configuration, so the
 # extra indexes and wheel folders pip is configured with (local mirrors of the large
 # wheels, where a machine has them) are handed to it, every index weighed as pip does.
+# --compile-bytecode, as pip does: else the first `make train` compiles torch on import.
 EXTRAS := .[dev,slurm,optuna,export]
 pip_config = $(shell $(PYTHON) -m pip config get global.$(1) 2>/dev/null)
 UV_ENV = UV_INDEX_STRATEGY=unsafe-best-match \
@@ -27,7 +28,7 @@ UV_ENV = UV_INDEX_STRATEGY=unsafe-best-match \
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@{ $(BIN)/pip install --quiet -c constraints.txt uv && $(UV_ENV) $(BIN)/uv pip install --quiet \
-		--python $(BIN)/python -c constraints.txt -e '$(EXTRAS)'; } \
+		--compile-bytecode --python $(BIN)/python -c constraints.txt -e '$(EXTRAS)'; } \
 		|| $(BIN)/pip install --quiet -c constraints.txt -e '$(EXTRAS)'
 	@touch $@
 
