@@ -4,6 +4,7 @@ TensorBoard writer it names, the run folder's checkpoints and metrics.json. ``se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -13,17 +14,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from seg.checks import check_dataset_root, integer, number_in, positive_int
+from seg.checks import check_dataset_root, integer, number_in, positive_int, positive_number
 from seg.data.base import IGNORE_INDEX, SegmentationDataset
 from seg.data.check import read_every_sample
 from seg.data.loader import build_loader, first_samples, resolve_num_workers
 from seg.data.palette import resolve_palette
 from seg.data.transforms import auto_crop_size, sampled_image_sizes
 from seg.distributed import ProcessGroup, broadcast_from_main, init_distributed
-from seg.engine import RunInfo, name_per_class, seed_everything
+from seg.engine import RunInfo, Trainer, name_per_class, seed_everything
+from seg.files import write_text
 from seg.metrics import format_table
 from seg.models import SegmentationModel, build_model
 from seg.reporting import NullLogger, TensorBoardLogger
+from seg.run_lock import run_folder_lock
 from seg.study.kernels import UpsamplerKernels
 from seg.study.runs import upsampler_label
 
@@ -62,12 +65,21 @@ def parameter_groups(model: SegmentationModel, lr: float, encoder_lr_mult: objec
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train as ``cfg`` says, writing checkpoints, TensorBoard events and metrics.json
-    into ``run_dir``; return the final metrics (as in metrics.json)."""
+    into ``run_dir``; return the final metrics (as in metrics.json). The main process
+    holds the run folder's lock throughout: a second run into it is refused."""
+    check_optimizer(cfg.optimizer)
     trainer = instantiate(cfg.trainer)
     group = init_distributed(trainer.device)  # a no-op unless torchrun or SLURM started us
     trainer.join(group)
     run_dir = Path(broadcast_from_main(str(run_dir)))
-    resume_from = trainer.resume_state(run_dir)  # first: refuses a folder holding a run
+    with run_folder_lock(run_dir) if group.is_main else contextlib.nullcontext():
+        return train_locked(cfg, run_dir, trainer, group)
+
+
+def train_locked(cfg: DictConfig, run_dir: Path, trainer: Trainer, group: ProcessGroup
+                 ) -> dict:
+    # first: refuses a folder holding another run, a rewind, a setting it would drop
+    resume_from = trainer.resume_state(run_dir, OmegaConf.to_container(cfg, resolve=True))
     seed_everything(integer(cfg.seed, "seed"), trainer.deterministic)
     train_loader, val_loader = loaders(cfg, trainer.device, group)
     model = model_from_config(cfg.model, cfg.dataset.num_classes)
@@ -94,9 +106,16 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         log.info("final val metrics:\n%s", format_table(metrics, info.class_names))
     metrics = name_per_class(metrics, info.class_names)
     if group.is_main:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
         log.info("run folder: %s", run_dir)
     return metrics
+
+
+def check_optimizer(optimizer: DictConfig) -> None:
+    """The settings every optimizer has, checked before it is built (torch's own errors
+    for them are tracebacks)."""
+    positive_number(optimizer.get("lr"), "optimizer.lr")
+    number_in(optimizer.get("weight_decay", 0.0), "optimizer.weight_decay", 0.0, float("inf"))
 
 
 def loaders(cfg: DictConfig, device: torch.device, group: ProcessGroup

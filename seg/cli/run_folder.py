@@ -12,6 +12,8 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from seg.run_lock import LOCK_NAME, holder_if_locked
+
 # What Hydra writes into .hydra/ before the task function runs (besides the log file).
 HYDRA_FILES = frozenset({"config.yaml", "hydra.yaml", "overrides.yaml"})
 
@@ -30,6 +32,17 @@ def resumed_run_folder(resume: object) -> Path | None:
     if path.is_file() and path.parent.name == "checkpoints":
         return path.parent.parent
     return None
+
+
+def known_run_folder(cfg: DictConfig | None, argv: list[str]) -> Path | None:
+    """The run folder a single run will write into, where it is known before Hydra makes
+    it: the one ``trainer.resume`` continues, else ``hydra.run.dir`` from the command line.
+    None for a new dated folder."""
+    resumed = None if cfg is None else resumed_run_folder(OmegaConf.select(cfg, "trainer.resume"))
+    if resumed is not None:
+        return resumed
+    given = [arg.split("=", 1)[1] for arg in argv if arg.startswith("hydra.run.dir=")]
+    return Path(given[-1]) if given and given[-1] else None
 
 
 def run_dir_for(resume: object, fresh: str) -> str:
@@ -80,10 +93,11 @@ def hydra_files_kept_unless_trained(run_dir: Path | None) -> Iterator[None]:
 
 def holds_only_hydra_files(run_dir: Path, job_name: str) -> bool:
     """True when ``run_dir`` holds what Hydra wrote before the run started (``.hydra/``
-    with its three files, the job's log), and nothing else. An empty folder is not one:
-    Hydra wrote nothing there (a command that writes neither, into the working folder)."""
+    with its three files, the job's log) and the run's lock file, and nothing else. An
+    empty folder is not one: Hydra wrote nothing there (a command that writes neither,
+    into the working folder)."""
     entries = {path.name for path in run_dir.iterdir()}
-    if not entries or not entries <= {".hydra", f"{job_name}.log"}:
+    if not entries or not entries <= {".hydra", f"{job_name}.log", LOCK_NAME}:
         return False
     hydra_dir = run_dir / ".hydra"
     return not hydra_dir.is_dir() or {path.name for path in hydra_dir.iterdir()} <= HYDRA_FILES
@@ -117,6 +131,8 @@ def remove_unused_run_folder(cfg: DictConfig | None) -> None:
         return  # hydra.run.dir=. (or above): never the working folder
     if not run_dir.is_dir() or not holds_only_hydra_files(run_dir, hydra_cfg.job.name):
         return
+    if holder_if_locked(run_dir) is not None:
+        return  # another run is starting in it
     close_log_files_in(run_dir)
     shutil.rmtree(run_dir, ignore_errors=True)
     remove_empty_folders_above(run_dir)

@@ -1,8 +1,7 @@
-"""Checkpoints: atomic saves, loads that only read data, and which run folder may be used."""
+"""Checkpoints: atomic saves, and loads that only read data."""
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from torch import nn
 from seg.data.base import IGNORE_INDEX
 from seg.distributed import barrier
 from seg.errors import BadValue, MissingPath
+from seg.files import write_file
 
 
 @dataclass
@@ -29,36 +29,43 @@ class RunInfo:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically: into a temporary file, flushed to disk, then renamed over the old
-    one, so that a kill or crash during the save leaves the previous file intact."""
+    """Write atomically (seg.files.write_file): a kill, a crash or a full disk during the
+    save leaves the previous file intact and no partial file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself reaches the disk
-    finally:
-        os.close(directory)
+    write_file(path, lambda file: torch.save(state, file))
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint's contents, read as data only (``weights_only``: no pickled code runs)."""
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict:
+    """A checkpoint's contents, read as data only (``weights_only``: no pickled code runs).
+    ``mmap`` maps the file instead of reading it: for a look at its iteration."""
     path = Path(path)
     if not path.is_file():
         raise MissingPath(f"checkpoint {path} not found: pass the path of a run's "
                           "checkpoints/last.pt or best.pt")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        if path.stat().st_size == 0:
-            reason = "the file is empty"
-        raise BadValue(f"checkpoint {path} cannot be read ({reason}): use another one, "
-                       "e.g. checkpoints/best.pt of the same run") from None
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
+        raise BadValue(f"checkpoint {path} cannot be read ({unreadable_reason(path, error)}): "
+                       f"{other_checkpoint_hint(path)}") from None
+
+
+def unreadable_reason(path: Path, error: BaseException) -> str:
+    """What is wrong with a checkpoint torch cannot load, in seg's words: torch's own
+    advice (load it with weights_only=False, which would run any code it holds) is never
+    what to do with a file someone handed over."""
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error):
+        return "it holds objects other than tensors and plain data, which seg never loads"
+    return "it is truncated or damaged, or not a file torch.save wrote"
+
+
+def other_checkpoint_hint(path: Path) -> str:
+    """What to use instead: the run's other checkpoint when it is there."""
+    other = path.with_name("best.pt" if path.name == "last.pt" else "last.pt")
+    if path.parent.name == "checkpoints" and other.is_file() and other != path:
+        return f"use another one, e.g. {other}"
+    return "use a checkpoints/last.pt or best.pt that seg-train wrote"
 
 
 def load_model_state(model: nn.Module, state_dict: dict, source: str | Path) -> None:
@@ -80,59 +87,21 @@ def load_model_state(model: nn.Module, state_dict: dict, source: str | Path) -> 
 
 class Checkpointer:
     """Saves a run's checkpoints into ``folder``: the main process writes, every process
-    waits, so that no rank runs ahead of a save."""
+    waits, so that no rank runs ahead of a save. ``keep`` names files to move aside
+    before they are first replaced (``{"last.pt": "last_iteration_6.pt"}``: a rewound
+    run keeps the training it goes back from)."""
 
-    def __init__(self, folder: Path, is_main: bool = True) -> None:
+    def __init__(self, folder: Path, is_main: bool = True, keep: dict[str, str] | None = None
+                 ) -> None:
         self.folder = Path(folder)
         self.is_main = is_main
+        self.keep = dict(keep or {})
 
     def save(self, name: str, state: Callable[[], dict]) -> Path:
         path = self.folder / name
         if self.is_main:
+            if name in self.keep and path.is_file():
+                path.replace(self.folder / self.keep.pop(name))
             save_checkpoint(path, state())
         barrier()
         return path
-
-
-def resume_path(resume: bool | str | None, run_dir: Path) -> Path | None:
-    """The checkpoint ``trainer.resume`` names: false/None nothing, true this run folder's
-    last.pt, ``auto`` that file if it exists, else a checkpoint file or a run folder."""
-    if resume is False or resume is None:
-        return None
-    if resume in (True, "auto"):
-        path = run_dir / "checkpoints" / "last.pt"
-        if resume == "auto" and not path.is_file():
-            return None
-    else:
-        path = Path(resume)
-        path = path / "checkpoints" / "last.pt" if path.is_dir() else path
-    if not path.is_file():
-        raise MissingPath(
-            f"trainer.resume: no checkpoint at {path}; set trainer.resume to a run folder or "
-            "checkpoint file, or run in the old folder with hydra.run.dir=<run folder>"
-        )
-    return path
-
-
-def earlier_run(run_dir: Path) -> Path | None:
-    """What shows that ``run_dir`` already holds a run: a checkpoint, metrics.json or
-    TensorBoard events (Hydra's own .hydra/ and log file do not count)."""
-    found = [*sorted(run_dir.glob("checkpoints/*.pt")), run_dir / "metrics.json",
-             *sorted(run_dir.glob("tb/events.out.tfevents.*"))]
-    return next((path for path in found if path.is_file()), None)
-
-
-def earlier_run_problem(run_dir: Path, resume_from: Path | None, restart: bool = False
-                        ) -> str | None:
-    """Why training into ``run_dir`` would replace an earlier run, or None: it holds one,
-    and the run does not continue it (from one of its own checkpoints). ``restart``
-    (``resume=auto``) may start afresh over a run that left only TensorBoard events: a
-    requeued job killed before its first checkpoint."""
-    found = earlier_run(run_dir)
-    if found is None or (restart and found.parent.name == "tb"):
-        return None
-    if resume_from is not None and resume_from.resolve().is_relative_to(run_dir.resolve()):
-        return None
-    return (f"run folder {run_dir} already holds a run ({found.relative_to(run_dir)}): "
-            f"continue it with trainer.resume={run_dir}, or train into a new folder "
-            "(another hydra.run.dir, or none for a dated one)")

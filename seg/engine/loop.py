@@ -19,19 +19,19 @@ from torch.utils.data import DataLoader
 from seg.checks import one_of, positive_int, positive_number
 from seg.distributed import ProcessGroup, all_reduce_sum, broadcast_from_main, process_device
 from seg.engine.batches import endless
-from seg.engine.checkpoints import (
-    Checkpointer,
-    RunInfo,
-    earlier_run_problem,
-    load_checkpoint,
-    load_model_state,
-    resume_path,
-)
+from seg.engine.checkpoints import Checkpointer, RunInfo, load_checkpoint, load_model_state
 from seg.engine.device import resolve_device, use_fast_kernels
 from seg.engine.evaluation import Evaluator
 from seg.engine.hooks import Hook, Progress, Step, TensorBoardScalars
 from seg.engine.losses import cross_entropy
 from seg.engine.precision import autocast, resolve_precision
+from seg.engine.resume import (
+    earlier_run_problem,
+    newer_last_checkpoint,
+    refuse_changed_settings,
+    resume_path,
+    rewind_message,
+)
 from seg.engine.signals import StopSignals, TrainingInterrupted
 from seg.engine.state import TrainingState
 from seg.errors import NonFiniteLoss, PathExists
@@ -104,6 +104,14 @@ class Run:
         })
 
 
+def kept_checkpoint(run: Run) -> str:
+    """Where the last good checkpoint of a stopped run is, or that there is none yet."""
+    last = run.checkpoints.folder / "last.pt"
+    if last.is_file():
+        return f"the last good checkpoint is kept: {last}"
+    return "no checkpoint was saved before it (nothing to resume)"
+
+
 class Trainer:
     """Iteration-based training with periodic evaluation, checkpoints and exact resume,
     on one process or many (see :meth:`join`).
@@ -136,6 +144,7 @@ class Trainer:
         on_nan: str = "stop",
         eval_budgets: int | None = None,
         threads: int | None = None,
+        rewind: bool = False,
     ) -> None:
         one_of(on_nan, "trainer.on_nan", ("stop", "skip"))
         self.max_iters = positive_int(max_iters, "trainer.max_iters")
@@ -148,6 +157,8 @@ class Trainer:
         if positive_int(threads, "trainer.threads", allow_none=True):
             torch.set_num_threads(threads)  # runs side by side share the cores, not fight
         self.resume = resume
+        self.rewind = rewind
+        self.kept_before_first_save: dict[str, str] = {}
         self.grad_clip = positive_number(grad_clip, "trainer.grad_clip", allow_none=True)
         self.log_every = positive_int(log_every, "trainer.log_every")
         self.progress = progress
@@ -167,9 +178,12 @@ class Trainer:
         self.group = group
         self.device = process_device(self.device, group)
 
-    def resume_state(self, run_dir: Path) -> dict | None:
-        """The checkpoint to resume from (see ``resume``), or None for a fresh start. A
-        run folder that already holds another run is refused: nothing replaces it."""
+    def resume_state(self, run_dir: Path, config: dict | None = None) -> dict | None:
+        """The checkpoint to resume from (see ``resume``), or None for a fresh start.
+        Refused: a run folder that holds another run (nothing replaces it), a checkpoint
+        older than the folder's last.pt unless ``rewind`` (which keeps that last.pt as
+        ``last_iteration_N.pt``), and a ``config`` that changes what the checkpoint
+        decides (seg.engine.resume.FROM_CHECKPOINT)."""
         path = resume_path(self.resume, Path(run_dir))
         # rank 0 looks before any rank writes, and every rank gets its answer
         problem = broadcast_from_main(
@@ -181,6 +195,13 @@ class Trainer:
             return None
         state = load_checkpoint(path)
         state["path"] = str(path)
+        if config is not None:
+            refuse_changed_settings(state, config)
+        newest = newer_last_checkpoint(Path(run_dir), state)
+        if newest is not None and not self.rewind:
+            raise PathExists(rewind_message(Path(run_dir), state, newest))
+        if newest is not None:  # moved aside when the rewound run first saves
+            self.kept_before_first_save["last.pt"] = f"last_iteration_{newest}.pt"
         return state
 
     def fit(
@@ -237,7 +258,8 @@ class Trainer:
         evaluator = Evaluator(len(info.class_names), self.device, info.ignore_index,
                               precision=self.precision)
         run = Run(model, optimizer, scheduler, self.scaler, info, TrainingState(),
-                  Checkpointer(run_dir / "checkpoints", self.group.is_main),
+                  Checkpointer(run_dir / "checkpoints", self.group.is_main,
+                               self.kept_before_first_save),
                   lambda: evaluator(model, val_loader), hooks)
         if resume_from is not None:
             self.restore(run, resume_from)
@@ -298,9 +320,9 @@ class Trainer:
             return 0
         if self.on_nan == "stop":
             raise NonFiniteLoss(
-                f"loss is {loss_value} at iteration {iteration}; the last good checkpoint is "
-                f"kept in {run.checkpoints.folder}: lower optimizer.lr, set trainer.grad_clip, "
-                "or trainer.on_nan=skip to leave such batches out"
+                f"loss is {loss_value} at iteration {iteration}; {kept_checkpoint(run)}: "
+                "lower optimizer.lr, set trainer.grad_clip, or trainer.on_nan=skip to leave "
+                "such batches out"
             )
         log.warning("loss is %s at iteration %d: batch skipped (trainer.on_nan=skip)",
                     loss_value, iteration)
