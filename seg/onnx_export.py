@@ -3,11 +3,14 @@ the file's metadata, so that the file can be used without its checkpoint."""
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
 
 import torch
+
+from seg.files import write_file
 
 # The model needs ONNX Resize with half-pixel coordinates (opset 11); torch's TorchScript
 # exporter writes up to opset 20.
@@ -22,8 +25,10 @@ def checkpoint_metadata(state: dict) -> dict[str, str]:
 
 
 def export_onnx(model: torch.nn.Module, path: str | Path, opset: int = 18,
-                metadata: dict[str, str] | None = None) -> Path:
-    """Write ``model`` to ``path`` with dynamic batch, height and width."""
+                metadata: dict[str, str] | None = None, replace: bool = True) -> Path:
+    """Write ``model`` to ``path`` with dynamic batch, height and width. The graph is built
+    in memory and written once by :func:`seg.files.write_file` (never through a link, never
+    half-written); ``replace=False`` keeps an existing ``path``."""
     import onnx  # an optional dependency: only export needs it
 
     path = Path(path)
@@ -31,6 +36,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, opset: int = 18,
     model = model.eval().to("cpu", memory_format=torch.contiguous_format)
     sample = torch.randn(1, 3, 64, 64)
     dynamic = {0: "batch", 2: "height", 3: "width"}
+    graph_bytes = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         # torch exports F.pad (the upsamplers pad their input) with the pad widths reversed
         # by a step -1 Slice, then warns three times that its constant folding cannot
@@ -38,11 +44,10 @@ def export_onnx(model: torch.nn.Module, path: str | Path, opset: int = 18,
         # the cost is reversing 8 integers at run time: nothing a user can act on.
         warnings.filterwarnings("ignore", category=UserWarning,
                                 message="Constant folding - Only steps=1 can be constant folded")
-        torch.onnx.export(model, (sample,), str(path), input_names=["images"],
+        torch.onnx.export(model, (sample,), graph_bytes, input_names=["images"],
                           output_names=["logits"], opset_version=opset, dynamo=False,
                           dynamic_axes={"images": dynamic, "logits": dynamic})
-    graph = onnx.load(str(path))
+    graph = onnx.load_from_string(graph_bytes.getvalue())
     for key, value in (metadata or {}).items():
         graph.metadata_props.add(key=key, value=value)
-    onnx.save(graph, str(path))
-    return path
+    return write_file(path, graph.SerializeToString(), replace)

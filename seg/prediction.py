@@ -1,10 +1,18 @@
 """Predicting folders of images: same-size images batched together, and each image's mask
-and overlay written without replacing an input or (unless asked) an earlier result."""
+and overlay written without replacing an input or (unless asked) an earlier result.
+
+Images are decoded in folder order and at most ``batch_size`` of them are held at once, so
+memory is bounded by the batch, not by the folder; each batch's outputs are written as soon
+as it is through the model. Every output goes through :func:`seg.files.write_file`: never
+through a link, never half-written."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+import io
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -15,23 +23,89 @@ from tqdm import tqdm
 
 from seg.data.base import MAX_IMAGE_PIXELS, SampleError, read_image
 from seg.data.folder import IMAGE_SUFFIXES
-from seg.errors import BadValue, MissingPath, NotAFolder
+from seg.errors import BadValue, MissingPath, NotAFolder, PathExists
+from seg.files import refuse_unless_replaceable, write_file
 from seg.inference import Inference
 from seg.stored import model_from_checkpoint
 from seg.visualize import overlay_with_legend
 
+# What each image gives, after its name: the palette mask and the overlay.
+OUTPUT_SUFFIXES = (".png", "_overlay.jpg")
+SHOWN_SUFFIXES = 6  # a note names at most this many of the suffixes it skipped
 
-def image_files(source: str | Path) -> list[Path]:
-    """``source`` itself, or the images in the folder ``source``, sorted by name."""
+
+def counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+@dataclass
+class Inputs:
+    """The images to segment, the folder their output names are relative to, and what the
+    listing skipped, so that nothing is left out without a word."""
+
+    root: Path
+    files: list[Path] = field(default_factory=list)
+    subfolders: int = 0  # not entered (recursive=false)
+    folder_links: int = 0  # never followed: a link may lead back up (a loop) or anywhere
+    others: Counter[str] = field(default_factory=Counter)  # files of other types, by suffix
+
+    def note(self) -> str | None:
+        """One line of what was skipped and why, or None when nothing was."""
+        parts = []
+        if self.subfolders:
+            parts.append(f"{counted(self.subfolders, 'subfolder')} (recursive=true "
+                         "segments them)")
+        if self.folder_links:
+            parts.append(f"{counted(self.folder_links, 'link')} to folders (links to "
+                         "folders are not followed)")
+        if self.others:
+            suffixes = sorted(self.others)
+            shown = ", ".join(suffixes[:SHOWN_SUFFIXES]) + (
+                ", ..." if len(suffixes) > SHOWN_SUFFIXES else "")
+            parts.append(f"{counted(sum(self.others.values()), 'non-image file')} "
+                         f"({shown}; images are {', '.join(IMAGE_SUFFIXES)})")
+        return f"skipped in {self.root}: {' and '.join(parts)}" if parts else None
+
+
+def image_files(source: str | Path, recursive: bool = False, exclude: Path | None = None
+                ) -> Inputs:
+    """``source`` itself, or the images in the folder ``source`` (and, when ``recursive``,
+    in its subfolders), sorted by path. ``exclude`` is the output folder: when it lies
+    inside ``source``, its masks are not taken for inputs."""
     source = Path(source)
     if source.is_file():
-        return [source]
+        return Inputs(source.parent, [source])
     if not source.is_dir():
+        if os.path.lexists(source):
+            raise BadValue(f"input={source} is neither a file nor a folder (a device, a "
+                           "FIFO or a broken link): pass an image or a folder of them")
         raise MissingPath(f"input {source} not found: pass an image or a folder of them")
-    files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise MissingPath(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
-    return files
+    inputs = Inputs(source)
+    scan(source, inputs, recursive, exclude.resolve() if exclude is not None else None)
+    if not inputs.files:
+        note = inputs.note()
+        raise MissingPath(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}"
+                          + (f" ({note})" if note else ""))
+    return inputs
+
+
+def scan(folder: Path, inputs: Inputs, recursive: bool, exclude: Path | None) -> None:
+    """Add the images of ``folder`` to ``inputs``, and count what is skipped. A file with an
+    image's suffix is taken whatever it is (a FIFO, a device): the reader names it."""
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir():
+            if exclude is not None and entry.resolve() == exclude:
+                continue  # the output folder: seg's own masks
+            if not recursive:
+                inputs.subfolders += 1
+            elif entry.is_symlink():
+                inputs.folder_links += 1
+            else:
+                scan(entry, inputs, recursive, exclude)
+        elif entry.suffix.lower() in IMAGE_SUFFIXES:
+            inputs.files.append(entry)
+        else:
+            inputs.others[entry.suffix.lower() or "no suffix"] += 1
 
 
 class Predictor:
@@ -53,103 +127,151 @@ class Predictor:
         batch = (batch.float() / 255.0 - self.mean) / self.std
         return self.inference(self.model, batch).argmax(1).to(torch.uint8).cpu().numpy()
 
-    def write(self, labels: np.ndarray, image: np.ndarray, stem: str, output: Path,
-              alpha: float) -> None:
-        """``<stem>.png`` (a palette PNG, so that any viewer shows the classes in the
-        checkpoint's colours) and ``<stem>_overlay.jpg`` (``alpha`` of each object class's
-        colour over the image, outlined, the background untouched, with a legend below)."""
+    def encode(self, labels: np.ndarray, image: np.ndarray, alpha: float) -> dict[str, bytes]:
+        """The files of one image, by :data:`OUTPUT_SUFFIXES`: a palette PNG (so that any
+        viewer shows the classes in the checkpoint's colours) and a JPEG overlay (``alpha``
+        of each object class's colour over the image, outlined, the background untouched,
+        with a legend below). Encoded in memory, so that a write is one atomic step."""
         index = Image.fromarray(labels, mode="P")
         flat = self.palette.reshape(-1).tolist()
         index.putpalette(flat + [0] * (768 - len(flat)))
+        png = io.BytesIO()
+        index.save(png, format="PNG")
         overlay = overlay_with_legend(image, labels, self.palette, self.class_names, alpha)
-        overlay_bgr = cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)
-        write_or_fail(output / f"{stem}.png", lambda path: index.save(path))
-        write_or_fail(output / f"{stem}_overlay.jpg",
-                      lambda path: cv2.imwrite(str(path), overlay_bgr))
+        encoded, jpeg = cv2.imencode(".jpg", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        if not encoded:
+            raise RuntimeError("OpenCV could not encode an overlay as JPEG")
+        return dict(zip(OUTPUT_SUFFIXES, (png.getvalue(), jpeg.tobytes()), strict=True))
 
 
-def write_or_fail(path: Path, write: Callable[[Path], object]) -> None:
-    """Run ``write(path)``; a failed write (an error, or False from OpenCV) is an error."""
-    try:
-        written = write(path)
-    except (OSError, cv2.error) as error:
-        raise BadValue(f"cannot write {path} ({error}): check the output folder's free "
-                       "space and permissions") from None
-    if written is False:
-        raise BadValue(f"cannot write {path}: check the output folder's free space and "
-                       "permissions")
-
-
-def output_stems(files: list[Path]) -> dict[Path, str]:
-    """The name each image's outputs get: its stem, or ``<stem>_<suffix>`` where two
-    inputs share a stem (``x.jpg`` and ``x.png`` give ``x_jpg`` and ``x_png``)."""
-    counts = Counter(path.stem for path in files)
-    stems = {path: path.stem if counts[path.stem] == 1 else f"{path.stem}_{path.suffix[1:]}"
-             for path in files}
+def output_names(inputs: Inputs) -> dict[Path, str]:
+    """The name each image's outputs get, relative to the output folder: its path under
+    the input folder without the suffix, or ``<stem>_<suffix>`` where two inputs of one
+    folder share a stem (``x.jpg`` and ``x.png`` give ``x_jpg`` and ``x_png``)."""
+    relative = {path: path.relative_to(inputs.root) for path in inputs.files}
+    counts = Counter(name.with_suffix("") for name in relative.values())
+    names = {path: str(name.with_suffix("")) if counts[name.with_suffix("")] == 1
+             else f"{name.with_suffix('')}_{name.suffix[1:]}" for path, name in relative.items()}
     taken: dict[str, Path] = {}
-    for path, stem in stems.items():
-        if stem in taken:
-            raise BadValue(f"{taken[stem]} and {path} would both write {stem}.png: rename "
+    for path, name in names.items():
+        if name in taken:
+            raise BadValue(f"{taken[name]} and {path} would both write {name}.png: rename "
                            "one of them")
-        taken[stem] = path
-    return stems
+        taken[name] = path
+    return names
 
 
-def check_output(output: Path, files: list[Path], stems: Iterable[str], overwrite: bool
+def check_output(output: Path, files: list[Path], names: Iterable[str], overwrite: bool
                  ) -> None:
-    """Outputs never replace an input, nor (unless ``overwrite``) an earlier result."""
+    """Outputs never replace an input, nor (unless ``overwrite``) an earlier result, nor
+    anything but a plain file (no link, folder, device or hard link); subfolders of the
+    output are real folders, never links."""
     if output.exists() and not output.is_dir():
         raise NotAFolder(f"output={output} is a file: pass a folder for the masks")
-    target = output.resolve()
-    if any(path.resolve().parent == target for path in files):
-        raise BadValue(f"output={output} holds the input images: write the masks to "
-                       "another folder (outputs never replace inputs)")
-    if overwrite or not output.is_dir():
-        return
-    for stem in stems:
-        for name in (f"{stem}.png", f"{stem}_overlay.jpg"):
-            if (output / name).exists():
-                raise BadValue(f"output={output} already holds {name} of an earlier run: "
-                               "choose a new folder, or overwrite=true to replace them")
+    names = list(names)
+    held = {path.resolve().parent for path in files}
+    for folder in sorted({output / Path(name).parent for name in names}):
+        check_real_folders(output, folder)
+        if folder.resolve() in held:
+            raise BadValue(f"output={output} holds the input images: write the masks to "
+                           "another folder (outputs never replace inputs)")
+    inputs = identities(files)
+    for name in names:
+        for suffix in OUTPUT_SUFFIXES:
+            check_target(output / f"{name}{suffix}", output, inputs, overwrite)
 
 
-def make_folder(folder: Path) -> None:
-    """Create ``folder`` (and its parents); one that cannot be made is one line of error."""
+def identities(files: list[Path]) -> dict[tuple[int, int], Path]:
+    """Each input by (device, inode): what a link or a hard link to it also has."""
+    found = {}
+    for path in files:
+        try:
+            status = os.stat(path)
+        except OSError:
+            continue  # the reader names it
+        found[status.st_dev, status.st_ino] = path
+    return found
+
+
+def check_target(path: Path, output: Path, inputs: dict[tuple[int, int], Path],
+                 overwrite: bool) -> None:
+    """``path`` may be written: it is not an input under another name, and it is new or
+    (with ``overwrite``) a plain file."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise BadValue(f"cannot create output={folder} ({error.strerror}): choose a "
-                       "folder you can write to") from None
+        status = os.stat(path)  # through a link: where a write would land, were it followed
+    except OSError:
+        status = None  # absent, or a broken link (refused below)
+    if status is not None and (status.st_dev, status.st_ino) in inputs:
+        raise PathExists(f"{path} is the input {inputs[status.st_dev, status.st_ino]} (a "
+                         "link or a hard link to it): remove it, or choose another output folder")
+    if not overwrite and os.path.lexists(path):
+        raise BadValue(f"output={output} already holds {path.relative_to(output)} of an "
+                       "earlier run: choose a new folder, or overwrite=true to replace them")
+    refuse_unless_replaceable(path, replace=True)
+
+
+def check_real_folders(output: Path, folder: Path) -> None:
+    """Each existing folder from ``output`` down to ``folder`` is a real folder: a write
+    through a link there would land wherever it points (an input folder, say)."""
+    path = output
+    for part in folder.relative_to(output).parts:
+        path = path / part
+        if not os.path.lexists(path):
+            return
+        if path.is_symlink() or not path.is_dir():
+            raise PathExists(f"{path} is a link or a file, not a folder: seg writes masks "
+                             f"only into real folders; remove it or choose another output")
+
+
+def make_folders(output: Path, names: Iterable[str]) -> None:
+    """Create ``output`` and the subfolders ``names`` need; one that cannot be made is one
+    line of error, and each is checked again once made (it may have changed since)."""
+    for folder in sorted({output / Path(name).parent for name in names}):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise BadValue(f"cannot create output={folder} ({error.strerror}): choose a "
+                           "folder you can write to") from None
+        check_real_folders(output, folder)
 
 
 def same_size_batches(files: list[Path], batch_size: int, failed: list[str],
                       max_pixels: int = MAX_IMAGE_PIXELS
                       ) -> Iterator[list[tuple[Path, np.ndarray]]]:
-    """Decoded images in batches of one size; unreadable ones go to ``failed``."""
-    waiting: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = defaultdict(list)
+    """Decoded images in batches of one size, holding at most ``batch_size`` images: when
+    that many are held, the largest group of one size goes (the oldest of equal ones), so
+    a full batch goes at once and images of all different sizes go one by one. Unreadable
+    images go to ``failed``."""
+    waiting: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = {}
+    held = 0
     for path in files:
         try:
             image = read_image(path, max_pixels=max_pixels)
         except SampleError as error:
             failed.append(str(error))
             continue
-        group = waiting[image.shape[:2]]
-        group.append((path, image))
-        if len(group) == batch_size:
-            yield waiting.pop(image.shape[:2])
+        waiting.setdefault(image.shape[:2], []).append((path, image))
+        held += 1
+        if held == batch_size:
+            largest = max(waiting, key=lambda size: len(waiting[size]))  # first of equals
+            held -= len(waiting[largest])
+            yield waiting.pop(largest)
     yield from waiting.values()
 
 
-def predict_files(predictor: Predictor, files: list[Path], stems: dict[Path, str],
+def predict_files(predictor: Predictor, files: list[Path], names: dict[Path, str],
                   output: Path, batch_size: int, alpha: float,
-                  max_pixels: int = MAX_IMAGE_PIXELS, progress: bool = False) -> list[str]:
+                  max_pixels: int = MAX_IMAGE_PIXELS, progress: bool = False,
+                  replace: bool = False) -> list[str]:
     """Write the mask and overlay of each of ``files`` into ``output`` under its name in
-    ``stems``; return the problems of the images that could not be read (skipped)."""
+    ``names``, each batch as soon as it is through the model; ``replace`` lets them replace
+    plain files there. Return the problems of the images that could not be read (skipped)."""
     failed: list[str] = []
     with tqdm(total=len(files), desc="predict", disable=not progress) as bar:
         for batch in same_size_batches(files, batch_size, failed, max_pixels):
             labels = predictor.labels([image for _, image in batch])
             for (path, image), label in zip(batch, labels, strict=True):
-                predictor.write(label, image, stems[path], output, alpha)
+                for suffix, data in predictor.encode(label, image, alpha).items():
+                    write_file(output / f"{names[path]}{suffix}", data, replace)
             bar.update(len(batch))
     return failed

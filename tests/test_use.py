@@ -3,7 +3,9 @@ multi-scale with flip) and ONNX export, all from the checkpoint alone."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -125,9 +127,15 @@ def test_predict_fails_when_a_write_fails(checkpoint: Path, tmp_path: Path,
                                           monkeypatch) -> None:
     images = tmp_path / "images"
     random_images(images, "a.png")
-    monkeypatch.setattr("seg.prediction.cv2.imwrite", lambda *args: False)  # a full disk
-    with pytest.raises(ValueError, match="cannot write .*a_overlay.jpg"):
+
+    def full_disk(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("seg.files.os.fsync", full_disk)
+    with pytest.raises(ValueError, match="cannot write .*a.png .No space left on device; "):
         predict(predict_config(checkpoint, images, tmp_path / "out"))
+    assert list((tmp_path / "out").iterdir()) == []  # no partial file, no temporary one
+    monkeypatch.undo()
     file_output = tmp_path / "taken"
     file_output.write_text("a file")
     with pytest.raises(NotADirectoryError, match="output=.*taken is a file"):

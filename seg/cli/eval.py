@@ -3,7 +3,8 @@
 The checkpoint carries the resolved training config, so no dataset or model
 config is needed; ``dataset_root=PATH`` points it at the data elsewhere. The table is
 printed, and written with the confusion matrix to ``eval.json`` in ``output_dir``: the one
-file the command writes.
+file the command writes. An earlier ``eval.json`` there is kept unless ``overwrite=true``
+(checked before anything is evaluated), and a link there is never written through.
 
 Torch and the data pipeline are imported inside the functions that use them: they take
 seconds to load, which ``seg-eval --help`` has no use for.
@@ -22,8 +23,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from seg.checks import check_dataset_root
+from seg.checks import check_dataset_root, one_of
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
+from seg.errors import PathExists
 
 log = logging.getLogger("seg.eval")
 
@@ -47,6 +49,17 @@ def logged_every_tenth(batches: Iterable, total: int) -> Iterator:
             log.info("evaluated %d/%d batches", done, total)
 
 
+def check_output(path: Path, overwrite: bool) -> None:
+    """An earlier evaluation's ``eval.json`` is kept unless ``overwrite``; even then a link
+    or anything but a plain file is never replaced."""
+    from seg.files import refuse_unless_replaceable
+
+    if (path.is_symlink() or path.exists()) and not overwrite:
+        raise PathExists(f"{path} holds an earlier evaluation: choose another output_dir, "
+                         "or overwrite=true to replace it")
+    refuse_unless_replaceable(path, replace=True)
+
+
 def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path) -> dict:
     """Evaluate ``cfg.checkpoint``; print the table and write ``eval.json`` into
     ``output_dir``, saying where as the last line."""
@@ -54,9 +67,13 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path) -> dict:
     from seg.data.loader import build_loader
     from seg.distributed import init_distributed, process_device
     from seg.engine import evaluate, name_per_class, resolve_device
+    from seg.files import write_text
     from seg.metrics import format_table
     from seg.stored import dataset_from_stored, load_trained, model_from_checkpoint, stored_reader
 
+    path = Path(output_dir, "eval.json")
+    overwrite = one_of(cfg.overwrite, "overwrite", (True, False))
+    check_output(path, overwrite)  # before minutes of evaluation, not after them
     state = load_trained(cfg.checkpoint)
     root = cfg.dataset_root if cfg.dataset_root is not None else stored_reader(state)[1]["root"]
     check_dataset_root(root, key="dataset_root")
@@ -76,9 +93,9 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path) -> dict:
                  cfg.checkpoint, state["iteration"], root, cfg.split, cfg.inference.mode,
                  list(cfg.inference.scales), cfg.inference.flip,
                  format_table(metrics, state["class_names"]))
-        path = Path(output_dir, "eval.json")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(name_per_class(metrics, state["class_names"]), indent=2))
+        write_text(path, json.dumps(name_per_class(metrics, state["class_names"]), indent=2),
+                   replace=overwrite)
         log.info("wrote %s", path)
     return metrics
 

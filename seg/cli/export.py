@@ -3,7 +3,8 @@ graph with dynamic batch size, height and width.
 
 The checkpoint's class names, palette and normalisation go into the ONNX file's metadata
 (``class_names``, ``palette``, ``mean``, ``std`` as JSON), so that it can be used alone.
-That file is all the command writes.
+That file is all the command writes: whole or not at all, and never through a link;
+``overwrite=true`` replaces an existing plain file only.
 
 Torch and the model code are imported inside ``export``: they take seconds to load, which
 ``seg-export --help`` has no use for.
@@ -17,7 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from seg.checks import is_int
+from seg.checks import is_int, one_of
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
 from seg.errors import BadValue, IsAFolder, PathExists
 
@@ -28,6 +29,7 @@ FORMATS = ("onnx",)
 
 def export(cfg: DictConfig) -> Path:
     """Export ``cfg.checkpoint`` as ``cfg.format`` to ``cfg.output``; return the path."""
+    from seg.files import refuse_unless_replaceable
     from seg.onnx_export import OPSETS, checkpoint_metadata, export_onnx
     from seg.stored import load_trained, model_from_checkpoint
 
@@ -40,13 +42,15 @@ def export(cfg: DictConfig) -> Path:
     if output.is_dir():
         raise IsAFolder(f"output={output} is a folder: pass a file name such as "
                         f"{output / 'model.onnx'}")
-    if output.exists() and not cfg.overwrite:
+    overwrite = one_of(cfg.overwrite, "overwrite", (True, False))
+    if (output.is_symlink() or output.exists()) and not overwrite:
         raise PathExists(f"output={output} exists: choose a new file name, or "
                          "overwrite=true to replace it")
+    refuse_unless_replaceable(output, replace=True)  # a link, say: before the export, too
     state = load_trained(cfg.checkpoint)
     model = model_from_checkpoint(state, cfg.checkpoint)
     try:
-        path = export_onnx(model, output, cfg.opset, checkpoint_metadata(state))
+        path = export_onnx(model, output, cfg.opset, checkpoint_metadata(state), overwrite)
     except OSError as error:
         raise BadValue(f"cannot write output={output} ({error.strerror or error}): choose "
                        "a folder you can write to") from None

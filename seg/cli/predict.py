@@ -5,9 +5,12 @@ For each image, ``<stem>.png`` (class indices as a palette PNG of the input's si
 checkpoint's colours) and ``<stem>_overlay.jpg`` (the colours blended over the image).
 The checkpoint carries the classes, colours, normalisation and model config, so no
 dataset config is needed. An unreadable image is reported and skipped; the exit status
-is then 1. Outputs never replace an input: an output folder that holds the inputs is
-refused, and so are earlier results there unless ``overwrite=true``; two inputs with one
-stem (``x.jpg``, ``x.png``) write ``x_jpg.png`` and ``x_png.png``. Nothing else is written.
+is then 1. Subfolders are segmented with ``recursive=true`` (their outputs keep the
+subfolder); otherwise they, and files that are not images, are skipped with one line
+saying so. Outputs never replace an input (not even through a link or a hard link): an
+output folder that holds the inputs is refused, and so are earlier results there unless
+``overwrite=true``, which replaces only plain files, never links; two inputs with one stem
+(``x.jpg``, ``x.png``) write ``x_jpg.png`` and ``x_png.png``. Nothing else is written.
 
 Torch and the model code are imported inside ``predict``: they take seconds to load, which
 ``seg-predict --help`` has no use for.
@@ -23,7 +26,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from seg.checks import number_in, positive_int
+from seg.checks import number_in, one_of, positive_int
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
 
 log = logging.getLogger("seg.predict")
@@ -36,8 +39,8 @@ def predict(cfg: DictConfig) -> list[str]:
         Predictor,
         check_output,
         image_files,
-        make_folder,
-        output_stems,
+        make_folders,
+        output_names,
         predict_files,
     )
     from seg.stored import load_trained
@@ -45,19 +48,25 @@ def predict(cfg: DictConfig) -> list[str]:
     batch_size = positive_int(cfg.batch_size, "batch_size")
     alpha = number_in(cfg.overlay_alpha, "overlay_alpha", 0.0, 1.0)
     max_pixels = positive_int(cfg.max_image_pixels, "max_image_pixels")
-    files = image_files(cfg.input)
-    stems = output_stems(files)
+    recursive = one_of(cfg.recursive, "recursive", (True, False))
+    overwrite = one_of(cfg.overwrite, "overwrite", (True, False))
     output = Path(cfg.output)
-    check_output(output, files, stems.values(), cfg.overwrite)
+    inputs = image_files(cfg.input, recursive, exclude=output)
+    names = output_names(inputs)
+    check_output(output, inputs.files, names.values(), overwrite)
     predictor = Predictor(load_trained(cfg.checkpoint), resolve_device(cfg.device),
                           instantiate(cfg.inference))
-    make_folder(output)
-    failed = predict_files(predictor, files, stems, output, batch_size, alpha, max_pixels,
+    make_folders(output, names.values())
+    failed = predict_files(predictor, inputs.files, names, output, batch_size, alpha,
+                           max_pixels, replace=overwrite,
                            # a bar's redraws are noise in a pipe or log file
                            progress=cfg.progress and sys.stderr.isatty())
     for problem in failed:
         log.warning("skipped %s", problem)
-    log.info("%d of %d images segmented into %s", len(files) - len(failed), len(files), output)
+    total = len(inputs.files)
+    log.info("%d of %d images segmented into %s", total - len(failed), total, output)
+    if inputs.note():
+        log.info("%s", inputs.note())  # last, where it is seen
     return failed
 
 
