@@ -50,12 +50,17 @@ def free_space(folder: Path) -> str:
     raise AssertionError("unreachable")
 
 
-def os_error_of(error: BaseException) -> OSError | None:
-    """The operating system's error behind ``error``: itself, or what a library (torch's
-    writer raises RuntimeError) was handling when it failed."""
-    while error is not None and not isinstance(error, OSError):
+def behind(error: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The ``kind`` of error behind ``error``: itself, or what a library was handling when
+    it failed (torch's writer raises RuntimeError over a failed write, or over a Ctrl-C
+    that stopped it half-way)."""
+    while error is not None and not isinstance(error, kind):
         error = error.__cause__ or error.__context__
     return error
+
+
+def os_error_of(error: BaseException) -> OSError | None:
+    return behind(error, OSError)
 
 
 def write_failed(path: Path, error: BaseException) -> WriteFailed:
@@ -108,6 +113,8 @@ def write_file(path: str | Path, content: bytes | Callable[[BinaryIO], object],
             os.unlink(temporary)
         if isinstance(error, (OSError, RuntimeError)) and os_error_of(error) is not None:
             raise write_failed(path, error) from None
+        if behind(error, KeyboardInterrupt) is not None:
+            raise KeyboardInterrupt from None  # a second Ctrl-C: the previous file stays
         raise
     sync_folder(path.parent)
     return path

@@ -15,6 +15,8 @@ from seg.checks import one_of, positive_ints
 from seg.errors import BadValue
 
 MODES = ("whole", "slide")
+# test-time scales: mmsegmentation's are 0.5 to 1.75
+MIN_SCALE, MAX_SCALE = 0.25, 4.0
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,7 @@ class Inference:
         one_of(self.mode, "inference.mode", MODES)
         positive_ints(self.crop, "inference.crop")
         positive_ints(self.stride, "inference.stride")
-        if (not self.scales or not all(isinstance(s, int | float) for s in self.scales)
-                or min(self.scales) <= 0):
-            raise BadValue(f"inference.scales={list(self.scales)}: give one or more "
-                           "positive factors")
+        check_scales(self.scales)
 
     @property
     def augmented(self) -> bool:
@@ -86,6 +85,17 @@ class Inference:
                 total[..., top:top + crop_h, left:left + crop_w] += logits
                 counts[..., top:top + crop_h, left:left + crop_w] += 1
         return total / counts
+
+
+def check_scales(scales: object) -> None:
+    """One or more factors from MIN_SCALE to MAX_SCALE: a smaller one shrinks an image
+    to nothing (an error deep in torch), a larger one takes the memory of a giant image."""
+    numbers = isinstance(scales, Sequence) and not isinstance(scales, str) and all(
+        isinstance(s, int | float) and not isinstance(s, bool) for s in scales)
+    if not numbers or not scales or not all(MIN_SCALE <= s <= MAX_SCALE for s in scales):
+        shown = list(scales) if isinstance(scales, Sequence) else scales
+        raise BadValue(f"inference.scales={shown}: give one or more factors from "
+                       f"{MIN_SCALE:g} to {MAX_SCALE:g}, e.g. [0.75, 1.0, 1.25]")
 
 
 def pair(value: int | Sequence[int]) -> tuple[int, int]:

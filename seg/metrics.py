@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from seg.data.base import IGNORE_INDEX
 from seg.errors import BadValue
+from seg.text import printable
 
 
 class ConfusionMatrix:
@@ -85,7 +86,9 @@ class ConfusionMatrix:
 
 def format_table(metrics: dict, class_names: Sequence[str]) -> str:
     """A plain-text table: one row per class (IoU, accuracy, boundary F when present),
-    then the means."""
+    then the means. Class names are escaped (:func:`seg.text.printable`): they come
+    from data, and this table reaches terminals and train.log."""
+    class_names = [printable(name) for name in class_names]
     columns = [("IoU", "per_class_iou"), ("acc", "per_class_acc")]
     if "per_class_boundary_f" in metrics:
         columns.append(("bnd F", "per_class_boundary_f"))

@@ -89,6 +89,23 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_partial_one(tmp_pa
     assert sorted(path.name for path in tmp_path.iterdir()) == ["last.pt"]
 
 
+def test_a_second_ctrl_c_during_a_save_keeps_the_previous_file(tmp_path: Path) -> None:
+    target = tmp_path / "last.pt"
+    save_checkpoint(target, {"iteration": 1})
+
+    def interrupted_half_way(file) -> None:
+        file.write(b"half")
+        try:
+            raise KeyboardInterrupt
+        finally:  # what torch's writer does as it closes the archive it could not finish
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos")
+
+    with pytest.raises(KeyboardInterrupt):
+        write_file(target, interrupted_half_way)
+    assert load_checkpoint(target)["iteration"] == 1
+    assert [path.name for path in tmp_path.iterdir()] == ["last.pt"]
+
+
 def limit_file_size(limit: int):
     def limit_in_child() -> None:
         # past the limit a write fails with EFBIG, as on a full disk, instead of a signal

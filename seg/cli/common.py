@@ -5,8 +5,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
+import signal
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 from hydra.core.hydra_config import HydraConfig
@@ -22,20 +26,24 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
+    InterpolationResolutionError,
     InterpolationToMissingValueError,
     MissingMandatoryValue,
     OmegaConfBaseException,
 )
 
 from seg.cli.run_folder import (
+    holds_only_hydra_files,
     hydra_files_kept_unless_trained,
+    known_run_folder,
     register_run_dir_resolver,
     remove_unused_run_folder,
-    resumed_run_folder,
 )
 from seg.cli.sweeps import register_run_name_resolver
 from seg.data.resolvers import register_resolvers
 from seg.errors import UserError
+from seg.run_lock import holder_if_locked, in_use_message
+from seg.text import printable
 
 # seg.engine and seg.models (torch) are imported where they are used: a command's --help
 # then does not spend seconds loading them.
@@ -61,13 +69,6 @@ def one_line(message: str) -> str:
         return message
     last = message.strip().splitlines()[-1]
     return last.split(": ", 1)[1] if ": " in last else last
-
-
-def root_cause(error: BaseException) -> BaseException:
-    """Hydra wraps errors raised in constructors; the user needs the original one."""
-    while isinstance(error, InstantiationException) and error.__cause__ is not None:
-        error = error.__cause__
-    return error
 
 
 def report(line: str) -> None:
@@ -119,30 +120,171 @@ def exit_on_user_error(main: Callable) -> Callable:
     In a sweep the error is printed and the run is recorded as failed (:class:`RunFailed`):
     Hydra goes on with the others, then repeats the line and exits 1, again without a
     traceback. A stop signal (``TrainingInterrupted``: the checkpoint is saved) exits with
-    128 + the signal's number, ending a sweep too.
+    128 + the signal's number, ending a sweep too; so does a Ctrl-C before the training
+    loop took the signal over (:func:`interrupted`).
     """
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
-        from seg.engine import TrainingInterrupted
-
+        cfg = args[0] if args else None
         try:
             return main(*args, **kwargs)
-        except TrainingInterrupted as stop:
-            report(f"stopped: {stop}")
-            # the shell's convention for "ended by signal N"; in a sweep too, which a
-            # signal stops as a whole (SystemExit passes Hydra's per-run error handling)
-            sys.exit(128 + stop.signum)
-        except (MissingMandatoryValue, InterpolationToMissingValueError) as error:
-            fail(missing_value_line(error), args[0] if args else None)
-        except (*USER_ERRORS, InstantiationException) as error:
-            cause = root_cause(error)
-            if not isinstance(cause, USER_ERRORS):
-                raise
-            message = one_line(str(cause.args[0]) if len(cause.args) == 1 else str(cause))
-            fail(f"error: {message}", args[0] if args else None)
+        except KeyboardInterrupt:
+            interrupted(cfg)
+        except Exception as error:
+            stop_or_fail(error, cfg)
+            raise  # not the user's: a bug in seg keeps its traceback
 
     return wrapper
+
+
+def stop_or_fail(error: Exception, cfg: object) -> None:
+    """Exit as :func:`exit_on_user_error` says when ``error`` is a stop signal's or the
+    user's; return when it is neither (a bug)."""
+    from seg.engine import TrainingInterrupted  # torch: only once a command runs
+
+    if isinstance(error, TrainingInterrupted):
+        report(f"stopped: {error}")
+        # the shell's convention for "ended by signal N"; in a sweep too, which a
+        # signal stops as a whole (SystemExit passes Hydra's per-run error handling)
+        sys.exit(128 + error.signum)
+    line = user_error_line(error, cfg)
+    if line is not None:
+        fail(line, cfg)
+
+
+def user_error_line(error: Exception, cfg: object) -> str | None:
+    """The one line for an error the user can fix (a setting, a file, an override), or
+    None for a bug."""
+    if isinstance(error, MissingMandatoryValue | InterpolationToMissingValueError):
+        return missing_value_line(error)
+    cause = root_cause(error)
+    if isinstance(cause, USER_ERRORS):
+        return "error: " + one_line(str(cause.args[0]) if len(cause.args) == 1 else str(cause))
+    if isinstance(error, InterpolationResolutionError):
+        return interpolation_line(error)
+    if isinstance(error, ConfigAttributeError | ConfigKeyError):
+        return deleted_key_line(error.full_key or "")
+    if isinstance(error, InstantiationException) and isinstance(cause, TypeError):
+        return argument_line(error, cause, cfg)
+    return None
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """Hydra wraps errors raised in constructors, OmegaConf those raised in resolvers
+    (``${seg.folder_classes:...}`` reading a bad classes.yaml; raised while handling the
+    original, not from it): the user needs the original one."""
+    while True:
+        if isinstance(error, InstantiationException) and error.__cause__ is not None:
+            error = error.__cause__
+        elif isinstance(error, InterpolationResolutionError) and (
+                error.__cause__ or error.__context__) is not None:
+            error = error.__cause__ or error.__context__
+        else:
+            return error
+
+
+def interpolation_line(error: InterpolationResolutionError) -> str:
+    """A setting whose ``${...}`` cannot be resolved: an unset environment variable
+    (``${oc.env:NAME}``), a key that is not there (or that an override deleted)."""
+    key = error.full_key or "a setting"
+    cause = root_cause(error)
+    message = str(cause).splitlines()[0].strip("\"'")
+    variable = re.fullmatch(r"Environment variable '(.+)' not found", message)
+    if variable:
+        name = printable(variable[1])
+        return (f"error: {key}: the environment variable {name} is not set: export "
+                f"{name}=VALUE, or give a default, ${{oc.env:{name},DEFAULT}}")
+    missing = re.fullmatch(r"Interpolation key '(.+)' not found", message)
+    if missing:
+        return deleted_key_line(missing[1]) or (
+            f"error: {key}: its ${{{printable(missing[1])}}} names no setting: fix that "
+            "interpolation (--cfg job prints every key)")
+    return f"error: {key}: cannot resolve its value ({printable(message)}): fix that setting"
+
+
+def task_overrides() -> list[str]:
+    """The command line's overrides of this run (a sweep's: this run's values), as typed:
+    unresolved (``seed=${nosuch}`` is one)."""
+    if not HydraConfig.initialized():
+        return []
+    return [str(o) for o in OmegaConf.to_container(HydraConfig.get().overrides.task)]
+
+
+def deleted_key_line(key: str) -> str | None:
+    """``key``, which seg reads, was deleted by an override (``~trainer``,
+    ``~trainer.max_iters``); None when no override did (a bug in seg)."""
+    for override in task_overrides():
+        deleted = override[1:].split("=", 1)[0] if override.startswith("~") else None
+        if deleted and (key == deleted or key.startswith(f"{deleted}.")):
+            return (f"error: {key} is needed, but the override {override} deleted it: drop "
+                    f"{override} (to change a setting, give it a value: {deleted}=...)")
+    return None
+
+
+def argument_line(error: InstantiationException, cause: TypeError, cfg: object) -> str | None:
+    """A config node whose keys its ``_target_`` does not take (``+trainer.foo=1``), or
+    that lacks one it needs; None for any other TypeError (a bug in seg)."""
+    node = re.search(r"full_key: (\S+)", str(error))
+    target = re.search(r"target '([^']+)'", str(error))
+    unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+    missing = re.search(r"missing \d+ required \w+ arguments?: '(\w+)'", str(cause))
+    if node is None or (unexpected or missing) is None:
+        return None
+    where = f"{node[1]} ({target[1]})" if target else node[1]
+    if missing:
+        return f"error: {node[1]}.{missing[1]} is not set: {where} needs it; pass " \
+               f"{node[1]}.{missing[1]}=VALUE"
+    key = f"{node[1]}.{unexpected[1]}"
+    given = [o for o in task_overrides() if o.lstrip("+").split("=", 1)[0] == key]
+    settings = OmegaConf.select(cfg, node[1]) if isinstance(cfg, DictConfig) else None
+    known = [k for k in (settings or {}) if not str(k).startswith("_") and k != unexpected[1]]
+    return (f"error: {key} is not a setting of {where}: remove "
+            f"{given[0] if given else 'it'}; its settings are {', '.join(map(str, known))}")
+
+
+def interrupted(cfg: object) -> NoReturn:
+    """Ctrl-C outside the training loop (which turns a first one into a checkpoint and a
+    stop, see seg.engine.signals): one line and the shell's 130, no traceback, ending a
+    sweep too. A run folder that holds nothing but Hydra's files goes, as after an error."""
+    if HydraConfig.initialized() and run_folder_unused():
+        report("interrupted before training started; nothing was written")
+    else:
+        report("interrupted (Ctrl-C): what was written so far is kept")
+    if not in_sweep():
+        remove_unused_run_folder(cfg if isinstance(cfg, DictConfig) else None)
+    sys.exit(128 + signal.SIGINT)
+
+
+def run_folder_unused() -> bool:
+    """Whether this run's folder (not the working folder) holds only Hydra's files."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if not run_dir.is_dir() or Path.cwd().resolve().is_relative_to(run_dir.resolve()):
+        return False
+    return holds_only_hydra_files(run_dir, hydra_cfg.job.name)
+
+
+def interrupts_reported(config_name: str) -> Callable[[Callable], Callable]:
+    """Decorates a command: a Ctrl-C while it starts, before Hydra runs the task (which
+    reports its own, :func:`interrupted`), is one line and exit status 130. Nothing has
+    been written then, but where Hydra made a run folder, it goes."""
+    started = "training" if config_name == "train" else f"seg-{config_name}"
+
+    def decorate(command: Callable[[], object]) -> Callable[[], object]:
+        @functools.wraps(command)
+        def reported() -> object:
+            try:
+                return command()
+            except KeyboardInterrupt:
+                print(f"interrupted before {started} started; nothing was written",
+                      file=sys.stderr)
+                remove_unused_run_folder(None)
+                sys.exit(128 + signal.SIGINT)
+
+        return reported
+
+    return decorate
 
 
 def config_error_line(error: Exception) -> str:
@@ -178,12 +320,42 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
 
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            return compose(config_name=config_name, overrides=argv)
+            cfg = compose(config_name=config_name, overrides=argv, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as error:
         if isinstance(error, InstantiationException):
             return None
-        print(f"error: {config_error_line(error)}", file=sys.stderr)
-        sys.exit(1)
+        refuse(config_error_line(error))
+    check_run_dir(cfg)
+    return cfg
+
+
+def refuse(line: str) -> NoReturn:
+    """An error found before Hydra starts the run: one line, exit 1, nothing written."""
+    print(f"error: {line}", file=sys.stderr)
+    sys.exit(1)
+
+
+def check_run_dir(cfg: DictConfig) -> None:
+    """Hydra makes ``hydra.run.dir`` and writes .hydra/ into it before the command runs,
+    and reports a failure there as a traceback: try it first (a file in the way, a folder
+    that cannot be written: /proc, a read-only disk) for one line naming the setting."""
+    try:
+        run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir", throw_on_missing=True)))
+    except InterpolationResolutionError as error:
+        refuse(interpolation_line(error).removeprefix("error: "))
+    folder = run_dir
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent  # the first that exists: where Hydra's mkdir begins
+    if not folder.is_dir():
+        refuse(f"hydra.run.dir={run_dir}: {folder} is not a folder: choose another "
+               "hydra.run.dir")
+    if folder == run_dir and OmegaConf.select(cfg, "hydra.output_subdir") is None:
+        return  # there, and Hydra writes nothing into it (seg-predict's, seg-eval's ".")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".seg-write-test-", dir=folder))
+    except OSError as error:
+        refuse(f"hydra.run.dir={run_dir}: cannot make a folder in {folder} "
+               f"({error.strerror}): choose a hydra.run.dir where you can write")
 
 
 def overrides_checked(config_name: str) -> Callable[[Callable], Callable]:
@@ -192,13 +364,17 @@ def overrides_checked(config_name: str) -> Callable[[Callable], Callable]:
 
     def decorate(hydra_main: Callable[[], object]) -> Callable[[], object]:
         @functools.wraps(hydra_main)
+        @interrupts_reported(config_name)
         def command() -> object:
             cfg = check_overrides(config_name, sys.argv[1:])
             if any(arg in ("-m", "--multirun") for arg in sys.argv[1:]):
                 return sweep_without_tracebacks(hydra_main)
-            resumed = None if cfg is None else resumed_run_folder(
-                OmegaConf.select(cfg, "trainer.resume"))
-            with hydra_files_kept_unless_trained(resumed):  # a resume that fails at once
+            folder = known_run_folder(cfg, sys.argv[1:])
+            if folder is not None and (holder := holder_if_locked(folder)) is not None:
+                # before Hydra writes its files there: the run in it owns them
+                print(f"error: {in_use_message(folder, holder)}", file=sys.stderr)
+                sys.exit(1)
+            with hydra_files_kept_unless_trained(folder):  # a run that fails at once
                 return hydra_main()
 
         return command

@@ -24,6 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from seg.errors import UserError
+
 OUTPUTS = {"compare.md", "compare.csv", "summary.csv", "per_class.csv", "curves.png",
            "compare.png", "examples.png"}
 
@@ -50,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweep_dir, status = run_study(args.overrides)
     try:
         report = aggregate(sweep_dir)
-    except FileNotFoundError as error:
+    except (UserError, OSError) as error:  # a missing folder, an unreadable run's file
         parser.exit(1, f"error: {error}\n")
     print(report.read_text())
     written = sorted(p.name for p in sweep_dir.glob("*.*") if p.name in OUTPUTS)

@@ -34,33 +34,122 @@ from seg.data.base import (
     require_dir,
 )
 from seg.errors import BadValue, MissingPath
+from seg.text import printable, shown
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 HINT = "set dataset.root to a folder with images/, masks/ and classes.yaml (see data/README.md)"
+
+
+MAX_CLASSES_BYTES = 1 << 20  # a classes.yaml of 255 classes is a few kB
+MAX_NAME_LENGTH = 100  # a table column, a TensorBoard tag: a name, not a paragraph
+COLOR_FIX = "expected [r, g, b] with 0-255 each"
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases (``*name``): a few hundred bytes of nested
+    aliases expand to gigabytes once read (a "billion laughs"), and a list of classes has
+    no use for them."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not accepted: write the value out", mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml(path: Path) -> object:
+    """The content of a small YAML file, without aliases; one line naming the file on any
+    problem (too large, not UTF-8, bad syntax, an alias)."""
+    if path.stat().st_size > MAX_CLASSES_BYTES:
+        raise BadValue(f"{path}: {path.stat().st_size} bytes, more than a list of classes "
+                       f"takes (at most {MAX_CLASSES_BYTES}); check the file")
+    try:
+        return yaml.load(path.read_text(encoding="utf-8-sig"), Loader=NoAliasLoader)
+    except UnicodeDecodeError:
+        raise BadValue(f"{path}: not UTF-8 text; save it as plain UTF-8") from None
+    except RecursionError:  # PyYAML composes nested lists recursively
+        raise BadValue(f"{path}: nested too deeply to be a list of classes; check the "
+                       "file") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise BadValue(f"{path}: not valid YAML ({where}{printable(problem)}); fix it "
+                       "(see data/README.md)") from None
 
 
 def read_classes(root: str | Path) -> dict:
     """``{"names": [...], "colors": [[r, g, b], ...] or None, "ignore_color": ...}`` of
-    ``root/classes.yaml``; a malformed file is an error naming the file and the fix."""
+    ``root/classes.yaml``. Everything later commands rely on is checked here, so that a
+    file that trains also predicts, evaluates and exports: a malformed one is one line
+    naming the file, the key and the fix."""
     path = require_dir(Path(root), "dataset root", HINT) / "classes.yaml"
     if not path.is_file():
         raise MissingPath(f"{path} not found: list the classes there, e.g. "
                           "`classes: [{name: background, color: [0, 0, 0]}, ...]`")
-    try:
-        content = yaml.safe_load(path.read_text()) or {}
-        names = [str(entry["name"]) for entry in content["classes"]]
-        colors = [[int(c) for c in entry["color"]] for entry in content["classes"]
-                  if "color" in entry]
-        ignore = content.get("ignore_color")
-    except (yaml.YAMLError, KeyError, TypeError, ValueError) as error:
-        raise BadValue(f"{path}: expected `classes:` as a list of {{name, color}} "
-                       f"entries ({error!r})") from None
-    if colors and len(colors) != len(names):
-        raise BadValue(f"{path}: give every class a color, or none")
-    if not names or len(names) > IGNORE_INDEX:
-        raise BadValue(f"{path}: list between 1 and 255 classes")
-    return {"names": names, "colors": colors or None,
-            "ignore_color": None if ignore is None else [int(c) for c in ignore]}
+    content = load_yaml(path)
+    entries = content.get("classes") if isinstance(content, dict) else None
+    if not isinstance(entries, list) or not 0 < len(entries) <= IGNORE_INDEX:
+        raise BadValue(f"{path}: expected `classes:` as a list of 1 to {IGNORE_INDEX} "
+                       "{name, color} entries, e.g. "
+                       "`classes: [{name: background, color: [0, 0, 0]}, ...]`")
+    names = [class_name(entry, f"classes[{index}]", path) for index, entry in enumerate(entries)]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise BadValue(f"{path}: class {printable(repeated[0])!r} is listed twice; give each "
+                       "class its own name")
+    colors = class_colors(entries, path)
+    ignore = content.get("ignore_color")
+    if ignore is not None:
+        ignore = rgb(ignore, "ignore_color", path)
+        if colors and ignore in colors:
+            raise BadValue(f"{path}: ignore_color {ignore} is also classes"
+                           f"[{colors.index(ignore)}].color; give pixels to ignore a colour "
+                           "no class has")
+    return {"names": names, "colors": colors, "ignore_color": ignore}
+
+
+def class_name(entry: object, key: str, path: Path) -> str:
+    """The ``name`` of a classes.yaml entry: a non-empty, printable string of at most
+    MAX_NAME_LENGTH characters."""
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise BadValue(f"{path}: {key}: expected {{name: ..., color: [r, g, b]}}, got "
+                       f"{shown(entry)}")
+    name = entry["name"]
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
+        raise BadValue(f"{path}: {key}.name: expected a text of 1 to {MAX_NAME_LENGTH} "
+                       f"characters, got {shown(name)}; quote it if it is a number")
+    if not name.isprintable():
+        raise BadValue(f"{path}: {key}.name {shown(name)} holds characters that do not "
+                       "print (controls, escapes, line breaks); remove them")
+    return name
+
+
+def class_colors(entries: list, path: Path) -> list[list[int]] | None:
+    """The ``color`` of every entry (None when no entry has one), each an [r, g, b] no
+    other class has: a colour mask maps each colour to one class."""
+    if not any("color" in entry for entry in entries):
+        return None
+    missing = [index for index, entry in enumerate(entries) if "color" not in entry]
+    if missing:
+        raise BadValue(f"{path}: classes[{missing[0]}] has no color: give every class a "
+                       "color, or none")
+    colors = [rgb(entry["color"], f"classes[{index}].color", path)
+              for index, entry in enumerate(entries)]
+    for index, color in enumerate(colors):
+        if colors.index(color) != index:
+            raise BadValue(f"{path}: classes[{index}].color {color} is also classes"
+                           f"[{colors.index(color)}].color; give each class its own colour")
+    return colors
+
+
+def rgb(value: object, key: str, path: Path) -> list[int]:
+    """``value`` if it is [r, g, b], three integers from 0 to 255."""
+    if not (isinstance(value, list) and len(value) == 3
+            and all(type(c) is int and 0 <= c <= 255 for c in value)):
+        raise BadValue(f"{path}: {key}: {COLOR_FIX}, got {shown(value)}")
+    return value
 
 
 def split_stems(stems: Sequence[str], split: str, val_fraction: float, seed: int) -> list[str]:

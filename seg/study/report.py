@@ -31,6 +31,7 @@ from seg.study.stats import (
     speed_verdicts,
     summarize,
 )
+from seg.text import printable
 
 # compare.csv's scalar columns, per run and evaluation (then iou/<class>, boundary_f/<class>)
 CSV_METRICS = ("mIoU", "pixel_acc", "mean_acc", "boundary_f", "boundary_iou", "checkerboard")
@@ -196,8 +197,9 @@ def per_class_section(rows: list[dict]) -> list[str]:
     classes = list(dict.fromkeys(name for _, name, _ in cells))
     header = ["class"] + [f"{decoder} {title} diff [CI]" for decoder in decoders
                           for title in ("IoU", "boundary F")]
-    body = [[name] + [interval_text(cells.get((decoder, name, metric)), digits=1, bold=True)
-                      for decoder in decoders for metric in PER_CLASS_METRICS]
+    body = [[printable(name)]  # a class name from data: escaped, as compare prints it
+            + [interval_text(cells.get((decoder, name, metric)), digits=1, bold=True)
+               for decoder in decoders for metric in PER_CLASS_METRICS]
             for name in classes]
     return [f"## Where the gain is: {shown} - {FIXED} per class", "",
             "At the end, paired by seed, in percentage points with the 95 % t interval; bold "

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from seg.errors import BadValue
+
 ENCODER_DIR = "pretrained_encoder"  # in the sweep folder, beside the numbered runs
 
 
@@ -40,7 +42,7 @@ def load_runs(sweep_dir: Path) -> tuple[list[dict], list[str]]:
             changes = " ".join(OmegaConf.load(overrides)) if overrides.is_file() else ""
             failed.append(f"{run_dir.name} ({changes})" if changes else run_dir.name)
             continue
-        metrics = json.loads(metrics_file.read_text())
+        metrics = read_metrics(metrics_file)
         runs.append({
             "run_dir": run_dir,
             "config": cfg,
@@ -52,6 +54,20 @@ def load_runs(sweep_dir: Path) -> tuple[list[dict], list[str]]:
             "max_iters": run_length(metrics, cfg),
         })
     return runs, failed
+
+
+def read_metrics(path: Path) -> dict:
+    """A run's metrics.json; one line naming it when it is not a JSON object (a run
+    killed while writing it, a file edited by hand)."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BadValue(f"{path}: not valid JSON ({error}): rerun that run, or delete the "
+                       "file to list the run as failed") from None
+    if not isinstance(metrics, dict):
+        raise BadValue(f"{path}: holds a {type(metrics).__name__}, not the metrics seg-train "
+                       "writes: rerun that run, or delete the file to list the run as failed")
+    return metrics
 
 
 def run_length(metrics: dict, cfg: DictConfig) -> int:
