@@ -17,8 +17,9 @@ Nothing is downloaded: fetch the archives first (data/README.md says where), the
 
 Each command skips what is already there (--force redoes it) and ends with the overrides
 to pass to seg-train. A problem (missing archive, unexpected content) is one line on stderr
-and exit status 1. Archives are checked whole before anything is written: a link, a device or
-a path leading outside --out means the archive is refused.
+and exit status 1. Archives are checked whole before anything is written: a link, a device,
+a path leading outside --out or a size no published archive has (a decompression bomb) means
+the archive is refused. A failed extraction (a full disk) removes the file it was writing.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from seg.data.base import SampleError, describe_values, read_label_image
 from seg.data.cityscapes import label_id_lut
 from seg.data.palette import flat_palette
 from seg.data.voc import TRAIN_AUG_LIST, read_sbd_mat, train_aug_ids
+from seg.files import free_space
 
 T = TypeVar("T")
 PROGRESS_EVERY = 500  # files between two progress lines
@@ -145,15 +147,63 @@ ZIP_SPECIAL_MEMBERS = {stat.S_IFLNK: "a symbolic link", stat.S_IFCHR: "a device"
                        stat.S_IFSOCK: "a socket"}
 NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # Windows has none
 
+# Sizes no published archive comes near, refused from the members' declared sizes before
+# anything is written (and counted again while writing, against a header that lies): the
+# largest, Cityscapes' leftImg8bit, is 11 GB extracted, ADE20K's zip 1 GB, and no file in
+# them reaches 100 MB. Photos and PNG masks barely compress, so a member (or a whole
+# compressed tar) expanding more than MAX_COMPRESSION_RATIO times is a decompression bomb;
+# below RATIO_FROM_BYTES (text lists compress well) the ratio is not checked.
+MAX_EXTRACTED_BYTES = 64 << 30
+MAX_MEMBER_BYTES = 4 << 30
+MAX_COMPRESSION_RATIO = 200
+RATIO_FROM_BYTES = 4 << 20
+COPY_CHUNK_BYTES = 1 << 20
+
 
 @dataclass(frozen=True)
 class Member:
-    """An archive member: its name, why it cannot be extracted (None: it can), and for a
-    file, how to read its bytes (None for a folder)."""
+    """An archive member: its name, why it cannot be extracted (None: it can), for a file
+    how to read its bytes (None for a folder), its declared size and, in a zip, its
+    compressed size."""
 
     name: str
     problem: str | None
     read: Callable[[], IO[bytes]] | None
+    size: int = 0
+    packed: int | None = None
+
+
+@dataclass
+class SizeBudget:
+    """The declared sizes of an archive's members, counted against the limits as the
+    archive is listed: a compressed tar's listing decompresses it, so a bomb is stopped
+    after reading about MAX_COMPRESSION_RATIO times its size."""
+
+    archive: Path
+    archive_bytes: int
+    total: int = 0
+
+    def add(self, member: Member) -> None:
+        self.total += member.size
+        if member.size > MAX_MEMBER_BYTES:
+            self.refuse(member, f"{member.size:,} bytes, over the limit of "
+                                f"{MAX_MEMBER_BYTES:,} for one file")
+        if member.packed is not None and expands_too_much(member.size, member.packed):
+            self.refuse(member, f"a decompression bomb: {member.packed:,} bytes expand to "
+                                f"{member.size:,}")
+        if self.total > MAX_EXTRACTED_BYTES:
+            self.refuse(member, f"the archive expands to over {MAX_EXTRACTED_BYTES:,} bytes")
+        if expands_too_much(self.total, self.archive_bytes):
+            self.refuse(member, f"a decompression bomb: the archive's {self.archive_bytes:,} "
+                                f"bytes expand to over {self.total:,}")
+
+    def refuse(self, member: Member, reason: str) -> None:
+        raise PrepareError(f"{self.archive}: refusing to extract member {member.name!r} "
+                           f"({reason}); the archive is damaged or not the published file")
+
+
+def expands_too_much(size: int, packed: int) -> bool:
+    return size > RATIO_FROM_BYTES and size > MAX_COMPRESSION_RATIO * max(packed, 1)
 
 
 def tar_member_problem(member: tarfile.TarInfo) -> str | None:
@@ -210,23 +260,62 @@ def extract_members(archive: Path, out: Path, members: Sequence[Member]) -> None
             path.mkdir(parents=True, exist_ok=True)
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
+        write_member(archive, member, path)
+
+
+def write_member(archive: Path, member: Member, path: Path) -> None:
+    """Write ``member`` to ``path``, no more bytes than it declares. A failure (a full disk,
+    a header that lies) removes the partial file and is one line naming the member and the
+    free space."""
+    try:
         with member.read() as source, open(path, "wb", opener=open_no_follow) as target:
-            shutil.copyfileobj(source, target)
+            if not copy_at_most(source, target, member.size):
+                raise PrepareError(f"{archive}: member {member.name!r} holds more than the "
+                                   f"{member.size:,} bytes its header declares; the archive "
+                                   "is damaged or not the published file")
+    except BaseException as error:
+        path.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise PrepareError(f"{archive}: cannot extract member {member.name!r} to {path} "
+                               f"({error.strerror or error}; {free_space(path.parent)}); free "
+                               "some space or choose another --out, and run again") from None
+        raise
+
+
+def copy_at_most(source: IO[bytes], target: IO[bytes], limit: int) -> bool:
+    """Copy ``source`` into ``target``; False, as soon as it is known, when ``source`` holds
+    more than ``limit`` bytes."""
+    written = 0
+    while chunk := source.read(COPY_CHUNK_BYTES):
+        written += len(chunk)
+        if written > limit:
+            return False
+        target.write(chunk)
+    return True
 
 
 def extract_tar(archive: Path, out: Path) -> None:
+    budget = SizeBudget(archive, archive.stat().st_size)
     with tarfile.open(archive) as tar:
-        members = [Member(member.name, tar_member_problem(member),
-                          None if member.isdir() else partial(tar.extractfile, member))
-                   for member in tar.getmembers()]
+        members = []
+        for info in tar:  # not getmembers(): a bomb is stopped while it is listed
+            member = Member(info.name, tar_member_problem(info),
+                            None if info.isdir() else partial(tar.extractfile, info),
+                            info.size if info.isreg() else 0)
+            budget.add(member)
+            members.append(member)
         extract_members(archive, out, members)
 
 
 def extract_zip(archive: Path, out: Path) -> None:
+    budget = SizeBudget(archive, archive.stat().st_size)
     with zipfile.ZipFile(archive) as zip_file:
-        members = [Member(member.filename, zip_member_problem(member),
-                          None if member.is_dir() else partial(zip_file.open, member))
-                   for member in zip_file.infolist()]
+        members = [Member(info.filename, zip_member_problem(info),
+                          None if info.is_dir() else partial(zip_file.open, info),
+                          info.file_size, info.compress_size)
+                   for info in zip_file.infolist()]
+        for member in members:
+            budget.add(member)
         extract_members(archive, out, members)
 
 

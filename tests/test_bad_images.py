@@ -110,12 +110,13 @@ def test_an_opencv_error_is_a_sample_error(tmp_path: Path, monkeypatch) -> None:
 
 def test_odd_image_modes_decode_as_before(tmp_path: Path) -> None:
     """The header check reads PIL's (width, height): it must not refuse or change what
-    OpenCV decodes (EXIF rotation swaps the sides, 16-bit keeps the high byte)."""
+    OpenCV decodes (EXIF rotation is not applied: the stored sides, as PIL reads them;
+    16-bit keeps the high byte)."""
     rgb = np.random.default_rng(0).integers(0, 256, (30, 20, 3), dtype=np.uint8)
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
     Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif)
-    assert read_image(tmp_path / "rotated.jpg").shape == (20, 30, 3)
+    assert read_image(tmp_path / "rotated.jpg").shape == (30, 20, 3)
 
     deep = np.random.default_rng(1).integers(0, 65536, (30, 20)).astype(np.uint16)
     Image.fromarray(deep).save(tmp_path / "deep.png")

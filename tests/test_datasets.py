@@ -251,6 +251,26 @@ def test_folder_and_sbd_lists_refuse_ids_outside_the_root(tmp_path: Path) -> Non
         VOCAugSegmentation(voc, sbd, "train_aug")
 
 
+def test_a_bom_at_the_start_of_a_split_file_is_dropped(tmp_path: Path) -> None:
+    root = make_voc(tmp_path / "VOC2012")
+    split_file = root / "ImageSets" / "Segmentation" / "train.txt"
+    split_file.write_text("\ufeff" + split_file.read_text(), encoding="utf-8")
+    assert VOCSegmentation(root, "train").ids[0] == "2007_000000"
+
+
+@pytest.mark.parametrize("character", ["\ufeff", "\u200b", "\x1b"])
+def test_an_id_that_does_not_print_is_refused_naming_the_line(tmp_path: Path,
+                                                              character: str) -> None:
+    root = make_voc(tmp_path / "VOC2012")
+    split_file = root / "ImageSets" / "Segmentation" / "train.txt"
+    split_file.write_text(f"2007_000000\n2007_{character}000001\n", encoding="utf-8")
+    with pytest.raises(ValueError) as raised:
+        VOCSegmentation(root, "train")
+    assert str(raised.value) == (f"{split_file}, line 2: id {'2007_' + character + '000001'!r} "
+                                 "holds a character that does not print; remove it (save "
+                                 "the file as plain UTF-8 text)")
+
+
 def test_a_root_that_is_a_file_says_so(tmp_path: Path) -> None:
     archive = tmp_path / "dataset.zip"
     archive.write_bytes(b"PK\x05\x06")
@@ -324,6 +344,22 @@ def test_check_lists_an_empty_image_and_a_duplicate_id(tmp_path: Path, capsys) -
     assert "val: 2 samples, 2 ok, 0 problem(s)" in out
 
 
+def test_check_shows_20_problems_per_split_and_a_summary(tmp_path: Path, capsys) -> None:
+    root = make_voc(tmp_path / "VOC2012")
+    split_file = root / "ImageSets" / "Segmentation" / "train.txt"
+    missing = [f"gone_{n:03d}" for n in range(30)]
+    split_file.write_text(split_file.read_text() + "".join(f"{i}\n" for i in missing))
+    (root / "SegmentationClass" / "2007_000000.png").write_bytes(b"")
+    code = seg_data(["check", "dataset=voc", f"dataset.root={root}", "dataset.num_workers=0"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert "train: 34 samples, 3 ok, 31 problem(s)" in lines and "31 problem(s):" in lines
+    assert sum(line.startswith("  [train] ") for line in lines) == 20
+    assert "  ... and 11 more in train" in lines
+    assert lines[-1] == ("summary: train: 31 problem(s) (30 missing files, 1 unreadable "
+                         "files)")
+
+
 def test_check_a_root_that_is_a_file(tmp_path: Path, capsys) -> None:
     archive = tmp_path / "VOC2012.tar"
     archive.write_bytes(b"not a folder")
@@ -346,7 +382,7 @@ def test_check_on_a_clean_tree(tmp_path: Path, capsys) -> None:
 
 
 def test_check_a_wrong_key_is_one_line(capsys) -> None:
-    assert seg_data(["check", "dataset=nonesuch"]) == 2
+    assert seg_data(["check", "dataset=nonesuch"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nonesuch" in err and len(err.splitlines()) == 1
 

@@ -481,3 +481,79 @@ def test_a_plain_archive_is_extracted_whole(
     for name, data in PLAIN_FILES.items():
         assert (out / name).read_bytes() == data
         assert not (out / name).stat().st_mode & (stat.S_ISUID | stat.S_ISGID)
+
+
+# --- archives too large to be the published ones -----------------------------------------
+
+ZEROS = b"\0" * (8 << 20)  # 8 MiB that deflate to 8 kB: a 1,000-fold expansion
+
+
+def write_bomb(archive: Path) -> str:
+    """ZEROS as one member of a zip or a gzipped tar; the reason it is refused for."""
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive, "w") as zip_file:
+            zip_file.writestr(zip_entry(GOOD_ADE20K_MEMBER), ZEROS,
+                              compress_type=zipfile.ZIP_DEFLATED)
+            packed = zip_file.getinfo(GOOD_ADE20K_MEMBER).compress_size
+        return f"a decompression bomb: {packed:,} bytes expand to {len(ZEROS):,}"
+    with tarfile.open(archive, "w:gz") as tar:
+        add_member(tar, GOOD_ADE20K_MEMBER, data=ZEROS)
+    return (f"a decompression bomb: the archive's {archive.stat().st_size:,} bytes expand to "
+            f"over {len(ZEROS):,}")
+
+
+@pytest.mark.parametrize("name", ["ADEChallengeData2016.zip", "ADEChallengeData2016.tgz"])
+def test_a_decompression_bomb_is_refused_before_anything_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture, name: str) -> None:
+    archive = tmp_path / name
+    reason = write_bomb(archive)
+    check_refused(capsys, "ade20k", archive, tmp_path / "data", GOOD_ADE20K_MEMBER, reason)
+
+
+@pytest.mark.parametrize(("limit", "reason"), [
+    ("MAX_MEMBER_BYTES", "1,000 bytes, over the limit of 999 for one file"),
+    ("MAX_EXTRACTED_BYTES", "the archive expands to over 999 bytes"),
+])
+def test_a_member_or_an_archive_over_the_size_limits_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        limit: str, reason: str) -> None:
+    monkeypatch.setattr(prepare_data, limit, 999)
+    archive = tmp_path / "ADEChallengeData2016.zip"
+    with zipfile.ZipFile(archive, "w") as zip_file:
+        zip_file.writestr(zip_entry(GOOD_ADE20K_MEMBER), os.urandom(1000))
+    check_refused(capsys, "ade20k", archive, tmp_path / "data", GOOD_ADE20K_MEMBER, reason)
+
+
+def test_a_member_longer_than_its_header_leaves_no_file(tmp_path: Path) -> None:
+    member = prepare_data.Member("a.jpg", None, lambda: io.BytesIO(b"x" * 10), size=4)
+    with pytest.raises(prepare_data.PrepareError) as raised:
+        prepare_data.write_member(tmp_path / "a.zip", member, tmp_path / "a.jpg")
+    assert str(raised.value) == (f"{tmp_path / 'a.zip'}: member 'a.jpg' holds more than the 4 "
+                                 "bytes its header declares; the archive is damaged or not the "
+                                 "published file")
+    assert not (tmp_path / "a.jpg").exists()
+
+
+def small_file_limit() -> None:
+    """In the child: files of at most 1 MiB, and a write past it fails (EFBIG) instead of
+    killing the process, as a full disk fails."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+
+def test_a_full_disk_removes_the_partial_file_and_says_so(tmp_path: Path) -> None:
+    archive, out = tmp_path / "ADEChallengeData2016.zip", tmp_path / "data"
+    with zipfile.ZipFile(archive, "w") as zip_file:
+        zip_file.writestr(zip_entry(GOOD_ADE20K_MEMBER), os.urandom(3 << 20))
+    result = subprocess.run([sys.executable, str(SCRIPT), "ade20k", "--archive", str(archive),
+                             "--out", str(out)], capture_output=True, text=True, timeout=120,
+                            preexec_fn=small_file_limit)
+    target = out / GOOD_ADE20K_MEMBER
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: {archive}: cannot extract member "
+                                    f"{GOOD_ADE20K_MEMBER!r} to {target} (File too large; ")
+    assert " free); free some space or choose another --out, and run again" in result.stderr
+    assert not target.exists()

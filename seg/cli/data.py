@@ -3,8 +3,10 @@ every split of a dataset config and list what is wrong, before a training run fi
 
 Checks that each image and mask decodes, that they have the same size and that every
 label value is one the dataset uses (or, for colour masks, a listed colour), and that no
-split lists an id twice. Prints the sample counts, a per-class pixel histogram and each
-problem (file, what, value); exits 1 when there is any problem, 0 otherwise.
+split lists an id twice. Prints the sample counts, a per-class pixel histogram, a warning
+for images with an EXIF orientation (seg reads them as stored), the first problems of each
+split (file, what, value) and a summary of their kinds; exits 1 when there is any problem
+or the config is wrong, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cause = root_cause(error)
         message = str(cause.args[0]) if cause.args else repr(cause)
         print(f"error: {one_line(message).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return 1  # as every seg command: 2 is argparse's, for a malformed command line
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@ gives the same one-line error whatever the layout.
 from __future__ import annotations
 
 import io
+import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
@@ -38,6 +40,20 @@ ON_ERROR = ("raise", "skip")
 # A larger image is refused from its header, before any pixel is decoded: 100 MP is a
 # 10000 x 10000 photo, 300 MB as RGB, far beyond what a training crop needs.
 MAX_IMAGE_PIXELS = 100_000_000
+# A file is refused from its size, before a byte is read, when no image within the pixel
+# limit can be that large: 8 bytes a pixel is uncompressed 16-bit RGBA (a TIFF), so 100 MP
+# is 800 MB at most. The limit grows with a raised dataset.max_image_pixels.
+MAX_FILE_BYTES = 1 << 30
+MAX_BYTES_PER_PIXEL = 8
+NON_BLOCKING = getattr(os, "O_NONBLOCK", 0)  # Windows has none (and no FIFOs)
+SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+                 stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket",
+                 stat.S_IFDIR: "a folder"}
+# How a viewer turns an image for display, by its EXIF orientation tag (1: as stored).
+ORIENTATION_TAG = 0x0112
+ORIENTATIONS = {2: "mirrored", 3: "rotated 180°", 4: "mirrored upside down",
+                5: "mirrored across a diagonal", 6: "rotated 90° clockwise",
+                7: "mirrored across a diagonal", 8: "rotated 90° counter-clockwise"}
 _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
 
 
@@ -62,15 +78,22 @@ def read_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode an image file to uint8 HWC RGB with OpenCV (libjpeg-turbo, the fastest
     decoder at hand). The size is read from the header first, so an image of more than
     ``max_pixels`` is refused before anything is allocated. A file that cannot be used
-    (empty, truncated, corrupt, not an image, too large) raises :class:`SampleError`."""
-    data = read_file(path, "image")
+    (empty, truncated, corrupt, not an image, too large) raises :class:`SampleError`.
+
+    The pixels come in their stored order, as PIL (and so torchvision's references) reads
+    them and masks: an EXIF orientation tag is not applied, so an image and its mask
+    always align as stored. Of an animation (GIF, APNG, WebP), the first frame."""
+    data = read_file(path, "image", max_pixels)
     if data[:2] == _JPEG_START and not data.rstrip(b"\x00").endswith(_JPEG_END):
         # libjpeg decodes a truncated JPEG with a grey bottom and only a warning
         raise SampleError(f"{path}: truncated JPEG (no end marker); replace the file")
     with open_image(path, data, "image") as header:  # PIL reads no pixels until asked
         check_pixel_count(path, header.size, max_pixels, "image")
+        if header.format == "GIF":  # older OpenCV builds decode no GIF (pyproject allows 4.8)
+            return decode_with_pil(path, header, "image")
     try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8),
+                           cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error as error:  # .err is OpenCV's failed check, when it names one
         reason = getattr(error, "err", None) or " ".join(str(error).split())
         raise SampleError(f"{path}: cannot decode image (OpenCV: {reason}); "
@@ -85,32 +108,104 @@ def read_label_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarr
     """Decode a label PNG: HW uint8 for index masks (palette "P" or grayscale "L" mode:
     the pixel values are the labels), HW3 uint8 for RGB colour masks. Checked as
     :func:`read_image` checks images."""
-    with open_image(path, read_file(path, "mask"), "mask") as label:
+    with open_image(path, read_file(path, "mask", max_pixels), "mask") as label:
         check_pixel_count(path, label.size, max_pixels, "mask")
         if label.mode not in ("P", "L", "RGB", "RGBA"):
             raise SampleError(f"{path}: mask is {label.mode} mode; expected P, L or RGB")
-        try:
-            if label.mode in ("P", "L"):
-                return np.array(label, dtype=np.uint8)
-            return np.array(label.convert("RGB"), dtype=np.uint8)
-        except (OSError, SyntaxError, ValueError) as error:  # PIL's words for broken data
-            raise SampleError(f"{path}: cannot decode mask ({error}); replace the file"
-                              ) from None
+        if label.mode in ("P", "L"):
+            return decode_with_pil(path, label, "mask", mode=None)
+        return decode_with_pil(path, label, "mask")
 
 
-def read_file(path: Path, what: str) -> bytes:
-    """The bytes of an image or mask file; a missing, unreadable or empty one is a
-    :class:`SampleError`."""
+def decode_with_pil(path: Path, image: Image.Image, what: str, mode: str | None = "RGB"
+                    ) -> np.ndarray:
+    """The pixels of ``image`` (its first frame), converted to ``mode`` (None: as stored)."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SampleError(f"{path}: {what} file not found") from None
-    except OSError as error:  # a folder, no permission, an I/O error
-        raise SampleError(f"{path}: cannot read the {what} file ({error.strerror or error}); "
-                          "check that it is a readable file") from None
+        return np.array(image if mode is None else image.convert(mode), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's words for broken data
+        raise SampleError(f"{path}: cannot decode {what} ({error}); replace the file"
+                          ) from None
+
+
+def read_file(path: Path, what: str, max_pixels: int = MAX_IMAGE_PIXELS) -> bytes:
+    """The bytes of an image or mask file; a missing, unreadable, empty or special one (see
+    :func:`open_regular`) is a :class:`SampleError`."""
+    with open_regular(path, what, max_pixels) as file:
+        try:
+            data = file.read()
+        except OSError as error:  # an I/O error
+            raise unreadable(path, what, error) from None
     if not data:
         raise SampleError(f"{path}: {what} file is empty (0 bytes); replace the file")
     return data
+
+
+def open_regular(path: Path, what: str, max_pixels: int = MAX_IMAGE_PIXELS) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file (or a link to one) of a size an
+    image of ``max_pixels`` can have. Anything else is refused before a byte is read: a FIFO
+    would wait forever for a writer, a device such as /dev/zero never ends. The type is
+    checked before opening (no device is opened) and again after (it may have changed)."""
+    try:
+        check_regular(path, what, os.stat(path), max_pixels)
+        file = open(path, "rb", opener=open_non_blocking)  # noqa: SIM115 - returned open
+    except FileNotFoundError:
+        raise SampleError(f"{path}: {what} file not found") from None
+    except OSError as error:  # no permission, an I/O error
+        raise unreadable(path, what, error) from None
+    try:
+        check_regular(path, what, os.fstat(file.fileno()), max_pixels)
+    except SampleError:
+        file.close()
+        raise
+    return file
+
+
+def open_non_blocking(path: str, flags: int) -> int:
+    """An ``open`` opener that never waits: opening a FIFO waits for a writer otherwise."""
+    return os.open(path, flags | NON_BLOCKING)
+
+
+def check_regular(path: Path, what: str, info: os.stat_result, max_pixels: int) -> None:
+    """Refuse a file that is not regular, or larger than any image of ``max_pixels``."""
+    if not stat.S_ISREG(info.st_mode):
+        kind = SPECIAL_FILES.get(stat.S_IFMT(info.st_mode), "a special file")
+        raise SampleError(f"{path}: the {what} file is {kind}, not a regular file; replace it "
+                          f"with the {what} file")
+    limit = max(MAX_FILE_BYTES, MAX_BYTES_PER_PIXEL * max_pixels)
+    if info.st_size > limit:
+        raise SampleError(
+            f"{path}: {what} file is {info.st_size:,} bytes, over the limit of {limit:,} for "
+            f"an image of at most {max_pixels:,} pixels; replace it, or raise the limit with "
+            "dataset.max_image_pixels (max_image_pixels for seg-predict)")
+
+
+def unreadable(path: Path, what: str, error: OSError) -> SampleError:
+    return SampleError(f"{path}: cannot read the {what} file ({error.strerror or error}); "
+                       "check that it is a readable file")
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation tag of the image at ``path`` (see ORIENTATIONS), from its header;
+    1 (as stored) when it has none or it cannot be read. seg does not apply it, so this only
+    explains why a mask drawn on the image as displayed does not fit."""
+    try:
+        with open_regular(path, "image") as file, Image.open(file) as header:
+            if header.format == "PNG" and "exif" not in header.info:
+                return 1  # a tag after the pixels: PIL would decode them all to find it
+            orientation = header.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - a broken header or tag only means no explanation
+        return 1
+    return orientation if orientation in ORIENTATIONS else 1
+
+
+def exif_note(path: Path) -> str:
+    """``"; its EXIF orientation is ..."`` for an image that viewers turn, else ``""``."""
+    orientation = exif_orientation(path)
+    if orientation == 1:
+        return ""
+    return (f"; its EXIF orientation is {orientation} (shown {ORIENTATIONS[orientation]}), "
+            "which seg does not apply: save the image without the tag, or fit the mask to "
+            "the stored pixels")
 
 
 def open_image(path: Path, data: bytes, what: str) -> Image.Image:
@@ -233,7 +328,7 @@ class SegmentationDataset(Dataset):
             raise SampleError(
                 f"{sample.mask}: mask is {raw.shape[1]}x{raw.shape[0]} but its image "
                 f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}; they must match"
-            )
+                f"{exif_note(sample.image)}")
         return image, self.map_labels(raw, sample.mask)
 
     def read_mask(self, path: Path) -> np.ndarray:
@@ -328,7 +423,7 @@ def read_id_list(path: Path, hint: str) -> list[str]:
     if not path.is_file():
         raise MissingPath(f"split file not found: {path}; {hint}")
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: drop a leading BOM
     except UnicodeDecodeError:
         raise BadValue(f"{path}: not a text file of ids, one per line; {hint}") from None
     return [check_id(line.split()[0], path, number)
@@ -336,11 +431,14 @@ def read_id_list(path: Path, hint: str) -> list[str]:
 
 
 def check_id(sample_id: str, list_file: Path, line: int) -> str:
-    """``sample_id`` if it stays inside the dataset folder. Ids are joined to the root to
-    find the files, so an absolute id or one with ``..`` would read files outside it
-    (a symlink inside the root is the user's own choice and is followed)."""
+    """``sample_id`` if it stays inside the dataset folder and prints as it is. Ids are
+    joined to the root to find the files, so an absolute id or one with ``..`` would read
+    files outside it (a symlink inside the root is the user's own choice and is followed)."""
     parts = Path(sample_id).parts
     if Path(sample_id).is_absolute() or ".." in parts:
         raise BadValue(f"{list_file}, line {line}: id {sample_id!r} points outside the "
                        "dataset folder; list ids relative to it (no leading / and no ..)")
+    if not sample_id.isprintable():  # a BOM mid-file, a zero-width space: invisible in a path
+        raise BadValue(f"{list_file}, line {line}: id {sample_id!r} holds a character that "
+                       "does not print; remove it (save the file as plain UTF-8 text)")
     return sample_id

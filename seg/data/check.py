@@ -1,6 +1,6 @@
 """Reading every sample of a dataset up front, in parallel: what ``seg-data check`` reports
-(per split: the samples, the problems and a per-class pixel histogram) and what seg-train
-does to its val split before training."""
+(per split: the samples, the problems, images that viewers turn by their EXIF orientation,
+and a per-class pixel histogram) and what seg-train does to its val split before training."""
 
 from __future__ import annotations
 
@@ -11,11 +11,25 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from seg.data.base import IGNORE_INDEX, SampleError, SegmentationDataset
+from seg.data.base import IGNORE_INDEX, SampleError, SegmentationDataset, exif_orientation
+
+# Per split: a split listing 200,000 missing ids is 20 lines and a count, not 200,000 lines.
+MAX_PROBLEMS_SHOWN = 20
+MAX_TURNED_SHOWN = 3
+# What a problem is about, from the words of its message after the path (the first match).
+PROBLEM_KINDS = (
+    ("file not found", "missing files"), ("not a regular file", "special files"),
+    ("is listed", "ids listed twice"), ("but its image", "size mismatches"),
+    ("label values", "bad labels"), ("colour", "bad labels"), ("GTcls", "bad labels"),
+    ("over the limit", "files too large"), ("cannot decode", "unreadable files"),
+    ("truncated", "unreadable files"), ("is empty", "unreadable files"),
+    ("cannot read", "unreadable files"),
+)
+Item = tuple[int, np.ndarray | None, str | None, int]
 
 
 class SampleCheck(Dataset):
-    """Each item: ``(index, label histogram or None, problem or None)``."""
+    """Each item: ``(index, label histogram or None, problem or None, EXIF orientation)``."""
 
     def __init__(self, dataset: SegmentationDataset) -> None:
         self.dataset = dataset
@@ -23,12 +37,13 @@ class SampleCheck(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
+    def __getitem__(self, index: int) -> Item:
         try:
             _, mask = self.dataset.load(index)  # fills the dataset's cache, if it keeps one
         except SampleError as error:
-            return index, None, str(error)
-        return index, np.bincount(mask.ravel(), minlength=256), None
+            return index, None, str(error), 1
+        orientation = exif_orientation(self.dataset.samples[index].image)
+        return index, np.bincount(mask.ravel(), minlength=256), None, orientation
 
 
 def as_is(item: tuple) -> tuple:
@@ -36,8 +51,7 @@ def as_is(item: tuple) -> tuple:
     return item
 
 
-def read_samples(dataset: SegmentationDataset, workers: int
-                 ) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
+def read_samples(dataset: SegmentationDataset, workers: int) -> Iterator[Item]:
     """Every sample of ``dataset`` decoded and checked, by ``workers`` processes."""
     yield from DataLoader(SampleCheck(dataset), batch_size=None, num_workers=workers,
                           collate_fn=as_is)
@@ -45,7 +59,7 @@ def read_samples(dataset: SegmentationDataset, workers: int
 
 def read_every_sample(dataset: SegmentationDataset, workers: int) -> None:
     """Raise :class:`SampleError` for the first bad sample, saying how many there are."""
-    problems = [problem for _, _, problem in read_samples(dataset, workers) if problem]
+    problems = [problem for _, _, problem, _ in read_samples(dataset, workers) if problem]
     if problems:
         more = f" (and {len(problems) - 1} more: run seg-data check)" if len(problems) > 1 else ""
         raise SampleError(f"{problems[0]}{more}")
@@ -54,25 +68,29 @@ def read_every_sample(dataset: SegmentationDataset, workers: int) -> None:
 @dataclass
 class SplitReport:
     """What reading one split found: its sample count, how many read cleanly, the label
-    histogram of those, and one line per problem."""
+    histogram of those, one line per problem, and the images of an EXIF orientation
+    other than 1 (as stored) with that orientation."""
 
     name: str
     samples: int = 0
     ok: int = 0
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
     problems: list[str] = field(default_factory=list)
+    turned: list[tuple[str, int]] = field(default_factory=list)
 
 
 def check_dataset(name: str, dataset: SegmentationDataset, workers: int) -> SplitReport:
     """Read every sample of ``dataset`` (the split ``name``) and look for ids listed twice."""
     report = SplitReport(name, samples=len(dataset))
     report.problems += duplicate_ids(dataset)
-    for _, histogram, problem in read_samples(dataset, workers):
+    for index, histogram, problem, orientation in read_samples(dataset, workers):
         if problem is not None:
             report.problems.append(problem)
-        else:
-            report.ok += 1
-            report.histogram += histogram
+            continue
+        report.ok += 1
+        report.histogram += histogram
+        if orientation != 1:
+            report.turned.append((str(dataset.samples[index].image), orientation))
     return report
 
 
@@ -84,8 +102,9 @@ def duplicate_ids(dataset: SegmentationDataset) -> list[str]:
 
 
 def format_report(reports: Sequence[SplitReport], class_names: Sequence[str]) -> str:
-    """The counts per split, the pixels per class over all splits (ignore last) and every
-    problem, as the lines ``seg-data check`` prints."""
+    """The counts per split, the pixels per class over all splits (ignore last), a warning
+    per split with EXIF-turned images, then the problems (MAX_PROBLEMS_SHOWN per split) and
+    a summary of their kinds, as the lines ``seg-data check`` prints."""
     lines = []
     for report in reports:
         lines.append(f"{report.name}: {report.samples} samples, {report.ok} ok, "
@@ -100,10 +119,47 @@ def format_report(reports: Sequence[SplitReport], class_names: Sequence[str]) ->
                      f"{100 * total[index] / pixels:6.2f} %")
     lines.append(f"      {ignore:<{width}} {int(total[IGNORE_INDEX]):>12,d} "
                  f"{100 * total[IGNORE_INDEX] / pixels:6.2f} %")
-    problems = [(r.name, p) for r in reports for p in r.problems]
-    if problems:
-        lines.append(f"{len(problems)} problem(s):")
-        lines += [f"  [{split}] {problem}" for split, problem in problems]
-    else:
-        lines.append("no problems")
-    return "\n".join(lines)
+    lines += [turned_warning(report) for report in reports if report.turned]
+    return "\n".join(lines + problem_lines(reports))
+
+
+def turned_warning(report: SplitReport) -> str:
+    """One line: the split's images that viewers show turned, which seg reads as stored."""
+    shown = ", ".join(f"{path} ({orientation})"
+                      for path, orientation in report.turned[:MAX_TURNED_SHOWN])
+    more = f" and {len(report.turned) - MAX_TURNED_SHOWN} more" \
+        if len(report.turned) > MAX_TURNED_SHOWN else ""
+    return (f"warning: [{report.name}] {len(report.turned)} image(s) have an EXIF orientation "
+            f"other than 1, which seg does not apply (images and masks are read as stored): "
+            f"{shown}{more}; check that their masks fit the stored pixels")
+
+
+def problem_lines(reports: Sequence[SplitReport]) -> list[str]:
+    """The first MAX_PROBLEMS_SHOWN problems of each split and a summary line, or
+    ``no problems``."""
+    count = sum(len(report.problems) for report in reports)
+    if not count:
+        return ["no problems"]
+    lines = [f"{count} problem(s):"]
+    for report in reports:
+        lines += [f"  [{report.name}] {problem}"
+                  for problem in report.problems[:MAX_PROBLEMS_SHOWN]]
+        if len(report.problems) > MAX_PROBLEMS_SHOWN:
+            lines.append(f"  ... and {len(report.problems) - MAX_PROBLEMS_SHOWN:,} more in "
+                         f"{report.name}")
+    kinds = "; ".join(f"{report.name}: {describe_kinds(report.problems)}"
+                      for report in reports if report.problems)
+    return [*lines, f"summary: {kinds}"]
+
+
+def describe_kinds(problems: Sequence[str]) -> str:
+    """``"12 problem(s) (10 missing files, 2 bad labels)"``."""
+    kinds = Counter(problem_kind(problem) for problem in problems)
+    return f"{len(problems):,} problem(s) (" + ", ".join(
+        f"{number:,} {kind}" for kind, number in kinds.most_common()) + ")"
+
+
+def problem_kind(problem: str) -> str:
+    """What ``problem`` is about (see PROBLEM_KINDS)."""
+    message = problem.partition(": ")[2] or problem  # the path may hold any word
+    return next((kind for words, kind in PROBLEM_KINDS if words in message), "other problems")
