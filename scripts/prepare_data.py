@@ -45,7 +45,7 @@ from seg.data.base import SampleError, describe_values, read_label_image
 from seg.data.cityscapes import label_id_lut
 from seg.data.palette import flat_palette
 from seg.data.voc import TRAIN_AUG_LIST, read_sbd_mat, train_aug_ids
-from seg.files import free_space
+from seg.files import free_space, write_file
 
 T = TypeVar("T")
 PROGRESS_EVERY = 500  # files between two progress lines
@@ -105,16 +105,17 @@ def require_layout(root: Path, relative_paths: Sequence[str], fix: str) -> None:
         raise PrepareError(f"{missing[0]} not found{others}; {fix}")
 
 
-def replace_when_written(path: Path, write: Callable[[Path], object]) -> None:
-    """Write ``path`` under a temporary name first: an interrupted run then leaves no
-    half-written file that the next run would skip as done."""
-    temporary = path.with_name(f".{path.name}.partial")
-    write(temporary)
-    os.replace(temporary, path)
-
-
 def save_png(image: Image.Image, path: Path) -> None:
-    replace_when_written(path, partial(image.save, format="PNG"))
+    """Written whole or not at all (seg.files.write_file: a temporary file of a unique
+    name, then a rename), so that an interrupted run leaves no half-written file that
+    the next run would skip as done, and never through a link."""
+    write_file(path, partial(image.save, format="PNG"))
+
+
+def copy_file(source: Path, path: Path) -> None:
+    """``source`` copied to ``path``, written as :func:`save_png` writes."""
+    with open(source, "rb") as data:
+        write_file(path, partial(shutil.copyfileobj, data))
 
 
 def report_problems(problems: Sequence[str], what: str) -> int:
@@ -402,7 +403,7 @@ def copy_sbd_images(ids: Sequence[str], voc_root: Path, sbd_root: Path) -> list[
     for sample_id in with_progress(missing, len(missing), "SBD images copied"):
         source = sbd_root / "dataset" / "img" / f"{sample_id}.jpg"
         if source.is_file():
-            replace_when_written(images / f"{sample_id}.jpg", partial(shutil.copyfile, source))
+            copy_file(source, images / f"{sample_id}.jpg")
         else:
             problems.append(f"{source}: image file not found")
     return problems

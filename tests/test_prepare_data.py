@@ -557,3 +557,19 @@ def test_a_full_disk_removes_the_partial_file_and_says_so(tmp_path: Path) -> Non
                                     f"{GOOD_ADE20K_MEMBER!r} to {target} (File too large; ")
     assert " free); free some space or choose another --out, and run again" in result.stderr
     assert not target.exists()
+
+
+def test_converted_files_are_written_whole_and_never_through_a_link(tmp_path: Path) -> None:
+    prepare = prepare_data
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".a.png.partial").symlink_to(victim)  # the fixed temporary name of before
+    prepare.save_png(Image.fromarray(np.zeros((4, 4), np.uint8)), out / "a.png")
+    (tmp_path / "b.jpg").write_bytes(b"jpeg bytes")
+    prepare.copy_file(tmp_path / "b.jpg", out / "b.jpg")
+    assert victim.read_text() == "keep me"
+    assert np.array_equal(np.array(Image.open(out / "a.png")), np.zeros((4, 4), np.uint8))
+    assert (out / "b.jpg").read_bytes() == b"jpeg bytes"
+    assert sorted(p.name for p in out.iterdir()) == [".a.png.partial", "a.png", "b.jpg"]

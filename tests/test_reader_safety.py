@@ -22,6 +22,7 @@ from seg.cli.data import main as seg_data
 from seg.data import SampleError, VOCSegmentation, base
 from seg.data.base import exif_orientation, read_image, read_label_image
 from seg.data.folder import IMAGE_SUFFIXES
+from seg.errors import BadValue
 from tests.layouts import make_voc, save_palette_png
 
 READERS = {"image": read_image, "mask": read_label_image}
@@ -206,3 +207,26 @@ def test_check_warns_of_exif_turned_images_and_passes(tmp_path: Path, capsys) ->
             f"does not apply (images and masks are read as stored): {image} (6); check that "
             "their masks fit the stored pixels") in out
     assert "no problems" in out
+
+
+def test_an_sbd_mat_that_is_a_fifo_is_a_sample_error(tmp_path: Path) -> None:
+    from seg.data.voc import read_sbd_mat
+
+    path = special_file(tmp_path / "2008_000000.mat", "a FIFO")
+    with pytest.raises(SampleError, match="the mask file is a FIFO, not a regular file"):
+        read_sbd_mat(path)
+
+
+def test_a_classes_yaml_that_is_a_fifo_is_named(tmp_path: Path) -> None:
+    from seg.data.folder import read_classes
+
+    path = special_file(tmp_path / "classes.yaml", "a FIFO")
+    with pytest.raises(BadValue, match=f"^{path} is not a regular file: replace it"):
+        read_classes(tmp_path)
+
+
+def test_the_check_report_escapes_class_names(tmp_path: Path) -> None:
+    from seg.data.check import SplitReport, format_report
+
+    text = format_report([SplitReport("train", samples=1)], ["\x1b[2J\nINFO fake", "b"])
+    assert "\x1b" not in text and "\nINFO fake" not in text and "\\x1b[2J\\nINFO fake" in text

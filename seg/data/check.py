@@ -12,6 +12,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from seg.data.base import IGNORE_INDEX, SampleError, SegmentationDataset, exif_orientation
+from seg.text import printable
 
 # Per split: a split listing 200,000 missing ids is 20 lines and a count, not 200,000 lines.
 MAX_PROBLEMS_SHOWN = 20
@@ -105,6 +106,7 @@ def format_report(reports: Sequence[SplitReport], class_names: Sequence[str]) ->
     """The counts per split, the pixels per class over all splits (ignore last), a warning
     per split with EXIF-turned images, then the problems (MAX_PROBLEMS_SHOWN per split) and
     a summary of their kinds, as the lines ``seg-data check`` prints."""
+    class_names = [printable(name) for name in class_names]  # from data: escaped
     lines = []
     for report in reports:
         lines.append(f"{report.name}: {report.samples} samples, {report.ok} ok, "

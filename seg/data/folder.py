@@ -85,6 +85,8 @@ def read_classes(root: str | Path) -> dict:
     file that trains also predicts, evaluates and exports: a malformed one is one line
     naming the file, the key and the fix."""
     path = require_dir(Path(root), "dataset root", HINT) / "classes.yaml"
+    if path.exists() and not path.is_file():  # a folder, a FIFO that would never end...
+        raise BadValue(f"{path} is not a regular file: replace it with the list of classes")
     if not path.is_file():
         raise MissingPath(f"{path} not found: list the classes there, e.g. "
                           "`classes: [{name: background, color: [0, 0, 0]}, ...]`")

@@ -12,6 +12,7 @@ from seg.data.base import (
     Sample,
     SampleError,
     SegmentationDataset,
+    open_regular,
     read_id_list,
     require_dir,
 )
@@ -76,13 +77,12 @@ def read_sbd_mat(path: Path) -> np.ndarray:
     """The class mask of an SBD ``cls/<id>.mat`` file (field ``GTcls.Segmentation``)."""
     from scipy.io import loadmat  # only SBD needs scipy; keep it off the import path
 
-    try:
-        gt = loadmat(str(path), squeeze_me=True, struct_as_record=False)["GTcls"]
-        mask = np.asarray(gt.Segmentation)
-    except FileNotFoundError:
-        raise SampleError(f"{path}: mask file not found") from None
-    except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
-        raise SampleError(f"{path}: not an SBD GTcls file ({error})") from None
+    with open_regular(path, "mask") as file:  # a FIFO or /dev/zero named .mat is refused
+        try:
+            gt = loadmat(file, squeeze_me=True, struct_as_record=False)["GTcls"]
+            mask = np.asarray(gt.Segmentation)
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
+            raise SampleError(f"{path}: not an SBD GTcls file ({error})") from None
     if mask.ndim != 2 or mask.min(initial=0) < 0 or mask.max(initial=0) > 255:
         raise SampleError(f"{path}: GTcls.Segmentation is not a 2-D mask of values 0-255")
     return mask.astype(np.uint8)
