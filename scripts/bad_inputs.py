@@ -174,6 +174,32 @@ def existing_file(name: str, data: bytes = b"an earlier result") -> Callable[[Pa
     return prepare
 
 
+def last_checkpoint_at(iteration: int) -> Callable[[Path], None]:
+    """The trained run's last.pt moved on to ``iteration`` (newer than its best.pt)."""
+
+    def prepare(tmp: Path) -> None:
+        state = torch.load(tmp / "run/checkpoints/last.pt", weights_only=True)
+        state["iteration"] = iteration
+        torch.save(state, tmp / "run/checkpoints/last.pt")
+
+    return prepare
+
+
+def link(name: str, target: str) -> Callable[[Path], None]:
+    def prepare(tmp: Path) -> None:
+        (tmp / name).symlink_to(tmp / target)
+
+    return prepare
+
+
+def truncated(name: str) -> Callable[[Path], None]:
+    def prepare(tmp: Path) -> None:
+        data = (tmp / name).read_bytes()
+        (tmp / name).write_bytes(data[:len(data) // 2])
+
+    return prepare
+
+
 def both(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
     def prepare(tmp: Path) -> None:
         for step in steps:
@@ -187,6 +213,10 @@ GOOD = "checkpoint={tmp}/run/checkpoints/best.pt"
 PREDICT = "seg-predict input={tmp}/images output={tmp}/masks progress=false"
 TRAIN = "seg-train debug=tiny dataset.root={tmp}/shapes hydra.run.dir={tmp}/new"
 SPLITS = "seg-data check dataset.root={tmp}/data"
+RESUME = "seg-train debug=tiny dataset.root={tmp}/shapes trainer.resume={tmp}/run"
+# an EXIF block holding only Orientation (0x0112) = 6: viewers show the image turned 90°
+EXIF_ROTATED_90 = (b"Exif\0\0MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03"
+                   b"\0\0\0\x01\0\x06\0\0\0\0\0\0")
 
 CASES = [
     # checkpoints are data
@@ -256,9 +286,103 @@ CASES = [
       in ("overlay_alpha=5", "batch_size=0", "inference=slide inference.crop=0")),
     Case("setting `opset=5`", f"seg-export output={{tmp}}/m.onnx opset=5 {GOOD}"),
     # -- readers: special files, sizes, archive bombs, EXIF
+    Case("reader: a FIFO named x.png in a folder to segment (the others are written)",
+         f"{PREDICT} {GOOD}", both(image_folder(), lambda tmp: subprocess.run(
+             ["mkfifo", str(tmp / "images/x.png")], check=True)), kept=("images/a.png",)),
+    Case("reader: x.png -> /dev/zero in a folder to segment (the others are written)",
+         f"{PREDICT} {GOOD}", both(image_folder(), lambda tmp: (
+             tmp / "images/x.png").symlink_to("/dev/zero")), kept=("images/a.png",)),
+    Case("reader: a FIFO as the image of an id in the val split, seg-data check", SPLITS,
+         dataset_copy(both(append_to_split("fifo"), lambda root: subprocess.run(
+             ["mkfifo", str(root / "JPEGImages/fifo.jpg")], check=True)))),
+    Case("reader: a .tgz whose 16 MiB of zeros pack into 16 kB (a decompression bomb)",
+         "python " + str(SCRIPTS / "prepare_data.py") + " voc --archive {tmp}/voc.tgz --out "
+         "{tmp}/extracted", lambda tmp: subprocess.run(
+             "mkdir -p bomb/VOCdevkit && head -c 16M /dev/zero > bomb/VOCdevkit/a.jpg && "
+             "tar -czf voc.tgz -C bomb VOCdevkit", shell=True, check=True, cwd=tmp)),
+    Case("reader: a val image of EXIF orientation 6, its mask as stored, seg-data check "
+         "(a warning)", SPLITS, dataset_copy(lambda root: Image.open(first_val_image(root))
+              .save(first_val_image(root), exif=EXIF_ROTATED_90)), succeeds=True),
+    Case("reader: a 64x48 val image of EXIF orientation 6 whose mask is 48x64, seg-train",
+         TRAIN.replace("shapes", "data"), dataset_copy(both(
+             lambda root: Image.open(first_val_image(root)).crop((0, 0, 64, 48)).save(
+                 first_val_image(root), exif=EXIF_ROTATED_90),
+             lambda root: Image.open(root / "SegmentationClass" / (
+                 first_val_image(root).stem + ".png")).crop((0, 0, 48, 64)).save(
+                 root / "SegmentationClass" / (first_val_image(root).stem + ".png"))))),
+    Case("reader: a val split file starting with a BOM (U+FEFF), seg-data check", SPLITS,
+         dataset_copy(lambda root: (split := root / "ImageSets/Segmentation/val.txt")
+                      .write_text("\ufeff" + split.read_text())), succeeds=True),
     # -- seg-predict, seg-eval, seg-export outputs: links, streaming, skipped files
+    Case("outputs: seg-predict overwrite=true, `masks/a.png -> ../images/a.png` (an input)",
+         f"{PREDICT} {GOOD} overwrite=true", both(image_folder(), lambda tmp: (
+             (tmp / "masks").mkdir(), (tmp / "masks/a.png").symlink_to("../images/a.png"))),
+         kept=("images/a.png",)),
+    Case("outputs: seg-predict overwrite=true, `masks/a.png` a link to a file outside",
+         f"{PREDICT} {GOOD} overwrite=true", both(image_folder(), existing_file("victim.txt"),
+         lambda tmp: (tmp / "masks").mkdir() or (tmp / "masks/a.png").symlink_to(
+             tmp / "victim.txt")), kept=("victim.txt",)),
+    Case("outputs: seg-export overwrite=true, `output=` a link to a file outside",
+         f"seg-export output={{tmp}}/m.onnx overwrite=true {GOOD}", both(
+             existing_file("victim.txt"), lambda tmp: (tmp / "m.onnx").symlink_to(
+                 tmp / "victim.txt")), kept=("victim.txt",)),
+    Case("outputs: seg-eval into a folder holding an earlier eval.json",
+         f"seg-eval {GOOD} output_dir={{tmp}}/evaluated", existing_file("evaluated/eval.json"),
+         kept=("evaluated/eval.json",)),
+    Case("outputs: seg-predict, a folder with a subfolder and a .txt (they are named)",
+         f"{PREDICT} {GOOD}", both(image_folder(), lambda tmp: (tmp / "images/sub").mkdir(),
+                                   existing_file("images/notes.txt")), succeeds=True),
+    Case("outputs: seg-predict, 12 images of 12 sizes (a batch held at a time)",
+         f"{PREDICT} {GOOD}", both(image_folder(), lambda tmp: [Image.fromarray(
+             np.zeros((20 + size, 30, 3), np.uint8)).save(tmp / f"images/s{size}.png")
+             for size in range(12)]), succeeds=True),
     # -- start-up errors, classes.yaml, YAML, terminal escapes
+    *(Case(f"start-up: classes.yaml {what}", TRAIN.replace(
+        "dataset.root={tmp}/shapes", "dataset=folder dataset.root={tmp}/folder"),
+        existing_file("folder/classes.yaml", text.encode())) for what, text in (
+        ("`color: [300, 0, 0]`", "classes: [{name: a, color: [0, 0, 0]}, "
+                                 "{name: b, color: [300, 0, 0]}]"),
+        ("a 2-element `color`", "classes: [{name: a, color: [0, 0, 0]}, "
+                                "{name: b, color: [255, 0]}]"),
+        ("`ignore_color: white`", "classes: [{name: a, color: [0, 0, 0]}]\nignore_color: white"),
+        ("a 454-byte alias bomb (a billion laughs)", "a0: &a0 [" + ",".join(['"lol"'] * 9)
+         + "]\n" + "".join(f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]\n" for i in
+                           range(1, 9)) + "classes: [{name: *a8}]"),
+        ("a class name `\\e[2J\\nINFO fake` (terminal escapes)",
+         'classes: [{name: a}, {name: "\\e[2J\\nINFO fake"}]'),
+        ("with a YAML syntax error", "classes: [\n  - {name: a\n"))),
+    *(Case(f"start-up: seg-train `{override.format()}`", f"{TRAIN} {override}") for override in (
+        "dataset.root=${{oc.env:SEG_NO_SUCH_VARIABLE}}", "~trainer", "+trainer.foo=1",
+        "+model.encoder.foo=1", "hydra.run.dir=/proc/seg-run",
+        "hydra.run.dir=/sys/seg-run")),
+    Case("start-up: seg-train `hydra.run.dir=` an existing file",
+         f"{TRAIN} hydra.run.dir={{tmp}}/taken", existing_file("taken"), kept=("taken",)),
+    *(Case(f"start-up: {name} `inference=multiscale inference.scales=[0.0001,50]`",
+           f"{command} inference=multiscale inference.scales=[0.0001,50]", image_folder())
+      for name, command in (("seg-predict", f"{PREDICT} {GOOD}"),
+                            ("seg-eval", f"seg-eval {GOOD}"))),
+    Case("start-up: seg-compare --aggregate, a run's metrics.json cut short",
+         "seg-compare --aggregate {tmp}/sweep", both(
+             existing_file("sweep/0_seed=0/.hydra/config.yaml", b"seed: 0\n"),
+             existing_file("sweep/0_seed=0/metrics.json", b'{"mIoU": 0.5, "hist'))),
     # -- run folders: locks, resumes, full disks
+    Case("seg-train: resume from best.pt, older than the folder's last.pt",
+         "seg-train debug=tiny dataset.root={tmp}/shapes trainer.max_iters=4 "
+         "trainer.resume={tmp}/run/checkpoints/best.pt", last_checkpoint_at(6),
+         kept=("run/checkpoints/last.pt", "run/.hydra/config.yaml")),
+    Case("seg-train: resume with `optimizer.lr=1e6` (the checkpoint decides it)",
+         f"{RESUME} optimizer.lr=1e6", kept=("run/checkpoints/last.pt", "run/.hydra/config.yaml")),
+    Case("seg-train: `trainer.resume=auto` that fails (a missing dataset root)",
+         "seg-train debug=tiny dataset.root={tmp}/nowhere trainer.resume=auto "
+         "hydra.run.dir={tmp}/run", kept=("run/.hydra/config.yaml", "run/.hydra/overrides.yaml")),
+    Case("seg-train: a link planted at `checkpoints/last.pt.tmp` (resumes, the target kept)",
+         f"{RESUME} trainer.max_iters=4", both(existing_file("victim.txt"),
+         link("run/checkpoints/last.pt.tmp", "victim.txt")), kept=("victim.txt",),
+         succeeds=True),
+    Case("seg-train: resume from a truncated last.pt", RESUME,
+         truncated("run/checkpoints/last.pt")),
+    *(Case(f"setting `{override}`", f"{TRAIN} {override}")
+      for override in ("optimizer.lr=fast", "optimizer.lr=-1")),
 ]
 
 
