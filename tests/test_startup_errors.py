@@ -190,11 +190,14 @@ def test_a_run_folder_that_cannot_be_made_is_one_line(run_dir: str, expected: st
 
 # A real SIGINT, sent by the process to itself at a known point of its start-up: in the
 # task (Hydra made the run folder), and before Hydra started (while checking the folder).
+# Ctrl-C as a terminal delivers it: a shell that starts jobs in the background (CI's may)
+# has them ignore SIGINT, and Python then installs no KeyboardInterrupt handler.
+CTRL_C = "import os, signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
 INTERRUPTS = {
-    "in the task": "import os, signal, time, seg.training as training\n"
+    "in the task": CTRL_C + "import seg.training as training\n"
                    "training.train = lambda cfg, run_dir: (os.kill(os.getpid(), signal.SIGINT),"
                    " time.sleep(30))",
-    "before Hydra": "import os, signal, time, seg.cli.common as common\n"
+    "before Hydra": CTRL_C + "import seg.cli.common as common\n"
                     "common.check_run_dir = lambda cfg: (os.kill(os.getpid(), signal.SIGINT),"
                     " time.sleep(30))",
 }
