@@ -57,11 +57,14 @@ check-data: $(STAMP) ## Read every sample of a dataset and list problems: make c
 bench: $(STAMP) ## Run the benchmarks side by side; prints a table and writes BENCHMARKS.md
 	$(BIN)/python scripts/bench.py all $(ARGS)
 
-test: $(STAMP) ## Run the fast tests (under 5 minutes on 2 CPU cores)
-	$(BIN)/pytest -q
+# one pytest worker per core (pytest-xdist): TEST_WORKERS=0 runs them in one process
+TEST_WORKERS ?= auto
+
+test: $(STAMP) ## Run the fast tests (about 3 minutes on 2 CPU cores)
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 test-all: $(STAMP) ## Run every test, the slow ones included
-	$(BIN)/pytest -q -m ""
+	$(BIN)/pytest -q -n $(TEST_WORKERS) -m ""
 
 lint: $(STAMP) ## Check the code with ruff
 	$(BIN)/ruff check .

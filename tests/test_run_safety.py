@@ -173,6 +173,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused_before_anything_is_written
         assert folder_bytes(run) == before
 
 
+@pytest.mark.slow  # two seg-train runs; the lock tests above cover the refusal
 def test_two_runs_started_together_into_one_folder_train_once(shapes_root: Path,
                                                               tmp_path: Path) -> None:
     run = tmp_path / "run"
@@ -250,7 +251,8 @@ def test_settings_a_resume_applies_go_through(trained_run: Path, compose_train,
     assert train(cfg, run)["iterations"] == 4
 
 
-@pytest.mark.parametrize("resume", ["trainer.resume=auto", "trainer.resume=true"])
+@pytest.mark.parametrize("resume", ["trainer.resume=auto", pytest.param(
+    "trainer.resume=true", marks=pytest.mark.slow)])  # a seg-train each
 def test_a_failed_resume_of_any_kind_leaves_the_hydra_files_as_they_were(
         trained_run: Path, shapes_root: Path, tmp_path: Path, resume: str) -> None:
     run = copy_of(trained_run, tmp_path)
@@ -263,6 +265,7 @@ def test_a_failed_resume_of_any_kind_leaves_the_hydra_files_as_they_were(
     assert {path.name: path.read_bytes() for path in (run / ".hydra").iterdir()} == hydra_files
 
 
+@pytest.mark.slow  # a seg-train
 def test_training_into_a_folder_holding_a_run_keeps_its_hydra_files(
         trained_run: Path, shapes_root: Path, tmp_path: Path) -> None:
     run = copy_of(trained_run, tmp_path)

@@ -121,6 +121,7 @@ def test_seg_train_logs_class_names_escaped(compose_train, tmp_path: Path, caplo
     assert "\x1b" not in logged and "\nINFO fake" not in logged
 
 
+@pytest.mark.slow  # seconds; the unit tests above cover it
 def test_seg_eval_prints_a_checkpoints_class_names_escaped(checkpoint: Path, shapes_root: Path,
                                                            tmp_path: Path) -> None:
     state = torch.load(checkpoint, weights_only=True)
@@ -149,13 +150,17 @@ def bad_classes_root(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("overrides, expected", [
     (["dataset=folder", "dataset.root={bad_classes}"],
      "{bad_classes}/classes.yaml: not valid YAML (line 2, column 3"),
-    (["dataset.root=${oc.env:SEG_NO_SUCH_VARIABLE}"],
-     "dataset.root: the environment variable SEG_NO_SUCH_VARIABLE is not set: export"),
-    (["~trainer"], "the override ~trainer deleted it: drop ~trainer"),
+    # a seg-train each (seconds): the fast suite keeps two, `make test-all` runs them all
+    pytest.param(["dataset.root=${oc.env:SEG_NO_SUCH_VARIABLE}"],
+                 "dataset.root: the environment variable SEG_NO_SUCH_VARIABLE is not set: "
+                 "export", marks=pytest.mark.slow),
+    pytest.param(["~trainer"], "the override ~trainer deleted it: drop ~trainer",
+                 marks=pytest.mark.slow),
     (["+trainer.foo=1"], "trainer.foo is not a setting of trainer (seg.engine.loop.Trainer): "
                          "remove +trainer.foo=1; its settings are max_iters, "),
-    (["+model.encoder.foo=1"], "model.encoder.foo is not a setting of model.encoder "
-                               "(seg.models.encoders.build_encoder): remove +model.encoder.foo=1"),
+    pytest.param(["+model.encoder.foo=1"], "model.encoder.foo is not a setting of "
+                 "model.encoder (seg.models.encoders.build_encoder): remove "
+                 "+model.encoder.foo=1", marks=pytest.mark.slow),
 ])
 def test_a_start_up_error_is_one_line_and_leaves_no_run_folder(
         overrides: list[str], expected: str, shapes_root: Path, bad_classes_root: Path,
@@ -225,6 +230,7 @@ def test_test_time_scales_out_of_range_are_named(scales: object) -> None:
     Inference(scales=[0.25, 1.0, 4])  # the bounds themselves are fine
 
 
+@pytest.mark.slow  # seconds; the unit tests above cover it
 def test_seg_predict_names_test_time_scales_out_of_range(checkpoint: Path,
                                                          tmp_path: Path) -> None:
     from PIL import Image
