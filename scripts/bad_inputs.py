@@ -406,7 +406,6 @@ def run_case(case: Case, tmp: Path) -> tuple[int, str, list[str]]:
     program = [sys.executable] if words[0] == "python" else [str(BIN / words[0])]
     done = subprocess.run([*program, *words[1:]], capture_output=True, text=True,
                           cwd=tmp, timeout=300)
-    errors = [line for line in done.stderr.splitlines() if line.strip()]
     problems = []
     if "Traceback" in done.stderr:
         problems.append("traceback")
@@ -416,8 +415,21 @@ def run_case(case: Case, tmp: Path) -> tuple[int, str, list[str]]:
         problems.append("code ran or a file escaped")
     problems += [f"{name} changed" for name, data in kept.items()
                  if (tmp / name).read_bytes() != data]
-    message = " / ".join(errors[-2:]) if errors else done.stdout.strip().splitlines()[-1]
-    return done.returncode, message.replace(str(tmp), "…"), problems
+    return done.returncode, cause_line(done).replace(str(tmp), "…"), problems
+
+
+def cause_line(done: subprocess.CompletedProcess) -> str:
+    """The line that names what went wrong: the error, else the first file skipped or
+    problem listed (before any summary), else the last two lines of stderr or stdout."""
+    errors = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    output = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    for line in errors + output:
+        if line.startswith("error:"):
+            return line
+    for line in errors + output:
+        if "skipped " in line or line.startswith(("[train]", "[val]")):
+            return line[line.index("skipped "):] if "skipped " in line else line
+    return " / ".join(errors[-2:]) if errors else (output or [""])[-1]
 
 
 def table(rows: list[tuple[Case, int, str]]) -> str:
