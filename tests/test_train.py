@@ -125,8 +125,8 @@ def test_unknown_upsampler_lists_valid_names(tmp_path, shapes_root) -> None:
     result = run_cli(SEG_TRAIN, "debug=tiny", "model.upsampler.name=nearest",
                      f"dataset.root={shapes_root}", f"hydra.run.dir={tmp_path}/run2", cwd=tmp_path)
     assert result.returncode != 0
-    assert ("valid names are bilinear, bilinear_conv, pixel_shuffle, resize_conv, transposed"
-            in result.stderr)
+    assert ("valid names are bilinear, bilinear_conv, carafe, carafe_static, dysample, "
+            "dysample_static, pixel_shuffle, resize_conv, transposed" in result.stderr)
     assert "Traceback" not in result.stderr
 
 

@@ -95,8 +95,15 @@ def fixed_reference(name: str, x: torch.Tensor, factor: int) -> torch.Tensor:
     ("resize_conv", {}),
     ("pixel_shuffle", {}),
     ("bilinear_conv", {}),
+    ("dysample", {}),
+    ("dysample", {"groups": 3, "dynamic_scope": True}),
+    ("dysample_static", {"groups": 3}),
+    ("carafe", {}),
+    ("carafe", {"kernel_size": 3, "encoder_kernel_size": 1, "compressed_channels": 2}),
+    ("carafe_static", {}),
 ], ids=["bilinear", "transposed", "transposed-frozen", "transposed-full", "resize_conv",
-        "pixel_shuffle", "bilinear_conv"])
+        "pixel_shuffle", "bilinear_conv", "dysample", "dysample-groups-dynamic",
+        "dysample_static", "carafe", "carafe-small", "carafe_static"])
 def test_every_upsampler_equals_its_fixed_counterpart_at_init(name, options, factor) -> None:
     upsampler = build_upsampler(name, channels=3, factor=factor, **options)
     for height, width in SIZES:
@@ -204,7 +211,8 @@ def test_frozen_transposed_trains_like_bilinear() -> None:
 
 
 def test_unknown_upsampler_lists_valid_names() -> None:
-    valid = "valid names are bilinear, bilinear_conv, pixel_shuffle, resize_conv"
+    valid = ("valid names are bilinear, bilinear_conv, carafe, carafe_static, dysample, "
+             "dysample_static, pixel_shuffle, resize_conv")
     with pytest.raises(ValueError, match=valid):
         build_upsampler("nearest-ish", channels=4, factor=2)
 

@@ -177,6 +177,10 @@ def small_model(upsampler: str = "transposed") -> nn.Module:
                         partial(build_upsampler, name=upsampler))
     for score in model.decoder.score:  # skips start at zero: give them weights to test
         nn.init.normal_(score.weight, std=0.1)
+    with torch.no_grad():  # learned upsamplers start as bilinear: move them away from it
+        for upsampler in [*model.decoder.fuse, model.decoder.final]:
+            for parameter in upsampler.parameters():
+                parameter.add_(torch.randn_like(parameter), alpha=0.05)
     return model.eval()
 
 
