@@ -59,11 +59,11 @@ def test_carafe_is_a_weighted_sum_of_the_neighbourhood_of_the_source_pixel() -> 
     upsampler = randomised("carafe")
     x = torch.randn(1, 4, 5, 6)
     with torch.no_grad():
-        out, kernels = upsampler(x), upsampler.kernels(x)  # (1, 25, 9, 5, 6)
+        out, kernels = upsampler(x), upsampler.kernels(x)  # (1, 5 x 6, 9, 25)
     padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
     for row, col in [(0, 0), (7, 10), (14, 17)]:
         i, r, j, t = row // 3, row % 3, col // 3, col % 3
-        kernel = kernels[0, :, r * 3 + t, i, j].view(5, 5)
+        kernel = kernels[0, i * 6 + j, r * 3 + t].view(5, 5)
         neighbourhood = padded[0, :, i:i + 5, j:j + 5]
         expected = (neighbourhood * kernel).sum(dim=(-1, -2))
         assert torch.allclose(out[0, :, row, col], expected, atol=1e-5)
@@ -73,7 +73,7 @@ def test_carafe_is_a_weighted_sum_of_the_neighbourhood_of_the_source_pixel() -> 
 def test_carafe_kernels_sum_to_one_wherever_they_have_moved(name: str) -> None:
     upsampler = randomised(name)
     kernels = upsampler.kernels(torch.randn(2, 4, 5, 6))
-    assert torch.allclose(kernels.sum(dim=1), torch.ones(()), atol=1e-5)
+    assert torch.allclose(kernels.sum(dim=-1), torch.ones(()), atol=1e-5)
     assert kernels.min() >= -1 / 25 - 1e-6  # below zero by at most 1 / k^2
 
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seg.errors import BadValue
-from seg.models.upsamplers import register_upsampler
+from seg.models.upsamplers import register_upsampler, resize
 
 
 def bilinear_reassembly_kernels(factor: int, kernel_size: int) -> torch.Tensor:
@@ -53,7 +53,14 @@ def bilinear_reassembly_kernels(factor: int, kernel_size: int) -> torch.Tensor:
 
 class Reassembly(nn.Module):
     """Base of both CARAFE upsamplers: each output pixel is its ``kernel_size``-square
-    neighbourhood of the input (edge replicated) weighted by ``kernels(x)``."""
+    neighbourhood of the input (edge replicated) weighted by its kernel ``bilinear +
+    softmax(z) - 1 / k^2``, where ``logits(x)`` gives ``z``.
+
+    The kernel is never materialised: the bilinear and the ``1 / k^2`` terms are fixed
+    reassemblies, bilinear interpolation and the k x k mean, so the output is
+    ``interpolate(x) + reassemble(x, softmax(z)) - mean_k(x)``, and only the softmax's
+    reassembly (one matrix product per input pixel) is computed for all ``f^2 k^2``
+    weights, and the kernel tensor is neither added to nor kept for the backward pass."""
 
     def __init__(self, channels: int, factor: int, kernel_size: int) -> None:
         super().__init__()
@@ -67,27 +74,36 @@ class Reassembly(nn.Module):
         self.register_buffer("bilinear", bilinear_reassembly_kernels(factor, kernel_size),
                              persistent=False)
 
-    def kernels(self, x: torch.Tensor) -> torch.Tensor:
-        """(B or 1, k^2, f^2, H or 1, W or 1): each output pixel's reassembly kernel."""
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B or 1, H W or 1, f^2, k^2): the kernel logits ``z`` of every input pixel, taps
+        last (the softmax's dimension, contiguous: twice as fast as across phases)."""
         raise NotImplementedError
+
+    def kernels(self, x: torch.Tensor) -> torch.Tensor:
+        """(B or 1, H W or 1, f^2, k^2): every input pixel's reassembly kernels, one per
+        output phase (row phase major), taps in row-major order."""
+        uniform = 1.0 / self.kernel_size**2
+        return self.bilinear.T + (self.logits(x).softmax(dim=-1) - uniform)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.factor == 1:
             return x
-        batch, channels, height, width = x.shape
         k, f = self.kernel_size, self.factor
+        batch, channels, height, width = x.shape
         padded = F.pad(x, (k // 2,) * 4, mode="replicate")
-        neighbourhood = F.unfold(padded, k).view(batch, channels, k * k, height, width)
-        kernels = self.kernels(x).to(x.dtype)
-        out = torch.einsum("bckhw,bkphw->bcphw", neighbourhood,
-                           kernels.expand(batch, -1, -1, height, width))
-        return F.pixel_shuffle(out.reshape(batch, channels * f * f, height, width), f)
-
-    def with_bilinear(self, logits: torch.Tensor) -> torch.Tensor:
-        """``bilinear + softmax(logits) - 1 / k^2`` over the taps (dim 1) of
-        ``(B, k^2, f^2, H, W)`` logits: exactly bilinear while the logits are all zero."""
-        uniform = 1.0 / self.kernel_size**2
-        return self.bilinear[None, :, :, None, None] + (logits.softmax(dim=1) - uniform)
+        neighbourhood = F.unfold(padded, k).view(batch, channels, k * k, height * width)
+        weights = self.logits(x).softmax(dim=-1).to(x.dtype)
+        # per input pixel, its C x k^2 neighbourhood times its k^2 x f^2 kernels
+        pixels = neighbourhood.permute(0, 3, 1, 2).reshape(-1, channels, k * k)
+        if weights.shape[1] == 1:  # one kernel set for every pixel: one matrix product
+            learned = pixels @ weights[0, 0].T
+        else:
+            learned = torch.bmm(pixels, weights.reshape(-1, f * f, k * k).transpose(1, 2))
+        learned = (learned.view(batch, height, width, channels, f, f)
+                   .permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, height * f, width * f))
+        mean = F.avg_pool2d(padded, k, stride=1)  # the 1 / k^2 kernel's reassembly
+        fixed = resize(x, f) - F.interpolate(mean, scale_factor=f, mode="nearest")
+        return learned + fixed  # (B, C, H f, W f)
 
 
 @register_upsampler("carafe")
@@ -112,11 +128,12 @@ class CarafeUpsampler(Reassembly):
         nn.init.zeros_(self.encode.weight)
         nn.init.zeros_(self.encode.bias)
 
-    def kernels(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.encode(self.compress(x))  # (B, k^2 f^2, H, W), tap-major
-        batch, _, height, width = logits.shape
-        logits = logits.view(batch, self.kernel_size**2, self.factor**2, height, width)
-        return self.with_bilinear(logits)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        # channels-last, the encoder's output is already (B, H, W, f^2 k^2): the matrix
+        # product of forward reads it without a copy
+        compressed = self.compress(x).contiguous(memory_format=torch.channels_last)
+        logits = self.encode(compressed).permute(0, 2, 3, 1)  # (B, H, W, f^2 k^2)
+        return logits.reshape(x.shape[0], -1, self.factor**2, self.kernel_size**2)
 
 
 @register_upsampler("carafe_static")
@@ -127,7 +144,7 @@ class StaticCarafeUpsampler(Reassembly):
 
     def __init__(self, channels: int, factor: int, kernel_size: int = 5) -> None:
         super().__init__(channels, factor, kernel_size)
-        self.phase_logits = nn.Parameter(torch.zeros(kernel_size**2, factor**2))
+        self.phase_logits = nn.Parameter(torch.zeros(factor**2, kernel_size**2))
 
-    def kernels(self, x: torch.Tensor) -> torch.Tensor:
-        return self.with_bilinear(self.phase_logits[None, :, :, None, None])
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.phase_logits[None, None]  # (1, 1, f^2, k^2)
