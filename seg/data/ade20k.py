@@ -54,10 +54,11 @@ class ADE20K(SegmentationDataset):
         root: str | Path,
         split: str,
         transform: Callable | None = None,
-        cache: bool = False,
+        cache: bool | str = False,
         num_classes: int = len(ADE20K_CLASSES),
         on_error: str = "raise",
         max_image_pixels: int = MAX_IMAGE_PIXELS,
+        cache_budget_mb: int | str = "auto",
     ) -> None:
         self.root = require_dir(Path(root), "dataset root", HINT)
         self.split = SPLITS.get(split, split)
@@ -68,4 +69,4 @@ class ADE20K(SegmentationDataset):
         reduce_zero_label = {0: IGNORE_INDEX, **{v: v - 1 for v in range(1, num_classes + 1)}}
         super().__init__(samples, num_classes, transform, cache, on_error,
                          label_map=class_lut(num_classes, reduce_zero_label), source=str(images),
-                         max_image_pixels=max_image_pixels)
+                         max_image_pixels=max_image_pixels, cache_budget_mb=cache_budget_mb)

@@ -9,6 +9,7 @@ gives the same one-line error whatever the layout.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import stat
 from collections.abc import Callable, Sequence
@@ -20,10 +21,20 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from seg.checks import positive_int
+from seg.data.cache import (
+    MB,
+    cache_budget_bytes,
+    cache_budget_setting,
+    cache_copies,
+    cache_mode,
+    decoded_bytes,
+)
 from seg.errors import BadValue, IsAFolder, MissingPath, NotAFolder
+
+log = logging.getLogger("seg.data")
 
 # OpenCV's own thread pool oversubscribes the CPU when DataLoader workers run in parallel.
 cv2.setNumThreads(0)
@@ -198,6 +209,16 @@ def exif_orientation(path: Path) -> int:
     return orientation if orientation in ORIENTATIONS else 1
 
 
+def image_size(path: Path) -> tuple[int, int] | None:
+    """``(height, width)`` of the image at ``path``, from its header (no pixel decoded);
+    None when it cannot be read: reading the sample reports why."""
+    try:
+        with open_regular(path, "image") as file, Image.open(file) as header:
+            return header.height, header.width
+    except (OSError, ValueError, SyntaxError):  # SampleError is a ValueError
+        return None
+
+
 def exif_note(path: Path) -> str:
     """``"; its EXIF orientation is ..."`` for an image that viewers turn, else ``""``."""
     orientation = exif_orientation(path)
@@ -266,9 +287,12 @@ class SegmentationDataset(Dataset):
     ``on_error="skip"`` the item is instead ``{"skipped": message}``, which
     :func:`seg.data.loader.collate` leaves out of the batch and reports.
 
-    ``cache`` keeps every decoded sample in memory after its first read: decoding is a
-    third of the loading time of small images. Each DataLoader worker keeps its own
-    cache, so it pays with ``num_workers=0`` or persistent workers.
+    ``cache=True`` keeps every decoded sample in memory after its first read: decoding is
+    a third of the loading time of small images. Each DataLoader worker keeps its own
+    cache, so it pays with ``num_workers=0`` or persistent workers. ``cache="auto"`` does
+    so when all those copies fit ``cache_budget_mb`` (MB, or ``"auto"``: a quarter of the
+    available memory, at most 4096 MB), decided from the image headers on the first read
+    or by :meth:`plan_cache` (see ``seg.data.cache``).
 
     An image or mask of more than ``max_image_pixels`` pixels is a bad sample, found from
     its header before it is decoded. ``source`` (the split list, or what the samples were
@@ -283,11 +307,12 @@ class SegmentationDataset(Dataset):
         samples: Sequence[Sample],
         num_classes: int,
         transform: Callable | None = None,
-        cache: bool = False,
+        cache: bool | str = False,
         on_error: str = "raise",
         label_map: np.ndarray | None = None,
         source: str = "",
         max_image_pixels: int = MAX_IMAGE_PIXELS,
+        cache_budget_mb: int | str = "auto",
     ) -> None:
         if on_error not in ON_ERROR:
             raise BadValue(f"dataset.on_error={on_error!r}: use one of {', '.join(ON_ERROR)}")
@@ -301,7 +326,10 @@ class SegmentationDataset(Dataset):
         self.transform = transform
         self.on_error = on_error
         self.label_map = class_lut(num_classes) if label_map is None else label_map
-        self.cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
+        self.cache_budget_mb = cache_budget_setting(cache_budget_mb)
+        mode = cache_mode(cache)
+        self.cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if mode is True else None
+        self.cache_planned = mode != "auto"  # auto: decided on the first read
 
     @property
     def ids(self) -> list[str]:
@@ -310,8 +338,32 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def plan_cache(self, workers: int = 0) -> None:
+        """``cache="auto"``: keep the decoded samples in memory if the copies that ``workers``
+        DataLoader workers (0: the main process) will hold fit the budget. Called before
+        the workers start, so that they inherit the decision; the first call decides."""
+        if self.cache_planned:
+            return
+        self.cache_planned = True
+        copies, budget = cache_copies(workers), cache_budget_bytes(self.cache_budget_mb)
+        needed = decoded_bytes(map(image_size, (s.image for s in self.samples)),
+                               budget // copies)
+        fits = needed * copies <= budget
+        self.cache = {} if fits else None
+        if fits:
+            log.info("dataset.cache=auto: keeping the decoded samples of %s in memory "
+                     "(%.1f MB per copy, copies: %d, budget: %.0f MB)",
+                     self.source, needed / MB, copies, budget / MB)
+        else:
+            log.info("dataset.cache=auto: decoding %s at every read: its decoded samples "
+                     "(copies: %d) would take over the budget of %.0f MB "
+                     "(dataset.cache_budget_mb)", self.source, copies, budget / MB)
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Return the checked ``(uint8 HWC RGB image, uint8 HW class mask)``, untransformed."""
+        if not self.cache_planned:  # not planned before the workers started
+            info = get_worker_info()
+            self.plan_cache(info.num_workers if info is not None else 0)
         if self.cache is None:
             return self.decode(index)
         if index not in self.cache:

@@ -54,6 +54,7 @@ def as_is(item: tuple) -> tuple:
 
 def read_samples(dataset: SegmentationDataset, workers: int) -> Iterator[Item]:
     """Every sample of ``dataset`` decoded and checked, by ``workers`` processes."""
+    dataset.plan_cache(workers)  # once, here, rather than in each worker
     yield from DataLoader(SampleCheck(dataset), batch_size=None, num_workers=workers,
                           collate_fn=as_is)
 

@@ -52,10 +52,11 @@ class Cityscapes(SegmentationDataset):
         root: str | Path,
         split: str,
         transform: Callable | None = None,
-        cache: bool = False,
+        cache: bool | str = False,
         num_classes: int = len(CITYSCAPES_CLASSES),
         on_error: str = "raise",
         max_image_pixels: int = MAX_IMAGE_PIXELS,
+        cache_budget_mb: int | str = "auto",
     ) -> None:
         self.root = require_dir(Path(root), "dataset root", HINT)
         self.split = split
@@ -71,7 +72,7 @@ class Cityscapes(SegmentationDataset):
         self.train_id_map = class_lut(num_classes)
         self.label_id_map = label_id_lut()
         super().__init__(samples, num_classes, transform, cache, on_error, source=str(images),
-                         max_image_pixels=max_image_pixels)
+                         max_image_pixels=max_image_pixels, cache_budget_mb=cache_budget_mb)
 
     def labels_of(self, path: Path) -> tuple[np.ndarray, str]:
         if path.name.endswith("_labelTrainIds.png"):

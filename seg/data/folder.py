@@ -178,12 +178,13 @@ class FolderSegmentation(SegmentationDataset):
         root: str | Path,
         split: str,
         transform: Callable | None = None,
-        cache: bool = False,
+        cache: bool | str = False,
         num_classes: int | None = None,
         on_error: str = "raise",
         val_fraction: float = 0.2,
         seed: int = 0,
         max_image_pixels: int = MAX_IMAGE_PIXELS,
+        cache_budget_mb: int | str = "auto",
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -206,7 +207,8 @@ class FolderSegmentation(SegmentationDataset):
         samples = [Sample(stem, images.get(stem, self.root / "images" / f"{stem}.jpg"),
                           masks / f"{stem}.png") for stem in stems]
         super().__init__(samples, len(self.class_names), transform, cache, on_error,
-                         source=source, max_image_pixels=max_image_pixels)
+                         source=source, max_image_pixels=max_image_pixels,
+                         cache_budget_mb=cache_budget_mb)
 
     @staticmethod
     def build_color_table(colors: list[list[int]] | None, ignore_color: list[int] | None

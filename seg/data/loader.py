@@ -86,7 +86,8 @@ def build_loader(
     its own share; ``batch_size`` is per process.
 
     Workers persist across epochs (no restart cost, and cached samples stay) and each
-    prefetches two batches, so a batch is always ready when the model wants one.
+    prefetches two batches, so a batch is always ready when the model wants one. A
+    ``dataset.cache: auto`` split decides here, once, whether its workers cache.
     """
     if train and len(dataset) // world_size < batch_size:
         # every batch would be dropped, and training would wait forever for one
@@ -97,6 +98,8 @@ def build_loader(
     else:
         sampler = ShardSampler(len(dataset), rank, world_size)
     workers = resolve_num_workers(num_workers)
+    if isinstance(dataset, SegmentationDataset):
+        dataset.plan_cache(workers)
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -13,10 +13,9 @@ from pathlib import Path
 import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
-from PIL import Image
 
 from seg.checks import number_in, positive_int, positive_ints
-from seg.data.base import IGNORE_INDEX
+from seg.data.base import IGNORE_INDEX, image_size
 from seg.errors import BadValue
 
 # ImageNet statistics, as the pretrained encoders expect; the dataset configs read them
@@ -52,14 +51,8 @@ def sampled_image_sizes(paths: Sequence[Path], count: int = 32) -> list[tuple[in
     from the file headers (no decoding). A file PIL cannot read is left out: reading the
     samples reports it properly."""
     step = max(1, len(paths) // count)
-    sizes = []
-    for path in list(paths)[::step][:count]:
-        try:
-            with Image.open(path) as image:
-                sizes.append((image.height, image.width))
-        except (OSError, ValueError, Image.DecompressionBombError):  # unreadable, not an image
-            continue
-    return sizes
+    sizes = [image_size(path) for path in list(paths)[::step][:count]]
+    return [size for size in sizes if size is not None]
 
 
 def scale_bounds(scale_range: object) -> tuple[float, float]:

@@ -51,10 +51,11 @@ class VOCSegmentation(SegmentationDataset):
         root: str | Path,
         split: str,
         transform: Callable | None = None,
-        cache: bool = False,
+        cache: bool | str = False,
         num_classes: int = len(VOC_CLASSES),
         on_error: str = "raise",
         max_image_pixels: int = MAX_IMAGE_PIXELS,
+        cache_budget_mb: int | str = "auto",
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -62,7 +63,7 @@ class VOCSegmentation(SegmentationDataset):
         samples = [Sample(i, self.image_path(i), self.mask_path(i)) for i in ids]
         super().__init__(samples, num_classes, transform, cache, on_error,
                          source=str(voc_split_file(self.root, split)),
-                         max_image_pixels=max_image_pixels)
+                         max_image_pixels=max_image_pixels, cache_budget_mb=cache_budget_mb)
 
     def image_path(self, sample_id: str) -> Path:
         """Path of the JPEG image for ``sample_id``."""
@@ -122,10 +123,11 @@ class VOCAugSegmentation(SegmentationDataset):
         sbd_root: str | Path | None,
         split: str = "train_aug",
         transform: Callable | None = None,
-        cache: bool = False,
+        cache: bool | str = False,
         num_classes: int = len(VOC_CLASSES),
         on_error: str = "raise",
         max_image_pixels: int = MAX_IMAGE_PIXELS,
+        cache_budget_mb: int | str = "auto",
     ) -> None:
         self.root = Path(root)
         self.sbd_root = None if sbd_root is None else Path(sbd_root)
@@ -140,7 +142,7 @@ class VOCAugSegmentation(SegmentationDataset):
             source = f"the {split} split of {self.root} and {self.sbd_root}"
         samples = [Sample(i, self.image_path(i), self.mask_path(i)) for i in ids]
         super().__init__(samples, num_classes, transform, cache, on_error, source=source,
-                         max_image_pixels=max_image_pixels)
+                         max_image_pixels=max_image_pixels, cache_budget_mb=cache_budget_mb)
 
     def image_path(self, sample_id: str) -> Path:
         voc = self.root / "JPEGImages" / f"{sample_id}.jpg"
