@@ -1,9 +1,10 @@
 """Benchmarks, each a ratio of two pipelines measured side by side in one run.
 
     python scripts/bench.py loader [--images 160] [--workers auto]
+    python scripts/bench.py cache        # a folder of small images: cache false / auto
     python scripts/bench.py trainer      # our training loop / a bare PyTorch loop
     python scripts/bench.py peer [--steps N] [--warmup N]  # our ResNet-50 FCNs / torchvision
-    python scripts/bench.py upsample [--json PATH]  # transposed conv: by phases / native
+    python scripts/bench.py upsample [--json PATH]  # transposed conv by phases; upsamplers
     python scripts/bench.py all          # every benchmark; writes BENCHMARKS.md
 
 ``loader``: images/s of the VOC training recipe at 512 crop (seg's VOC reader and
@@ -36,8 +37,14 @@ is separate.
 convolution of seg's ``TransposedConvUpsampler`` (kernel 2f - f % 2, stride f, one kernel
 per channel) at factors 2 to 32, computed by ``conv_transpose_by_phases`` and by the native
 ``conv_transpose2d``, at the training precision and memory format (channels_last): 21
-channels, batch 8 to 512x512 on CUDA, batch 2 to 256x256 on the CPU. ``--json PATH``
-writes ``{device type: {factor: {"native": ms, "phases": ms}}}``.
+channels, batch 8 to 512x512 on CUDA, batch 2 to 256x256 on the CPU. Then, for every
+registered upsampler (default options) at factors 2, 8 and 32 on the study's class-score
+maps (8 classes, batch 8 of ceil(112 / f) square, channels_last, the same precision): its
+trainable parameters, forward + backward milliseconds of one call, and the bytes allocated
+at the peak of that call beyond its input and parameters (CUDA's allocator count; on the
+CPU, ``seg.study.cost.PeakMemory``: the storage of the tensors its operators return).
+``--json PATH`` writes ``{device type: {factor: {"native": ms, "phases": ms}}, "upsamplers":
+{device type: {name: {factor: {"parameters": n, "ms": ms, "peak_bytes": n}}}}}``.
 """
 
 from __future__ import annotations
@@ -220,6 +227,52 @@ def bench_loader(images: int = 160, workers: int | str = "auto", batch_size: int
         del ours, reference  # stop the persistent workers before the folder goes
     return {"ours": ours_rate, "reference": reference_rate, "ratio": ours_rate / reference_rate,
             "workers": workers, "batch_size": batch_size, "crop": crop}
+
+
+def write_small_folder(root: Path, count: int, size: int, seed: int = 0) -> Path:
+    """``count`` photo-like ``size``-px JPEGs with 3-class PNG masks, in the folder layout
+    (images/, masks/, classes.yaml), every one in the train split."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "splits").mkdir()
+    (root / "classes.yaml").write_text(
+        "classes:\n- {name: background}\n- {name: a}\n- {name: b}\n")
+    for index in range(count):
+        regions = smooth_noise(rng, size, size, 4)
+        mask = np.digitize(regions, [0.4, 0.6]).astype(np.uint8)
+        image = 80 * mask[..., None] + 120 * smooth_noise(rng, size, size, 16)[..., None]
+        image = image + rng.normal(0, 12, (size, size, 3))
+        cv2.imwrite(str(root / "images" / f"s{index:04d}.jpg"),
+                    image.clip(0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        cv2.imwrite(str(root / "masks" / f"s{index:04d}.png"), mask)
+    names = "".join(f"s{index:04d}\n" for index in range(count))
+    (root / "splits" / "train.txt").write_text(names)
+    (root / "splits" / "val.txt").write_text("s0000\n")
+    return root
+
+
+def bench_cache(images: int = 300, size: int = 128, epochs: int = 3) -> dict:
+    """Samples/s per epoch of a folder dataset of small images through the training
+    recipe (crop ``size``, one process, batch 8), with ``cache=False`` and ``"auto"``."""
+    from seg.data import FolderSegmentation
+
+    rates = {}
+    with tempfile.TemporaryDirectory() as folder:
+        root = write_small_folder(Path(folder) / "folder", images, size)
+        for mode in (False, "auto"):
+            dataset = FolderSegmentation(root, "train", cache=mode, transform=train_transform(
+                size, scale_range=(0.5, 2.0), base_size=size, color_jitter=0.0))
+            loader = build_loader(dataset, 8, train=True, num_workers=0)
+            rates[str(mode).lower()] = [epoch_rate(loader, epoch) for epoch in range(epochs)]
+    return {"images": images, "size": size, "rates": rates}
+
+
+def epoch_rate(loader: DataLoader, epoch: int) -> float:
+    loader.sampler.set_epoch(epoch)
+    start = time.perf_counter()
+    seen = sum(len(batch["mask"]) for batch in loader)
+    return seen / (time.perf_counter() - start)
 
 
 # -- trainer overhead ------------------------------------------------------------------------
@@ -690,6 +743,79 @@ def bench_upsample(device: torch.device | None = None, settings: dict | None = N
     return {device.type: timings}
 
 
+UPSAMPLER_FACTORS = (2, 8, 32)
+
+
+def upsampler_settings(device_type: str) -> dict:
+    """The study's class-score maps (shapes' 8 classes, batch 8 of 112-pixel crops), where
+    the upsamplers' costs are paid; fewer repeats on the CPU keep the run short."""
+    repeats = {"warmup": 5, "repeats": 30} if device_type == "cuda" else {"warmup": 2,
+                                                                          "repeats": 5}
+    return {"channels": 8, "batch": 8, "size": 112, **repeats}
+
+
+def upsampler_case(name: str, factor: int, settings: dict, device: torch.device,
+                   seed: int = 0) -> dict:
+    """``name``'s upsampler (its default options) for ``settings["channels"]`` maps, a
+    channels_last input of ceil(size / factor) square that needs its gradient, as the
+    decoder's scores do, and a gradient of its output."""
+    from seg.models import build_upsampler
+
+    channels, batch = settings["channels"], settings["batch"]
+    module = build_upsampler(name, channels=channels, factor=factor)
+    side = -(-settings["size"] // factor)  # the encoder rounds odd strides' maps up
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, channels, side, side, generator=generator)
+    grad = torch.randn(batch, channels, side * factor, side * factor, generator=generator)
+    return {"module": module.to(device, memory_format=torch.channels_last),
+            "x": x.to(device, memory_format=torch.channels_last).requires_grad_(),
+            "grad": grad.to(device, memory_format=torch.channels_last)}
+
+
+def clear_grads(case: dict) -> None:
+    case["x"].grad = None
+    case["module"].zero_grad(set_to_none=True)
+
+
+def upsampler_step(case: dict, device: torch.device, precision: str) -> None:
+    from seg.engine.precision import autocast
+
+    clear_grads(case)
+    with autocast(device, precision):
+        output = case["module"](case["x"])
+    output.backward(case["grad"].to(output.dtype))  # autocast may compute it in bf16
+
+
+def upsampler_cost(case: dict, device: torch.device, settings: dict) -> dict:
+    """Trainable parameters, median forward + backward ms and the peak bytes of a call."""
+    from seg.study.cost import peak_bytes
+
+    def step() -> None:
+        upsampler_step(case, device, settings["precision"])
+
+    ms = median_ms(step, device, settings["warmup"], settings["repeats"])
+    clear_grads(case)  # the last call's gradients are no part of the next one's peak
+    return {"parameters": sum(p.numel() for p in case["module"].parameters()
+                              if p.requires_grad),
+            "ms": ms, "peak_bytes": peak_bytes(step, device)}
+
+
+def bench_upsamplers(device: torch.device, settings: dict | None = None,
+                     factors: Sequence[int] = UPSAMPLER_FACTORS,
+                     names: Sequence[str] | None = None) -> dict:
+    """``{"upsamplers": {device type: {name: {factor: upsampler_cost}}}}`` for ``names``
+    (default: every registered upsampler). ``settings``: ``upsampler_settings``'s, with
+    ``precision`` (a resolved one: 32, bf16 or 16)."""
+    from seg.models import UPSAMPLERS
+
+    settings = {**upsampler_settings(device.type), "precision": "32", **(settings or {})}
+    rows = {name: {factor: upsampler_cost(upsampler_case(name, factor, settings, device),
+                                          device, settings)
+                   for factor in factors}
+            for name in (names or sorted(UPSAMPLERS))}
+    return {"upsamplers": {device.type: rows}}
+
+
 def faster_path(timing: dict) -> str:
     """``phases (1.23x)``: the faster way, and how many times faster it is."""
     fast, slow = sorted(timing, key=timing.get)
@@ -768,6 +894,31 @@ def upsample_report(timings: dict, settings: dict) -> str:
     return "\n".join(lines)
 
 
+def upsamplers_report(costs: dict, settings: dict) -> str:
+    """``costs``: ``bench_upsamplers``'s; ``settings``: those it ran with and the
+    ``device_name``."""
+    ((_, rows),) = costs["upsamplers"].items()
+    factors = list(next(iter(rows.values())))
+    size = settings["size"]
+    lines = [
+        f"Upsamplers: every registered one, default options, on the study's class-score maps: "
+        f"{settings['channels']} channels, batch {settings['batch']} of ceil({size} / f) "
+        f"square to f times it, channels_last, {PRECISION_NAMES[settings['precision']]}, "
+        f"{settings['device_name']}",
+        f"  params: trainable; ms: forward + backward, median of {settings['repeats']} after "
+        f"{settings['warmup']} warm-up; MiB: allocated at the call's peak beyond its input",
+        "  and parameters (" + ("torch.cuda.max_memory_allocated" if "cuda" in costs["upsamplers"]
+                                else "storage of the tensors its operators return") + ")",
+        f"  {'':<16}" + "".join(f"  {'x' + str(f):>7} {'':>8} {'':>7}" for f in factors),
+        f"  {'upsampler':<16}" + "  {:>7} {:>8} {:>7}".format("params", "ms", "MiB")
+        * len(factors),
+        *(f"  {name:<16}" + "".join(f"  {c['parameters']:7d} {c['ms']:8.2f} "
+                                    f"{c['peak_bytes'] / 2**20:7.1f}" for c in row.values())
+          for name, row in rows.items()),
+    ]
+    return "\n".join(lines)
+
+
 def machine() -> str:
     return (f"{platform.processor() or platform.machine()}, {available_cpus()} CPUs, "
             f"torch {torch.__version__}, Python {platform.python_version()}")
@@ -791,6 +942,17 @@ def run_loader(args: argparse.Namespace) -> str:
     return loader_report(bench_loader(args.images, workers))
 
 
+def run_cache(args: argparse.Namespace) -> str:
+    result = bench_cache()
+    lines = [f"dataset.cache: a folder of {result['images']} JPEGs of {result['size']} px, "
+             "the training recipe, one process (num_workers=0), batch 8; samples/s per epoch "
+             f"({platform.processor() or platform.machine()}, {available_cpus()} cores)"]
+    for mode, rates in result["rates"].items():
+        lines.append(f"  cache={mode:5s} " + "  ".join(f"epoch {i + 1}: {rate:6.0f}"
+                                                   for i, rate in enumerate(rates)))
+    return "\n".join(lines)
+
+
 def run_trainer(args: argparse.Namespace) -> str:
     return trainer_report(bench_trainer())
 
@@ -806,13 +968,17 @@ def run_upsample(args: argparse.Namespace) -> str:
     settings = {**upsample_settings(device.type),
                 "precision": resolve_precision(args.precision, device)}
     timings = bench_upsample(device, settings)
+    costs_settings = {**upsampler_settings(device.type), "precision": settings["precision"]}
+    costs = bench_upsamplers(device, costs_settings)
     if args.json is not None:
-        args.json.write_text(json.dumps(timings, indent=2) + "\n")
-    return upsample_report(timings, {**settings, "device_name": device_name(device)})
+        args.json.write_text(json.dumps({**timings, **costs}, indent=2) + "\n")
+    named = {"device_name": device_name(device)}
+    return "\n\n".join([upsample_report(timings, {**settings, **named}),
+                         upsamplers_report(costs, {**costs_settings, **named})])
 
 
-BENCHMARKS = {"loader": run_loader, "trainer": run_trainer, "peer": run_peer,
-              "upsample": run_upsample}
+BENCHMARKS = {"loader": run_loader, "cache": run_cache, "trainer": run_trainer,
+              "peer": run_peer, "upsample": run_upsample}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -829,7 +995,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--precision", default="auto",
                         help="upsample: 32, bf16, 16 or auto (as Trainer resolves it)")
     parser.add_argument("--json", type=Path, default=None,
-                        help="upsample: write {device type: {factor: {native, phases ms}}}")
+                        help="upsample: write {device type: {factor: {native, phases ms}}, "
+                             "upsamplers: {device type: {name: {factor: {parameters, ms, "
+                             "peak_bytes}}}}}")
     parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"),
                         help="where `all` writes its report")
     return parser.parse_args(argv)

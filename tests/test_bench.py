@@ -151,12 +151,52 @@ def test_upsample_benchmark_and_report(bench, tmp_path: Path) -> None:
     assert "batch 1 to 32x32" in report and "fp32" in report
 
 
+FAKE_COSTS = {"upsamplers": {"cpu": {
+    "bilinear": {2: {"parameters": 0, "ms": 1.5, "peak_bytes": 2**20},
+                 8: {"parameters": 0, "ms": 2.0, "peak_bytes": 3 * 2**20}},
+    "carafe": {2: {"parameters": 7372, "ms": 12.25, "peak_bytes": 66 * 2**20},
+               8: {"parameters": 116872, "ms": 30.0, "peak_bytes": 2**19}}}}}
+
+
 def test_upsample_json_option(bench, tmp_path: Path, monkeypatch) -> None:
     timings = {"cpu": {2: {"native": 2.0, "phases": 1.0}}}
     monkeypatch.setattr(bench, "bench_upsample", lambda device, settings: timings)
+    monkeypatch.setattr(bench, "bench_upsamplers", lambda device, settings: FAKE_COSTS)
     out = tmp_path / "upsample.json"
     assert bench.main(["upsample", "--json", str(out), "--precision", "32"]) == 0
-    assert json.loads(out.read_text()) == {"cpu": {"2": {"native": 2.0, "phases": 1.0}}}
+    written = json.loads(out.read_text())
+    assert written["cpu"] == {"2": {"native": 2.0, "phases": 1.0}}
+    assert written["upsamplers"]["cpu"]["carafe"]["8"] == {
+        "parameters": 116872, "ms": 30.0, "peak_bytes": 2**19}
+
+
+def test_upsamplers_benchmark_has_a_row_per_upsampler(bench) -> None:
+    from seg.models import UPSAMPLERS, build_upsampler
+
+    settings = {"channels": 2, "batch": 1, "size": 16, "warmup": 1, "repeats": 1}
+    costs = bench.bench_upsamplers(torch.device("cpu"), settings, factors=(2, 8))
+    rows = costs["upsamplers"]["cpu"]
+    assert set(rows) == set(UPSAMPLERS) >= {"bilinear", "transposed", "bilinear_conv",
+                                            "resize_conv", "pixel_shuffle", "dysample",
+                                            "dysample_static", "carafe", "carafe_static"}
+    for name, row in rows.items():
+        assert set(row) == {2, 8}
+        for factor, cost in row.items():
+            module = build_upsampler(name, channels=2, factor=factor)
+            assert cost["parameters"] == sum(p.numel() for p in module.parameters())
+            assert cost["ms"] > 0
+            # at least the output (batch 1, 2 channels, 16 x 16 fp32) is allocated
+            assert cost["peak_bytes"] >= 2 * 16 * 16 * 4
+
+
+def test_upsamplers_report(bench) -> None:
+    settings = {**bench.upsampler_settings("cpu"), "precision": "32",
+                "device_name": "cpu (x86_64)"}
+    report = bench.upsamplers_report(FAKE_COSTS, settings)
+    assert "8 channels, batch 8 of ceil(112 / f)" in report and "fp32" in report
+    carafe = next(line for line in report.splitlines() if "carafe" in line).split()
+    assert carafe == ["carafe", "7372", "12.25", "66.0", "116872", "30.00", "0.5"]
+    assert report.splitlines()[3].split() == ["x2", "x8"]
 
 
 def test_steady_rate_leaves_out_the_warm_up(bench) -> None:

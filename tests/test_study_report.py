@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from seg.study.cost import forward_ms
+from seg.study import cost
+from seg.study.cost import PeakMemory, forward_ms, forward_peak_bytes
 from seg.study.report import aggregate
-from seg.study.runs import load_runs
-from seg.study.stats import convergence_check
+from seg.study.runs import LONGER_DIR, load_runs
+from seg.study.stats import convergence_check, longer_budget_check
 from tests.test_compare import CLASSES, write_run
 
 BUDGETS = (2, 6, 25, 75, 100)  # of a 100-iteration run: 2, 6 and 25 are "early" (<= 1/4)
@@ -127,13 +129,65 @@ def test_controls_section_reads_each_control(tmp_path: Path) -> None:
     report = aggregate(tmp_path).read_text()
     section = report.split("## Does the gain survive its control?")[1].split("##")[0]
     # (every upsampler's runs share one jitter per seed: their differences are exact)
-    assert ("| fcn8s | transposed - bilinear_conv | parameter count | 3 | +0.00 "
+    assert ("| fcn8s | transposed - bilinear_conv | parameter count | 100 / 100 | 3 | +0.00 "
             "[+0.00, +0.00] | bilinear_conv matches transposed: the gain may be the extra "
             "parameters |") in section
     assert ("the bilinear start matters: transposed beats its random start "
             "(transposed_kaiming) by 5.00 points") in section
     assert "transposed_full matches transposed: a full C x C kernel adds nothing" in section
     assert "no significant gain to explain" not in section  # transposed ends 5 points up
+
+
+def test_each_content_aware_upsampler_meets_its_static_twin_and_bilinear_conv(
+        tmp_path: Path) -> None:
+    fabricate(tmp_path, {"dysample": END_ONLY, "dysample_static": {}, "carafe": {},
+                         "carafe_static": {}, "bilinear_conv": {}})
+    section = aggregate(tmp_path).read_text().split("## Does the gain survive")[1]
+    assert ("| fcn8s | dysample - dysample_static | content-awareness | 100 / 100 | 3 | "
+            "+5.00 [+5.00, +5.00] | content-awareness helps: dysample beats its "
+            "input-independent twin dysample_static by 5.00 points |") in section
+    assert ("dysample beats bilinear_conv, bilinear followed by a learned filter, by 5.00 "
+            "points") in section
+    assert "carafe_static matches carafe: a learned pattern the same everywhere" in section
+    assert "| fcn8s | carafe - bilinear_conv | learned parameters |" in section
+
+
+def write_longer_run(sweep: Path, number: int, seed: int, miou: float, decoder: str) -> None:
+    """A bilinear run of ``seed`` trained twice the study's 100 iterations, in the folder
+    seg-compare runs them into."""
+    longer = sweep / LONGER_DIR
+    write_run(longer, number, "bilinear", seed, miou, decoder,
+              {150: miou - 0.001, 200: miou})
+    config = OmegaConf.load(longer / str(number) / ".hydra" / "config.yaml")
+    config.trainer.max_iters = 200
+    OmegaConf.save(config, longer / str(number) / ".hydra" / "config.yaml")
+
+
+def test_the_longer_budget_check_per_decoder(tmp_path: Path) -> None:
+    fabricate(tmp_path, {"transposed": {}}, decoders=("fcn32s", "fcn8s"))
+    write_longer_run(tmp_path, 0, 0, 0.505 + 0.004, "fcn8s")  # seed 0 ends at 50.5 %
+    write_longer_run(tmp_path, 1, 0, 0.505 + 0.030, "fcn32s")
+    section = aggregate(tmp_path).read_text().split("## Convergence check")[1].split("##")[0]
+    assert ("Longer-budget check (bilinear fcn8s, val mIoU at the end), seed 0: 50.50 % after "
+            "100 iterations (the study), 50.90 % after 200 (2x), difference +0.40 points: "
+            "PASS, within 1 point") in section
+    assert ("Longer-budget check (bilinear fcn32s, val mIoU at the end), seed 0: 50.50 % after "
+            "100 iterations (the study), 53.50 % after 200 (2x), difference +3.00 points: "
+            "FAIL, more than 1 point") in section
+    assert "Convergence check (bilinear fcn32s, val mIoU, mean over seeds), 3 seeds" in section
+    runs, _ = load_runs(tmp_path)
+    assert {r["max_iters"] for r in runs} == {100}  # the longer runs are not the study's
+    outcome, line = longer_budget_check(runs, [], "fcn8s")
+    assert outcome is None and "not checked, no longer bilinear fcn8s run" in line
+
+
+def test_a_curve_still_rising_makes_its_gain_a_lower_bound(tmp_path: Path) -> None:
+    fabricate(tmp_path, {"transposed": {100: 0.05}, "pixel_shuffle": {75: 0.05, 100: 0.05}})
+    section = aggregate(tmp_path).read_text().split("## Convergence check")[1].split("##")[0]
+    assert ("| fcn8s | transposed | 3 | 51.00 | 56.50 | +5.50 | still rising: its gain over "
+            "bilinear is a lower bound |") in section
+    assert "| fcn8s | pixel_shuffle | 3 | 56.00 | 56.50 | +0.50 |  |" in section
+    assert "| fcn8s | bilinear | 3 | 51.00 | 51.50 | +0.50 |  |" in section
 
 
 def test_a_control_without_a_gain_to_explain_says_so(tmp_path: Path) -> None:
@@ -169,3 +223,44 @@ def test_forward_ms_times_a_model() -> None:
     model.register_forward_hook(lambda *_: calls.append(torch.is_inference_mode_enabled()))
     assert forward_ms(model, torch.device("cpu"), size=32) > 0
     assert calls == [True] * 6  # one warm-up and five timed passes, under inference_mode
+
+
+def test_peak_memory_counts_what_is_alive_at_once() -> None:
+    with PeakMemory() as memory:
+        first = torch.empty(1000)  # 4,000 bytes
+        second = first * 2
+        del first
+        third = second + 1
+        view = second[10:]  # a view and an in-place result: no new storage
+        second.add_(1)
+    assert (memory.peak, memory.live) == (8000, 8000)
+    del second, third, view
+    assert memory.live == 0
+
+
+def test_forward_peak_bytes_counts_the_pass() -> None:
+    model = torch.nn.Conv2d(3, 2, 3)
+    assert forward_peak_bytes(model, torch.device("cpu"), size=32) == 2 * 30 * 30 * 4
+
+
+def test_inference_costs_and_their_table(monkeypatch, tmp_path: Path) -> None:
+    from functools import partial
+
+    from seg.models import FCNDecoder, build_encoder, build_model, build_upsampler
+    from seg.study.report import cost_section
+
+    model = build_model(build_encoder("simple"), partial(FCNDecoder, variant="fcn8s"), 4,
+                        partial(build_upsampler, "transposed"))
+    monkeypatch.setattr(cost, "lowest_seed_checkpoints",
+                        lambda runs: {("fcn8s", "transposed"): tmp_path / "last.pt"})
+    monkeypatch.setattr(cost, "trained_model", lambda checkpoint: model.eval())
+    (row,) = cost.inference_costs([], devices=[torch.device("cpu")], size=64)
+    steps = [*model.decoder.fuse, model.decoder.final]
+    assert row["upsampler_parameters"] == sum(p.numel() for s in steps
+                                              for p in s.parameters()) > 0
+    assert row["cpu"] > 0 and row["cpu_peak_bytes"] >= 4 * 64 * 64 * 4  # >= the logits
+    table = cost_section([{**row, "cpu_peak_bytes": 3 * 2**20}])
+    assert "| decoder | upsampler | upsampler params | ms per 512² image (CPU) | " \
+           "peak MiB (CPU) |" in table
+    assert any(line.startswith(f"| fcn8s | transposed | {row['upsampler_parameters']:,} | ")
+               and line.endswith(" | 3.0 |") for line in table)

@@ -14,7 +14,7 @@ import torch
 from seg.errors import MissingPath
 from seg.study.cost import CPU_THREADS, IMAGE_SIZE, REPEATS, inference_costs
 from seg.study.figures import bar_chart, curve_figure, example_figure
-from seg.study.runs import load_runs
+from seg.study.runs import load_longer_runs, load_runs
 from seg.study.stats import (
     FIXED,
     PER_CLASS_METRICS,
@@ -24,7 +24,10 @@ from seg.study.stats import (
     configuration_order,
     control_differences,
     convergence_check,
+    decoders_of,
+    last_quarter_changes,
     learning_curves,
+    longer_budget_check,
     paired_differences,
     per_class,
     per_class_differences,
@@ -51,6 +54,16 @@ CONTROL_READINGS = {
         "the full C x C kernel helps: {u} beats the channel-wise {c} by {d}",
         "the full C x C kernel does worse: the channel-wise {c} beats {u} by {d}",
         "{u} matches {c}: a full C x C kernel adds nothing over one kernel per channel"),
+    **{(aware, f"{aware}_static"): (
+        "content-awareness helps: {u} beats its input-independent twin {c} by {d}",
+        "the input-independent {c} beats {u} by {d}: content-awareness does harm here",
+        "{c} matches {u}: a learned pattern the same everywhere does as well")
+       for aware in ("dysample", "carafe")},
+    **{(aware, "bilinear_conv"): (
+        "{u} beats {c}, bilinear followed by a learned filter, by {d}",
+        "{c}, bilinear followed by a learned filter, beats {u} by {d}",
+        "{c}, bilinear followed by a learned filter, matches {u}")
+       for aware in ("dysample", "carafe")},
 }
 
 
@@ -99,9 +112,31 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 # -- compare.md's sections, in the order they are read ---------------------------------------
 
 
-def convergence_section(runs: list[dict]) -> list[str]:
-    _, line = convergence_check(runs)
-    return ["## Convergence check", "", line + ".", ""]
+def convergence_section(runs: list[dict], longer_runs: list[dict]) -> list[str]:
+    """Per decoder, the two convergence rules, then every configuration's last quarter."""
+    lines = ["## Convergence check", "",
+             "Two rules per decoder, both must pass: the baseline's val mIoU moves less than 1 "
+             "point over the last quarter of the run, and the baseline trained longer (at least "
+             "one seed) ends within 1 point of the study's runs of the same seeds.", ""]
+    for decoder in decoders_of(runs) or ["fcn8s"]:
+        _, quarter = convergence_check(runs, decoder)
+        _, longer = longer_budget_check(runs, longer_runs, decoder)
+        lines += [f"- {quarter}.", f"- {longer}."]
+    return lines + [""] + last_quarter_section(last_quarter_changes(runs))
+
+
+def last_quarter_section(changes: list[dict]) -> list[str]:
+    """Every configuration's change over the last quarter; a curve still rising faster
+    than the baseline's makes that configuration's gain a lower bound."""
+    if not changes:
+        return []
+    rows = [[c["decoder"], c["upsampler"], str(c["seeds"]), f"{100 * c['at']:.2f}",
+             f"{100 * c['end']:.2f}", points(c["change"]),
+             "still rising: its gain over bilinear is a lower bound" if c["still_rising"]
+             else ""] for c in changes]
+    return ["Val mIoU from 3/4 of the run to its end, mean over seeds (%, change in points):",
+            "", *table(["decoder", "upsampler", "seeds", "at 3/4", "end", "change", "note"],
+                       rows), ""]
 
 
 def verdict_section(verdicts: list[dict]) -> list[str]:
@@ -177,13 +212,14 @@ def control_section(controls: list[dict]) -> list[str]:
     """Each gain against the control that could explain it away, where the sweep ran both."""
     if not controls:
         return []
-    rows = [[c["decoder"], f"{c['upsampler']} - {c['control']}", c["rules_out"], str(c["n"]),
-             interval_text(c), control_reading(c)] for c in controls]
+    rows = [[c["decoder"], f"{c['upsampler']} - {c['control']}", c["rules_out"],
+             f"{c['params']:,} / {c['control_params']:,}" if "params" in c else "–",
+             str(c["n"]), interval_text(c), control_reading(c)] for c in controls]
     return ["## Does the gain survive its control?", "",
             "Val mIoU at the end, paired by seed, in percentage points with its 95 % t "
-            "interval.", "",
-            *table(["decoder", "comparison", "control for", "seeds", "difference", "reading"],
-                   rows), ""]
+            "interval; the upsamplers' learned parameters (the upsampler's / the control's).",
+            "", *table(["decoder", "comparison", "control for", "params", "seeds",
+                        "difference", "reading"], rows), ""]
 
 
 def per_class_section(rows: list[dict]) -> list[str]:
@@ -208,33 +244,42 @@ def per_class_section(rows: list[dict]) -> list[str]:
 
 
 def cost_section(costs: list[dict]) -> list[str]:
-    """Milliseconds per 512 x 512 image for each configuration, per device."""
+    """For each configuration, the parameters its upsamplers add, and the milliseconds
+    and peak memory of one 512 x 512 image, per device."""
     lines = ["## Inference cost", "",
              f"One forward pass of a {IMAGE_SIZE} x {IMAGE_SIZE} image, batch 1, fp32, eval "
              f"mode: the median of {REPEATS} after a warm-up, of each configuration's "
              f"lowest-seed model; on the CPU under torch.set_num_threads({CPU_THREADS}), "
-             "steady on a shared machine where several threads' timings swing many times over."]
+             "steady on a shared machine where several threads' timings swing many times over. "
+             "Upsampler params: the trainable parameters of the decoder's upsampling steps. "
+             "Peak MiB: allocated at the peak of that pass beyond the model and its input; "
+             "on CUDA as torch.cuda.max_memory_allocated counts it, on the CPU the storage "
+             "of the tensors its operators return (kernels' scratch buffers left out)."]
     if not torch.cuda.is_available():
         lines.append("CUDA: no GPU on this machine.")
     if not costs:
         return lines + ["", "Not measured: no run has a checkpoints/last.pt.", ""]
     devices = [d for d in ("cpu", "cuda") if any(d in row for row in costs)]
-    header = ["decoder", "upsampler"] + [
-        f"ms per {IMAGE_SIZE}² image ({d.upper()})" for d in devices]
-    rows = [[row["decoder"], row["upsampler"]]
-            + [f"{row[d]:.1f}" if d in row else "–" for d in devices] for row in costs]
+    header = (["decoder", "upsampler", "upsampler params"]
+              + [f"ms per {IMAGE_SIZE}² image ({d.upper()})" for d in devices]
+              + [f"peak MiB ({d.upper()})" for d in devices])
+    rows = [[row["decoder"], row["upsampler"], f"{row['upsampler_parameters']:,}"]
+            + [f"{row[d]:.1f}" if d in row else "–" for d in devices]
+            + [f"{row[d + '_peak_bytes'] / 2**20:.1f}" if d + "_peak_bytes" in row else "–"
+               for d in devices]
+            for row in costs]
     return lines + ["", *table(header, rows), ""]
 
 
 def markdown_report(runs: list[dict], failed: list[str], per_class_rows: list[dict],
-                    costs: list[dict]) -> str:
+                    costs: list[dict], longer_runs: list[dict] | None = None) -> str:
     """The markdown of compare.md: the findings in words first, then their tables."""
     recipe = recipe_of(runs[0]["config"]) if runs else ""
     lines = ["# Learned vs fixed upsampling", ""]
     if recipe:
         lines += [f"Every run: {recipe}.", ""]
     differences = budget_differences(runs)
-    lines += convergence_section(runs)
+    lines += convergence_section(runs, longer_runs or [])
     lines += verdict_section(speed_verdicts(differences))
     lines += final_section(summarize(runs), paired_differences(runs))
     lines += budget_section(differences)
@@ -289,7 +334,8 @@ def aggregate(sweep_dir: str | Path) -> Path:
     write_csv(rows, sweep_dir / "summary.csv")
     write_csv(per_class_rows, sweep_dir / "per_class.csv")
     report = sweep_dir / "compare.md"
-    report.write_text(markdown_report(runs, failed, per_class_rows, inference_costs(runs)))
+    report.write_text(markdown_report(runs, failed, per_class_rows, inference_costs(runs),
+                                      load_longer_runs(sweep_dir)))
     if rows:
         bar_chart(rows, sweep_dir / "compare.png")
         curve_figure(learning_curves(runs), sweep_dir / "curves.png")

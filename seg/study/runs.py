@@ -12,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from seg.errors import BadValue
 
 ENCODER_DIR = "pretrained_encoder"  # in the sweep folder, beside the numbered runs
+# in the sweep folder: the baseline trained longer, for the convergence rule (its own sweep)
+LONGER_DIR = "longer_baseline"
 
 
 def upsampler_label(upsampler_cfg: DictConfig) -> str:
@@ -68,6 +70,12 @@ def read_metrics(path: Path) -> dict:
         raise BadValue(f"{path}: holds a {type(metrics).__name__}, not the metrics seg-train "
                        "writes: rerun that run, or delete the file to list the run as failed")
     return metrics
+
+
+def load_longer_runs(sweep_dir: Path) -> list[dict]:
+    """The finished runs of the longer baseline sweep (:data:`LONGER_DIR`), if it ran."""
+    longer = sweep_dir / LONGER_DIR
+    return load_runs(longer)[0] if longer.is_dir() else []
 
 
 def run_length(metrics: dict, cfg: DictConfig) -> int:

@@ -13,14 +13,25 @@ from scipy.stats import t as student_t
 
 FIXED = "bilinear"
 UPSAMPLER_ORDER = ("bilinear", "transposed_frozen", "bilinear_conv", "transposed",
-                   "transposed_kaiming", "transposed_full", "resize_conv", "pixel_shuffle")
+                   "transposed_kaiming", "transposed_full", "resize_conv", "pixel_shuffle",
+                   "dysample_static", "dysample", "carafe_static", "carafe")
 EARLY_SHARE = 0.25  # "learns faster": significantly better at a budget up to this share of the run
 CONVERGED_CHANGE = 0.01  # mIoU: 3/4 of the run to its end moving less than 1 point is converged
+# mIoU: a baseline run at a longer budget (study.longer_baseline_factor) ending more than
+# 1 point from the study's runs of the same seeds says the study stopped too early
+LONGER_BUDGET_CHANGE = 0.01
+# mIoU: an upsampler whose last quarter rose this much more than the baseline's was
+# still learning when the study stopped: its gain over the baseline is a lower bound
+STILL_RISING = 0.002
 # (upsampler, its control, what the control rules out, whether that could explain the
 # upsampler's gain over the fixed baseline): each paired upsampler - control
 CONTROLS = (("transposed", "bilinear_conv", "parameter count", True),
             ("transposed", "transposed_kaiming", "the bilinear start", True),
-            ("transposed_full", "transposed", "full vs channel-wise kernel", False))
+            ("transposed_full", "transposed", "full vs channel-wise kernel", False),
+            ("dysample", "dysample_static", "content-awareness", True),
+            ("dysample", "bilinear_conv", "learned parameters", True),
+            ("carafe", "carafe_static", "content-awareness", True),
+            ("carafe", "bilinear_conv", "learned parameters", True))
 PER_CLASS_METRICS = {"iou": "per_class_iou", "boundary_f": "per_class_boundary_f"}
 # metric -> (column title, scale, format); ratios are shown in percent
 SUMMARY_METRICS = {
@@ -245,8 +256,22 @@ def control_differences(runs: list[dict], metric: str = "mIoU") -> list[dict]:
                 gain = (paired(runs, decoder, upsampler, FIXED, lambda r: r.get(metric))
                         if explains_gain and (decoder, FIXED) in present else None)
                 rows.append({"decoder": decoder, "upsampler": upsampler, "control": control,
-                             "rules_out": rules_out, "gain": gain, **interval})
+                             "rules_out": rules_out, "gain": gain, **interval,
+                             **parameter_counts(runs, decoder, upsampler, control)})
     return rows
+
+
+def parameter_counts(runs: list[dict], decoder: str, upsampler: str, control: str) -> dict:
+    """``params`` and ``control_params``: the upsamplers' learned parameters of each (as
+    the runs recorded them); empty when a run of either did not record them."""
+    counts = {}
+    for key, name in (("params", upsampler), ("control_params", control)):
+        recorded = [r.get("upsampler_params") for r in runs
+                    if (r["decoder"], r["upsampler"]) == (decoder, name)]
+        if not recorded or None in recorded:
+            return {}
+        counts[key] = int(max(recorded))
+    return counts
 
 
 def per_class(run: dict, key: str) -> dict:
@@ -292,11 +317,9 @@ def convergence_check(runs: list[dict], decoder: str = "fcn8s", baseline: str = 
     if not members:
         return None, f"{title}: not checked, the sweep has no {baseline} {decoder} runs"
     length = max(r["max_iters"] for r in members)
-    three_quarters = max(1, round(0.75 * length))  # as seg.engine.loop.budgets rounds it
-    pairs = [(value_at(r, "mIoU", three_quarters), value_at(r, "mIoU", length)) for r in members]
+    three_quarters = max(1, round(0.75 * length))
     # a run of a few iterations rounds 3/4 of it to its end: nothing to compare
-    pairs = [(at, end) for at, end in pairs if at is not None and end is not None
-             and three_quarters < length]
+    pairs = [pair for r in members if (pair := last_quarter(r)) is not None]
     if not pairs:
         return None, (f"{title}: not checked, no evaluation at 3/4 of the run (iteration "
                       f"{three_quarters}); set trainer.eval_budgets")
@@ -308,3 +331,67 @@ def convergence_check(runs: list[dict], decoder: str = "fcn8s", baseline: str = 
     return passed, (f"{title}, {len(pairs)} seeds: {100 * at:.2f} % at iteration "
                     f"{three_quarters} (3/4 of the run), {100 * end:.2f} % at {length} (the end), "
                     f"change {100 * (end - at):+.2f} points: {outcome}")
+
+
+def decoders_of(runs: list[dict]) -> list[str]:
+    return sorted({run["decoder"] for run in runs})
+
+
+def last_quarter(run: dict) -> tuple[float, float] | None:
+    """The run's val mIoU at 3/4 of its length and at its end; None without both."""
+    length = run["max_iters"]
+    three_quarters = max(1, round(0.75 * length))  # as seg.engine.loop.budgets rounds it
+    at, end = value_at(run, "mIoU", three_quarters), value_at(run, "mIoU", length)
+    if at is None or end is None or three_quarters >= length:
+        return None
+    return at, end
+
+
+def last_quarter_changes(runs: list[dict], baseline: str = FIXED) -> list[dict]:
+    """Per (decoder, upsampler): the mean over seeds of the val mIoU change over the last
+    quarter of the run (``change``, with ``at`` and ``end``), and ``still_rising``: it
+    rose :data:`STILL_RISING` more than the decoder's baseline did, so its gain over the
+    baseline is a lower bound."""
+    rows = []
+    for decoder, upsampler in sorted({(r["decoder"], r["upsampler"]) for r in runs},
+                                     key=lambda c: configuration_order(*c)):
+        pairs = [pair for r in runs if (r["decoder"], r["upsampler"]) == (decoder, upsampler)
+                 if (pair := last_quarter(r)) is not None]
+        if pairs:
+            at, end = (statistics.fmean(values) for values in zip(*pairs, strict=True))
+            rows.append({"decoder": decoder, "upsampler": upsampler, "seeds": len(pairs),
+                         "at": at, "end": end, "change": end - at})
+    baseline_change = {r["decoder"]: r["change"] for r in rows if r["upsampler"] == baseline}
+    for row in rows:
+        reference = baseline_change.get(row["decoder"])
+        row["still_rising"] = (row["upsampler"] != baseline and reference is not None
+                               and row["change"] - reference > STILL_RISING)
+    return rows
+
+
+def longer_budget_check(runs: list[dict], longer_runs: list[dict], decoder: str,
+                        baseline: str = FIXED) -> tuple[bool | None, str]:
+    """Whether the ``baseline`` ``decoder`` runs at a longer budget (``longer_runs``) end
+    within :data:`LONGER_BUDGET_CHANGE` of the study's runs of the same seeds (mean over
+    those seeds); ``(passed, one line saying so)``, passed None when it cannot tell."""
+    title = f"Longer-budget check ({baseline} {decoder}, val mIoU at the end)"
+    study = {r["seed"]: r for r in runs if (r["decoder"], r["upsampler"]) == (decoder, baseline)}
+    longer = [r for r in longer_runs
+              if (r["decoder"], r["upsampler"]) == (decoder, baseline) and r["seed"] in study]
+    longer = [r for r in longer if r["max_iters"] > study[r["seed"]]["max_iters"]]
+    if not longer:
+        return None, (f"{title}: not checked, no longer {baseline} {decoder} run with a seed "
+                      "of the study (seg-compare runs them into longer_baseline/)")
+    seeds = sorted(r["seed"] for r in longer)
+    ours = statistics.fmean(study[seed]["mIoU"] for seed in seeds)
+    theirs = statistics.fmean(r["mIoU"] for r in longer)
+    passed = abs(theirs - ours) <= LONGER_BUDGET_CHANGE
+    outcome = ("PASS, within 1 point" if passed else
+               "FAIL, more than 1 point: the study stopped before its baseline converged")
+    budget = max(r["max_iters"] for r in longer)
+    length = study[seeds[0]]["max_iters"]
+    return passed, (f"{title}, seed{'s' if len(seeds) > 1 else ''} "
+                    f"{', '.join(map(str, seeds))}: {100 * ours:.2f} % after {length} iterations "
+                    f"(the study), {100 * theirs:.2f} % after {budget} "
+                    f"({budget / length:g}x), difference {100 * (theirs - ours):+.2f} points: "
+                    f"{outcome}")
