@@ -21,7 +21,7 @@ from seg.data.loader import build_loader, first_samples, resolve_num_workers
 from seg.data.palette import resolve_palette
 from seg.data.transforms import auto_crop_size, sampled_image_sizes
 from seg.distributed import ProcessGroup, broadcast_from_main, init_distributed
-from seg.engine import RunInfo, Trainer, name_per_class, seed_everything
+from seg.engine import RunInfo, Trainer, load_checkpoint, name_per_class, seed_everything
 from seg.files import write_text
 from seg.metrics import format_table
 from seg.models import SegmentationModel, build_model
@@ -66,14 +66,54 @@ def parameter_groups(model: SegmentationModel, lr: float, encoder_lr_mult: objec
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train as ``cfg`` says, writing checkpoints, TensorBoard events and metrics.json
     into ``run_dir``; return the final metrics (as in metrics.json). The main process
-    holds the run folder's lock throughout: a second run into it is refused."""
+    holds the run folder's lock throughout: a second run into it is refused. With
+    ``trainer.resume=auto``, a run that already finished there is left as it is."""
     check_optimizer(cfg.optimizer)
     trainer = instantiate(cfg.trainer)
     group = init_distributed(trainer.device)  # a no-op unless torchrun or SLURM started us
     trainer.join(group)
     run_dir = Path(broadcast_from_main(str(run_dir)))
     with run_folder_lock(run_dir) if group.is_main else contextlib.nullcontext():
+        finished = broadcast_from_main(finished_metrics(cfg, run_dir, trainer)
+                                       if group.is_main else None)
+        if finished is not None:
+            if group.is_main:
+                log.info("%s already finished: trained to iteration %d with this config "
+                         "(metrics.json), nothing to do", run_dir, finished["iterations"])
+            return finished
         return train_locked(cfg, run_dir, trainer, group)
+
+
+def finished_metrics(cfg: DictConfig, run_dir: Path, trainer: Trainer) -> dict | None:
+    """With ``trainer.resume=auto``, the metrics of the run that ``run_dir`` holds when it
+    finished what ``cfg`` asks: metrics.json (written last, and whole) at ``max_iters``,
+    and a last.pt trained with this very config. A re-run sweep or a requeued job then
+    leaves the folder as it is. Any other config resumes (and re-evaluates) instead, so
+    that .hydra/config.yaml, which Hydra has just rewritten, never names a recipe that
+    did not train the run (seg.training.keep_earlier_recipe keeps the earlier one)."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if trainer.resume != "auto" or not last.is_file():
+        return None
+    metrics = readable_metrics(run_dir / "metrics.json")
+    if metrics is None or metrics.get("iterations") != trainer.max_iters:
+        return None
+    stored = load_checkpoint(last, mmap=True)
+    earlier = stored.get("config") or {}
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if config["dataset"].get("crop_size") == "auto":  # the run resolved it from the images
+        config["dataset"]["crop_size"] = earlier.get("dataset", {}).get("crop_size")
+    unchanged = stored["iteration"] == trainer.max_iters and earlier == config
+    return metrics if unchanged else None
+
+
+def readable_metrics(path: Path) -> dict | None:
+    """metrics.json's contents, or None when there is none to trust (missing, or edited
+    into something else): the run then resumes and writes it again."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
 
 
 def train_locked(cfg: DictConfig, run_dir: Path, trainer: Trainer, group: ProcessGroup

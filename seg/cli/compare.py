@@ -3,8 +3,15 @@
 ``seg-compare [OVERRIDES...]`` pretrains one encoder (``seg.cli.pretrain``), runs the
 sweep of ``configs/compare/default.yaml`` (``compare=quick`` for a pipeline check,
 ``compare=gpu`` on a GPU) as a Hydra multirun of ``seg-train``, several runs at a time,
-all starting from that encoder, then aggregates it; ``seg-compare --aggregate DIR``
-aggregates an existing sweep folder.
+all starting from that encoder, then the bilinear baseline of each decoder again at
+``study.longer_baseline_factor`` times the budget (into ``longer_baseline/``), then
+aggregates it; ``seg-compare --aggregate DIR`` aggregates an existing sweep folder.
+
+The sweep folder is ``outputs/compare/<the overrides>`` (``hydra.sweep.dir=DIR``
+chooses another), so the same command run again, after a kill, a crash or a reboot,
+resumes it: the encoder is not pretrained again, finished runs are kept as they are,
+the others go on from their last checkpoint. ``hydra/launcher=slurm`` submits the runs
+as SLURM jobs (submitit); the pretraining runs where seg-compare does.
 
 Every run evaluates at several budgets (``trainer.eval_budgets``). Aggregation reads
 every run folder and writes into the sweep folder: ``compare.md`` (the convergence
@@ -34,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="examples: seg-compare | seg-compare compare=quick | "
-               "seg-compare seed=0,1,2,3,4 | seg-compare --aggregate outputs/compare/DATE/TIME")
+               "seg-compare seed=0,1,2,3,4 | seg-compare compare=gpu hydra/launcher=slurm "
+               "hydra.launcher.partition=gpu | seg-compare --aggregate outputs/compare/quick")
     parser.add_argument("--aggregate", type=Path, metavar="DIR",
                         help="only summarise this existing sweep folder")
     parser.add_argument("overrides", nargs="*",
