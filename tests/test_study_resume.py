@@ -150,6 +150,7 @@ def start_killed_after_its_sweep(command: list[str], sweep: Path, cwd: Path) -> 
     return output.read_text()
 
 
+@pytest.mark.slow  # two starts of a 3-run study, one killed: 65-90 s on 2 cores
 def test_a_killed_study_rerun_keeps_finished_runs_and_resumes_the_rest(
         tmp_path: Path, shapes_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two runs of 2 iterations and the longer baseline of 4. The first start is killed
