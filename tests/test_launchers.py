@@ -82,8 +82,9 @@ def test_submitit_local_sweep_writes_every_run(tmp_path, shapes_root) -> None:
                        *TINY_RUN, f"dataset.root={shapes_root}",
                        "model/upsampler=bilinear,transposed", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr[-2000:]
-    for run in ("0", "1"):
-        assert (sweep / run / "metrics.json").is_file(), run
+    for upsampler in ("bilinear", "transposed"):  # folders: <job number>_<what it sets>
+        (run,) = sweep.glob(f"*upsampler={upsampler}")
+        assert (run / "metrics.json").is_file(), run
 
 
 @pytest.mark.slow
