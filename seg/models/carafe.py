@@ -62,6 +62,8 @@ class Reassembly(nn.Module):
     reassembly (one matrix product per input pixel) is computed for all ``f^2 k^2``
     weights, and the kernel tensor is neither added to nor kept for the backward pass."""
 
+    shared_kernels = False  # the same kernels at every pixel (a class fact, not a shape)
+
     def __init__(self, channels: int, factor: int, kernel_size: int) -> None:
         super().__init__()
         if kernel_size < 3 or kernel_size % 2 == 0:
@@ -95,7 +97,7 @@ class Reassembly(nn.Module):
         weights = self.logits(x).softmax(dim=-1).to(x.dtype)
         # per input pixel, its C x k^2 neighbourhood times its k^2 x f^2 kernels
         pixels = neighbourhood.permute(0, 3, 1, 2).reshape(-1, channels, k * k)
-        if weights.shape[1] == 1:  # one kernel set for every pixel: one matrix product
+        if self.shared_kernels:  # one kernel set for every pixel: one matrix product
             learned = pixels @ weights[0, 0].T
         else:
             learned = torch.bmm(pixels, weights.reshape(-1, f * f, k * k).transpose(1, 2))
@@ -141,6 +143,8 @@ class StaticCarafeUpsampler(Reassembly):
     """CARAFE's reassembly with kernels that do not depend on the input: one learned
     ``k x k`` kernel per output phase, shared by every position and channel, in the same
     form ``bilinear + softmax(z) - 1 / k^2`` starting at bilinear (``z = 0``)."""
+
+    shared_kernels = True
 
     def __init__(self, channels: int, factor: int, kernel_size: int = 5) -> None:
         super().__init__(channels, factor, kernel_size)
