@@ -209,3 +209,5 @@ def test_encoder_lr_mult_sets_the_encoders_rate_and_zero_freezes_it(compose_trai
 
     assert unchanged(encoder_before, model.encoder)
     assert not unchanged(decoder_before, model.decoder)
+    # frozen, the encoder is left out of the backward pass
+    assert all(p.grad is None for p in model.encoder.parameters())
