@@ -663,7 +663,7 @@ def upsample_case(factor: int, channels: int, batch: int, size: int, device: tor
     (its geometry and bilinear kernel, learned) on a channels_last map of ``size / factor``
     plus the replicated edge pixel on each side, so that its output is ``size`` square;
     ``grad``: a gradient of that output in ``dtype``, the precision it is computed in."""
-    from seg.models.upsamplers import TransposedConvUpsampler
+    from seg.models.transposed import TransposedConvUpsampler
 
     deconv = TransposedConvUpsampler(channels, factor).deconv
     generator = torch.Generator().manual_seed(seed)
@@ -683,7 +683,7 @@ def native_transposed(case: dict) -> torch.Tensor:
 
 
 def transposed_by_phases(case: dict) -> torch.Tensor:
-    from seg.models.upsamplers import conv_transpose_by_phases
+    from seg.models.phase_kernels import conv_transpose_by_phases
 
     return conv_transpose_by_phases(case["x"], case["weight"], case["stride"],
                                     case["padding"], case["groups"])

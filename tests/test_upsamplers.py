@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from seg.models import FCNDecoder, build_encoder, build_model, build_upsampler
-from seg.models.upsamplers import (
+from seg.models.phase_kernels import (
     PhaseConvTranspose2d,
     bilinear_kernel,
     conv_transpose_by_phases,
@@ -231,7 +231,7 @@ def test_kernel_drift_is_zero_at_init_and_grows_with_change(name: str) -> None:
 
 @pytest.mark.parametrize("listed", [True, False])
 def test_the_phase_path_runs_only_where_it_was_measured_faster(monkeypatch, listed: bool) -> None:
-    from seg.models import upsamplers
+    from seg.models import phase_kernels
 
     calls = []
 
@@ -239,8 +239,8 @@ def test_the_phase_path_runs_only_where_it_was_measured_faster(monkeypatch, list
         calls.append(args[2])
         return conv_transpose_by_phases(*args)
 
-    monkeypatch.setattr(upsamplers, "conv_transpose_by_phases", spy)
-    monkeypatch.setitem(upsamplers.PHASES_FASTER, ("cpu", torch.float32),
+    monkeypatch.setattr(phase_kernels, "conv_transpose_by_phases", spy)
+    monkeypatch.setitem(phase_kernels.PHASES_FASTER, ("cpu", torch.float32),
                         frozenset({4} if listed else ()))
     layer = PhaseConvTranspose2d(2, 2, 8, stride=4, padding=2, groups=2, bias=False)
     native = torch.nn.functional.conv_transpose2d
@@ -251,9 +251,9 @@ def test_the_phase_path_runs_only_where_it_was_measured_faster(monkeypatch, list
 
 
 def test_the_phase_path_follows_autocast_not_the_input_dtype() -> None:
-    from seg.models import upsamplers
+    from seg.models import phase_kernels
 
     x = torch.randn(1, 2, 5, 5)  # fp32 scores, as the decoder hands them on
-    assert upsamplers.compute_dtype(x) == torch.float32
+    assert phase_kernels.compute_dtype(x) == torch.float32
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert upsamplers.compute_dtype(x) == torch.bfloat16
+        assert phase_kernels.compute_dtype(x) == torch.bfloat16

@@ -1,12 +1,18 @@
-"""Models: encoders, upsamplers, the FCN decoder and the model that joins them."""
+"""Models: encoders, upsamplers, the FCN decoder and the model that joins them.
+
+Every module of this package is imported here, so the parts it defines register
+themselves in their catalogue: a new upsampler family is one new module."""
+
+import importlib
+import pkgutil
 
 from seg.models.decoder import FCNDecoder
 from seg.models.encoders import ENCODERS, Encoder, build_encoder
 from seg.models.model import SegmentationModel, build_model
 from seg.models.upsamplers import UPSAMPLERS, build_upsampler, register_upsampler
 
-# the content-aware upsamplers register themselves in UPSAMPLERS when imported
-from seg.models import carafe, dysample  # noqa: E402, F401  isort: skip
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "ENCODERS",

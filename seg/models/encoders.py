@@ -1,7 +1,8 @@
-"""Encoders: backbones that expose feature taps at output strides 8, 16 and 32.
+"""Encoders: backbones that expose feature taps at output strides 4, 8, 16 and 32.
 
-Every encoder returns a list of three feature maps, shallow to deep, and carries
-``channels`` and ``strides`` for them. With dilation (``output_stride`` 16 or 8)
+Every encoder returns a list of four feature maps, shallow to deep (FCN-4s fuses all
+four, FCN-8s the last three, FCN-32s the last), and carries ``channels`` and
+``strides`` for them. With dilation (``output_stride`` 16 or 8)
 the deeper taps keep a finer stride, and ``strides`` says so.
 """
 
