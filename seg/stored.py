@@ -31,20 +31,12 @@ from seg.data.base import IGNORE_INDEX
 from seg.engine import load_checkpoint, load_model_state
 from seg.errors import BadValue
 from seg.models import UPSAMPLERS, FCNDecoder, SegmentationModel, build_model
-from seg.models.encoders import (
-    ENCODERS,
-    Encoder,
-    ResNetEncoder,
-    SimpleEncoder,
-    VGG16Encoder,
-    build_encoder,
-)
+from seg.models.encoders import ENCODERS, Encoder, build_encoder, encoder_options
 from seg.models.upsamplers import build_upsampler
 
 ENCODER_TARGET = "seg.models.build_encoder"
 DECODER_TARGET = "seg.models.FCNDecoder"
 UPSAMPLER_TARGET = "seg.models.build_upsampler"
-ENCODER_CLASSES = {"simple": SimpleEncoder, "vgg16": VGG16Encoder}  # else ResNetEncoder
 READERS: dict[str, type[SegmentationDataset]] = {
     f"seg.data.{reader.__name__}": reader
     for reader in (VOCSegmentation, VOCAugSegmentation, Cityscapes, ADE20K, FolderSegmentation)
@@ -126,9 +118,8 @@ def checked_options(node: object, allowed: Mapping[str, object], where: str, tar
 
 
 def stored_encoder(node: object, where: str) -> Encoder:
-    name = registered_name(node, where, ENCODER_TARGET, ENCODERS)
-    encoder_class = ENCODER_CLASSES.get(name, ResNetEncoder)
-    allowed = {**constructor_defaults(build_encoder), **constructor_defaults(encoder_class)}
+    name = registered_name(node, where, ENCODER_TARGET, list(ENCODERS))
+    allowed = {"name": name, **encoder_options(name)}
     options = checked_options(node, allowed, where, ENCODER_TARGET)
     options["weights"] = None  # the weights are the checkpoint's own, never another file
     return build_encoder(**options)

@@ -16,7 +16,7 @@ ODD_SIZES = [(97, 131), (33, 65)]
 @pytest.fixture(scope="module", params=[*ENCODERS, "resnet50-os8"])
 def encoder(request):
     name, _, stride = request.param.partition("-os")
-    return build_encoder(name, output_stride=int(stride or 32)).eval()
+    return build_encoder(name, **({"output_stride": int(stride)} if stride else {})).eval()
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
