@@ -53,15 +53,14 @@ def parameter_groups(model: SegmentationModel, lr: float, encoder_lr_mult: objec
                      ) -> list[dict]:
     """The optimiser's parameter groups: one, or with ``encoder_lr_mult`` other than 1,
     the decoder's at ``lr`` (first, so that logs show it) and the encoder's at
-    ``encoder_lr_mult`` times it. 0 freezes its weights: they get no gradient, so the
-    backward pass stops at the decoder (batch-norm statistics still adapt)."""
+    ``encoder_lr_mult`` times it. 0 freezes the encoder (``freeze_encoder``): no
+    gradient, and its batch-norm statistics stay those it came with."""
     mult = number_in(encoder_lr_mult, "encoder_lr_mult", 0.0, float("inf"))
     if mult == 1:  # one group, as checkpoints of earlier versions hold
         return [{"params": list(model.parameters())}]
     encoder = list(model.encoder.parameters())
     if mult == 0:
-        for parameter in encoder:
-            parameter.requires_grad_(False)
+        model.freeze_encoder()
     in_encoder = {id(parameter) for parameter in encoder}
     rest = [parameter for parameter in model.parameters() if id(parameter) not in in_encoder]
     return [{"params": rest}, {"params": encoder, "lr": lr * mult}]

@@ -200,14 +200,17 @@ def test_encoder_lr_mult_sets_the_encoders_rate_and_zero_freezes_it(compose_trai
         parameter_groups(model, 0.1, -1)
 
     optimizer = torch.optim.AdamW(parameter_groups(model, 0.1, 0.0), lr=0.1)
-    encoder_before = [p.detach().clone() for p in model.encoder.parameters()]
+    model.train()
+    encoder_before = [p.detach().clone() for p in model.encoder.state_dict().values()]
     decoder_before = [p.detach().clone() for p in model.decoder.parameters()]
     model(torch.randn(2, 3, 64, 64)).square().mean().backward()
     optimizer.step()
-    def unchanged(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
-        return all(torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
+    def unchanged(before: list[torch.Tensor], after) -> bool:
+        return all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
-    assert unchanged(encoder_before, model.encoder)
-    assert not unchanged(decoder_before, model.decoder)
+    # weights and batch-norm statistics alike: the frozen encoder stays in eval mode
+    assert unchanged(encoder_before, model.encoder.state_dict().values())
+    assert not model.encoder.training and model.decoder.training
+    assert not unchanged(decoder_before, model.decoder.parameters())
     # frozen, the encoder is left out of the backward pass
     assert all(p.grad is None for p in model.encoder.parameters())

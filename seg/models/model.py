@@ -18,6 +18,21 @@ class SegmentationModel(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        self.encoder_frozen = False
+
+    def freeze_encoder(self) -> None:
+        """Fix the encoder as it is: its weights get no gradient (the backward pass stops
+        at the decoder) and its batch norms keep their statistics, in eval mode even
+        while the model trains (mmsegmentation's frozen stages with ``norm_eval``)."""
+        self.encoder_frozen = True
+        self.encoder.requires_grad_(False)
+        self.encoder.eval()
+
+    def train(self, mode: bool = True) -> SegmentationModel:
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         height, width = images.shape[-2:]
