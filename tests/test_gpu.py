@@ -24,8 +24,8 @@ def test_a_bf16_step_trains_fp32_weights() -> None:
     before = model.weight.detach().clone()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     batch = {"image": torch.randn(2, 3, 16, 16), "mask": torch.randint(0, 4, (2, 16, 16))}
-    loss = trainer.train_step(model, optimizer, batch, ignore_index=255)
-    assert loss == loss and loss > 0
+    loss, skipped = trainer.train_step(model, optimizer, batch, ignore_index=255)
+    assert loss.is_cuda and torch.isfinite(loss) and loss > 0 and not skipped
     assert model.weight.dtype == torch.float32  # autocast computes in bf16, keeps fp32 weights
     assert not torch.equal(model.weight, before)
 

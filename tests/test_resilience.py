@@ -236,7 +236,8 @@ def fit_on_pixels(tmp_path: Path, on_nan: str) -> dict:
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    with pytest.raises(FloatingPointError, match=r"loss is nan at iteration (\d+); the last good"):
+    with pytest.raises(FloatingPointError,
+                       match=r"loss is not finite at iteration (\d+); the last good"):
         fit_on_pixels(tmp_path, "stop")
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert all(torch.isfinite(w).all() for w in state["model"].values())

@@ -15,7 +15,7 @@ from seg.engine.checkpoints import (
 from seg.engine.device import resolve_device, seed_everything
 from seg.engine.evaluation import Evaluator, evaluate, name_per_class
 from seg.engine.hooks import Hook, Step
-from seg.engine.loop import Trainer
+from seg.engine.loop import LossWindow, Trainer
 from seg.engine.precision import resolve_precision
 from seg.engine.schedule import PolyLR, poly_factor
 from seg.engine.signals import TrainingInterrupted
@@ -24,6 +24,7 @@ from seg.engine.state import TrainingState
 __all__ = [
     "Evaluator",
     "Hook",
+    "LossWindow",
     "PolyLR",
     "RunInfo",
     "Step",

@@ -13,11 +13,42 @@ from torch.utils.data import DataLoader
 from seg.data.base import IGNORE_INDEX
 from seg.distributed import all_reduce_sums
 from seg.engine.batches import warn_skipped
-from seg.engine.device import synchronize
 from seg.engine.precision import autocast
 from seg.metrics import BoundaryMetrics, ConfusionMatrix, PhaseConfidence
 
 Infer = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+class ForwardTimer:
+    """Seconds spent in forward passes, measured without waiting for the device per pass:
+    on CUDA a pair of events around each, summed once at the end; elsewhere the wall
+    clock (the CPU runs each op before returning)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.on_cuda = device.type == "cuda"
+        self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self.wall_seconds, self.started = 0.0, 0.0
+
+    def start(self) -> None:
+        if self.on_cuda:
+            self.events.append((torch.cuda.Event(enable_timing=True),
+                                torch.cuda.Event(enable_timing=True)))
+            self.events[-1][0].record()
+        else:
+            self.started = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.on_cuda:
+            self.events[-1][1].record()
+        else:
+            self.wall_seconds += time.perf_counter() - self.started
+
+    def seconds(self) -> float:
+        """The total; on CUDA, the one wait for the device."""
+        if not self.events:
+            return self.wall_seconds
+        self.events[-1][1].synchronize()
+        return sum(start.elapsed_time(end) for start, end in self.events) / 1000
 
 
 class Evaluator:
@@ -47,15 +78,17 @@ class Evaluator:
                                    device=self.device)
         phase = PhaseConfidence(getattr(model, "output_stride", 1), device=self.device)
         first_batch: dict[str, torch.Tensor] = {}
-        forward_seconds, images_seen, skipped = 0.0, 0, []
+        timer, images_seen, skipped = ForwardTimer(self.device), 0, []
         for batch in loader:
             skipped += batch.get("skipped", [])
             if not len(batch["mask"]):
                 continue
             images = batch["image"].to(self.device, non_blocking=True)
             targets = batch["mask"].to(self.device, non_blocking=True)
-            logits, seconds = self.scores(model, images)
-            forward_seconds, images_seen = forward_seconds + seconds, images_seen + len(images)
+            timer.start()
+            logits = self.scores(model, images)
+            timer.stop()
+            images_seen += len(images)
             predictions = logits.argmax(1)
             confusion.update(predictions, targets)
             boundary.update(predictions, targets)
@@ -67,18 +100,15 @@ class Evaluator:
         all_reduce_sums([confusion.matrix, confusion.out_of_range, boundary.counts,
                          phase.sums, phase.counts])
         metrics = {**confusion.compute(), **boundary.compute(), "checkerboard": phase.compute(),
-                   "inference_ms_per_image": 1000 * forward_seconds / max(images_seen, 1),
+                   "inference_ms_per_image": 1000 * timer.seconds() / max(images_seen, 1),
                    "confusion_matrix": confusion.matrix.tolist()}
         return metrics, first_batch
 
-    def scores(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """fp32 scores of ``images`` and the seconds the forward pass took."""
-        synchronize(self.device)
-        start = time.perf_counter()
+    def scores(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """fp32 scores of ``images``."""
         with autocast(self.device, self.precision):
             logits = model(images) if self.infer is None else self.infer(model, images)
-        synchronize(self.device)
-        return logits.float(), time.perf_counter() - start
+        return logits.float()
 
 
 def evaluate(

@@ -22,11 +22,13 @@ VAL_SCALARS = ("mIoU", "pixel_acc", "mean_acc", "fw_iou", "boundary_f", "boundar
 
 @dataclass(frozen=True)
 class Step:
-    """What one training step reports."""
+    """What one training step reports. ``loss`` is the mean loss since the last read, at
+    the steps where the trainer reads it (every ``log_every`` and before each save), else
+    None: reading it is a wait for the device."""
 
     iteration: int
     max_iters: int
-    loss: float
+    loss: float | None
     lr: float
     images_per_s: float
 
@@ -55,6 +57,7 @@ class Progress(Hook):
     def __init__(self, show: bool, bar: bool, log_every: int, total: int, initial: int
                  ) -> None:
         self.show, self.log_every = show, log_every
+        self.last_loss = float("nan")  # shown between the steps that read it
         on_terminal = sys.stderr.isatty()
         self.bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True,
                         disable=not (show and bar and on_terminal), mininterval=1.0)
@@ -69,13 +72,14 @@ class Progress(Hook):
         self.redirect.__exit__(*exc)
 
     def after_step(self, step: Step) -> None:
+        self.last_loss = self.last_loss if step.loss is None else step.loss
         if not self.bar.disable:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{step.loss:.3f}", lr=f"{step.lr:.2e}",
+            self.bar.set_postfix(loss=f"{self.last_loss:.3f}", lr=f"{step.lr:.2e}",
                                  img_s=f"{step.images_per_s:.0f}", refresh=False)
         elif self.show and step.due(self.log_every):
             log.info("iteration %d/%d: loss %.4f, lr %.2e, %.0f images/s", step.iteration,
-                     step.max_iters, step.loss, step.lr, step.images_per_s)
+                     step.max_iters, self.last_loss, step.lr, step.images_per_s)
 
 
 class TensorBoardScalars(Hook):
@@ -86,7 +90,7 @@ class TensorBoardScalars(Hook):
         self.logger, self.info, self.log_every = logger, info, log_every
 
     def after_step(self, step: Step) -> None:
-        if step.due(self.log_every):
+        if step.due(self.log_every) and step.loss is not None:
             self.logger.log_scalars({"train/loss": step.loss, "train/lr": step.lr,
                                      "train/images_per_s": step.images_per_s}, step.iteration)
 

@@ -4,7 +4,6 @@ resume, on one process or many."""
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -75,6 +74,40 @@ class Throughput:
     @property
     def images_per_s(self) -> float:
         return self.images / max(self.seconds, 1e-9)  # 0 when none
+
+
+class LossWindow:
+    """The training loss since the last read, kept on the device: the sum and count of the
+    finite losses, how many were not finite and the iteration of the first of those. Adding
+    a step costs a few device ops and no wait for the host; :meth:`read` waits once."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.clear()
+
+    def clear(self) -> None:
+        zero = torch.zeros((), device=self.device)
+        self.finite_sum, self.finite_count, self.nonfinite = zero, zero.clone(), zero.clone()
+        self.first_nonfinite = torch.full((), -1.0, device=self.device)
+
+    def add(self, loss: torch.Tensor, skipped: torch.Tensor, iteration: int) -> None:
+        """Count the step ``iteration``'s ``loss``; ``skipped``: its update was left out."""
+        loss = loss.detach().float()
+        self.finite_sum = self.finite_sum + torch.where(skipped, 0.0, loss)
+        self.finite_count = self.finite_count + (~skipped).float()
+        self.first_nonfinite = torch.where(skipped & (self.nonfinite == 0), float(iteration),
+                                           self.first_nonfinite)
+        self.nonfinite = self.nonfinite + skipped.float()
+
+    def read(self) -> tuple[float, int, int | None]:
+        """``(mean finite loss, non-finite count, first non-finite iteration or None)``
+        since the last read (NaN mean when none was finite), and a fresh window. One wait
+        for the device; the other read-backs find their values ready."""
+        nonfinite = int(self.nonfinite.item())  # the wait; what follows is ready
+        mean_loss = (self.finite_sum / self.finite_count).item()  # NaN when the count is 0
+        first = int(self.first_nonfinite.item()) if nonfinite else None
+        self.clear()
+        return mean_loss, nonfinite, first
 
 
 @dataclass
@@ -226,27 +259,39 @@ class Trainer:
                          resume_from, [TensorBoardScalars(logger, info, self.log_every), *hooks])
         state, net = run.state, self.prepare(model)
         metrics = self.evaluate_and_save(run) if state.pending_evaluation else {}
-        throughput = Throughput()
+        throughput, losses = Throughput(), LossWindow(self.device)
+        first_iteration = state.iteration + 1
         with StopSignals() as signals, Progress(self.group.is_main, self.progress,
                                                 self.log_every, self.max_iters,
                                                 state.iteration) as progress:
             batches = endless(train_loader, state.epoch, state.epoch_batches)
             while state.iteration < self.max_iters:
                 state.epoch, state.epoch_batches, batch = next(batches)
-                loss = self.train_step(net, optimizer, batch, info.ignore_index, criterion)
-                throughput.nonfinite += self.count_nonfinite(loss, state.iteration + 1, run)
+                loss, skipped = self.train_step(net, optimizer, batch, info.ignore_index,
+                                                criterion)
                 scheduler.step()
                 state.iteration += 1
+                losses.add(loss, skipped, state.iteration)
                 images_per_s = throughput.add(len(batch["mask"]) * self.group.world_size)
-                step = Step(state.iteration, self.max_iters, loss,
+                evaluation_due = (state.iteration % self.eval_every == 0
+                                  or state.iteration in self.eval_at
+                                  or state.iteration == self.max_iters)
+                save_due = evaluation_due or state.iteration % self.checkpoint_every == 0
+                # the loss is read (the one wait for the device) only where it is logged,
+                # before a save (which must not keep a run the NaN policy stops) and after
+                # the first step, which reads its skip flag back (see apply_update)
+                read_due = (save_due or state.iteration % self.log_every == 0
+                            or state.iteration == first_iteration)
+                mean_loss = self.read_loss(losses, throughput, run) if read_due else None
+                step = Step(state.iteration, self.max_iters, mean_loss,
                             optimizer.param_groups[0]["lr"], images_per_s)
                 for hook in (progress, *run.hooks):
                     hook.after_step(step)
-                if step.due(self.eval_every) or state.iteration in self.eval_at:
+                if evaluation_due:
                     metrics = self.evaluate_and_save(run)
-                elif state.iteration % self.checkpoint_every == 0:
+                elif save_due:
                     run.save("last.pt")
-                self.stop_if_signalled(signals, run)
+                self.stop_if_signalled(signals, run, read_due)
                 throughput.restart()
         return self.summary(metrics or run.evaluate()[0], state, throughput)
 
@@ -305,28 +350,35 @@ class Trainer:
             "history": state.history,
         }
 
-    def stop_if_signalled(self, signals: StopSignals, run: Run) -> None:
-        """After a stop signal (on any process): save, hand the signal on, and raise."""
+    def stop_if_signalled(self, signals: StopSignals, run: Run, at_read_point: bool) -> None:
+        """After a stop signal (on any process): save, hand the signal on, and raise.
+        Distributed, the processes agree (a collective and a read-back) only at read
+        points, where the loss is read anyway; alone, the check costs nothing every step."""
+        if self.group.distributed and not at_read_point:
+            return
         if self.agree(signals.received is not None):
             path = run.save("last.pt")
             signals.forward()
             raise TrainingInterrupted(signals.received or signal.SIGTERM, run.state.iteration,
                                       path)
 
-    def count_nonfinite(self, loss_value: float, iteration: int, run: Run) -> int:
-        """1 for a NaN or Inf loss, else 0. ``on_nan=stop`` raises instead, naming where
-        the last good checkpoint is; ``skip`` warns (the step was not applied)."""
-        if math.isfinite(loss_value):
-            return 0
+    def read_loss(self, losses: LossWindow, throughput: Throughput, run: Run) -> float:
+        """The mean finite loss since the last read. A non-finite one among them:
+        ``on_nan=stop`` raises, naming the first such iteration and where the last good
+        checkpoint is; ``skip`` warns (those steps were not applied) and counts them."""
+        mean_loss, nonfinite, first = losses.read()
+        if not nonfinite:
+            return mean_loss
         if self.on_nan == "stop":
             raise NonFiniteLoss(
-                f"loss is {loss_value} at iteration {iteration}; {kept_checkpoint(run)}: "
+                f"loss is not finite at iteration {first}; {kept_checkpoint(run)}: "
                 "lower optimizer.lr, set trainer.grad_clip, or trainer.on_nan=skip to leave "
                 "such batches out"
             )
-        log.warning("loss is %s at iteration %d: batch skipped (trainer.on_nan=skip)",
-                    loss_value, iteration)
-        return 1
+        throughput.nonfinite += nonfinite
+        log.warning("loss was not finite %d time(s), first at iteration %d: those batches "
+                    "were skipped (trainer.on_nan=skip)", nonfinite, first)
+        return mean_loss
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """What the training steps call: ``model``, with SyncBatchNorm, wrapped in
@@ -356,10 +408,11 @@ class Trainer:
     def train_step(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, ignore_index: int,
         criterion: Callable[..., torch.Tensor] = cross_entropy,
-    ) -> float:
-        """One optimisation step on ``batch``; returns the loss. A non-finite loss (on any
-        process) is not applied, so the weights stay those of the last good step.
-        ``criterion(output, targets, ignore_index)`` is the loss."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step on ``batch``; returns the loss and whether the update was
+        skipped, both on the device, with no wait for the host. A non-finite loss (or
+        clipped gradient norm) on any process is not applied, so the weights stay those of
+        the last good step. ``criterion(output, targets, ignore_index)`` is the loss."""
         images = batch["image"].to(self.device, non_blocking=True,
                                    memory_format=self.memory_format)
         targets = batch["mask"].to(self.device, non_blocking=True)
@@ -371,16 +424,31 @@ class Trainer:
             self.scaler.unscale_(optimizer)
         else:
             loss.backward()
+        skipped = ~torch.isfinite(loss.detach())
         if self.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
-        loss_value = loss.item()
-        if self.agree(not math.isfinite(loss_value)):
-            if self.scaler is not None:
-                self.scaler.update()
-            return loss_value if not math.isfinite(loss_value) else float("nan")
+            norm = nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+            skipped = skipped | ~torch.isfinite(norm)
+        if self.group.distributed:  # every process skips, or none: the weights stay equal
+            skipped = all_reduce_sum(skipped.float()) > 0
+        self.apply_update(optimizer, skipped)
+        return loss.detach(), skipped
+
+    def apply_update(self, optimizer: torch.optim.Optimizer, skipped: torch.Tensor) -> None:
+        """``optimizer.step()`` unless ``skipped``, decided on the device where the
+        optimizer can: fused optimizers take the flag as ``found_inf`` (the mechanism
+        GradScaler uses) and their kernel leaves every tensor as it was. Others, and the
+        first step (fused SGD fills its fresh momentum buffers only by stepping), read the
+        flag back. fp16's GradScaler skips overflowing steps itself (its own read-back)."""
         if self.scaler is not None:
-            self.scaler.step(optimizer)  # skips steps whose fp16 gradients overflowed
+            self.scaler.step(optimizer)
             self.scaler.update()
-        else:
+        elif fused(optimizer) and optimizer.state:
+            optimizer.found_inf = skipped.float()
             optimizer.step()
-        return loss_value
+        elif not skipped.item():
+            optimizer.step()
+
+
+def fused(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every parameter group of ``optimizer`` runs its fused kernel."""
+    return all(group.get("fused") for group in optimizer.param_groups)

@@ -4,7 +4,6 @@ so that no upsampler takes part in (and none is favoured by) the shared encoder.
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +12,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
 from seg.data.base import IGNORE_INDEX
-from seg.engine import Trainer
+from seg.engine import LossWindow, Trainer
 from seg.engine.batches import endless
 from seg.errors import NonFiniteLoss
 from seg.models.encoders import Encoder
@@ -68,22 +67,22 @@ def pretrain(
     """Train ``classifier`` with ``trainer``'s steps (device, precision, clipping) for
     ``iterations`` steps; return the mean loss of its last ``log_every`` steps."""
     classifier.to(trainer.device, memory_format=trainer.memory_format).train()
-    batches = endless(loader, 0)
-    recent: list[float] = []
+    batches, losses, mean_loss = endless(loader, 0), LossWindow(trainer.device), float("nan")
     for iteration in range(1, iterations + 1):
         _, _, batch = next(batches)
-        loss_value = trainer.train_step(classifier, optimizer, batch, ignore_index,
-                                        criterion=classifier.loss)
-        if not math.isfinite(loss_value):
-            raise NonFiniteLoss(f"pretraining loss is {loss_value} at iteration "
-                                f"{iteration}: lower pretrain.lr")
+        loss, skipped = trainer.train_step(classifier, optimizer, batch, ignore_index,
+                                           criterion=classifier.loss)
+        losses.add(loss, skipped, iteration)
         scheduler.step()
-        recent = [*recent[-trainer.log_every + 1:], loss_value]
-        mean_loss = sum(recent) / len(recent)
-        if iteration % trainer.log_every == 0 or iteration == iterations:
-            logger.log_scalars({"pretrain/loss": mean_loss,
-                                "pretrain/lr": optimizer.param_groups[0]["lr"]}, iteration)
+        if iteration % trainer.log_every and iteration != iterations:
+            continue  # the loss stays on the device until it is logged
+        mean_loss, nonfinite, first = losses.read()
+        if nonfinite:
+            raise NonFiniteLoss(f"pretraining loss is not finite at iteration {first}: "
+                                "lower pretrain.lr")
+        logger.log_scalars({"pretrain/loss": mean_loss,
+                            "pretrain/lr": optimizer.param_groups[0]["lr"]}, iteration)
         if iteration % (10 * trainer.log_every) == 0:
             log.info("pretraining iteration %d/%d: loss %.4f", iteration, iterations,
                      mean_loss)
-    return sum(recent) / max(len(recent), 1)
+    return mean_loss
