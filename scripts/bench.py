@@ -729,13 +729,23 @@ def bench_audit(device: torch.device, precision: str) -> dict:
 
 
 def conversion(copy: str) -> str:
-    """What a census copy entry converts, without its shape and module."""
-    return copy.split(" (")[0]
+    """What a census copy entry converts and where (the loop, a module's forward, or
+    backward), without its shape and module name."""
+    what, _, where = copy.partition(" (")
+    place = where.split(" in ", 1)[-1]
+    return f"{what} in {place if place in ('the loop', 'backward') else 'forward'}"
+
+
+def grouped_copies(copies: dict[str, int]) -> dict[str, int]:
+    grouped: dict[str, int] = {}
+    for what, count in copies.items():
+        grouped[conversion(what)] = grouped.get(conversion(what), 0) + count
+    return grouped
 
 
 def audit_report(result: dict) -> str:
     """Op counts by kind, host syncs and allocated MB per side; then each side's copies and
-    casts, those that torchvision's step does not make marked with a star."""
+    casts by conversion, those that torchvision's step does not make starred."""
     from seg.engine.census import KINDS
 
     sides = result["sides"]
@@ -748,12 +758,13 @@ def audit_report(result: dict) -> str:
                                                 for side in sides.values()))
     lines.append(f"  {'allocated MB':<16s}" + "".join(f"{side['allocated_mb']:14.0f}"
                                                       for side in sides.values()))
-    peer = {conversion(what) for what in sides["torchvision"]["copies"]}
+    peer = grouped_copies(sides["torchvision"]["copies"])
     for name, side in sides.items():
-        lines.append(f"  copies and casts of {name} (* where torchvision's step has none "
-                     "from and to the same dtype and layout):")
-        for what, count in sorted(side["copies"].items(), key=lambda item: -item[1]):
-            star = "*" if name != "torchvision" and conversion(what) not in peer else " "
+        lines.append(f"  copies and casts of {name}" + (
+            "" if name == "torchvision" else " (* where torchvision's step makes none alike)"))
+        grouped = grouped_copies(side["copies"])
+        for what, count in sorted(grouped.items(), key=lambda item: (-item[1], item[0])):
+            star = "*" if name != "torchvision" and what not in peer else " "
             lines.append(f"   {star}{count:4d}  {what}")
     return "\n".join(lines)
 
