@@ -680,7 +680,7 @@ def ours_loop(name: str, device: torch.device, precision: str
     from hydra.utils import instantiate
 
     from seg.engine import LossWindow
-    from seg.training import model_from_config
+    from seg.training import loss_from_config, model_from_config
 
     cfg = compose(*PEER_SIDES[name], f"trainer.precision={precision}")
     trainer = instantiate(cfg.trainer, device=str(device), progress=False)
@@ -689,7 +689,7 @@ def ours_loop(name: str, device: torch.device, precision: str
     net = trainer.prepare(model)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
     scheduler = instantiate(cfg.scheduler, total_iters=10)(optimizer=optimizer)
-    losses, criterion = LossWindow(device), instantiate(cfg.loss)
+    losses, criterion = LossWindow(device), loss_from_config(cfg)
 
     def step(batch: dict) -> None:
         loss, skipped = trainer.train_step(net, optimizer, batch, IGNORE_INDEX, criterion)

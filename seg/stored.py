@@ -1,17 +1,16 @@
 """What a checkpoint stores, read as data: a checkpoint never decides which code runs.
 
 A checkpoint carries the resolved training config. seg-predict, seg-eval, seg-export and
-seg-compare rebuild the model and the dataset it names from allowlists (the registered
-encoders, decoders, upsamplers and dataset readers, by name), with every argument checked
-against the type of its constructor's default. A stored ``_target_`` is only compared with
-the one seg writes; it is never imported or called.
+seg-compare rebuild the model as training built it (seg.models.model_from_config: every
+part a name from its catalogue, every argument checked against the kind of its
+constructor's default), and the dataset it names from the registered readers. A stored
+``_target_`` is only compared with the one seg writes; it is never imported or called.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from collections.abc import Callable, Mapping
 from numbers import Real
 from pathlib import Path
 
@@ -29,14 +28,10 @@ from seg.data import (
 )
 from seg.data.base import IGNORE_INDEX
 from seg.engine import load_checkpoint, load_model_state
+from seg.engine.checkpoints import check_checkpoint_format
 from seg.errors import BadValue
-from seg.models import UPSAMPLERS, FCNDecoder, SegmentationModel, build_model
-from seg.models.encoders import ENCODERS, Encoder, build_encoder, encoder_options
-from seg.models.upsamplers import build_upsampler
+from seg.models import SegmentationModel, model_from_config
 
-ENCODER_TARGET = "seg.models.build_encoder"
-DECODER_TARGET = "seg.models.FCNDecoder"
-UPSAMPLER_TARGET = "seg.models.build_upsampler"
 READERS: dict[str, type[SegmentationDataset]] = {
     f"seg.data.{reader.__name__}": reader
     for reader in (VOCSegmentation, VOCAugSegmentation, Cityscapes, ADE20K, FolderSegmentation)
@@ -75,16 +70,6 @@ def fits(value: object, default: object) -> bool:
     return value is None or isinstance(value, str | int | float)
 
 
-def registered_name(node: object, where: str, target: str, names: Sequence[str]) -> str:
-    """The ``name`` of a stored node whose ``_target_`` (if any) is seg's ``target``."""
-    check_target(node, where, target)
-    name = node.get("name")
-    if name not in names:
-        raise BadValue(f"{where}.name={name!r}: a checkpoint names one of "
-                       f"{', '.join(sorted(names))}; {FIX}")
-    return name
-
-
 def check_target(node: object, where: str, target: str) -> None:
     """``node`` is a config node whose ``_target_``, if any, is the one seg writes."""
     if not isinstance(node, Mapping):
@@ -114,35 +99,6 @@ def checked_options(node: object, allowed: Mapping[str, object], where: str, tar
     return options
 
 
-# -- the model -------------------------------------------------------------------------------
-
-
-def stored_encoder(node: object, where: str) -> Encoder:
-    name = registered_name(node, where, ENCODER_TARGET, list(ENCODERS))
-    allowed = {"name": name, **encoder_options(name)}
-    options = checked_options(node, allowed, where, ENCODER_TARGET)
-    options["weights"] = None  # the weights are the checkpoint's own, never another file
-    return build_encoder(**options)
-
-
-def stored_upsampler(node: object, where: str) -> Callable[..., torch.nn.Module]:
-    name = registered_name(node, where, UPSAMPLER_TARGET, list(UPSAMPLERS))
-    allowed = {"name": name, **constructor_defaults(UPSAMPLERS[name])}
-    return partial(build_upsampler, **checked_options(node, allowed, where, UPSAMPLER_TARGET))
-
-
-def model_from_stored(config: Mapping, num_classes: int) -> SegmentationModel:
-    """The model a stored training config describes, built from seg's own parts only."""
-    model = config.get("model") if isinstance(config, Mapping) else None
-    if not isinstance(model, Mapping):
-        raise BadValue(f"the checkpoint's config has no model node; {FIX}")
-    encoder = stored_encoder(model.get("encoder"), "model.encoder")
-    decoder = partial(FCNDecoder, **checked_options(
-        model.get("decoder"), constructor_defaults(FCNDecoder), "model.decoder", DECODER_TARGET))
-    return build_model(encoder, decoder, num_classes,
-                       stored_upsampler(model.get("upsampler"), "model.upsampler"))
-
-
 # -- the checkpoint --------------------------------------------------------------------------
 
 
@@ -159,6 +115,7 @@ def load_trained(path: str | Path) -> dict:
                        f"config, classes and colours to use them; {FIX}")
     if missing:
         raise BadValue(f"checkpoint {path} has no {', '.join(missing)}; {FIX}")
+    check_checkpoint_format(state, path)
     check_run_info(state, path)
     return state
 
@@ -188,7 +145,11 @@ def check_run_info(state: dict, path: str | Path) -> None:
 def model_from_checkpoint(state: dict, source: str | Path = "the checkpoint"
                           ) -> SegmentationModel:
     """The trained model of a loaded checkpoint (see :func:`load_trained`)."""
-    model = model_from_stored(state["config"], len(state["class_names"]))
+    try:
+        model = model_from_config(state["config"].get("model"), len(state["class_names"]),
+                                  weights=False)
+    except BadValue as error:
+        raise BadValue(f"checkpoint {source}: {error}; {FIX}") from None
     load_model_state(model, state["model"], source)
     return model
 

@@ -22,9 +22,11 @@ from seg.data.palette import resolve_palette
 from seg.data.transforms import auto_crop_size, sampled_image_sizes
 from seg.distributed import ProcessGroup, broadcast_from_main, init_distributed
 from seg.engine import RunInfo, Trainer, load_checkpoint, name_per_class, seed_everything
+from seg.engine.losses import LOSSES
 from seg.files import write_text
 from seg.metrics import format_table
-from seg.models import SegmentationModel, build_model
+from seg.models import SegmentationModel
+from seg.models import model_from_config as build_model_from
 from seg.reporting import NullLogger, TensorBoardLogger
 from seg.run_lock import run_folder_lock
 from seg.study.kernels import UpsamplerKernels
@@ -37,12 +39,12 @@ def hparams_of(cfg: DictConfig) -> dict[str, object]:
     """The knobs a sweep compares, shown in TensorBoard's HParams tab."""
     return {
         "encoder": cfg.model.encoder.name,
-        "decoder": cfg.model.decoder.variant,
+        "decoder": cfg.model.decoder.name,
         "upsampler": upsampler_label(cfg.model.upsampler),
         "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
         "lr": cfg.optimizer.lr,
         "encoder_lr_mult": cfg.get("encoder_lr_mult", 1.0),
-        "dice_weight": cfg.loss.dice_weight,
+        "dice_weight": cfg.loss.get("dice_weight", 0.0),
         "batch_size": cfg.dataset.batch_size,
         "max_iters": cfg.trainer.max_iters,
         "seed": cfg.seed,
@@ -139,7 +141,7 @@ def train_locked(cfg: DictConfig, run_dir: Path, trainer: Trainer, group: Proces
     try:
         metrics = trainer.fit(model, optimizer, scheduler, train_loader, val_loader, run_dir,
                               logger, info, resume_from, hooks=[UpsamplerKernels(logger, model)],
-                              criterion=instantiate(cfg.loss))
+                              criterion=loss_from_config(cfg))
         metrics["upsampler_params"] = model.upsampler_parameters()
         logger.log_hparams(hparams_of(cfg), {f"hparams/{key}": metrics[key] for key in
                                              ("mIoU", "pixel_acc", "boundary_f")})
@@ -250,7 +252,11 @@ def open_logger(cfg: DictConfig, run_dir: Path, resume: bool | str, resume_from:
 
 
 def model_from_config(model_cfg: DictConfig, num_classes: int) -> SegmentationModel:
-    """Build encoder, upsampler factory and decoder from the ``model`` node."""
-    encoder = instantiate(model_cfg.encoder)
-    return build_model(encoder, instantiate(model_cfg.decoder), num_classes,
-                       instantiate(model_cfg.upsampler))
+    """The model of a composed config's ``model`` node (seg.models.model_from_config, which
+    reloading a checkpoint builds through too)."""
+    return build_model_from(OmegaConf.to_container(model_cfg, resolve=True), num_classes)
+
+
+def loss_from_config(cfg: DictConfig) -> torch.nn.Module:
+    """The training loss the ``loss`` node names (seg.engine.losses.LOSSES)."""
+    return LOSSES.build_from(OmegaConf.to_container(cfg.loss, resolve=True), "loss")

@@ -24,6 +24,8 @@ from seg.cli.export import export
 from seg.cli.predict import predict
 from seg.cli.train import train
 from seg.engine import save_checkpoint
+from seg.engine.checkpoints import CHECKPOINT_FORMAT
+from seg.errors import BadValue
 from seg.stored import load_trained, model_from_checkpoint
 from seg.training import model_from_config
 
@@ -52,8 +54,17 @@ def honest_state(shapes_root: Path) -> dict:
         "model": model.state_dict(), "config": OmegaConf.to_container(cfg, resolve=True),
         "class_names": list(cfg.dataset.class_names), "palette": [[i, i, i] for i in range(8)],
         "mean": list(cfg.dataset.mean), "std": list(cfg.dataset.std), "ignore_index": 255,
-        "iteration": 0,
+        "iteration": 0, "format": CHECKPOINT_FORMAT,
     }
+
+
+def test_a_checkpoint_of_an_earlier_format_is_refused_naming_it(honest_state: dict,
+                                                               tmp_path: Path) -> None:
+    earlier = {key: value for key, value in honest_state.items() if key != "format"}
+    save_checkpoint(tmp_path / "earlier.pt", earlier)
+    with pytest.raises(BadValue, match=r"is format 1, written by an earlier seg; this one "
+                                       r"reads format 2 .*train it again"):
+        load_trained(tmp_path / "earlier.pt")
 
 
 def gadgets(tmp: Path) -> dict[str, tuple[str, dict]]:
@@ -157,7 +168,7 @@ def test_an_honest_checkpoint_is_rebuilt(honest_state: dict, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("case, change, expected", [
-    ("an unknown argument", ("model.decoder", "fuse", 3), "model.decoder.fuse is not one"),
+    ("an unknown argument", ("model.decoder", "fuse", 3), "model.decoder.fuse is not an option"),
     ("a string for an int", ("model.encoder", "stem_width", "24"), "stem_width='24'"),
     ("a list of another length", ("model.encoder", "widths", [8, 8]), "widths=[8, 8]"),
     ("an unregistered upsampler", ("model.upsampler", "name", "os.system"), "upsampler.name"),

@@ -15,7 +15,13 @@ from seg.distributed import ProcessGroup
 from seg.engine import Hook, Step, Trainer
 from seg.engine.census import KINDS, OpCensus, kind_of
 from seg.reporting import NullLogger
-from seg.training import loaders, model_from_config, parameter_groups, run_info
+from seg.training import (
+    loaders,
+    loss_from_config,
+    model_from_config,
+    parameter_groups,
+    run_info,
+)
 
 ITERATIONS, LOG_EVERY = 6, 3
 
@@ -48,7 +54,7 @@ def fit_in_census(cfg, tmp_path: Path, val_batches: int = 2) -> tuple[OpCensus, 
     with census:
         metrics = trainer.fit(model, optimizer, scheduler, train_batches, val, tmp_path,
                               NullLogger(), run_info(cfg), hooks=[Phases(census)],
-                              criterion=instantiate(cfg.loss))
+                              criterion=loss_from_config(cfg))
     return census, metrics
 
 

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from seg.errors import BadValue
-from seg.models import ENCODERS, UPSAMPLERS, FCNDecoder, build_encoder, build_model, build_upsampler
-from seg.models.decoder import VARIANTS
+from seg.models import DECODERS, ENCODERS, UPSAMPLERS, build_encoder, build_model, build_upsampler
 from seg.models.encoders import VGG16Encoder
 
 ODD_SIZES = [(97, 131), (33, 65)]
@@ -19,10 +18,10 @@ def encoder(request):
     return build_encoder(name, **({"output_stride": int(stride)} if stride else {})).eval()
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", list(DECODERS))
 @pytest.mark.parametrize("upsampler", sorted(UPSAMPLERS))
 def test_logits_come_out_at_the_input_size(encoder, variant: str, upsampler: str) -> None:
-    model = build_model(encoder, partial(FCNDecoder, variant=variant), 5,
+    model = build_model(encoder, partial(DECODERS.build, variant), 5,
                         partial(build_upsampler, upsampler)).eval()
     with torch.no_grad():
         for height, width in ODD_SIZES:
@@ -43,15 +42,17 @@ def test_encoder_taps_match_declared_channels_and_strides() -> None:
 
 def test_fcn4s_refuses_what_it_cannot_fuse() -> None:
     encoder = build_encoder("simple")
-    with pytest.raises(BadValue, match="fcn4s.*4 encoder taps; this encoder has 3"):
-        FCNDecoder(encoder.channels[1:], encoder.strides[1:], 3, "fcn4s")
+    with pytest.raises(BadValue, match="fuses 4 encoder taps; this encoder has 3"):
+        DECODERS.build("fcn4s", in_channels=encoder.channels[1:],
+                       strides=encoder.strides[1:], num_classes=3)
     with pytest.raises(BadValue, match="skip_scaling"):
-        FCNDecoder(encoder.channels, encoder.strides, 3, "fcn4s", skip_scaling=True)
+        DECODERS.build("fcn4s", in_channels=encoder.channels, strides=encoder.strides,
+                       num_classes=3, skip_scaling=True)
 
 
 def test_skip_score_layers_start_at_zero_so_skips_do_not_count_at_init() -> None:
     encoder = build_encoder("simple").eval()
-    model = build_model(encoder, partial(FCNDecoder, variant="fcn4s"), 3,
+    model = build_model(encoder, partial(DECODERS.build, "fcn4s"), 3,
                         partial(build_upsampler, "transposed")).eval()
     assert len(model.decoder.score) == 4
     for skip in model.decoder.score[:-1]:
@@ -83,12 +84,13 @@ def test_weights_load_from_a_local_file(tmp_path) -> None:
                                                  ("fcn32s", [])])
 def test_fcn_at_once_skip_scaling(variant: str, scales: list[float]) -> None:
     encoder = build_encoder("simple").eval()
-    scaled = FCNDecoder(encoder.channels, encoder.strides, 3, variant, skip_scaling=True)
+    sizes = {"in_channels": encoder.channels, "strides": encoder.strides, "num_classes": 3}
+    scaled = DECODERS.build(variant, **sizes, skip_scaling=True)
     assert scaled.skip_scales == scales
-    assert FCNDecoder(encoder.channels, encoder.strides, 3, variant).skip_scales is None
+    assert DECODERS.build(variant, **sizes).skip_scales is None
     if not scales:
         return
-    plain = FCNDecoder(encoder.channels, encoder.strides, 3, variant)
+    plain = DECODERS.build(variant, **sizes)
     plain.load_state_dict(scaled.state_dict())
     for skip in (*plain.score[:-1], *scaled.score[:-1]):
         torch.nn.init.ones_(skip.weight)

@@ -246,10 +246,10 @@ def test_forward_peak_bytes_counts_the_pass() -> None:
 def test_inference_costs_and_their_table(monkeypatch, tmp_path: Path) -> None:
     from functools import partial
 
-    from seg.models import FCNDecoder, build_encoder, build_model, build_upsampler
+    from seg.models import DECODERS, build_encoder, build_model, build_upsampler
     from seg.study.report import cost_section
 
-    model = build_model(build_encoder("simple"), partial(FCNDecoder, variant="fcn8s"), 4,
+    model = build_model(build_encoder("simple"), partial(DECODERS.build, "fcn8s"), 4,
                         partial(build_upsampler, "transposed"))
     monkeypatch.setattr(cost, "lowest_seed_checkpoints",
                         lambda runs: {("fcn8s", "transposed"): tmp_path / "last.pt"})

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seg.models import FCNDecoder, build_encoder, build_model, build_upsampler
+from seg.models import DECODERS, build_encoder, build_model, build_upsampler
 from seg.models.phase_kernels import (
     PhaseConvTranspose2d,
     bilinear_kernel,
@@ -187,9 +187,11 @@ def test_building_an_upsampler_leaves_the_global_rng_alone() -> None:
 def losses_over_five_steps(upsampler: str, **options) -> list[float]:
     torch.manual_seed(0)
     upsample = partial(build_upsampler, upsampler, **options)
-    model = build_model(build_encoder("simple"), partial(FCNDecoder, variant="fcn8s"), 4,
+    model = build_model(build_encoder("simple"), partial(DECODERS.build, "fcn8s"), 4,
                         upsample)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    # a rate at which the loss falls: at 0.05 it rose fivefold in five steps, and the
+    # rounding that two thread counts do differently grew past the tolerance
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     generator = torch.Generator().manual_seed(1)
     losses = []
     for _ in range(5):

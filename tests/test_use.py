@@ -20,7 +20,7 @@ from seg.cli.eval import evaluate_checkpoint
 from seg.cli.export import export
 from seg.cli.predict import predict
 from seg.inference import Inference, window_starts
-from seg.models import UPSAMPLERS, FCNDecoder, build_encoder, build_model, build_upsampler
+from seg.models import DECODERS, UPSAMPLERS, build_encoder, build_model, build_upsampler
 from seg.onnx_export import export_onnx
 
 
@@ -173,7 +173,7 @@ def small_model(upsampler: str = "transposed") -> nn.Module:
 
     torch.manual_seed(0)
     encoder = build_encoder("simple", stem_width=8, widths=[8, 16, 16, 16], depths=[1, 1, 1, 1])
-    model = build_model(encoder, partial(FCNDecoder, variant="fcn8s"), 3,
+    model = build_model(encoder, partial(DECODERS.build, "fcn8s"), 3,
                         partial(build_upsampler, name=upsampler))
     for score in model.decoder.score:  # skips start at zero: give them weights to test
         nn.init.normal_(score.weight, std=0.1)

@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from seg.checks import check_dataset_root
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
@@ -32,6 +32,7 @@ def pretrain_encoder(cfg: DictConfig, run_dir: str | Path) -> Path:
     from seg.data.base import IGNORE_INDEX
     from seg.data.loader import build_loader, resolve_num_workers
     from seg.engine import save_checkpoint, seed_everything
+    from seg.models import encoder_from_config
     from seg.study.pretrain import NativeStrideClassifier, pretrain
     from seg.training import resolve_crop_size
 
@@ -49,7 +50,9 @@ def pretrain_encoder(cfg: DictConfig, run_dir: str | Path) -> Path:
     loader = build_loader(instantiate(data.train), settings.batch_size, train=True,
                           num_workers=workers, seed=cfg.seed,
                           pin_memory=trainer.device.type == "cuda")
-    classifier = NativeStrideClassifier(instantiate(cfg.model.encoder), data.num_classes)
+    classifier = NativeStrideClassifier(
+        encoder_from_config(OmegaConf.to_container(cfg.model.encoder, resolve=True)),
+        data.num_classes)
     optimizer = instantiate(cfg.optimizer, lr=settings.lr)(params=classifier.parameters())
     scheduler = instantiate(cfg.scheduler, total_iters=settings.iterations)(optimizer=optimizer)
     logger = instantiate(cfg.logger)(log_dir=run_dir / "tb")

@@ -10,15 +10,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from seg.checks import is_int
 from seg.data.base import IGNORE_INDEX
 from seg.distributed import barrier
 from seg.errors import BadValue, MissingPath
 from seg.files import write_file
 
+# 2: a config names each part (encoder, decoder, upsampler, loss) from its catalogue by
+# ``name``, with no ``_target_``; 1: every checkpoint written before the field existed
+CHECKPOINT_FORMAT = 2
+FORMAT_CHANGES = "parts named from catalogues, not by _target_"
 
 @dataclass
 class RunInfo:
-    """What a checkpoint carries besides weights, so it can be used on its own."""
+    """What a checkpoint carries besides weights, so it can be used on its own, and the
+    version of its format (:data:`CHECKPOINT_FORMAT`)."""
 
     class_names: list[str]
     palette: list[list[int]]
@@ -26,6 +32,18 @@ class RunInfo:
     std: list[float]
     config: dict = field(default_factory=dict)
     ignore_index: int = IGNORE_INDEX
+    format: int = field(default_factory=lambda: CHECKPOINT_FORMAT)
+
+
+def check_checkpoint_format(state: dict, path: str | Path) -> None:
+    """Refuse a checkpoint of another format version than this seg writes, naming both."""
+    version = state.get("format", 1)
+    if version != CHECKPOINT_FORMAT:
+        raise BadValue(
+            f"checkpoint {path} is format {version}, written by "
+            f"{'an earlier' if is_int(version) and version < CHECKPOINT_FORMAT else 'another'}"
+            f" seg; this one reads format {CHECKPOINT_FORMAT} ({FORMAT_CHANGES}): train it "
+            "again with this version, or use the seg release that wrote it")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

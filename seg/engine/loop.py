@@ -18,7 +18,13 @@ from torch.utils.data import DataLoader
 from seg.checks import one_of, positive_int, positive_number
 from seg.distributed import ProcessGroup, all_reduce_sum, broadcast_from_main, process_device
 from seg.engine.batches import endless
-from seg.engine.checkpoints import Checkpointer, RunInfo, load_checkpoint, load_model_state
+from seg.engine.checkpoints import (
+    Checkpointer,
+    RunInfo,
+    check_checkpoint_format,
+    load_checkpoint,
+    load_model_state,
+)
 from seg.engine.device import resolve_device, use_fast_kernels
 from seg.engine.evaluation import Evaluator
 from seg.engine.hooks import Hook, Progress, Step, TensorBoardScalars
@@ -227,6 +233,7 @@ class Trainer:
         if path is None:
             return None
         state = load_checkpoint(path)
+        check_checkpoint_format(state, path)
         state["path"] = str(path)
         if config is not None:
             refuse_changed_settings(state, config)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seg.catalogue import Catalogue
 from seg.checks import number_in
 from seg.data.base import IGNORE_INDEX
 
@@ -49,6 +50,11 @@ def soft_dice_loss(probs: torch.Tensor, targets: torch.Tensor,
     return ((1 - dice) * present).sum() / present.sum().clamp(min=1)
 
 
+LOSSES = Catalogue("loss")
+
+
+@LOSSES.register("ce_dice")
+@LOSSES.register("ce", dice_weight=0.0)
 class SegmentationLoss(nn.Module):
     """``cross_entropy + dice_weight * soft_dice_loss``, computed in float32 whatever the
     logits' precision. ``dice_weight`` 0 is plain cross-entropy."""

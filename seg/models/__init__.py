@@ -6,15 +6,21 @@ themselves in their catalogue: a new upsampler family is one new module."""
 import importlib
 import pkgutil
 
-from seg.models.decoder import FCNDecoder
+from seg.models.decoder import DECODERS, FCNDecoder
 from seg.models.encoders import ENCODERS, Encoder, build_encoder
-from seg.models.model import SegmentationModel, build_model
-from seg.models.upsamplers import UPSAMPLERS, build_upsampler, register_upsampler
+from seg.models.model import (
+    SegmentationModel,
+    build_model,
+    encoder_from_config,
+    model_from_config,
+)
+from seg.models.upsamplers import UPSAMPLERS, build_upsampler
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
+    "DECODERS",
     "ENCODERS",
     "UPSAMPLERS",
     "Encoder",
@@ -23,5 +29,6 @@ __all__ = [
     "build_encoder",
     "build_model",
     "build_upsampler",
-    "register_upsampler",
+    "encoder_from_config",
+    "model_from_config",
 ]

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seg.errors import BadValue
-from seg.models.upsamplers import register_upsampler, resize
+from seg.models.upsamplers import UPSAMPLERS, resize
 
 
 def bilinear_reassembly_kernels(factor: int, kernel_size: int) -> torch.Tensor:
@@ -108,7 +108,7 @@ class Reassembly(nn.Module):
         return learned + fixed  # (B, C, H f, W f)
 
 
-@register_upsampler("carafe")
+@UPSAMPLERS.register("carafe")
 class CarafeUpsampler(Reassembly):
     """CARAFE: reassembly kernels predicted from the input by a channel compressor and a
     content encoder (see the module docstring for what differs from the paper)."""
@@ -142,7 +142,7 @@ class CarafeUpsampler(Reassembly):
         return logits.view(x.shape[0], -1, self.factor**2, self.kernel_size**2)
 
 
-@register_upsampler("carafe_static")
+@UPSAMPLERS.register("carafe_static")
 class StaticCarafeUpsampler(Reassembly):
     """CARAFE's reassembly with kernels that do not depend on the input: one learned
     ``k x k`` kernel per output phase, shared by every position and channel, in the same

@@ -15,10 +15,11 @@ from functools import partial
 import torch
 from torch import nn
 
+from seg.catalogue import Catalogue
 from seg.errors import BadValue
 from seg.models.upsamplers import build_upsampler
 
-VARIANTS = {"fcn32s": 1, "fcn16s": 2, "fcn8s": 3, "fcn4s": 4}  # how many taps are fused
+DECODERS = Catalogue("decoder", given=("in_channels", "strides", "num_classes", "upsampler"))
 UpsamplerFactory = Callable[..., nn.Module]
 BILINEAR: UpsamplerFactory = partial(build_upsampler, "bilinear")
 
@@ -28,8 +29,13 @@ def crop_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x[:, :, :height, :width]
 
 
+@DECODERS.register("fcn4s", taps=4)
+@DECODERS.register("fcn8s", taps=3)
+@DECODERS.register("fcn16s", taps=2)
+@DECODERS.register("fcn32s", taps=1)
 class FCNDecoder(nn.Module):
-    """FCN-32s / 16s / 8s / 4s fusion head over taps ``[stride 4, 8, 16, 32]``.
+    """FCN-32s / 16s / 8s / 4s fusion head over taps ``[stride 4, 8, 16, 32]``: it fuses
+    the last ``taps`` of them (the name fixes how many).
 
     ``skip_scaling`` multiplies the pool4 and pool3 skips by 0.01 and 0.0001 before
     scoring, as FCN's "at-once" training did. Skip score layers start at zero, so
@@ -41,27 +47,22 @@ class FCNDecoder(nn.Module):
         in_channels: Sequence[int],
         strides: Sequence[int],
         num_classes: int,
-        variant: str = "fcn8s",
+        taps: int = 3,
         upsampler: UpsamplerFactory = BILINEAR,
         skip_scaling: bool = False,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            valid = ", ".join(VARIANTS)
-            raise BadValue(f"unknown decoder variant '{variant}': valid are {valid}")
-        num_taps = VARIANTS[variant]
-        if num_taps > len(in_channels):
-            raise BadValue(f"decoder variant '{variant}' fuses {num_taps} encoder taps; this "
-                           f"encoder has {len(in_channels)}: use a coarser variant")
-        if skip_scaling and num_taps > 3:
+        if not 1 <= taps <= len(in_channels):
+            raise BadValue(f"the decoder fuses {taps} encoder taps; this encoder has "
+                           f"{len(in_channels)}: use a coarser decoder")
+        if skip_scaling and taps > 3:
             raise BadValue("decoder.skip_scaling is FCN's at-once recipe, which has no "
                            "stride-4 skip: set it false or use fcn8s")
-        self.variant = variant
-        self.strides = list(strides)[-num_taps:]  # coarse tap last
-        channels = list(in_channels)[-num_taps:]
+        self.strides = list(strides)[-taps:]  # coarse tap last
+        channels = list(in_channels)[-taps:]
         # FCN "at-once": pool3 x 0.0001, pool4 x 0.01, aligned with the fused taps
-        self.skip_scales = [0.0001, 0.01][3 - num_taps:] if skip_scaling else None
+        self.skip_scales = [0.0001, 0.01][3 - taps:] if skip_scaling else None
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.score = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in channels)
         for skip_score in self.score[:-1]:
@@ -70,7 +71,7 @@ class FCNDecoder(nn.Module):
         # fuse[i] takes the scores at strides[i + 1] up to strides[i]
         self.fuse = nn.ModuleList(
             upsampler(channels=num_classes, factor=self.strides[i + 1] // self.strides[i])
-            for i in range(num_taps - 1)
+            for i in range(taps - 1)
         )
         self.final = upsampler(channels=num_classes, factor=self.strides[0])
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seg.errors import BadValue
-from seg.models.upsamplers import register_upsampler
+from seg.models.upsamplers import UPSAMPLERS
 
 
 class PointSampler(nn.Module):
@@ -73,7 +73,7 @@ class PointSampler(nn.Module):
             x.dtype)
 
 
-@register_upsampler("dysample")
+@UPSAMPLERS.register("dysample")
 class DySampleUpsampler(PointSampler):
     """DySample, "LP" form: offsets ``scope * conv1x1(x)`` pixel-shuffled to the output
     (see the module docstring for what differs from the paper). ``scope`` is the paper's
@@ -107,7 +107,7 @@ class DySampleUpsampler(PointSampler):
         return shuffled.view(x.shape[0], self.groups, 2, *shuffled.shape[-2:])
 
 
-@register_upsampler("dysample_static")
+@UPSAMPLERS.register("dysample_static")
 class StaticDySampleUpsampler(PointSampler):
     """DySample's sampling with offsets that do not depend on the input: one learned
     (x, y) offset per output phase and channel group, the same at every position,

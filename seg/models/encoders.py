@@ -8,14 +8,12 @@ the deeper taps keep a finer stride, and ``strides`` says so.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from seg.catalogue import Catalogue
 from seg.errors import BadValue, MissingPath
 
 
@@ -27,40 +25,8 @@ class Encoder(nn.Module):
     strides: tuple[int, int, int, int]
 
 
-@dataclass(frozen=True)
-class EncoderEntry:
-    """An encoder of the catalogue: its class, the constructor arguments its name fixes (a
-    ResNet's depth) and the torchvision weights enum ``weights=imagenet`` reads, if any."""
-
-    cls: type[Encoder]
-    fixed: dict[str, object] = field(default_factory=dict)
-    imagenet: str | None = None
-
-
-ENCODERS: dict[str, EncoderEntry] = {}
-
-
-def register_encoder(name: str, imagenet: str | None = None, **fixed: object) -> Callable:
-    """Class decorator that makes an encoder buildable by ``name``; ``fixed``: the
-    constructor arguments that name decides, so that no config can set them."""
-
-    def register(cls: type[Encoder]) -> type[Encoder]:
-        ENCODERS[name] = EncoderEntry(cls, fixed, imagenet)
-        return cls
-
-    return register
-
-
-def encoder_options(name: str) -> dict[str, object]:
-    """The options a config may give encoder ``name``, each with its default (``...``:
-    none): ``weights`` and its constructor's arguments but the ones its name fixes."""
-    entry = ENCODERS[name]
-    options: dict[str, object] = {"weights": None}
-    for parameter in inspect.signature(entry.cls).parameters.values():
-        if parameter.name not in entry.fixed:
-            empty = parameter.default is inspect.Parameter.empty
-            options[parameter.name] = ... if empty else parameter.default
-    return options
+# weights: None, "imagenet" (torchvision's, from the torch hub cache) or a state-dict file
+ENCODERS = Catalogue("encoder", extra_options={"weights": None})
 
 
 def torchvision_models():
@@ -101,7 +67,7 @@ class ResidualBlock(nn.Module):
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-@register_encoder("simple")
+@ENCODERS.register("simple")
 class SimpleEncoder(Encoder):
     """A small from-scratch residual CNN, fast on CPU: a stride-2 stem conv, then one
     stage per stride (4, 8, 16, 32) of ``depths[i]`` residual blocks of ``widths[i]``."""
@@ -135,7 +101,7 @@ class SimpleEncoder(Encoder):
 POOL2_END = 10  # VGG-16's features[:10] end with pool2 (stride 4, 128 channels)
 
 
-@register_encoder("vgg16", imagenet="VGG16_Weights")
+@ENCODERS.register("vgg16", extras={"imagenet": "VGG16_Weights"})
 class VGG16Encoder(Encoder):
     """FCN's original backbone: VGG-16 with pool2/pool3/pool4 taps and fc6/fc7 as
     convolutions."""
@@ -194,9 +160,9 @@ def dilate_layer(layer: nn.Sequential, dilation: int) -> None:
                 module.padding = (dilation, dilation)
 
 
-@register_encoder("resnet50", imagenet="ResNet50_Weights", depth=50)
-@register_encoder("resnet34", imagenet="ResNet34_Weights", depth=34)
-@register_encoder("resnet18", imagenet="ResNet18_Weights", depth=18)
+@ENCODERS.register("resnet50", extras={"imagenet": "ResNet50_Weights"}, depth=50)
+@ENCODERS.register("resnet34", extras={"imagenet": "ResNet34_Weights"}, depth=34)
+@ENCODERS.register("resnet18", extras={"imagenet": "ResNet18_Weights"}, depth=18)
 class ResNetEncoder(Encoder):
     """A torchvision ResNet with layer1 to layer4 taps; optional output stride 16 or 8."""
 
@@ -244,7 +210,7 @@ def block_out_channels(layer: nn.Sequential) -> int:
 
 def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet weights for ``name`` from the torch hub cache, never downloaded."""
-    weights = getattr(torchvision_models(), ENCODERS[name].imagenet).IMAGENET1K_V1
+    weights = getattr(torchvision_models(), ENCODERS.entry(name).extras["imagenet"]).IMAGENET1K_V1
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if not cached.is_file():
         raise MissingPath(
@@ -272,17 +238,9 @@ def build_encoder(name: str, weights: str | None = None, **options: object) -> E
     A path holds either torchvision's layout (as the hub cache does) or this
     encoder's own ``state_dict``.
     """
-    if name not in ENCODERS:
-        raise BadValue(f"unknown encoder '{name}': valid names are {', '.join(ENCODERS)}")
-    allowed = encoder_options(name)
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise BadValue(f"model.encoder.{unknown[0]} is not an option of the {name} encoder: "
-                       f"use {', '.join(allowed)}")
-    entry = ENCODERS[name]
-    if weights == "imagenet" and entry.imagenet is None:
+    if weights == "imagenet" and "imagenet" not in ENCODERS.entry(name).extras:
         raise BadValue(f"the {name} encoder has no ImageNet weights: set weights=null")
-    encoder = entry.cls(**entry.fixed, **options)
+    encoder = ENCODERS.build(name, **options)
     if weights is None:
         return encoder
     state = imagenet_state_dict(name) if weights == "imagenet" else load_state_file(weights)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 
 import torch
 from torch import nn
 
-from seg.models.decoder import FCNDecoder
-from seg.models.encoders import Encoder
+from seg.errors import BadValue
+from seg.models.decoder import DECODERS, FCNDecoder
+from seg.models.encoders import ENCODERS, Encoder, build_encoder
+from seg.models.upsamplers import UPSAMPLERS, build_upsampler
 
 
 class SegmentationModel(nn.Module):
@@ -68,3 +71,28 @@ def build_model(
         upsampler=upsampler,
     )
     return SegmentationModel(encoder, decoder)
+
+
+def model_from_config(config: object, num_classes: int, weights: bool = True
+                      ) -> SegmentationModel:
+    """The model a config's ``model`` node describes (plain data: ``{"encoder": {"name":
+    ..., options}, "decoder": {...}, "upsampler": {...}}``), every part named from its
+    catalogue with its options checked (seg.catalogue). Training and reloading a
+    checkpoint both build here; ``weights=False`` leaves the encoder's ``weights``
+    unread, as a checkpoint's own weights replace them (and never name another file)."""
+    if not isinstance(config, Mapping):
+        raise BadValue(f"model is not a config node (got {type(config).__name__})")
+    upsampler_name, upsampler_options = UPSAMPLERS.read(config.get("upsampler"),
+                                                        "model.upsampler")
+    decoder_name, decoder_options = DECODERS.read(config.get("decoder"), "model.decoder")
+    return build_model(encoder_from_config(config.get("encoder"), weights),
+                       partial(DECODERS.build, decoder_name, **decoder_options), num_classes,
+                       partial(build_upsampler, upsampler_name, **upsampler_options))
+
+
+def encoder_from_config(node: object, weights: bool = True) -> Encoder:
+    """The encoder a ``model.encoder`` node names (see :func:`model_from_config`)."""
+    name, options = ENCODERS.read(node, "model.encoder")
+    if not weights:
+        options["weights"] = None
+    return build_encoder(name, **options)

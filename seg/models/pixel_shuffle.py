@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seg.models.upsamplers import ConvKernelUpsampler, register_upsampler
+from seg.models.upsamplers import UPSAMPLERS, ConvKernelUpsampler
 
 
-@register_upsampler("pixel_shuffle")
+@UPSAMPLERS.register("pixel_shuffle")
 class PixelShuffleUpsampler(ConvKernelUpsampler):
     """Sub-pixel convolution (Shi et al. 2016): a conv to ``C * f^2`` maps, rearranged into
     an ``f`` times larger map. ICNR initialisation (Aitken et al. 2017) gives every

@@ -9,10 +9,10 @@ from torch import nn
 
 from seg.errors import BadValue
 from seg.models.phase_kernels import bilinear_taps, conv_transpose_by_phases, replicate_edges
-from seg.models.upsamplers import ConvKernelUpsampler, register_upsampler, resize
+from seg.models.upsamplers import UPSAMPLERS, ConvKernelUpsampler, resize
 
 
-@register_upsampler("resize_conv")
+@UPSAMPLERS.register("resize_conv")
 class ResizeConvUpsampler(ConvKernelUpsampler):
     """Resize, then a learned 3x3 convolution (Odena, Dumoulin and Olah 2016): avoids the
     checkerboard artifacts of strided transposed convolutions. The convolution starts as
@@ -35,7 +35,7 @@ class ResizeConvUpsampler(ConvKernelUpsampler):
         return self.conv(resize(x, self.factor, self.mode))
 
 
-@register_upsampler("bilinear_conv")
+@UPSAMPLERS.register("bilinear_conv")
 class BilinearConvUpsampler(ConvKernelUpsampler):
     """Fixed bilinear resizing, then a learned per-channel convolution with the kernel size,
     and so the parameter count, of the channel-wise ``transposed`` upsampler (2f - f % 2).

@@ -8,10 +8,10 @@ from torch import nn
 
 from seg.errors import BadValue
 from seg.models.phase_kernels import PhaseConvTranspose2d, bilinear_kernel, replicate_edges
-from seg.models.upsamplers import register_upsampler
+from seg.models.upsamplers import UPSAMPLERS
 
 
-@register_upsampler("transposed")
+@UPSAMPLERS.register("transposed")
 class TransposedConvUpsampler(nn.Module):
     """Learned upsampling by a transposed convolution ("deconvolution").
 

@@ -11,15 +11,14 @@ phase_kernels.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seg.catalogue import Catalogue
 from seg.errors import BadValue
 
-UPSAMPLERS: dict[str, Callable[..., nn.Module]] = {}
+UPSAMPLERS = Catalogue("upsampler", given=("channels", "factor"))
 
 
 def kernel_drift(upsampler: nn.Module) -> float | None:
@@ -32,27 +31,15 @@ def kernel_drift(upsampler: nn.Module) -> float | None:
     return float(moved.norm() / initial.norm())
 
 
-def register_upsampler(name: str) -> Callable:
-    """Class decorator that makes an upsampler buildable by ``name``."""
-
-    def register(cls: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        UPSAMPLERS[name] = cls
-        return cls
-
-    return register
-
-
 def build_upsampler(name: str, channels: int, factor: int, **options) -> nn.Module:
     """Build the upsampler registered as ``name`` for ``channels`` maps and ``factor``."""
-    if name not in UPSAMPLERS:
-        valid = ", ".join(sorted(UPSAMPLERS))
-        raise BadValue(f"unknown upsampler '{name}': valid names are {valid}")
+    UPSAMPLERS.entry(name)
     if not isinstance(factor, int) or factor < 1:
         raise BadValue(f"upsampling factor must be a positive integer, got {factor!r}")
     # A private RNG: building any upsampler leaves the global random state, and so every
     # other weight of the model, exactly as it was; comparisons differ only here.
     with torch.random.fork_rng(devices=[]):
-        return UPSAMPLERS[name](channels=channels, factor=factor, **options)
+        return UPSAMPLERS.build(name, channels=channels, factor=factor, **options)
 
 
 def resize(x: torch.Tensor, factor: int, mode: str = "bilinear") -> torch.Tensor:
@@ -63,7 +50,7 @@ def resize(x: torch.Tensor, factor: int, mode: str = "bilinear") -> torch.Tensor
     return F.interpolate(x, scale_factor=factor, mode=mode, align_corners=align_corners)
 
 
-@register_upsampler("bilinear")
+@UPSAMPLERS.register("bilinear")
 class BilinearUpsampler(nn.Module):
     """Fixed bilinear resizing, ``F.interpolate(align_corners=False)``; no parameters."""
 

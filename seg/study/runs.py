@@ -48,7 +48,7 @@ def load_runs(sweep_dir: Path) -> tuple[list[dict], list[str]]:
         runs.append({
             "run_dir": run_dir,
             "config": cfg,
-            "decoder": cfg.model.decoder.variant,
+            "decoder": cfg.model.decoder.name,
             "upsampler": upsampler_label(cfg.model.upsampler),
             "seed": cfg.seed,
             **metrics,
