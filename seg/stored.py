@@ -3,100 +3,29 @@
 A checkpoint carries the resolved training config. seg-predict, seg-eval, seg-export and
 seg-compare rebuild the model as training built it (seg.models.model_from_config: every
 part a name from its catalogue, every argument checked against the kind of its
-constructor's default), and the dataset it names from the registered readers. A stored
-``_target_`` is only compared with the one seg writes; it is never imported or called.
+constructor's default), and the dataset from the reader it names (seg.data.readers). A
+stored ``_target_`` is refused; it is never imported or called.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Mapping
-from numbers import Real
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from seg.catalogue import fits
 from seg.checks import is_int
-from seg.data import (
-    ADE20K,
-    Cityscapes,
-    FolderSegmentation,
-    SegmentationDataset,
-    VOCAugSegmentation,
-    VOCSegmentation,
-    eval_transform,
-)
-from seg.data.base import IGNORE_INDEX
+from seg.data.base import IGNORE_INDEX, SegmentationDataset
+from seg.data.readers import catalogue
+from seg.data.transforms import eval_transform
 from seg.engine import load_checkpoint, load_model_state
 from seg.engine.checkpoints import check_checkpoint_format
 from seg.errors import BadValue
 from seg.models import SegmentationModel, model_from_config
 
-READERS: dict[str, type[SegmentationDataset]] = {
-    f"seg.data.{reader.__name__}": reader
-    for reader in (VOCSegmentation, VOCAugSegmentation, Cityscapes, ADE20K, FolderSegmentation)
-}
-# What the caller decides, never the stored config.
-NOT_STORED = {"self", "channels", "factor", "in_channels", "strides", "num_classes",
-              "upsampler", "depth", "transform"}
 TRAINED_FIELDS = ("model", "config", "class_names", "palette", "mean", "std")
 FIX = "pass a checkpoints/best.pt or last.pt written by seg-train"
-
-
-# -- typed arguments -------------------------------------------------------------------------
-
-
-def constructor_defaults(builder: Callable) -> dict[str, object]:
-    """The keyword arguments ``builder`` takes, each with its default (``...`` when it
-    has none, which then takes a path or a name: a string, or None)."""
-    return {name: ... if p.default is inspect.Parameter.empty else p.default
-            for name, p in inspect.signature(builder).parameters.items()
-            if name not in NOT_STORED and p.kind is not inspect.Parameter.VAR_KEYWORD}
-
-
-def fits(value: object, default: object) -> bool:
-    """Whether ``value`` is of the plain kind of ``default``: bool, int, number, string,
-    or a sequence of as many such values."""
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if is_int(default):
-        return is_int(value)
-    if isinstance(default, Real):
-        return isinstance(value, Real) and not isinstance(value, bool)
-    if isinstance(default, tuple | list):
-        return (isinstance(value, list | tuple) and len(value) == len(default)
-                and all(fits(v, d) for v, d in zip(value, default, strict=True)))
-    # str, None or no default: a name or a path
-    return value is None or isinstance(value, str | int | float)
-
-
-def check_target(node: object, where: str, target: str) -> None:
-    """``node`` is a config node whose ``_target_``, if any, is the one seg writes."""
-    if not isinstance(node, Mapping):
-        raise BadValue(f"{where} is not a config node (got {type(node).__name__}); {FIX}")
-    stored_target = node.get("_target_", target)
-    if stored_target != target:
-        raise BadValue(f"{where}._target_ is {stored_target!r}, not {target!r}: a checkpoint "
-                       f"names seg's own parts and never code to run; {FIX}")
-
-
-def checked_options(node: object, allowed: Mapping[str, object], where: str, target: str
-                    ) -> dict:
-    """The arguments of ``node`` (a stored config node): each one of ``allowed`` (name ->
-    default) and of its default's kind; ``_target_``, if any, must be the one seg writes."""
-    check_target(node, where, target)
-    options = {}
-    for key, value in node.items():
-        if key in ("_target_", "_partial_") or key in NOT_STORED:
-            continue
-        if key not in allowed:
-            raise BadValue(f"{where}.{key} is not one of its arguments "
-                           f"({', '.join(allowed)}); {FIX}")
-        if not fits(value, allowed[key]):
-            raise BadValue(f"{where}.{key}={value!r} is not of the kind of its default "
-                           f"{allowed[key]!r}; {FIX}")
-        options[key] = value
-    return options
 
 
 # -- the checkpoint --------------------------------------------------------------------------
@@ -157,26 +86,25 @@ def model_from_checkpoint(state: dict, source: str | Path = "the checkpoint"
 # -- the dataset -----------------------------------------------------------------------------
 
 
-def stored_reader(state: dict) -> tuple[type[SegmentationDataset], dict]:
-    """The checkpoint's validation reader and its checked arguments."""
+def stored_reader(state: dict) -> tuple[str, dict]:
+    """The checkpoint's validation reader: its name and its checked options."""
     data = state["config"].get("dataset")
     node = data.get("val") if isinstance(data, Mapping) else None
-    target = node.get("_target_") if isinstance(node, Mapping) else None
-    if target not in READERS:
-        raise BadValue(f"dataset.val._target_={target!r}: a checkpoint's dataset is read by "
-                       f"one of {', '.join(READERS)}; {FIX}")
-    options = checked_options(node, constructor_defaults(READERS[target]), "dataset.val",
-                              target)
+    try:
+        name, options = catalogue().read(node, "dataset.val")
+    except BadValue as error:
+        raise BadValue(f"checkpoint: {error}; {FIX}") from None
     if not isinstance(options.get("root"), str):
         raise BadValue(f"dataset.val.root={options.get('root')!r} is not a folder name; {FIX}")
-    return READERS[target], options
+    return name, options
 
 
 def dataset_from_stored(state: dict, split: str, root: str | Path | None = None
                         ) -> SegmentationDataset:
     """The checkpoint's validation reader for ``split`` (under ``root`` when given, else
     where it was trained), with evaluation transforms from the checkpoint's mean and std."""
-    reader, options = stored_reader(state)
-    options.update(split=split, root=str(root if root is not None else options["root"]))
-    return reader(**options, num_classes=len(state["class_names"]),
-                  transform=eval_transform(mean=state["mean"], std=state["std"]))
+    name, options = stored_reader(state)
+    options.update(split=split, root=str(root if root is not None else options["root"]),
+                   num_classes=len(state["class_names"]))
+    return catalogue().build(name, **options,
+                             transform=eval_transform(mean=state["mean"], std=state["std"]))

@@ -19,18 +19,17 @@ from seg.data.base import IGNORE_INDEX, SegmentationDataset
 from seg.data.check import read_every_sample
 from seg.data.loader import build_loader, first_samples, resolve_num_workers
 from seg.data.palette import resolve_palette
+from seg.data.readers import build_split, training_split, validation_split
 from seg.data.transforms import auto_crop_size, sampled_image_sizes
 from seg.distributed import ProcessGroup, broadcast_from_main, init_distributed
 from seg.engine import RunInfo, Trainer, load_checkpoint, name_per_class, seed_everything
 from seg.engine.losses import LOSSES
 from seg.files import write_text
 from seg.metrics import format_table
-from seg.models import SegmentationModel
+from seg.models import SegmentationModel, upsampler_label
 from seg.models import model_from_config as build_model_from
 from seg.reporting import NullLogger, TensorBoardLogger
 from seg.run_lock import run_folder_lock
-from seg.study.kernels import UpsamplerKernels
-from seg.study.runs import upsampler_label
 
 log = logging.getLogger("seg.train")
 
@@ -140,7 +139,7 @@ def train_locked(cfg: DictConfig, run_dir: Path, trainer: Trainer, group: Proces
              group.world_size)
     try:
         metrics = trainer.fit(model, optimizer, scheduler, train_loader, val_loader, run_dir,
-                              logger, info, resume_from, hooks=[UpsamplerKernels(logger, model)],
+                              logger, info, resume_from, hooks=callbacks(cfg, logger, model),
                               criterion=loss_from_config(cfg))
         metrics["upsampler_params"] = model.upsampler_parameters()
         logger.log_hparams(hparams_of(cfg), {f"hparams/{key}": metrics[key] for key in
@@ -173,8 +172,8 @@ def loaders(cfg: DictConfig, device: torch.device, group: ProcessGroup
     workers = resolve_num_workers(data.num_workers, device.type, data.crop_size)
     options = {"num_workers": workers, "seed": cfg.seed, "pin_memory": device.type == "cuda",
                "rank": group.rank, "world_size": group.world_size}
-    train_loader = build_loader(instantiate(data.train), data.batch_size, train=True, **options)
-    val_set = limit_val_batches(instantiate(data.val), data.get("val_max_batches"),
+    train_loader = build_loader(training_split(data), data.batch_size, train=True, **options)
+    val_set = limit_val_batches(validation_split(data), data.get("val_max_batches"),
                                 data.val_batch_size, group.world_size)
     read_every_sample(val_set, workers)
     return train_loader, build_loader(val_set, data.val_batch_size, train=False, **options)
@@ -187,7 +186,7 @@ def resolve_crop_size(data: DictConfig) -> None:
     config and TensorBoard all see it; .hydra/config.yaml keeps the recipe's ``auto``."""
     if data.crop_size != "auto":
         return
-    images = instantiate(data.train, transform=None)  # lists the samples, decodes none
+    images = build_split(data, "train", None)  # lists the samples, decodes none
     data.crop_size = auto_crop_size(sampled_image_sizes([s.image for s in images.samples]))
     log.info("dataset.crop_size=auto: %d px crops, from the sizes of the training images",
              data.crop_size)
@@ -249,6 +248,13 @@ def open_logger(cfg: DictConfig, run_dir: Path, resume: bool | str, resume_from:
     if resume_from is None:
         logger.log_text("config", OmegaConf.to_yaml(cfg, resolve=True))
     return logger
+
+
+def callbacks(cfg: DictConfig, logger: object, model: SegmentationModel) -> list:
+    """The hooks ``cfg.callbacks`` names (configs/callbacks/), each built with the run's
+    logger and model: what plugs into training from outside, the study's among them."""
+    nodes = cfg.get("callbacks") or {}
+    return [instantiate(node)(logger=logger, model=model) for node in nodes.values()]
 
 
 def model_from_config(model_cfg: DictConfig, num_classes: int) -> SegmentationModel:

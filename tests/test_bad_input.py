@@ -147,16 +147,18 @@ def test_a_checkpoint_never_runs_the_code_it_names(
     assert set(after) - set(before) <= {"image.png"}
 
 
-def test_a_stored_transform_is_never_built(honest_state: dict, tmp_path: Path,
-                                           shapes_root: Path) -> None:
-    """Evaluation transforms come from the checkpoint's mean and std, not a stored node."""
+def test_a_stored_transform_is_refused_never_built(honest_state: dict, tmp_path: Path,
+                                                   shapes_root: Path, capsys) -> None:
+    """Evaluation transforms come from the checkpoint's mean and std: a transform node
+    stored beside the reader is no option of it, refused in one line, never built."""
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     checkpoint = tmp_path / "crafted.pt"
     save_checkpoint(checkpoint, with_node(honest_state, "dataset.val.transform", {
         "_target_": "builtins.open", "file": str(victim), "mode": "w"}))
-    metrics = run_command("eval", checkpoint, tmp_path, shapes_root)()
-    assert 0 <= metrics["mIoU"] <= 1 and victim.read_text() == "precious"
+    err = one_line_exit(run_command("eval", checkpoint, tmp_path, shapes_root), capsys)
+    assert "dataset.val.transform is not an option of the voc dataset reader" in err
+    assert victim.read_text() == "precious"
 
 
 def test_an_honest_checkpoint_is_rebuilt(honest_state: dict, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from seg.cli.compare import main
 from seg.study.report import CSV_METRICS, aggregate
 from seg.study.stats import difference_interval
 
-# the upsampler config behind each label (seg.study.runs.upsampler_label reads it back)
+# the upsampler config behind each label (seg.models.upsampler_label reads it back)
 UPSAMPLER_CONFIGS = {"transposed_frozen": {"name": "transposed", "learnable": False},
                      "transposed_kaiming": {"name": "transposed", "init": "kaiming"},
                      "transposed_full": {"name": "transposed", "channelwise": False}}

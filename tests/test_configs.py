@@ -6,6 +6,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from seg.data.readers import training_split, validation_split
 from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from seg.training import model_from_config
 from tests.conftest import needs_optuna
@@ -39,7 +40,7 @@ def test_option_instantiates(compose_train, tmp_path, group: str, option: str) -
     layout = make_layout(option, tmp_path / "data") if group == "dataset" else {}
     cfg = compose_train(f"{group}={option}", *(f"{k}={v}" for k, v in layout.items()))
     model = model_from_config(cfg.model, cfg.dataset.num_classes)
-    assert len(instantiate(cfg.dataset.train)) > 0 and len(instantiate(cfg.dataset.val)) > 0
+    assert len(training_split(cfg.dataset)) > 0 and len(validation_split(cfg.dataset)) > 0
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
     instantiate(cfg.scheduler)(optimizer=optimizer)
     assert instantiate(cfg.trainer).max_iters > 0
@@ -51,9 +52,8 @@ def test_imagenet_statistics_are_the_transforms_own(compose_train) -> None:
     cfg = compose_train()
     stored = OmegaConf.to_container(cfg, resolve=True)["dataset"]
     assert stored["mean"] == list(IMAGENET_MEAN) and stored["std"] == list(IMAGENET_STD)
-    assert stored["train"]["transform"]["mean"] == list(IMAGENET_MEAN)
     OmegaConf.resolve(cfg)  # as --cfg job --resolve does
-    assert list(cfg.dataset.val.transform.std) == list(IMAGENET_STD)
+    assert list(cfg.dataset.std) == list(IMAGENET_STD)
 
 
 def test_ignore_index_is_not_a_setting(compose_train) -> None:

@@ -1,5 +1,6 @@
-"""The code's shape, as issue 12 set it: short functions, and packages that depend on each
-other in one direction only (the engine knows nothing of the study or the command line)."""
+"""The code's shape, as issues 12 and 24 set it: short functions, and modules that depend
+on each other in one direction only (the engine knows nothing of the study or the command
+line; nothing but the commands knows the study)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,21 @@ def test_packages_depend_one_way(package: str, forbidden: tuple[str, ...]) -> No
     wrong = [f"{path.relative_to(SEG.parent)} imports {name}"
              for path in modules(SEG / package) for name in sorted(imported(path))
              if name.startswith(forbidden)]
+    assert wrong == []
+
+
+def outside(*packages: str) -> list[Path]:
+    """Every module of seg outside ``packages``, the top-level modules included."""
+    return [path for path in modules(SEG)
+            if path.relative_to(SEG).parts[0] not in packages]
+
+
+def test_only_the_study_and_the_commands_import_the_study() -> None:
+    """The study plugs into training from outside (configs/callbacks/): no library
+    module, top level or in a package, knows it."""
+    wrong = [f"{path.relative_to(SEG.parent)} imports {name}"
+             for path in outside("study", "cli") for name in sorted(imported(path))
+             if name == "seg.study" or name.startswith("seg.study.")]
     assert wrong == []
 
 

@@ -11,12 +11,12 @@ import cv2
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seg.cli.common import CONFIG_MODULE
 from seg.cli.train import train
 from seg.data import SCENES_CLASSES, generate_scenes
+from seg.data.readers import training_split
 from seg.data.scenes import (
     BLOB,
     SLAB,
@@ -130,7 +130,7 @@ def test_config_names_the_classes_and_the_generator() -> None:
 
 def test_seg_train_runs_on_scenes(tiny: Path, tmp_path: Path) -> None:
     cfg = _compose("debug=tiny", f"dataset.root={tiny}", "dataset.crop_size=48")
-    item = instantiate(cfg.dataset.train)[0]
+    item = training_split(cfg.dataset)[0]
     assert tuple(item["image"].shape) == (3, 48, 48)
     assert set(item["mask"].unique().tolist()) <= set(range(NUM_CLASSES)) | {255}  # 255: padding
     train(cfg, tmp_path)

@@ -153,7 +153,7 @@ def test_the_bilinear_conv_control_is_resize_then_convolve_away_from_the_borders
 def test_upsampler_labels_name_what_sets_a_control_apart() -> None:
     from omegaconf import OmegaConf
 
-    from seg.study.runs import upsampler_label
+    from seg.models import upsampler_label
 
     def label(**options) -> str:
         return upsampler_label(OmegaConf.create(options))

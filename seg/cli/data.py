@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -33,13 +32,14 @@ if TYPE_CHECKING:
 SPLITS = ("train", "val")
 
 
-def check_split(name: str, node: DictConfig, workers: int) -> SplitReport:
+def check_split(name: str, data: DictConfig, workers: int) -> SplitReport:
     """Read every sample of one split; a split that cannot even be listed is one problem."""
     from seg.data.check import SplitReport, check_dataset
+    from seg.data.readers import build_split
 
     report = SplitReport(name)
     try:
-        dataset = instantiate(node, transform=None, cache=False, on_error="raise")
+        dataset = build_split(data, name, None, cache=False, on_error="raise")
     except Exception as error:  # noqa: BLE001 - any listing failure is the split's problem
         cause = root_cause(error)
         if not isinstance(cause, USER_ERRORS):
@@ -60,7 +60,7 @@ def check(overrides: Sequence[str]) -> int:
     workers = resolve_num_workers(data.num_workers)
     class_names = [str(name) for name in data.class_names]
     print(f"checking dataset={data.get('name', '?')} at {data.root}")
-    reports = [check_split(split, data[split], workers) for split in SPLITS if split in data]
+    reports = [check_split(split, data, workers) for split in SPLITS if split in data]
     print(format_report(reports, class_names))
     return 1 if any(r.problems for r in reports) else 0
 

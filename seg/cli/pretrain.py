@@ -1,4 +1,5 @@
-"""``python -m seg.cli.pretrain``: train an encoder alone, for the upsampling study.
+"""``seg-pretrain`` (``python -m seg.cli.pretrain``): train an encoder alone, for the
+upsampling study.
 
 It composes the same config as ``seg-train`` (``configs/train.yaml``) and reads
 ``pretrain.iterations``, ``pretrain.batch_size`` and ``pretrain.lr``, which
@@ -31,6 +32,7 @@ def pretrain_encoder(cfg: DictConfig, run_dir: str | Path) -> Path:
     # torch, the datasets and TensorBoard: imported here, so that --help stays quick
     from seg.data.base import IGNORE_INDEX
     from seg.data.loader import build_loader, resolve_num_workers
+    from seg.data.readers import training_split
     from seg.engine import save_checkpoint, seed_everything
     from seg.models import encoder_from_config
     from seg.study.pretrain import NativeStrideClassifier, pretrain
@@ -47,7 +49,7 @@ def pretrain_encoder(cfg: DictConfig, run_dir: str | Path) -> Path:
     check_dataset_root(data.root, data.get("setup_command"))
     resolve_crop_size(data)
     workers = resolve_num_workers(data.num_workers, trainer.device.type, data.crop_size)
-    loader = build_loader(instantiate(data.train), settings.batch_size, train=True,
+    loader = build_loader(training_split(data), settings.batch_size, train=True,
                           num_workers=workers, seed=cfg.seed,
                           pin_memory=trainer.device.type == "cuda")
     classifier = NativeStrideClassifier(

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Unpack
 
 from seg.data.base import (
     IGNORE_INDEX,
-    MAX_IMAGE_PIXELS,
+    ReadOptions,
     Sample,
     SegmentationDataset,
     class_lut,
     require_dir,
 )
+from seg.data.readers import READERS
 
 ADE20K_CLASSES = (
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane",
@@ -39,6 +41,7 @@ SPLITS = {"train": "training", "val": "validation"}
 HINT = "set dataset.root to the ADEChallengeData2016 folder (see data/README.md)"
 
 
+@READERS.register("ade20k")
 class ADE20K(SegmentationDataset):
     """``root/images/<training|validation>/*.jpg`` with ``root/annotations/.../*.png``.
 
@@ -49,17 +52,10 @@ class ADE20K(SegmentationDataset):
 
     label_description = "ADE20K labels (0 = other, 1-150 = classes)"
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str,
-        transform: Callable | None = None,
-        cache: bool | str = False,
-        num_classes: int = len(ADE20K_CLASSES),
-        on_error: str = "raise",
-        max_image_pixels: int = MAX_IMAGE_PIXELS,
-        cache_budget_mb: int | str = "auto",
-    ) -> None:
+    classes = ADE20K_CLASSES
+
+    def __init__(self, root: str | Path, split: str, transform: Callable | None = None,
+                 num_classes: int = len(ADE20K_CLASSES), **options: Unpack[ReadOptions]) -> None:
         self.root = require_dir(Path(root), "dataset root", HINT)
         self.split = SPLITS.get(split, split)
         images = require_dir(self.root / "images" / self.split, "ADE20K image folder", HINT)
@@ -67,6 +63,6 @@ class ADE20K(SegmentationDataset):
         samples = [Sample(path.stem, path, masks / f"{path.stem}.png")
                    for path in sorted(images.glob("*.jpg"))]
         reduce_zero_label = {0: IGNORE_INDEX, **{v: v - 1 for v in range(1, num_classes + 1)}}
-        super().__init__(samples, num_classes, transform, cache, on_error,
+        super().__init__(samples, num_classes, transform,
                          label_map=class_lut(num_classes, reduce_zero_label), source=str(images),
-                         max_image_pixels=max_image_pixels, cache_budget_mb=cache_budget_mb)
+                         **options)

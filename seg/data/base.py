@@ -15,7 +15,7 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypedDict
 
 import cv2
 import numpy as np
@@ -274,6 +274,15 @@ def describe_values(values: Sequence, limit: int = 8) -> str:
     return shown + (", ..." if len(values) > limit else "")
 
 
+class ReadOptions(TypedDict, total=False):
+    """What every reader passes on to :class:`SegmentationDataset` unchanged."""
+
+    cache: bool | str
+    on_error: str
+    max_image_pixels: int
+    cache_budget_mb: int | str
+
+
 class SegmentationDataset(Dataset):
     """Samples of (image, label file), decoded, checked and mapped to class indices.
 
@@ -307,10 +316,11 @@ class SegmentationDataset(Dataset):
         samples: Sequence[Sample],
         num_classes: int,
         transform: Callable | None = None,
-        cache: bool | str = False,
-        on_error: str = "raise",
+        *,
         label_map: np.ndarray | None = None,
         source: str = "",
+        cache: bool | str = False,
+        on_error: str = "raise",
         max_image_pixels: int = MAX_IMAGE_PIXELS,
         cache_budget_mb: int | str = "auto",
     ) -> None:

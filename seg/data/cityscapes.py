@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 
 from seg.data.base import (
     IGNORE_INDEX,
-    MAX_IMAGE_PIXELS,
+    ReadOptions,
     Sample,
     SegmentationDataset,
     class_lut,
     require_dir,
 )
+from seg.data.readers import READERS
 
 CITYSCAPES_CLASSES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
@@ -40,6 +42,7 @@ def label_id_lut() -> np.ndarray:
     return class_lut(len(CITYSCAPES_CLASSES), mapping)
 
 
+@READERS.register("cityscapes")
 class Cityscapes(SegmentationDataset):
     """``root/leftImg8bit/<split>/<city>/<name>_leftImg8bit.png`` with
     ``root/gtFine/<split>/<city>/<name>_gtFine_labelTrainIds.png`` when present (what
@@ -47,17 +50,11 @@ class Cityscapes(SegmentationDataset):
     write), else ``..._gtFine_labelIds.png`` mapped to trainIds on load.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str,
-        transform: Callable | None = None,
-        cache: bool | str = False,
-        num_classes: int = len(CITYSCAPES_CLASSES),
-        on_error: str = "raise",
-        max_image_pixels: int = MAX_IMAGE_PIXELS,
-        cache_budget_mb: int | str = "auto",
-    ) -> None:
+    classes = CITYSCAPES_CLASSES
+
+    def __init__(self, root: str | Path, split: str, transform: Callable | None = None,
+                 num_classes: int = len(CITYSCAPES_CLASSES),
+                 **options: Unpack[ReadOptions]) -> None:
         self.root = require_dir(Path(root), "dataset root", HINT)
         self.split = split
         images = require_dir(self.root / "leftImg8bit" / split, "Cityscapes image folder", HINT)
@@ -71,8 +68,7 @@ class Cityscapes(SegmentationDataset):
             samples.append(Sample(f"{image.parent.name}/{stem}", image, mask))
         self.train_id_map = class_lut(num_classes)
         self.label_id_map = label_id_lut()
-        super().__init__(samples, num_classes, transform, cache, on_error, source=str(images),
-                         max_image_pixels=max_image_pixels, cache_budget_mb=cache_budget_mb)
+        super().__init__(samples, num_classes, transform, source=str(images), **options)
 
     def labels_of(self, path: Path) -> tuple[np.ndarray, str]:
         if path.name.endswith("_labelTrainIds.png"):

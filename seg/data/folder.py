@@ -18,13 +18,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 import yaml
 
 from seg.data.base import (
     IGNORE_INDEX,
-    MAX_IMAGE_PIXELS,
+    ReadOptions,
     Sample,
     SampleError,
     SegmentationDataset,
@@ -33,6 +34,7 @@ from seg.data.base import (
     read_label_image,
     require_dir,
 )
+from seg.data.readers import READERS
 from seg.errors import BadValue, MissingPath
 from seg.text import printable, shown
 
@@ -169,23 +171,14 @@ def files_by_stem(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in suffixes}
 
 
+@READERS.register("folder")
 class FolderSegmentation(SegmentationDataset):
     """``root/images/<stem>.<jpg|png|...>`` with ``root/masks/<stem>.png``; see the module
     docstring for ``classes.yaml`` and the splits."""
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str,
-        transform: Callable | None = None,
-        cache: bool | str = False,
-        num_classes: int | None = None,
-        on_error: str = "raise",
-        val_fraction: float = 0.2,
-        seed: int = 0,
-        max_image_pixels: int = MAX_IMAGE_PIXELS,
-        cache_budget_mb: int | str = "auto",
-    ) -> None:
+    def __init__(self, root: str | Path, split: str, transform: Callable | None = None,
+                 num_classes: int | None = None, val_fraction: float = 0.2, seed: int = 0,
+                 **options: Unpack[ReadOptions]) -> None:
         self.root = Path(root)
         self.split = split
         classes = read_classes(self.root)  # checks that the root is a folder
@@ -206,9 +199,7 @@ class FolderSegmentation(SegmentationDataset):
             source = f"the {split} split ({val_fraction:.0%} val, seed {seed}) of {self.root}"
         samples = [Sample(stem, images.get(stem, self.root / "images" / f"{stem}.jpg"),
                           masks / f"{stem}.png") for stem in stems]
-        super().__init__(samples, len(self.class_names), transform, cache, on_error,
-                         source=source, max_image_pixels=max_image_pixels,
-                         cache_budget_mb=cache_budget_mb)
+        super().__init__(samples, len(self.class_names), transform, source=source, **options)
 
     @staticmethod
     def build_color_table(colors: list[list[int]] | None, ignore_color: list[int] | None

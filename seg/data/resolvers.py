@@ -13,22 +13,15 @@ from seg.errors import BadValue
 # command (its --help too) registers the resolvers.
 
 
-def standard_class_names() -> dict[str, tuple[str, ...]]:
-    """The class names of each standard dataset, by its config name."""
-    from seg.data.ade20k import ADE20K_CLASSES
-    from seg.data.cityscapes import CITYSCAPES_CLASSES
-    from seg.data.voc import VOC_CLASSES
+def class_names(reader: str) -> ListConfig:
+    """``${seg.class_names:READER}``: the class names a dataset reader knows by itself."""
+    from seg.data.readers import catalogue, reader_classes
 
-    return {"voc": VOC_CLASSES, "cityscapes": CITYSCAPES_CLASSES, "ade20k": ADE20K_CLASSES}
-
-
-def class_names(dataset: str) -> ListConfig:
-    """``${seg.class_names:NAME}``: the class names of a standard dataset."""
-    tables = standard_class_names()
-    if dataset not in tables:
-        raise BadValue(f"seg.class_names: unknown dataset {dataset!r}; "
-                       f"known: {', '.join(tables)}")
-    return ListConfig(list(tables[dataset]))  # a ListConfig: see imagenet_mean
+    known = [name for name in catalogue() if reader_classes(name) is not None]
+    if reader not in known:
+        raise BadValue(f"seg.class_names: {reader!r} is not a reader with its own class "
+                       f"names; known: {', '.join(known)}")
+    return ListConfig(list(reader_classes(reader)))  # a ListConfig: see imagenet_mean
 
 
 def folder_classes(root: str, field: str) -> ListConfig | int | str:

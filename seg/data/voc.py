@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 
 from seg.data.base import (
-    MAX_IMAGE_PIXELS,
+    ReadOptions,
     Sample,
     SampleError,
     SegmentationDataset,
@@ -16,6 +17,7 @@ from seg.data.base import (
     read_id_list,
     require_dir,
 )
+from seg.data.readers import READERS
 from seg.errors import MissingPath
 
 VOC_CLASSES = (
@@ -37,6 +39,7 @@ def voc_split_ids(root: Path, split: str) -> list[str]:
     return read_id_list(voc_split_file(root, split), VOC_HINT)
 
 
+@READERS.register("voc")
 class VOCSegmentation(SegmentationDataset):
     """Segmentation dataset in PASCAL VOC layout.
 
@@ -46,24 +49,16 @@ class VOCSegmentation(SegmentationDataset):
     items and the other arguments.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str,
-        transform: Callable | None = None,
-        cache: bool | str = False,
-        num_classes: int = len(VOC_CLASSES),
-        on_error: str = "raise",
-        max_image_pixels: int = MAX_IMAGE_PIXELS,
-        cache_budget_mb: int | str = "auto",
-    ) -> None:
+    classes = VOC_CLASSES
+
+    def __init__(self, root: str | Path, split: str, transform: Callable | None = None,
+                 num_classes: int = len(VOC_CLASSES), **options: Unpack[ReadOptions]) -> None:
         self.root = Path(root)
         self.split = split
         ids = voc_split_ids(self.root, split)
         samples = [Sample(i, self.image_path(i), self.mask_path(i)) for i in ids]
-        super().__init__(samples, num_classes, transform, cache, on_error,
-                         source=str(voc_split_file(self.root, split)),
-                         max_image_pixels=max_image_pixels, cache_budget_mb=cache_budget_mb)
+        super().__init__(samples, num_classes, transform,
+                         source=str(voc_split_file(self.root, split)), **options)
 
     def image_path(self, sample_id: str) -> Path:
         """Path of the JPEG image for ``sample_id``."""
@@ -106,6 +101,7 @@ def train_aug_ids(voc_root: Path, sbd_root: Path | None) -> list[str]:
     return sorted(ids - set(voc_split_ids(voc_root, "val")))
 
 
+@READERS.register("voc_aug")
 class VOCAugSegmentation(SegmentationDataset):
     """VOC 2012 plus the Semantic Boundaries Dataset (SBD, Hariharan et al. 2011): the
     10,582-image "train_aug" set of FCN, DeepLab and mmsegmentation.
@@ -117,18 +113,11 @@ class VOCAugSegmentation(SegmentationDataset):
     come from VOC's ``JPEGImages``, else SBD's ``dataset/img``.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        sbd_root: str | Path | None,
-        split: str = "train_aug",
-        transform: Callable | None = None,
-        cache: bool | str = False,
-        num_classes: int = len(VOC_CLASSES),
-        on_error: str = "raise",
-        max_image_pixels: int = MAX_IMAGE_PIXELS,
-        cache_budget_mb: int | str = "auto",
-    ) -> None:
+    classes = VOC_CLASSES
+
+    def __init__(self, root: str | Path, sbd_root: str | Path | None,
+                 split: str = "train_aug", transform: Callable | None = None,
+                 num_classes: int = len(VOC_CLASSES), **options: Unpack[ReadOptions]) -> None:
         self.root = Path(root)
         self.sbd_root = None if sbd_root is None else Path(sbd_root)
         self.split = split
@@ -141,8 +130,7 @@ class VOCAugSegmentation(SegmentationDataset):
             ids = train_aug_ids(self.root, self.sbd_root)
             source = f"the {split} split of {self.root} and {self.sbd_root}"
         samples = [Sample(i, self.image_path(i), self.mask_path(i)) for i in ids]
-        super().__init__(samples, num_classes, transform, cache, on_error, source=source,
-                         max_image_pixels=max_image_pixels, cache_budget_mb=cache_budget_mb)
+        super().__init__(samples, num_classes, transform, source=source, **options)
 
     def image_path(self, sample_id: str) -> Path:
         voc = self.root / "JPEGImages" / f"{sample_id}.jpg"

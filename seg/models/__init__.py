@@ -14,7 +14,7 @@ from seg.models.model import (
     encoder_from_config,
     model_from_config,
 )
-from seg.models.upsamplers import UPSAMPLERS, build_upsampler
+from seg.models.upsamplers import UPSAMPLERS, build_upsampler, upsampler_label
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -31,4 +31,5 @@ __all__ = [
     "build_upsampler",
     "encoder_from_config",
     "model_from_config",
+    "upsampler_label",
 ]

@@ -63,7 +63,7 @@ CONTROL_READINGS = {
         "{u} beats {c}, bilinear followed by a learned filter, by {d}",
         "{c}, bilinear followed by a learned filter, beats {u} by {d}",
         "{c}, bilinear followed by a learned filter, matches {u}")
-       for aware in ("dysample", "carafe")},
+       for aware in ("dysample", "carafe", "resize_conv", "pixel_shuffle")},
 }
 
 

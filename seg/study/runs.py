@@ -10,24 +10,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from seg.errors import BadValue
+from seg.models import upsampler_label
 
 ENCODER_DIR = "pretrained_encoder"  # in the sweep folder, beside the numbered runs
 # in the sweep folder: the baseline trained longer, for the convergence rule (its own sweep)
 LONGER_DIR = "longer_baseline"
-
-
-def upsampler_label(upsampler_cfg: DictConfig) -> str:
-    """The upsampler's name, with what sets a transposed one apart from the default:
-    ``transposed_frozen``, ``transposed_kaiming`` (random init), ``transposed_full`` (a
-    C x C kernel), or several of them."""
-    name = upsampler_cfg.name
-    if upsampler_cfg.get("learnable", True) is False:
-        name += "_frozen"
-    if upsampler_cfg.get("init", "bilinear") != "bilinear":
-        name += f"_{upsampler_cfg.init}"
-    if upsampler_cfg.get("channelwise", True) is False:
-        name += "_full"
-    return name
 
 
 def load_runs(sweep_dir: Path) -> tuple[list[dict], list[str]]:

@@ -31,7 +31,9 @@ CONTROLS = (("transposed", "bilinear_conv", "parameter count", True),
             ("dysample", "dysample_static", "content-awareness", True),
             ("dysample", "bilinear_conv", "learned parameters", True),
             ("carafe", "carafe_static", "content-awareness", True),
-            ("carafe", "bilinear_conv", "learned parameters", True))
+            ("carafe", "bilinear_conv", "learned parameters", True),
+            ("resize_conv", "bilinear_conv", "learned parameters", True),
+            ("pixel_shuffle", "bilinear_conv", "learned parameters", True))
 PER_CLASS_METRICS = {"iou": "per_class_iou", "boundary_f": "per_class_boundary_f"}
 # metric -> (column title, scale, format); ratios are shown in percent
 SUMMARY_METRICS = {

@@ -1,0 +1,167 @@
+"""A new part is one module and one YAML file: a toy encoder and a toy dataset reader,
+defined in a module of their own outside seg and configured by YAML files outside
+configs/, train, evaluate, predict and export through seg's own entry points."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from PIL import Image
+
+from seg.cli.common import CONFIG_MODULE
+from seg.cli.eval import evaluate_checkpoint
+from seg.cli.export import export
+from seg.cli.predict import predict
+from seg.cli.train import train
+from seg.stored import load_trained, model_from_checkpoint
+
+TOY_MODULE = '''
+"""A toy encoder and a toy dataset reader, each registered where it is defined."""
+
+from pathlib import Path
+from typing import Unpack
+
+from torch import nn
+
+from seg.data.base import ReadOptions, Sample, SegmentationDataset
+from seg.data.readers import READERS
+from seg.models.encoders import ENCODERS, Encoder
+
+
+@ENCODERS.register("toy")
+class ToyEncoder(Encoder):
+    """Four strided convolutions: taps at strides 4, 8, 16 and 32."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.channels, self.strides = (width,) * 4, (4, 8, 16, 32)
+        self.stages = nn.ModuleList(
+            nn.Conv2d(3 if i == 0 else width, width, 3, stride=4 if i == 0 else 2, padding=1)
+            for i in range(4))
+
+    def forward(self, x):
+        taps = []
+        for stage in self.stages:
+            x = stage(x).relu()
+            taps.append(x)
+        return taps
+
+
+@READERS.register("toy_pngs")
+class ToyPngs(SegmentationDataset):
+    """ROOT/SPLIT/images/*.png with ROOT/SPLIT/masks/*.png of class indices."""
+
+    classes = ("background", "square")
+
+    def __init__(self, root: str, split: str, transform=None, num_classes: int = 2,
+                 **options: Unpack[ReadOptions]) -> None:
+        folder = Path(root) / split
+        samples = [Sample(p.stem, p, folder / "masks" / p.name)
+                   for p in sorted((folder / "images").glob("*.png"))]
+        super().__init__(samples, num_classes, transform, source=str(folder), **options)
+'''
+
+ENCODER_YAML = """
+name: toy
+weights: null
+width: 8
+"""
+
+DATASET_YAML = """
+defaults:
+  - /dataset_base@_here_
+  - _self_
+
+name: toy
+root: ???
+num_classes: 2
+class_names: ${seg.class_names:toy_pngs}
+crop_size: 32
+scale_range: [1.0, 1.0]
+train:
+  reader: toy_pngs
+val:
+  reader: toy_pngs
+"""
+
+
+def write_squares(root: Path, split: str, count: int) -> None:
+    rng = np.random.default_rng(len(split))
+    for folder in ("images", "masks"):
+        (root / split / folder).mkdir(parents=True)
+    for index in range(count):
+        mask = np.zeros((40, 40), np.uint8)
+        top, left = rng.integers(0, 24, 2)
+        mask[top:top + 16, left:left + 16] = 1
+        image = np.stack([mask * 200 + rng.integers(0, 40, mask.shape, dtype=np.uint8)] * 3, -1)
+        Image.fromarray(image.astype(np.uint8)).save(root / split / "images" / f"{index}.png")
+        Image.fromarray(mask).save(root / split / "masks" / f"{index}.png")
+
+
+@pytest.fixture
+def toy_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The toy module importable and imported (so its parts are registered), its YAML
+    files in a config folder of their own; the catalogues as they were afterwards."""
+    from seg.data.readers import READERS
+    from seg.models import ENCODERS
+
+    (tmp_path / "toy_parts.py").write_text(textwrap.dedent(TOY_MODULE))
+    configs = tmp_path / "configs"
+    (configs / "model" / "encoder").mkdir(parents=True)
+    (configs / "dataset").mkdir()
+    (configs / "model" / "encoder" / "toy.yaml").write_text(ENCODER_YAML)
+    (configs / "dataset" / "toy.yaml").write_text(DATASET_YAML)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(ENCODERS, "entries", dict(ENCODERS.entries))
+    monkeypatch.setattr(READERS, "entries", dict(READERS.entries))
+    importlib.import_module("toy_parts")
+    yield configs
+    sys.modules.pop("toy_parts", None)
+
+
+def compose_config(name: str, *overrides: str):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+def test_a_toy_encoder_and_reader_train_reload_predict_and_export(
+        toy_parts: Path, tmp_path: Path) -> None:
+    data = tmp_path / "squares"
+    write_squares(data, "train", 4)
+    write_squares(data, "val", 2)
+    cfg = compose_config("train", f"hydra.searchpath=[file://{toy_parts}]", "debug=tiny",
+                         "dataset=toy", f"dataset.root={data}", "model/encoder=toy")
+    train(cfg, tmp_path / "run")
+    checkpoint = tmp_path / "run" / "checkpoints" / "best.pt"
+
+    state = load_trained(checkpoint)
+    assert state["config"]["model"]["encoder"]["name"] == "toy"
+    assert state["config"]["dataset"]["val"]["reader"] == "toy_pngs"
+    model = model_from_checkpoint(state, checkpoint)
+    assert type(model.encoder).__name__ == "ToyEncoder"
+
+    metrics = evaluate_checkpoint(compose_config("eval", f"checkpoint={checkpoint}",
+                                                 "device=cpu"), tmp_path / "eval")
+    assert 0.0 <= metrics["mIoU"] <= 1.0
+    assert predict(compose_config("predict", f"checkpoint={checkpoint}",
+                                  f"input={data / 'val' / 'images'}",
+                                  f"output={tmp_path / 'masks'}", "progress=false")) == []
+    assert sorted(p.name for p in (tmp_path / "masks").glob("*.png")) == ["0.png", "1.png"]
+
+    import onnxruntime
+
+    path = export(compose_config("export", f"checkpoint={checkpoint}",
+                                 f"output={tmp_path / 'toy.onnx'}"))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.eval()(images).numpy()
+    (logits,) = session.run(None, {"images": images.numpy()})
+    assert np.abs(logits - expected).max() <= 1e-4
