@@ -79,6 +79,11 @@ class Catalogue:
 
         return register
 
+    @property
+    def article(self) -> str:
+        """``an encoder``, ``a decoder``: the kind with its indefinite article."""
+        return f"{'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind}"
+
     def names(self) -> list[str]:
         return sorted(self.entries)
 
@@ -118,10 +123,10 @@ class Catalogue:
         mapping with the name under ``name_key`` and only options of that part, each of
         the kind of its default. ``where`` is the node's config key, for the errors."""
         if not isinstance(node, Mapping):
-            raise BadValue(f"{where} is not a config node naming a {self.kind} "
+            raise BadValue(f"{where} is not a config node naming {self.article} "
                            f"(got {type(node).__name__})")
         if "_target_" in node:
-            raise BadValue(f"{where}._target_={node['_target_']!r}: a {self.kind} is named from "
+            raise BadValue(f"{where}._target_={node['_target_']!r}: {self.article} is named from "
                            f"its catalogue ({where}.{self.name_key}), never by code to run")
         name = node.get(self.name_key)
         self.entry(name, where)

@@ -71,15 +71,16 @@ def check_run_info(state: dict, path: str | Path) -> None:
         raise BadValue(f"checkpoint {path}: {', '.join(bad)} not as seg-train writes it; {FIX}")
 
 
-def model_from_checkpoint(state: dict, source: str | Path = "the checkpoint"
+def model_from_checkpoint(state: dict, source: str | Path | None = None
                           ) -> SegmentationModel:
     """The trained model of a loaded checkpoint (see :func:`load_trained`)."""
     try:
         model = model_from_config(state["config"].get("model"), len(state["class_names"]),
                                   weights=False)
     except BadValue as error:
-        raise BadValue(f"checkpoint {source}: {error}; {FIX}") from None
-    load_model_state(model, state["model"], source)
+        where = f"checkpoint {source}" if source is not None else "checkpoint"
+        raise BadValue(f"{where}: {error}; {FIX}") from None
+    load_model_state(model, state["model"], source or "the checkpoint")
     return model
 
 
