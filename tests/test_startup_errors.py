@@ -158,9 +158,9 @@ def bad_classes_root(tmp_path: Path) -> Path:
                  marks=pytest.mark.slow),
     (["+trainer.foo=1"], "trainer.foo is not a setting of trainer (seg.engine.loop.Trainer): "
                          "remove +trainer.foo=1; its settings are max_iters, "),
-    pytest.param(["+model.encoder.foo=1"], "model.encoder.foo is not a setting of "
-                 "model.encoder (seg.models.encoders.build_encoder): remove "
-                 "+model.encoder.foo=1", marks=pytest.mark.slow),
+    pytest.param(["+model.encoder.foo=1"], "model.encoder.foo is not an option of the "
+                 "simple encoder: use weights, stem_width, widths, depths",
+                 marks=pytest.mark.slow),
 ])
 def test_a_start_up_error_is_one_line_and_leaves_no_run_folder(
         overrides: list[str], expected: str, shapes_root: Path, bad_classes_root: Path,
