@@ -17,21 +17,16 @@ import importlib
 import inspect
 import pkgutil
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
 from seg.catalogue import Catalogue
-
-if TYPE_CHECKING:
-    from seg.data.base import SegmentationDataset
+from seg.data.base import ReadOptions, SegmentationDataset
 
 
 def shared_options() -> dict[str, object]:
     """What every reader passes on to SegmentationDataset (caching, bad samples, the
     pixel limit), each with its default: options of every reader."""
-    from seg.data.base import ReadOptions, SegmentationDataset
-
     parameters = inspect.signature(SegmentationDataset.__init__).parameters
     options = {name: parameters[name].default for name in ReadOptions.__annotations__}
     # A config's cache is true, false or auto: checked as a string's kind, which admits
@@ -40,7 +35,8 @@ def shared_options() -> dict[str, object]:
 
 
 # The transform is the caller's: training's augmentation, or evaluation's.
-READERS = Catalogue("dataset reader", given=("transform",), name_key="reader")
+READERS = Catalogue("dataset reader", given=("transform",), name_key="reader",
+                    extra_options=shared_options())
 
 
 def catalogue() -> Catalogue:
@@ -50,8 +46,6 @@ def catalogue() -> Catalogue:
 
     for module in pkgutil.iter_modules(seg.data.__path__):
         importlib.import_module(f"seg.data.{module.name}")
-    if not READERS.extra_options:
-        READERS.extra_options.update(shared_options())
     return READERS
 
 
