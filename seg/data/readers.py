@@ -13,6 +13,7 @@ with options of its signature (see seg.catalogue).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -39,13 +40,19 @@ READERS = Catalogue("dataset reader", given=("transform",), name_key="reader",
                     extra_options=shared_options())
 
 
-def catalogue() -> Catalogue:
-    """READERS, every module of seg.data imported so that each reader has registered
-    itself: a new reader is one module, listed nowhere else."""
+@functools.cache
+def import_readers() -> None:
+    """Import every module of seg.data, once, so that each reader has registered itself."""
     import seg.data
 
     for module in pkgutil.iter_modules(seg.data.__path__):
         importlib.import_module(f"seg.data.{module.name}")
+
+
+def catalogue() -> Catalogue:
+    """READERS, every reader of seg.data registered: a new reader is one module, listed
+    nowhere else."""
+    import_readers()
     return READERS
 
 
