@@ -145,6 +145,13 @@ def dilate(masks: torch.Tensor, radius: int) -> torch.Tensor:
     return grown
 
 
+def count_per_class(masks: torch.Tensor) -> torch.Tensor:
+    """True pixels of ``(B, c, H, W)`` bool masks per class, ``(c,)``. Summed as bytes
+    into int32, exact up to 2**31 pixels per class and batch: on CPUs twice as fast as
+    summing the stacked bools, which widens them to int64."""
+    return masks.view(torch.uint8).sum((0, 2, 3), dtype=torch.int32)
+
+
 class BoundaryMetrics:
     """Boundary F-score and boundary IoU per class, accumulated over a whole split.
 
@@ -180,10 +187,9 @@ class BoundaryMetrics:
             near_pred = dilate(pred_edge, self.tolerance)
             true_band = true & ~erode(true | ~valid, self.tolerance)
             pred_band = pred & ~erode(pred | ~valid, self.tolerance)
-            counts = torch.stack([
+            counts = torch.stack([count_per_class(mask) for mask in (
                 pred_edge & near_true, pred_edge, true_edge & near_pred, true_edge,
-                true_band & pred_band, true_band | pred_band,
-            ]).sum((1, 3, 4))  # (6, c)
+                true_band & pred_band, true_band | pred_band)])  # (6, c)
             self.counts[:, first:first + classes.numel()] += counts.to(self.counts)
 
     def compute(self) -> dict[str, float | list[float]]:

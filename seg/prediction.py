@@ -125,7 +125,7 @@ class Predictor:
         """Class indices ``(B, H, W)`` for same-sized ``(H, W, 3)`` uint8 RGB images."""
         batch = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2)
         batch = (batch.float() / 255.0 - self.mean) / self.std
-        return self.inference(self.model, batch).argmax(1).to(torch.uint8).cpu().numpy()
+        return self.inference(self.model, batch).max(1).indices.to(torch.uint8).cpu().numpy()
 
     def encode(self, labels: np.ndarray, image: np.ndarray, alpha: float) -> dict[str, bytes]:
         """The files of one image, by :data:`OUTPUT_SUFFIXES`: a palette PNG (so that any

@@ -1,6 +1,7 @@
 """The upsampling study: running its sweep and aggregating it."""
 
 import json
+import logging
 import math
 import statistics
 import subprocess
@@ -132,6 +133,16 @@ def test_seg_compare_runs_the_sweep_and_writes_every_report(tmp_path, shapes_roo
     assert "ms per 512² image (CPU)" in report
     assert sum(row.startswith(("| fcn32s |", "| fcn8s |")) for row in cost_rows) == 4
     assert "Failed runs: none" in report
+
+
+def test_pretraining_runs_at_its_own_precision(compose_train, tmp_path, caplog) -> None:
+    from seg.cli.pretrain import pretrain_encoder
+
+    cfg = compose_train("+pretrain.iterations=2", "+pretrain.batch_size=2", "+pretrain.lr=0.01",
+                        "+pretrain.precision=bf16", "trainer.precision=32")
+    with caplog.at_level(logging.INFO, logger="seg.pretrain"):
+        encoder = pretrain_encoder(cfg, tmp_path)
+    assert "(precision bf16)" in caplog.text and encoder.is_file()
 
 
 def test_missing_sweep_folder_is_a_one_line_error(tmp_path: Path, capsys) -> None:

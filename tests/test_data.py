@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import albumentations as A
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from albumentations.pytorch import ToTensorV2
 from PIL import Image
 
 from seg.data import (
@@ -134,6 +136,23 @@ def test_dataset_with_transforms(tiny: Path) -> None:
 
     item = VOCSegmentation(tiny, "val", transform=eval_transform(pad_to_multiple=32))[0]
     assert item["image"].shape == (3, 64, 64) and item["mask"].dtype == torch.long
+
+
+def test_seeded_augmentations_repeat_and_draw_independently(tiny: Path) -> None:
+    # a flip and an inversion at p=0.5 each: with one generator per transform from the
+    # same seed (albumentations' set_random_seed) they would always be decided alike
+    transform = A.Compose([A.HorizontalFlip(p=0.5), A.InvertImg(p=0.5), ToTensorV2()])
+    plain, augmented = VOCSegmentation(tiny, "val"), VOCSegmentation(tiny, "val",
+                                                                      transform=transform)
+    original = (plain[0]["image"] * 255).round()
+    decisions = set()
+    for seed in range(16):
+        image = augmented[(0, seed)]["image"]
+        assert torch.equal(image, augmented[(0, seed)]["image"])  # the seed decides
+        inverted = bool(image.mean() != original.mean())  # a flip keeps the mean
+        flipped = not torch.equal(image, 255 - original if inverted else original)
+        decisions.add((flipped, inverted))
+    assert len(decisions) == 4  # every combination of the two draws occurs
 
 
 def test_cached_dataset_decodes_once_and_gives_the_same_samples(tiny: Path) -> None:

@@ -2,9 +2,10 @@
 upsampling study.
 
 It composes the same config as ``seg-train`` (``configs/train.yaml``) and reads
-``pretrain.iterations``, ``pretrain.batch_size`` and ``pretrain.lr``, which
-``compare=default`` sets. The encoder learns per-pixel classes at each of its taps' own
-strides (the labels are brought down by nearest neighbour), so no upsampler takes part.
+``pretrain.iterations``, ``pretrain.batch_size``, ``pretrain.lr`` and, optionally,
+``pretrain.precision`` (else ``trainer.precision``), which ``compare=default`` sets.
+The encoder learns per-pixel classes at each of its taps' own strides (the labels are
+brought down by nearest neighbour), so no upsampler takes part.
 It writes ``encoder.pth`` into its run folder, which ``model.encoder.weights=PATH``
 loads: ``seg-compare`` starts every run of the study from it, as FCN started from
 ImageNet weights.
@@ -43,7 +44,9 @@ def pretrain_encoder(cfg: DictConfig, run_dir: str | Path) -> Path:
         raise MissingSetting("pretrain settings are missing: add compare=default, or "
                              "+pretrain.iterations=N +pretrain.batch_size=B +pretrain.lr=LR")
     run_dir = Path(run_dir)
-    trainer = instantiate(cfg.trainer)
+    # pretrain.precision: the encoder's own, apart from the study's runs (trainer.precision)
+    trainer = instantiate(cfg.trainer, precision=settings.get("precision",
+                                                              cfg.trainer.precision))
     seed_everything(cfg.seed, trainer.deterministic)
     data = cfg.dataset
     check_dataset_root(data.root, data.get("setup_command"))
@@ -58,8 +61,8 @@ def pretrain_encoder(cfg: DictConfig, run_dir: str | Path) -> Path:
     optimizer = instantiate(cfg.optimizer, lr=settings.lr)(params=classifier.parameters())
     scheduler = instantiate(cfg.scheduler, total_iters=settings.iterations)(optimizer=optimizer)
     logger = instantiate(cfg.logger)(log_dir=run_dir / "tb")
-    log.info("pretraining %s for %d iterations on %s", cfg.model.encoder.name,
-             settings.iterations, trainer.device)
+    log.info("pretraining %s for %d iterations on %s (precision %s)", cfg.model.encoder.name,
+             settings.iterations, trainer.device, trainer.precision)
     try:
         loss = pretrain(trainer, classifier, optimizer, scheduler, loader, settings.iterations,
                         logger, IGNORE_INDEX)

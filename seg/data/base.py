@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import random
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -425,8 +426,12 @@ class SegmentationDataset(Dataset):
         """``key`` is an index, or ``(index, seed)`` to seed this sample's augmentation
         (see ``seg.data.sampler.TrainSampler``)."""
         index, augmentation_seed = key if isinstance(key, tuple) else (key, None)
-        if augmentation_seed is not None and hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(augmentation_seed)
+        if augmentation_seed is not None and hasattr(self.transform, "set_random_state"):
+            # One generator pair for the whole pipeline. Compose.set_random_seed gives
+            # every transform its own pair from the same seed: their draws coincide (the
+            # flip follows the scale), and building them is a quarter of a cached sample.
+            self.transform.set_random_state(np.random.default_rng(augmentation_seed),
+                                            random.Random(augmentation_seed))
         try:
             image, mask = self.load(index)
         except SampleError as error:

@@ -28,6 +28,12 @@ def collate(items: list[dict], ignore_index: int = IGNORE_INDEX) -> dict:
     if not items:
         return {"image": torch.empty(0, 3, 0, 0), "mask": torch.empty(0, 0, 0, dtype=torch.long),
                 "id": [], "skipped": skipped}
+    ids = [item["id"] for item in items]
+    sizes = {tuple(item["image"].shape) for item in items}
+    if len(sizes) == 1:  # training crops: one copy each, nothing to pad
+        return {"image": torch.stack([item["image"] for item in items]),
+                "mask": torch.stack([item["mask"] for item in items]), "id": ids,
+                "skipped": skipped}
     height = max(item["image"].shape[-2] for item in items)
     width = max(item["image"].shape[-1] for item in items)
     images = items[0]["image"].new_zeros(len(items), 3, height, width)
@@ -36,8 +42,7 @@ def collate(items: list[dict], ignore_index: int = IGNORE_INDEX) -> dict:
         h, w = item["mask"].shape
         images[i, :, :h, :w] = item["image"]
         masks[i, :h, :w] = item["mask"]
-    return {"image": images, "mask": masks, "id": [item["id"] for item in items],
-            "skipped": skipped}
+    return {"image": images, "mask": masks, "id": ids, "skipped": skipped}
 
 
 def first_samples(dataset: SegmentationDataset, count: int) -> SegmentationDataset:

