@@ -339,7 +339,7 @@ def fit_images_per_second(cfg, model, batches, device: torch.device, folder: Pat
     from hydra.utils import instantiate
 
     from seg.engine import RunInfo
-    from seg.reporting import NullLogger
+    from seg.engine.tensorboard import NullLogger
 
     classes = int(model.decoder.score[-1].out_channels)
     info = RunInfo(class_names=[str(i) for i in range(classes)], palette=[[0, 0, 0]] * classes,

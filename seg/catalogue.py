@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from numbers import Real
 
-from seg.checks import is_int
 from seg.errors import BadValue
+from seg.settings import is_int
 
 NO_DEFAULT = ...  # an option without a default: a name or a path, given by the config
 

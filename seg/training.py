@@ -14,22 +14,22 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from seg.checks import check_dataset_root, integer, number_in, positive_int, positive_number
 from seg.data.base import IGNORE_INDEX, SegmentationDataset
 from seg.data.check import read_every_sample
 from seg.data.loader import build_loader, first_samples, resolve_num_workers
 from seg.data.palette import resolve_palette
 from seg.data.readers import build_split, training_split, validation_split
 from seg.data.transforms import auto_crop_size, sampled_image_sizes
-from seg.distributed import ProcessGroup, broadcast_from_main, init_distributed
 from seg.engine import RunInfo, Trainer, load_checkpoint, name_per_class, seed_everything
+from seg.engine.distributed import ProcessGroup, broadcast_from_main, init_distributed
 from seg.engine.losses import LOSSES
+from seg.engine.metrics import format_table
+from seg.engine.tensorboard import NullLogger, TensorBoardLogger
 from seg.files import write_text
-from seg.metrics import format_table
 from seg.models import SegmentationModel, upsampler_label
 from seg.models import model_from_config as build_model_from
-from seg.reporting import NullLogger, TensorBoardLogger
 from seg.run_lock import run_folder_lock
+from seg.settings import check_dataset_root, integer, number_in, positive_int, positive_number
 
 log = logging.getLogger("seg.train")
 

@@ -26,7 +26,7 @@ from seg.cli.train import train
 from seg.engine import save_checkpoint
 from seg.engine.checkpoints import CHECKPOINT_FORMAT
 from seg.errors import BadValue
-from seg.stored import load_trained, model_from_checkpoint
+from seg.trained.checkpoint import load_trained, model_from_checkpoint
 from seg.training import model_from_config
 
 

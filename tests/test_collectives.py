@@ -59,7 +59,7 @@ def test_evaluation_reduces_once_on_the_models_device(device: str, two_processes
 
 
 def test_one_collective_sums_every_accumulator_in_its_own_type(two_processes) -> None:
-    from seg.distributed import all_reduce_sums
+    from seg.engine.distributed import all_reduce_sums
 
     counts = torch.tensor([[1, 2], [3, 4]])
     sums = torch.tensor([0.25, 0.5], dtype=torch.float64)

@@ -41,7 +41,7 @@ def test_nan_loss_stops_the_run_naming_the_iteration_and_keeps_weights(tmp_path)
     from torch.utils.data import DataLoader
 
     from seg.engine import RunInfo, Trainer
-    from seg.reporting import TensorBoardLogger
+    from seg.engine.tensorboard import TensorBoardLogger
 
     model = nn.Conv2d(3, 2, 1)
     with torch.no_grad():
@@ -65,8 +65,8 @@ def test_native_stride_pretraining_scores_each_tap_against_nearest_labels(tmp_pa
     from torch.utils.data import DataLoader
 
     from seg.engine import Trainer
+    from seg.engine.tensorboard import TensorBoardLogger
     from seg.models import build_encoder
-    from seg.reporting import TensorBoardLogger
     from seg.study.pretrain import NativeStrideClassifier, pretrain
 
     torch.manual_seed(0)
@@ -104,7 +104,7 @@ def test_native_stride_pretraining_scores_each_tap_against_nearest_labels(tmp_pa
 def test_tile_lays_images_out_as_make_grid(shape, columns, padding, pad_value) -> None:
     from torchvision.utils import make_grid
 
-    from seg.reporting import tile
+    from seg.engine.tensorboard import tile
 
     images = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     assert torch.equal(tile(images, columns, padding, pad_value),
@@ -112,8 +112,8 @@ def test_tile_lays_images_out_as_make_grid(shape, columns, padding, pad_value) -
 
 
 def test_segmentation_grid_has_column_titles_and_a_legend(tmp_path) -> None:
-    from seg.reporting import TensorBoardLogger, tile
-    from seg.visualize import STRIP_COLOUR
+    from seg.drawing import STRIP_COLOUR
+    from seg.engine.tensorboard import TensorBoardLogger, tile
 
     logger = TensorBoardLogger(tmp_path)
     logged = {}
@@ -148,17 +148,18 @@ def test_segmentation_grid_has_column_titles_and_a_legend(tmp_path) -> None:
     (100, 0, []),
 ])
 def test_budgets_are_log_spaced_and_hold_three_quarters(max_iters, count, expected) -> None:
-    from seg.engine.loop import budgets
+    from seg.study.curve import budgets
 
     assert sorted(budgets(max_iters, count)) == expected
 
 
-def test_a_run_with_eval_budgets_records_its_learning_curve(compose_train, tmp_path) -> None:
+def test_the_learning_curve_callback_records_its_evaluations(compose_train, tmp_path) -> None:
     import json
 
     from seg.cli.train import train
 
-    train(compose_train("trainer.max_iters=4", "trainer.eval_budgets=2"), tmp_path)
+    train(compose_train("trainer.max_iters=4", "callbacks=study",
+                        "callbacks.learning_curve.count=2"), tmp_path)
     history = json.loads((tmp_path / "metrics.json").read_text())["history"]
     assert [entry["iteration"] for entry in history] == [2, 3, 4]  # every 2, then 3/4 of 4
     assert all(set(entry["per_class_iou"]) >= {"background", "ring"} for entry in history)

@@ -11,10 +11,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from seg.distributed import ProcessGroup
 from seg.engine import Hook, Step, Trainer
 from seg.engine.census import KINDS, OpCensus, kind_of
-from seg.reporting import NullLogger
+from seg.engine.distributed import ProcessGroup
+from seg.engine.tensorboard import NullLogger
 from seg.training import (
     loaders,
     loss_from_config,
@@ -107,7 +107,7 @@ def model_parameters(cfg):
 
 def test_evaluation_waits_the_same_for_any_number_of_batches(
         compose_train, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("seg.metrics.BINCOUNT_ON_CPU", False)  # the path a GPU takes
+    monkeypatch.setattr("seg.engine.metrics.BINCOUNT_ON_CPU", False)  # the path a GPU takes
     cfg = compose_train("dataset.val_max_batches=null", "dataset.val_batch_size=1")
     syncs = []
     for batches in (1, 4):

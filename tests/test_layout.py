@@ -41,7 +41,8 @@ def test_no_function_is_longer_than_a_screen() -> None:
 
 
 @pytest.mark.parametrize(("package", "forbidden"), [
-    ("engine", ("seg.study", "seg.cli")),
+    ("engine", ("seg.trained", "seg.study", "seg.cli")),
+    ("trained", ("seg.study", "seg.cli")),
     ("study", ("seg.cli",)),
     ("models", ("seg.engine", "seg.study", "seg.cli")),
     ("data", ("seg.engine", "seg.study", "seg.cli", "seg.models")),

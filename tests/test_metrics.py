@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seg.metrics import ConfusionMatrix, dilate, erode, format_table
+from seg.engine.metrics import ConfusionMatrix, dilate, erode, format_table
 
 
 def test_metrics_match_hand_computed_values() -> None:
@@ -66,7 +66,7 @@ def square(size: int, rows: slice, cols: slice, label: int = 1) -> torch.Tensor:
 
 
 def test_boundary_metrics_are_one_for_a_perfect_prediction() -> None:
-    from seg.metrics import BoundaryMetrics
+    from seg.engine.metrics import BoundaryMetrics
 
     target = square(8, slice(2, 6), slice(1, 5))
     metrics = BoundaryMetrics(num_classes=2, tolerance=2)
@@ -76,7 +76,7 @@ def test_boundary_metrics_are_one_for_a_perfect_prediction() -> None:
 
 
 def test_boundary_f_tolerates_shifts_within_the_band() -> None:
-    from seg.metrics import BoundaryMetrics
+    from seg.engine.metrics import BoundaryMetrics
 
     target = square(10, slice(3, 7), slice(2, 6))
     shifted = square(10, slice(3, 7), slice(3, 7))
@@ -89,7 +89,7 @@ def test_boundary_f_tolerates_shifts_within_the_band() -> None:
 
 
 def test_boundary_iou_matches_hand_count() -> None:
-    from seg.metrics import BoundaryMetrics
+    from seg.engine.metrics import BoundaryMetrics
 
     # True 4x4 square at rows/cols 1-4 of a 6x6 image; the prediction is shifted right by
     # one, against the image's right edge (which is not a contour). Bands of width 1:
@@ -102,7 +102,7 @@ def test_boundary_iou_matches_hand_count() -> None:
 
 
 def test_boundary_of_a_missed_class_scores_zero_and_absent_classes_are_left_out() -> None:
-    from seg.metrics import BoundaryMetrics
+    from seg.engine.metrics import BoundaryMetrics
 
     target = square(8, slice(2, 6), slice(2, 6))
     metrics = BoundaryMetrics(3, tolerance=2)
@@ -113,7 +113,7 @@ def test_boundary_of_a_missed_class_scores_zero_and_absent_classes_are_left_out(
 
 
 def test_ignored_pixels_make_no_boundary() -> None:
-    from seg.metrics import BoundaryMetrics
+    from seg.engine.metrics import BoundaryMetrics
 
     target = square(8, slice(0, 8), slice(4, 8), label=255)  # right half ignored
     metrics = BoundaryMetrics(2, tolerance=1)
@@ -122,7 +122,7 @@ def test_ignored_pixels_make_no_boundary() -> None:
 
 
 def test_checkerboard_score_by_hand() -> None:
-    from seg.metrics import PhaseConfidence
+    from seg.engine.metrics import PhaseConfidence
 
     flat = PhaseConfidence(stride=2)
     flat.update(torch.full((1, 3, 4, 6), 1 / 3))

@@ -20,7 +20,7 @@ from seg.cli.eval import evaluate_checkpoint
 from seg.cli.export import export
 from seg.cli.predict import predict
 from seg.cli.train import train
-from seg.stored import load_trained, model_from_checkpoint
+from seg.trained.checkpoint import load_trained, model_from_checkpoint
 
 TOY_MODULE = '''
 """A toy encoder and a toy dataset reader, each registered where it is defined."""

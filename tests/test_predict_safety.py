@@ -56,31 +56,31 @@ def test_overwrite_never_writes_through_a_link(checkpoint: Path, tmp_path: Path)
 
 def test_predict_writes_before_it_has_read_more_than_a_batch(checkpoint: Path, tmp_path: Path,
                                                              monkeypatch) -> None:
-    import seg.prediction
+    import seg.trained.prediction
 
     images, output = tmp_path / "images", tmp_path / "output"
     images.mkdir()
     for index in range(6):  # six sizes: no two images can share a batch
         Image.fromarray(np.zeros((20 + index, 24, 3), np.uint8)).save(images / f"{index}.png")
     before_any_output = []
-    read_image = seg.prediction.read_image
+    read_image = seg.trained.prediction.read_image
 
     def reading(path: Path, **kwargs) -> np.ndarray:
         if not any(output.glob("*.png")):
             before_any_output.append(path.name)
         return read_image(path, **kwargs)
 
-    monkeypatch.setattr(seg.prediction, "read_image", reading)
+    monkeypatch.setattr(seg.trained.prediction, "read_image", reading)
     assert predict(predict_config(checkpoint, images, output, "batch_size=2")) == []
     assert len(before_any_output) <= 2, before_any_output
     assert len(list(output.glob("*_overlay.jpg"))) == 6
 
 
 def test_batches_hold_one_size_and_at_most_batch_size_images(monkeypatch) -> None:
-    from seg.prediction import same_size_batches
+    from seg.trained.prediction import same_size_batches
 
     heights = {"a": 8, "b": 8, "c": 9, "d": 8, "e": 8}
-    monkeypatch.setattr("seg.prediction.read_image",
+    monkeypatch.setattr("seg.trained.prediction.read_image",
                         lambda path, **kwargs: np.zeros((heights[path.name], 4, 3), np.uint8))
     batches = same_size_batches([Path(name) for name in heights], 2, [])
     # c waits only until two images are held, not until the folder ends

@@ -24,7 +24,7 @@ from seg.engine import (
     resolve_precision,
     save_checkpoint,
 )
-from seg.reporting import TensorBoardLogger
+from seg.engine.tensorboard import TensorBoardLogger
 
 TIMING_KEYS = {"wall_s", "train_images_per_s", "inference_ms_per_image"}
 SHORT_RUN = ["trainer.deterministic=true", "trainer.max_iters=6", "trainer.eval_every=6",

@@ -10,8 +10,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from seg.data.transforms import auto_crop_size, sampled_image_sizes
-from seg.distributed import ProcessGroup
 from seg.engine import PolyLR, poly_factor
+from seg.engine.distributed import ProcessGroup
 from seg.engine.schedule import resolve_warmup
 from seg.training import loaders
 from tests.layouts import random_image, random_labels, save_palette_png

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from seg.data.folder import read_classes
+from seg.engine.metrics import format_table
 from seg.errors import BadValue
-from seg.inference import Inference
-from seg.metrics import format_table
 from seg.text import printable
+from seg.trained.inference import Inference
 
 FAKE = "\x1b[2J\nINFO fake"  # clears the screen, then fakes a log line
 

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from seg.cli.train import train
 from seg.engine import TrainingInterrupted, load_checkpoint
-from seg.reporting import TensorBoardLogger
+from seg.engine.tensorboard import TensorBoardLogger
 from seg.study.runs import load_runs
 from seg.study.sweep import folder_name, longer_baseline_overrides, setting
 from seg.training import finished_metrics

@@ -19,9 +19,9 @@ from seg.cli.common import CONFIG_MODULE
 from seg.cli.eval import evaluate_checkpoint
 from seg.cli.export import export
 from seg.cli.predict import predict
-from seg.inference import Inference, window_starts
 from seg.models import DECODERS, UPSAMPLERS, build_encoder, build_model, build_upsampler
-from seg.onnx_export import export_onnx
+from seg.trained.inference import Inference, window_starts
+from seg.trained.onnx import export_onnx
 
 
 def compose_config(name: str, *overrides: str):
@@ -143,7 +143,7 @@ def test_predict_fails_when_a_write_fails(checkpoint: Path, tmp_path: Path,
 
 
 def test_overlay_keeps_the_background_outlines_objects_and_has_a_legend() -> None:
-    from seg.visualize import overlay_with_legend
+    from seg.drawing import overlay_with_legend
 
     photo = np.random.default_rng(2).integers(0, 256, (60, 80, 3), dtype=np.uint8)
     labels = np.zeros((60, 80), np.uint8)

@@ -13,7 +13,7 @@ resumes it: the encoder is not pretrained again, finished runs are kept as they 
 the others go on from their last checkpoint. ``hydra/launcher=slurm`` submits the runs
 as SLURM jobs (submitit); the pretraining runs where seg-compare does.
 
-Every run evaluates at several budgets (``trainer.eval_budgets``). Aggregation reads
+Every run evaluates at several budgets (``callbacks=study``: seg.study.curve). Aggregation reads
 every run folder and writes into the sweep folder: ``compare.md`` (the convergence
 check, the verdicts in words, the paired differences learned - bilinear with 95 % t
 intervals at every budget, the controls, the per-class differences and the inference

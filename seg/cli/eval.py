@@ -23,9 +23,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from seg.checks import check_dataset_root, one_of
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
 from seg.errors import PathExists
+from seg.settings import check_dataset_root, one_of
 
 log = logging.getLogger("seg.eval")
 
@@ -65,11 +65,16 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path) -> dict:
     ``output_dir``, saying where as the last line."""
     from seg.data.base import IGNORE_INDEX
     from seg.data.loader import build_loader
-    from seg.distributed import init_distributed, process_device
     from seg.engine import evaluate, name_per_class, resolve_device
+    from seg.engine.distributed import init_distributed, process_device
+    from seg.engine.metrics import format_table
     from seg.files import write_text
-    from seg.metrics import format_table
-    from seg.stored import dataset_from_stored, load_trained, model_from_checkpoint, stored_reader
+    from seg.trained.checkpoint import (
+        dataset_from_stored,
+        load_trained,
+        model_from_checkpoint,
+        stored_reader,
+    )
 
     path = Path(output_dir, "eval.json")
     overwrite = one_of(cfg.overwrite, "overwrite", (True, False))
@@ -104,7 +109,7 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path) -> dict:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    from seg.distributed import shutdown
+    from seg.engine.distributed import shutdown
 
     try:
         evaluate_checkpoint(cfg, cfg.output_dir)

@@ -18,9 +18,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from seg.checks import is_int, one_of
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
 from seg.errors import BadValue, IsAFolder, PathExists
+from seg.settings import is_int, one_of
 
 log = logging.getLogger("seg.export")
 
@@ -30,8 +30,8 @@ FORMATS = ("onnx",)
 def export(cfg: DictConfig) -> Path:
     """Export ``cfg.checkpoint`` as ``cfg.format`` to ``cfg.output``; return the path."""
     from seg.files import refuse_unless_replaceable
-    from seg.onnx_export import OPSETS, checkpoint_metadata, export_onnx
-    from seg.stored import load_trained, model_from_checkpoint
+    from seg.trained.checkpoint import load_trained, model_from_checkpoint
+    from seg.trained.onnx import OPSETS, checkpoint_metadata, export_onnx
 
     if cfg.format not in FORMATS:
         raise BadValue(f"format={cfg.format}: seg-export writes {', '.join(FORMATS)}")

@@ -26,8 +26,8 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from seg.checks import number_in, one_of, positive_int
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
+from seg.settings import number_in, one_of, positive_int
 
 log = logging.getLogger("seg.predict")
 
@@ -35,7 +35,8 @@ log = logging.getLogger("seg.predict")
 def predict(cfg: DictConfig) -> list[str]:
     """Segment every image of ``cfg.input`` into ``cfg.output``; return the failures."""
     from seg.engine import resolve_device
-    from seg.prediction import (
+    from seg.trained.checkpoint import load_trained
+    from seg.trained.prediction import (
         Predictor,
         check_output,
         image_files,
@@ -43,7 +44,6 @@ def predict(cfg: DictConfig) -> list[str]:
         output_names,
         predict_files,
     )
-    from seg.stored import load_trained
 
     batch_size = positive_int(cfg.batch_size, "batch_size")
     alpha = number_in(cfg.overlay_alpha, "overlay_alpha", 0.0, 1.0)

@@ -21,9 +21,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from seg.checks import check_dataset_root
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
 from seg.errors import MissingSetting
+from seg.settings import check_dataset_root
 
 log = logging.getLogger("seg.pretrain")
 

@@ -27,7 +27,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
-    from seg.distributed import shutdown  # torch.distributed: imported once a run starts
+    from seg.engine.distributed import shutdown  # torch.distributed: imported once a run starts
 
     try:
         metrics = train(cfg, HydraConfig.get().runtime.output_dir)

@@ -24,7 +24,6 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 
-from seg.checks import positive_int
 from seg.data.cache import (
     MB,
     cache_budget_bytes,
@@ -34,6 +33,7 @@ from seg.data.cache import (
     decoded_bytes,
 )
 from seg.errors import BadValue, IsAFolder, MissingPath, NotAFolder
+from seg.settings import positive_int
 
 log = logging.getLogger("seg.data")
 

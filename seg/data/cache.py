@@ -15,8 +15,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from seg.checks import is_int
 from seg.errors import BadValue
+from seg.settings import is_int
 
 CACHE_MODES = "true, false, auto"
 AUTO_BUDGET_SHARE = 4  # a quarter of the available memory

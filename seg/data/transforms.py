@@ -14,9 +14,9 @@ import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
 
-from seg.checks import number_in, positive_int, positive_ints
 from seg.data.base import IGNORE_INDEX, image_size
 from seg.errors import BadValue
+from seg.settings import number_in, positive_int, positive_ints
 
 # ImageNet statistics, as the pretrained encoders expect; the dataset configs read them
 # from here through ${seg.imagenet_mean:} and ${seg.imagenet_std:} (seg/data/resolvers.py).

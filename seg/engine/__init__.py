@@ -1,8 +1,10 @@
 """The training engine: the loop (``loop``), its state (``state``), checkpoints,
-evaluation, stop signals, precision, schedule and device choice, one module each.
+evaluation and its metrics, TensorBoard writing, processes, stop signals, precision,
+schedule and device choice, one module each.
 
-It knows nothing of the upsampling study (``seg.study``) or of the command line
-(``seg.cli``): they build on it, never the other way round.
+It knows nothing of trained-model use (``seg.trained``), the upsampling study
+(``seg.study``) or the command line (``seg.cli``): they build on it, never the other
+way round.
 """
 
 from seg.engine.batches import endless

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from seg.checks import is_int
 from seg.data.base import IGNORE_INDEX
-from seg.distributed import barrier
+from seg.engine.distributed import barrier
 from seg.errors import BadValue, MissingPath
 from seg.files import write_file
+from seg.settings import is_int
 
 # 2: a config names each part (encoder, decoder, upsampler, loss) from its catalogue by
 # ``name``, with no ``_target_``; 1: every checkpoint written before the field existed

@@ -11,10 +11,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from seg.data.base import IGNORE_INDEX
-from seg.distributed import all_reduce_sums
 from seg.engine.batches import warn_skipped
+from seg.engine.distributed import all_reduce_sums
+from seg.engine.metrics import BoundaryMetrics, ConfusionMatrix, PhaseConfidence
 from seg.engine.precision import autocast
-from seg.metrics import BoundaryMetrics, ConfusionMatrix, PhaseConfidence
 
 Infer = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -56,7 +56,7 @@ class Evaluator:
     confidences, kept on ``device`` (no copy to the host per batch, and what NCCL can
     reduce) and summed over all processes when distributed; with them the first batch's
     images, targets and predictions for display. ``infer(model, images)`` gives the scores
-    (default: ``model(images)``; see ``seg.inference.Inference``)."""
+    (default: ``model(images)``; see ``seg.trained.inference.Inference``)."""
 
     def __init__(self, num_classes: int, device: torch.device, ignore_index: int = IGNORE_INDEX,
                  boundary_tolerance: int = 2, precision: str = "32",

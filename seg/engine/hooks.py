@@ -12,7 +12,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from seg.engine.checkpoints import RunInfo
-from seg.reporting import TensorBoardLogger, denormalize
+from seg.engine.tensorboard import TensorBoardLogger, denormalize
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,11 @@ class Hook:
 
     def after_step(self, step: Step) -> None:
         """After each optimisation step."""
+
+    def wants_evaluation(self, iteration: int, max_iters: int) -> bool:
+        """Whether the trainer should evaluate after ``iteration`` of ``max_iters``, besides
+        every ``trainer.eval_every`` and at the end."""
+        return False
 
     def after_evaluation(self, iteration: int, metrics: dict,
                          shown: dict[str, torch.Tensor]) -> None:

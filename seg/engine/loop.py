@@ -15,8 +15,6 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
-from seg.checks import one_of, positive_int, positive_number
-from seg.distributed import ProcessGroup, all_reduce_sum, broadcast_from_main, process_device
 from seg.engine.batches import endless
 from seg.engine.checkpoints import (
     Checkpointer,
@@ -26,6 +24,7 @@ from seg.engine.checkpoints import (
     load_model_state,
 )
 from seg.engine.device import resolve_device, use_fast_kernels
+from seg.engine.distributed import ProcessGroup, all_reduce_sum, broadcast_from_main, process_device
 from seg.engine.evaluation import Evaluator
 from seg.engine.hooks import Hook, Progress, Step, TensorBoardScalars
 from seg.engine.losses import cross_entropy
@@ -39,22 +38,11 @@ from seg.engine.resume import (
 )
 from seg.engine.signals import StopSignals, TrainingInterrupted
 from seg.engine.state import TrainingState
+from seg.engine.tensorboard import TensorBoardLogger
 from seg.errors import NonFiniteLoss, PathExists
-from seg.reporting import TensorBoardLogger
+from seg.settings import one_of, positive_int, positive_number
 
 log = logging.getLogger(__name__)
-
-
-def budgets(max_iters: int, count: int) -> frozenset[int]:
-    """``count`` training budgets (iterations) for a learning curve: ``count - 1`` of them
-    log-spaced from ``max_iters / 64`` to ``max_iters``, and three quarters of
-    ``max_iters``, against which a convergence check compares the end. 0: none."""
-    if count == 0:
-        return frozenset()
-    spaced = max(count - 1, 1)
-    points = {max_iters * 64 ** (k / (spaced - 1) - 1) if spaced > 1 else max_iters
-              for k in range(spaced)} | ({0.75 * max_iters} if count > 1 else set())
-    return frozenset(max(1, round(p)) for p in points)
 
 
 @dataclass
@@ -159,10 +147,10 @@ class Trainer:
     file if it exists, else a fresh start: what a requeued job wants) or a path to a
     checkpoint file or a run folder. ``precision`` is 32, bf16, 16 (CUDA, with gradient
     scaling) or auto; ``on_nan`` is ``stop`` (keep the last good checkpoint and say where)
-    or ``skip`` (leave the batch out and go on). ``eval_budgets`` adds that many
-    evaluations at log-spaced iterations (see :func:`budgets`) to the ones every
-    ``eval_every``: a learning curve, in metrics.json's ``history``. ``threads`` caps
-    this process's CPU threads (for runs side by side); None leaves torch's default.
+    or ``skip`` (leave the batch out and go on). It evaluates every ``eval_every``
+    iterations, at the end, and where a hook asks (``Hook.wants_evaluation``: the study's
+    learning curve); each evaluation lands in metrics.json's ``history``. ``threads``
+    caps this process's CPU threads (for runs side by side); None leaves torch's default.
     """
 
     def __init__(
@@ -181,15 +169,12 @@ class Trainer:
         sync_bn: bool = False,
         checkpoint_every: int | None = None,
         on_nan: str = "stop",
-        eval_budgets: int | None = None,
         threads: int | None = None,
         rewind: bool = False,
     ) -> None:
         one_of(on_nan, "trainer.on_nan", ("stop", "skip"))
         self.max_iters = positive_int(max_iters, "trainer.max_iters")
         self.eval_every = positive_int(eval_every, "trainer.eval_every")
-        self.eval_at = budgets(self.max_iters, positive_int(
-            eval_budgets, "trainer.eval_budgets", allow_none=True) or 0)
         self.device = resolve_device(device, "trainer.device")
         self.deterministic = deterministic
         use_fast_kernels(self.device, deterministic)
@@ -281,7 +266,9 @@ class Trainer:
                 losses.add(loss, skipped, state.iteration)
                 images_per_s = throughput.add(len(batch["mask"]) * self.group.world_size)
                 evaluation_due = (state.iteration % self.eval_every == 0
-                                  or state.iteration in self.eval_at
+                                  or any(hook.wants_evaluation(state.iteration,
+                                                               self.max_iters)
+                                         for hook in run.hooks)
                                   or state.iteration == self.max_iters)
                 save_due = evaluation_due or state.iteration % self.checkpoint_every == 0
                 # the loss is read (the one wait for the device) only where it is logged,

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from seg.catalogue import Catalogue
-from seg.checks import number_in
 from seg.data.base import IGNORE_INDEX
+from seg.settings import number_in
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from seg.checks import is_int, positive_int
 from seg.errors import BadValue
+from seg.settings import is_int, positive_int
 
 LONGEST_AUTO_WARMUP = 100  # iterations: the warmup of a full run (3200 iterations)
 

@@ -32,9 +32,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from seg.engine.device import synchronize
-from seg.stored import load_trained, model_from_checkpoint
 from seg.study.runs import lowest_seed_checkpoints
 from seg.study.stats import configuration_order
+from seg.trained.checkpoint import load_trained, model_from_checkpoint
 
 IMAGE_SIZE = 512
 WARM_UP = 1

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
-from seg.metrics import dilate
-from seg.reporting import colorize, denormalize
-from seg.stored import dataset_from_stored, load_trained, model_from_checkpoint
+from seg.engine.metrics import dilate
+from seg.engine.tensorboard import colorize, denormalize
 from seg.study.runs import lowest_seed_checkpoints
 from seg.study.stats import FIXED, in_study_order
+from seg.trained.checkpoint import dataset_from_stored, load_trained, model_from_checkpoint
 
 BOUNDARY_BAND = 3  # pixels: how near a true boundary a disputed pixel counts in examples.png
 BAR_METRICS = (("mIoU", "val mIoU"), ("boundary_f", "val boundary F (2 px)"),

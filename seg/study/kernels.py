@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from seg.engine.hooks import Hook
+from seg.engine.tensorboard import TensorBoardLogger
 from seg.models.upsamplers import kernel_drift
-from seg.reporting import TensorBoardLogger
 
 
 class UpsamplerKernels(Hook):

@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 from seg.data.base import IGNORE_INDEX
 from seg.engine import LossWindow, Trainer
 from seg.engine.batches import endless
+from seg.engine.tensorboard import TensorBoardLogger
 from seg.errors import NonFiniteLoss
 from seg.models.encoders import Encoder
-from seg.reporting import TensorBoardLogger
 
 log = logging.getLogger(__name__)
 FCN8S_TAPS = 3  # the study's decoder; the stride-4 tap gets no head

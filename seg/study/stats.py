@@ -324,7 +324,7 @@ def convergence_check(runs: list[dict], decoder: str = "fcn8s", baseline: str = 
     pairs = [pair for r in members if (pair := last_quarter(r)) is not None]
     if not pairs:
         return None, (f"{title}: not checked, no evaluation at 3/4 of the run (iteration "
-                      f"{three_quarters}); set trainer.eval_budgets")
+                      f"{three_quarters}); train with callbacks=study (its learning curve)")
     at = statistics.fmean(at for at, _ in pairs)
     end = statistics.fmean(end for _, end in pairs)
     passed = abs(end - at) < CONVERGED_CHANGE
@@ -342,7 +342,7 @@ def decoders_of(runs: list[dict]) -> list[str]:
 def last_quarter(run: dict) -> tuple[float, float] | None:
     """The run's val mIoU at 3/4 of its length and at its end; None without both."""
     length = run["max_iters"]
-    three_quarters = max(1, round(0.75 * length))  # as seg.engine.loop.budgets rounds it
+    three_quarters = max(1, round(0.75 * length))  # as seg.study.curve.budgets rounds it
     at, end = value_at(run, "mIoU", three_quarters), value_at(run, "mIoU", length)
     if at is None or end is None or three_quarters >= length:
         return None

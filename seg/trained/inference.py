@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seg.checks import one_of, positive_ints
 from seg.errors import BadValue
+from seg.settings import one_of, positive_ints
 
 MODES = ("whole", "slide")
 # test-time scales: mmsegmentation's are 0.5 to 1.75

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from seg.catalogue import fits
-from seg.checks import is_int
 from seg.data.base import IGNORE_INDEX, SegmentationDataset
 from seg.data.readers import catalogue
 from seg.data.transforms import eval_transform
@@ -23,6 +22,7 @@ from seg.engine import load_checkpoint, load_model_state
 from seg.engine.checkpoints import check_checkpoint_format
 from seg.errors import BadValue
 from seg.models import SegmentationModel, model_from_config
+from seg.settings import is_int
 
 TRAINED_FIELDS = ("model", "config", "class_names", "palette", "mean", "std")
 FIX = "pass a checkpoints/best.pt or last.pt written by seg-train"

@@ -9,7 +9,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from seg.visualize import draw_legend, draw_titles
+from seg.drawing import draw_legend, draw_titles
 
 GRID_TITLES = ("image", "ground truth", "prediction")  # log_segmentation's columns
 

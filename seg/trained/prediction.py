@@ -23,11 +23,11 @@ from tqdm import tqdm
 
 from seg.data.base import MAX_IMAGE_PIXELS, SampleError, read_image
 from seg.data.folder import IMAGE_SUFFIXES
+from seg.drawing import overlay_with_legend
 from seg.errors import BadValue, MissingPath, NotAFolder, PathExists
 from seg.files import refuse_unless_replaceable, write_file
-from seg.inference import Inference
-from seg.stored import model_from_checkpoint
-from seg.visualize import overlay_with_legend
+from seg.trained.checkpoint import model_from_checkpoint
+from seg.trained.inference import Inference
 
 # What each image gives, after its name: the palette mask and the overlay.
 OUTPUT_SUFFIXES = (".png", "_overlay.jpg")
