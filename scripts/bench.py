@@ -79,10 +79,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from seg.data import VOCSegmentation, flat_palette, train_transform
 from seg.data.base import IGNORE_INDEX
 from seg.data.loader import available_cpus, build_loader, resolve_num_workers
-from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from seg.data.palette import flat_palette
+from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
+from seg.data.voc import VOCSegmentation
 from seg.engine.device import synchronize
 from seg.engine.hooks import Hook, Step
 
@@ -265,7 +266,7 @@ def write_small_folder(root: Path, count: int, size: int, seed: int = 0) -> Path
 def bench_cache(images: int = 300, size: int = 128, epochs: int = 3) -> dict:
     """Samples/s per epoch of a folder dataset of small images through the training
     recipe (crop ``size``, one process, batch 8), with ``cache=False`` and ``"auto"``."""
-    from seg.data import FolderSegmentation
+    from seg.data.folder import FolderSegmentation
 
     rates = {}
     with tempfile.TemporaryDirectory() as folder:

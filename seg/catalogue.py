@@ -101,7 +101,8 @@ class Catalogue:
         if name not in self.entries:
             key = f"{where}.{self.name_key}={name!r}" if where else f"{self.kind} {name!r}"
             raise BadValue(f"{key}: unknown {self.kind}, valid names are "
-                           f"{', '.join(self.names())}")
+                           f"{', '.join(self.names())} (one of your own: pass "
+                           "imports=[ITS_MODULE])")
         return self.entries[name]
 
     def options(self, name: str) -> dict[str, object]:

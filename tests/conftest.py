@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from seg.cli.common import CONFIG_MODULE
-from seg.data import generate_shapes
+from seg.data.shapes import generate_shapes
 
 
 # the extras of pyproject.toml (make install puts them in; a GPU machine's own Python may not)

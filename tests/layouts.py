@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from seg.data import flat_palette
+from seg.data.palette import flat_palette
 
 SIZE = (40, 48)  # height, width
 FOLDER_COLORS = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]

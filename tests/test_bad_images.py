@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seg.data import SampleError, VOCSegmentation
-from seg.data.base import MAX_IMAGE_PIXELS, read_image, read_label_image
+from seg.data.base import MAX_IMAGE_PIXELS, SampleError, read_image, read_label_image
 from seg.data.loader import build_loader
+from seg.data.voc import VOCSegmentation
 from tests.layouts import SIZE, make_voc, random_image
 
 

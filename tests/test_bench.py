@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seg.data import VOCSegmentation
+from seg.data.voc import VOCSegmentation
 
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 

@@ -12,20 +12,12 @@ import torch.nn.functional as F
 from albumentations.pytorch import ToTensorV2
 from PIL import Image
 
-from seg.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    SHAPES_CLASSES,
-    VOCSegmentation,
-    eval_transform,
-    flat_palette,
-    generate_shapes,
-    train_transform,
-    voc_palette,
-)
 from seg.data.loader import build_loader
+from seg.data.palette import flat_palette, voc_palette
 from seg.data.procedural import write_voc_dataset
-from seg.data.shapes import render_shapes_sample
+from seg.data.shapes import SHAPES_CLASSES, generate_shapes, render_shapes_sample
+from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from seg.data.voc import VOCSegmentation
 from tests.layouts import generated_voc_masks
 
 NUM_CLASSES = len(SHAPES_CLASSES)

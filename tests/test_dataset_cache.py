@@ -13,7 +13,8 @@ import yaml
 from hydra import compose, initialize_config_module
 
 from seg.cli.common import CONFIG_MODULE
-from seg.data import FolderSegmentation, base
+from seg.data import base
+from seg.data.folder import FolderSegmentation
 from seg.data.loader import build_loader
 from seg.data.readers import training_split, validation_split
 from tests.layouts import random_image, random_labels, save_palette_png

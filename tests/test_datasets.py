@@ -18,16 +18,12 @@ from scipy.io import loadmat
 from seg.cli.common import one_line
 from seg.cli.data import main as seg_data
 from seg.cli.train import train
-from seg.data import (
-    ADE20K,
-    Cityscapes,
-    FolderSegmentation,
-    SampleError,
-    VOCAugSegmentation,
-    VOCSegmentation,
-)
-from seg.data.cityscapes import LABEL_TO_TRAIN_ID
+from seg.data.ade20k import ADE20K
+from seg.data.base import SampleError
+from seg.data.cityscapes import LABEL_TO_TRAIN_ID, Cityscapes
+from seg.data.folder import FolderSegmentation
 from seg.data.loader import build_loader
+from seg.data.voc import VOCAugSegmentation, VOCSegmentation
 from seg.engine import endless
 from tests.layouts import (
     SIZE,

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from seg.cli.train import train
-from seg.data import generate_shapes
+from seg.data.shapes import generate_shapes
 from seg.engine import load_checkpoint
 
 pytestmark = pytest.mark.slow

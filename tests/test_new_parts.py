@@ -5,6 +5,7 @@ configs/, train, evaluate, predict and export through seg's own entry points."""
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -105,6 +106,18 @@ def write_squares(root: Path, split: str, count: int) -> None:
         Image.fromarray(mask).save(root / split / "masks" / f"{index}.png")
 
 
+def write_toy_parts(folder: Path) -> Path:
+    """``folder/toy_parts.py`` and the config folder ``folder/configs`` with its YAML
+    files; returns the config folder."""
+    (folder / "toy_parts.py").write_text(textwrap.dedent(TOY_MODULE))
+    configs = folder / "configs"
+    (configs / "model" / "encoder").mkdir(parents=True)
+    (configs / "dataset").mkdir()
+    (configs / "model" / "encoder" / "toy.yaml").write_text(ENCODER_YAML)
+    (configs / "dataset" / "toy.yaml").write_text(DATASET_YAML)
+    return configs
+
+
 @pytest.fixture
 def toy_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The toy module importable and imported (so its parts are registered), its YAML
@@ -112,12 +125,7 @@ def toy_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from seg.data.readers import READERS
     from seg.models import ENCODERS
 
-    (tmp_path / "toy_parts.py").write_text(textwrap.dedent(TOY_MODULE))
-    configs = tmp_path / "configs"
-    (configs / "model" / "encoder").mkdir(parents=True)
-    (configs / "dataset").mkdir()
-    (configs / "model" / "encoder" / "toy.yaml").write_text(ENCODER_YAML)
-    (configs / "dataset" / "toy.yaml").write_text(DATASET_YAML)
+    configs = write_toy_parts(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(ENCODERS, "entries", dict(ENCODERS.entries))
     monkeypatch.setattr(READERS, "entries", dict(READERS.entries))
@@ -165,3 +173,40 @@ def test_a_toy_encoder_and_reader_train_reload_predict_and_export(
         expected = model.eval()(images).numpy()
     (logits,) = session.run(None, {"images": images.numpy()})
     assert np.abs(logits - expected).max() <= 1e-4
+
+
+def run_command(name: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    """An installed console script, as a user runs it (the current folder is not on its
+    sys.path: ``imports`` looks there itself)."""
+    command = [str(Path(sys.executable).parent / name), *overrides]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+def test_imports_brings_a_users_module_into_every_command(tmp_path: Path) -> None:
+    write_toy_parts(tmp_path)
+    write_squares(tmp_path / "squares", "train", 4)
+    write_squares(tmp_path / "squares", "val", 2)
+    trained = run_command("seg-train", "imports=[toy_parts]", "hydra.searchpath=[file://configs]",
+                          "debug=tiny", "dataset=toy", "dataset.root=squares",
+                          "model/encoder=toy", "hydra.run.dir=run", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    checkpoint = "run/checkpoints/best.pt"
+
+    # the checkpoint names the reader and the encoder, never the module that defines them
+    refused = run_command("seg-eval", f"checkpoint={checkpoint}", "device=cpu", cwd=tmp_path)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "dataset.val.reader='toy_pngs': unknown dataset reader" in refused.stderr
+    assert "(one of your own: pass imports=[ITS_MODULE])" in refused.stderr
+
+    evaluated = run_command("seg-eval", "imports=[toy_parts]", f"checkpoint={checkpoint}",
+                            "device=cpu", "output_dir=eval", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert (tmp_path / "eval" / "eval.json").is_file()
+
+    missing = run_command("seg-eval", "imports=[no_such_parts]", f"checkpoint={checkpoint}",
+                          cwd=tmp_path)
+    assert missing.returncode == 1
+    assert missing.stderr == (f"error: imports: no module no_such_parts here: put "
+                              f"no_such_parts.py in the current folder ({tmp_path}) or on "
+                              "PYTHONPATH, or install its package\n")

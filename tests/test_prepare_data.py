@@ -166,7 +166,7 @@ def test_sbd_archive_is_extracted_and_merged(
 
 def test_sbd_root_is_merged_and_the_reader_uses_it(
         tmp_path: Path, voc_root: Path, capsys: pytest.CaptureFixture) -> None:
-    from seg.data import VOCAugSegmentation
+    from seg.data.voc import VOCAugSegmentation
 
     sbd_root = write_sbd_tree(tmp_path / "extracted")
     assert run(capsys, "sbd", "--sbd-root", sbd_root, "--voc-root", voc_root)[0] == 0

@@ -19,9 +19,10 @@ import pytest
 from PIL import Image
 
 from seg.cli.data import main as seg_data
-from seg.data import SampleError, VOCSegmentation, base
-from seg.data.base import exif_orientation, read_image, read_label_image
+from seg.data import base
+from seg.data.base import SampleError, exif_orientation, read_image, read_label_image
 from seg.data.folder import IMAGE_SUFFIXES
+from seg.data.voc import VOCSegmentation
 from seg.errors import BadValue
 from tests.layouts import make_voc, save_palette_png
 

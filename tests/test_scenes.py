@@ -15,13 +15,14 @@ from omegaconf import DictConfig
 
 from seg.cli.common import CONFIG_MODULE
 from seg.cli.train import train
-from seg.data import SCENES_CLASSES, generate_scenes
 from seg.data.readers import training_split
 from seg.data.scenes import (
     BLOB,
+    SCENES_CLASSES,
     SLAB,
     SPECK,
     THIN_CLASSES,
+    generate_scenes,
     label_map,
     render_scenes_sample,
     scene_layers,

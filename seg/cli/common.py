@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
+import importlib
 import logging
 import os
 import re
@@ -16,11 +18,13 @@ from typing import NoReturn
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import (
     CompactHydraException,
-    HydraException,
+    ConfigCompositionException,
     InstantiationException,
     MissingConfigException,
     OverrideParseException,
+    SearchPathException,
 )
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
@@ -29,7 +33,6 @@ from omegaconf.errors import (
     InterpolationResolutionError,
     InterpolationToMissingValueError,
     MissingMandatoryValue,
-    OmegaConfBaseException,
 )
 
 from seg.cli.run_folder import (
@@ -38,6 +41,7 @@ from seg.cli.run_folder import (
     known_run_folder,
     register_run_dir_resolver,
     remove_unused_run_folder,
+    save_hydra_files,
 )
 from seg.cli.sweeps import register_run_name_resolver
 from seg.data.resolvers import register_resolvers
@@ -60,6 +64,15 @@ USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, NotADirectoryError
 register_resolvers()  # ${seg.imagenet_mean:} and the like in configs/dataset/
 register_run_dir_resolver()  # ${seg.run_dir:...}: hydra.run.dir in configs/hydra/default.yaml
 register_run_name_resolver()  # ${seg.run_name:...}: hydra.sweep.subdir, there too
+
+
+class CommandLine(argparse.ArgumentParser):
+    """The argument parser of the commands that read more than overrides (seg-compare,
+    seg-data): a malformed command line is one line and exit status 1, as every user
+    error of every seg command (argparse's own is a usage block and 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"error: {message}: see {self.prog} --help\n")
 
 
 def one_line(message: str) -> str:
@@ -128,6 +141,7 @@ def exit_on_user_error(main: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         cfg = args[0] if args else None
         try:
+            import_user_modules(cfg)
             return main(*args, **kwargs)
         except KeyboardInterrupt:
             interrupted(cfg)
@@ -136,6 +150,33 @@ def exit_on_user_error(main: Callable) -> Callable:
             raise  # not the user's: a bug in seg keeps its traceback
 
     return wrapper
+
+
+def import_user_modules(cfg: object) -> None:
+    """Import the modules the config's ``imports`` names (``imports=[my_parts]``), so that
+    the parts they register where they are defined (an encoder, a dataset reader, ...)
+    are in the catalogues before anything is built: mmsegmentation's ``custom_imports``.
+    A module is looked for in the current folder first, as ``python -m`` does. Only the
+    user's own config names them; a checkpoint's stored ``imports`` are never read (it is
+    data), so seg-eval, seg-predict and seg-export take ``imports=[...]`` again."""
+    names = OmegaConf.select(cfg, "imports", default=None) if isinstance(cfg, DictConfig) \
+        else None
+    for name in names or ():
+        name = str(name)
+        added = os.getcwd() not in sys.path
+        if added:
+            sys.path.insert(0, os.getcwd())
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name is None or not name.startswith(error.name):
+                raise  # the module itself imports something missing: its own traceback
+            raise UserError(f"imports: no module {printable(name)} here: put {name}.py in "
+                            f"the current folder ({os.getcwd()}) or on PYTHONPATH, or "
+                            "install its package") from None
+        finally:
+            if added:
+                sys.path.remove(os.getcwd())
 
 
 def stop_or_fail(error: Exception, cfg: object) -> None:
@@ -309,26 +350,6 @@ def config_error_line(error: Exception) -> str:
     return lines[0] + (f" ({str(cause).splitlines()[0]})" if cause else "")
 
 
-def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
-    """Compose ``config_name`` with the command line's overrides before Hydra does, so that
-    a misspelt key or an unknown option is one line of error and exit status 1 (Hydra's own
-    report takes eight lines); return the composed config. Only single runs: a sweep's
-    values are Hydra's to expand."""
-    if any(arg.startswith("-") for arg in argv):
-        return None  # --help, --cfg, -m ...: Hydra's own business
-    from hydra import compose, initialize_config_module
-
-    try:
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=argv, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as error:
-        if isinstance(error, InstantiationException):
-            return None
-        refuse(config_error_line(error))
-    check_run_dir(cfg)
-    return cfg
-
-
 def refuse(line: str) -> NoReturn:
     """An error found before Hydra starts the run: one line, exit 1, nothing written."""
     print(f"error: {line}", file=sys.stderr)
@@ -358,36 +379,54 @@ def check_run_dir(cfg: DictConfig) -> None:
                f"({error.strerror}): choose a hydra.run.dir where you can write")
 
 
-def overrides_checked(config_name: str) -> Callable[[Callable], Callable]:
-    """Decorates a ``@hydra.main`` entry point: the command line's overrides are checked
-    first (:func:`check_overrides`)."""
+class StartChecks(Callback):
+    """Checks on the config Hydra composed, before it makes the run folder and writes
+    .hydra/ into it (``hydra.callbacks.start_checks`` in every command's config): a folder
+    that cannot be made is one line (:func:`check_run_dir`); a folder another run holds
+    is refused, its files untouched; what .hydra/ held in a folder a run goes on in is
+    saved, to go back should the run fail before it trains
+    (seg.cli.run_folder.hydra_files_kept_unless_trained). So the config is composed once
+    per run, by Hydra, and nothing is written before these checks."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        check_run_dir(config)
+        folder = known_run_folder(config, sys.argv[1:])
+        if folder is not None and (holder := holder_if_locked(folder)) is not None:
+            refuse(in_use_message(folder, holder))  # the run in it owns its files
+        if folder is not None:
+            save_hydra_files(folder)
+
+
+def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
+    """Decorates a ``@hydra.main`` entry point: an error of the command line (a misspelt
+    key, an unknown option, a malformed override), a Ctrl-C while it starts and a sweep's
+    failed run are each one line and exit status 1 (130 for Ctrl-C), no traceback."""
 
     def decorate(hydra_main: Callable[[], object]) -> Callable[[], object]:
         @functools.wraps(hydra_main)
         @interrupts_reported(config_name)
         def command() -> object:
-            cfg = check_overrides(config_name, sys.argv[1:])
-            if any(arg in ("-m", "--multirun") for arg in sys.argv[1:]):
-                return sweep_without_tracebacks(hydra_main)
-            folder = known_run_folder(cfg, sys.argv[1:])
-            if folder is not None and (holder := holder_if_locked(folder)) is not None:
-                # before Hydra writes its files there: the run in it owns them
-                print(f"error: {in_use_message(folder, holder)}", file=sys.stderr)
-                sys.exit(1)
-            with hydra_files_kept_unless_trained(folder):  # a run that fails at once
-                return hydra_main()
+            with hydra_files_kept_unless_trained():  # a run that fails at once
+                return without_tracebacks(hydra_main)
 
         return command
 
     return decorate
 
 
-def sweep_without_tracebacks(hydra_main: Callable[[], object]) -> object:
-    """Run a sweep whose failed runs end it with their one-line error and exit status 1,
-    as a single run does. Hydra would print a run's error as a traceback (or, for a
-    :class:`RunFailed`, add a line about HYDRA_FULL_ERROR): HYDRA_FULL_ERROR=1 makes it
-    raise the error instead, to be reported here. Errors of seg itself (bugs) keep their
-    traceback. Where the user set HYDRA_FULL_ERROR, Hydra's reporting stays as it is."""
+# What Hydra raises while it composes the config or expands a sweep: the command line's
+# fault. (InstantiationException, also compact, comes from inside a run.)
+COMMAND_LINE_ERRORS = (ConfigCompositionException, OverrideParseException,
+                       SearchPathException)
+
+
+def without_tracebacks(hydra_main: Callable[[], object]) -> object:
+    """Run ``hydra_main`` so that an error of the command line, and a sweep's failed run,
+    end it with one line and exit status 1, as a single run's own errors do. Hydra would
+    print them over several lines (or, for a :class:`RunFailed`, add a line about
+    HYDRA_FULL_ERROR): HYDRA_FULL_ERROR=1 makes it raise them instead, to be reported
+    here. Errors of seg itself (bugs) keep their traceback. Where the user set
+    HYDRA_FULL_ERROR, Hydra's reporting stays as it is."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         return hydra_main()
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -398,8 +437,7 @@ def sweep_without_tracebacks(hydra_main: Callable[[], object]) -> object:
         # that runs jobs elsewhere (SLURM) shows their own stderr only in their logs
         print(failed, file=sys.stderr)
         sys.exit(1)
-    except CompactHydraException as error:  # a sweep's bad override or option
-        print(f"error: {config_error_line(error)}", file=sys.stderr)
-        sys.exit(1)
+    except COMMAND_LINE_ERRORS as error:
+        refuse(config_error_line(error))
     finally:
         del os.environ["HYDRA_FULL_ERROR"]

@@ -26,11 +26,11 @@ silently dropped.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from seg.cli.common import CommandLine
 from seg.errors import UserError
 
 OUTPUTS = {"compare.md", "compare.csv", "summary.csv", "per_class.csv", "curves.png",
@@ -38,7 +38,7 @@ OUTPUTS = {"compare.md", "compare.csv", "summary.csv", "per_class.csv", "curves.
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandLine(
         description=__doc__.splitlines()[0],
         epilog="examples: seg-compare | seg-compare compare=quick | "
                "seg-compare seed=0,1,2,3,4 | seg-compare compare=gpu hydra/launcher=slurm "

@@ -11,7 +11,6 @@ or the config is wrong, 0 otherwise.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -21,7 +20,16 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from seg.cli.common import CONFIG_MODULE, USER_ERRORS, one_line, root_cause
+from seg.cli.common import (
+    CONFIG_MODULE,
+    USER_ERRORS,
+    CommandLine,
+    config_error_line,
+    import_user_modules,
+    one_line,
+    root_cause,
+    user_error_line,
+)
 
 if TYPE_CHECKING:
     from seg.data.check import SplitReport
@@ -56,6 +64,7 @@ def check(overrides: Sequence[str]) -> int:
 
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(overrides))
+    import_user_modules(cfg)  # a reader of the user's own (imports=[...])
     data = cfg.dataset
     workers = resolve_num_workers(data.num_workers)
     class_names = [str(name) for name in data.class_names]
@@ -66,7 +75,7 @@ def check(overrides: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandLine(
         prog="seg-data", description=__doc__.split("\n\n")[0].split(": ", 1)[-1],
         epilog="example: seg-data check dataset=voc dataset.root=data/VOCdevkit/VOC2012")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -77,10 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return check(args.overrides)
     except (*USER_ERRORS, HydraException, OmegaConfBaseException) as error:
-        cause = root_cause(error)
-        message = str(cause.args[0]) if cause.args else repr(cause)
-        print(f"error: {one_line(message).splitlines()[0]}", file=sys.stderr)
-        return 1  # as every seg command: 2 is argparse's, for a malformed command line
+        # the lines of every seg command: a setting's, a file's, else composing the config's
+        line = user_error_line(error, None) or f"error: {config_error_line(error)}"
+        print(line.splitlines()[0], file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
+from seg.cli.common import CONFIG_PATH, exit_on_user_error, hydra_command
 from seg.errors import PathExists
 from seg.settings import check_dataset_root, one_of
 
@@ -105,7 +105,7 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path) -> dict:
     return metrics
 
 
-@overrides_checked("eval")
+@hydra_command("eval")
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

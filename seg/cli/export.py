@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
+from seg.cli.common import CONFIG_PATH, exit_on_user_error, hydra_command
 from seg.errors import BadValue, IsAFolder, PathExists
 from seg.settings import is_int, one_of
 
@@ -58,7 +58,7 @@ def export(cfg: DictConfig) -> Path:
     return path
 
 
-@overrides_checked("export")
+@hydra_command("export")
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

@@ -26,7 +26,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
+from seg.cli.common import CONFIG_PATH, exit_on_user_error, hydra_command
 from seg.settings import number_in, one_of, positive_int
 
 log = logging.getLogger("seg.predict")
@@ -70,7 +70,7 @@ def predict(cfg: DictConfig) -> list[str]:
     return failed
 
 
-@overrides_checked("predict")
+@hydra_command("predict")
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

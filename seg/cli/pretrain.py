@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
+from seg.cli.common import CONFIG_PATH, exit_on_user_error, hydra_command
 from seg.errors import MissingSetting
 from seg.settings import check_dataset_root
 
@@ -74,7 +74,7 @@ def pretrain_encoder(cfg: DictConfig, run_dir: str | Path) -> Path:
     return path
 
 
-@overrides_checked("train")
+@hydra_command("train")
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

@@ -68,26 +68,38 @@ def run_outputs(run_dir: Path) -> dict[Path, int]:
     return {path: path.stat().st_mtime_ns for path in paths if path.is_file()}
 
 
-@contextmanager
-def hydra_files_kept_unless_trained(run_dir: Path | None) -> Iterator[None]:
-    """Around a run that resumes in ``run_dir``: Hydra writes the command's config over
-    .hydra/ before the run starts. Should the run stop before it writes anything (a bad
-    setting, a missing file), the earlier files go back, so that .hydra/ keeps describing
-    what trained the run (the log keeps the failure). A resume that trains keeps the new
-    ones; seg.training.keep_earlier_recipe then keeps the earlier recipe."""
-    if run_dir is None:
-        yield
-        return
+# The run folder that the run starting in this process goes on in, what its .hydra/ held
+# and what it had written: saved by the start checks (seg.cli.common.StartChecks, a Hydra
+# callback, called once the config is composed), read back around the command.
+_saved_before_start: list[tuple[Path, dict[Path, bytes], dict[Path, int]]] = []
+
+
+def save_hydra_files(run_dir: Path) -> None:
+    """Remember what ``run_dir/.hydra/`` holds and what the run wrote, before Hydra writes
+    the command's config over them (see :func:`hydra_files_kept_unless_trained`)."""
     saved = {path: path.read_bytes() for path in (run_dir / ".hydra").glob("*.yaml")
              if path.name in HYDRA_FILES}
-    written = run_outputs(run_dir)
+    _saved_before_start[:] = [(run_dir, saved, run_outputs(run_dir))]
+
+
+@contextmanager
+def hydra_files_kept_unless_trained() -> Iterator[None]:
+    """Around a command: where its run goes on in an earlier run's folder, Hydra writes the
+    command's config over .hydra/ before the run starts. Should the run stop before it
+    writes anything (a bad setting, a missing file), the earlier files go back, so that
+    .hydra/ keeps describing what trained the run (the log keeps the failure). A resume
+    that trains keeps the new ones; seg.training.keep_earlier_recipe then keeps the
+    earlier recipe."""
+    _saved_before_start.clear()
     try:
         yield
     except BaseException as stop:
         failed = not isinstance(stop, SystemExit) or stop.code not in (0, None)
-        if failed and run_outputs(run_dir) == written:
-            for path, content in saved.items():
-                path.write_bytes(content)
+        if failed and _saved_before_start:
+            run_dir, saved, written = _saved_before_start[0]
+            if run_outputs(run_dir) == written:
+                for path, content in saved.items():
+                    path.write_bytes(content)
         raise
 
 

@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from seg.cli.common import CONFIG_PATH, exit_on_user_error, overrides_checked
+from seg.cli.common import CONFIG_PATH, exit_on_user_error, hydra_command
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -23,7 +23,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     return training.train(cfg, run_dir)
 
 
-@overrides_checked("train")
+@hydra_command("train")
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:

@@ -12,9 +12,6 @@ from collections.abc import Callable, Sequence
 from scipy.stats import t as student_t
 
 FIXED = "bilinear"
-UPSAMPLER_ORDER = ("bilinear", "transposed_frozen", "bilinear_conv", "transposed",
-                   "transposed_kaiming", "transposed_full", "resize_conv", "pixel_shuffle",
-                   "dysample_static", "dysample", "carafe_static", "carafe")
 EARLY_SHARE = 0.25  # "learns faster": significantly better at a budget up to this share of the run
 CONVERGED_CHANGE = 0.01  # mIoU: 3/4 of the run to its end moving less than 1 point is converged
 # mIoU: a baseline run at a longer budget (study.longer_baseline_factor) ending more than
@@ -54,10 +51,10 @@ def t_quantile(degrees_of_freedom: int) -> float:
     return float(student_t.ppf(0.975, degrees_of_freedom))
 
 
-def upsampler_rank(name: str) -> tuple[int, str]:
-    """Fixed first, then its frozen twin, then the learned ones; unknown names last."""
-    order = {upsampler: i for i, upsampler in enumerate(UPSAMPLER_ORDER)}
-    return order.get(name, len(order)), name
+def upsampler_rank(name: str) -> tuple[bool, str]:
+    """The fixed baseline first, then by name: each static twin beside its content-aware
+    upsampler (``carafe``, ``carafe_static``), whatever parts a sweep brings."""
+    return name != FIXED, name
 
 
 def in_study_order(upsamplers: set[str]) -> list[str]:
