@@ -19,7 +19,7 @@ help: ## Show this help
 # extra indexes and wheel folders pip is configured with (local mirrors of the large
 # wheels, where a machine has them) are handed to it, every index weighed as pip does.
 # --compile-bytecode, as pip does: else the first `make train` compiles torch on import.
-EXTRAS := .[dev,slurm,optuna,export]
+EXTRAS := .[dev,slurm,optuna,export,timm]
 pip_config = $(shell $(PYTHON) -m pip config get global.$(1) 2>/dev/null)
 UV_ENV = UV_INDEX_STRATEGY=unsafe-best-match \
 	$(if $(call pip_config,extra-index-url),UV_EXTRA_INDEX_URL="$(call pip_config,extra-index-url)") \

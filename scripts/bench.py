@@ -3,6 +3,7 @@
     python scripts/bench.py loader [--images 160] [--workers auto]
     python scripts/bench.py cache        # a folder of small images: cache false / auto
     python scripts/bench.py trainer      # our training loop / a bare PyTorch loop
+    python scripts/bench.py encoders     # training images/s: simple / a timm encoder
     python scripts/bench.py peer [--steps N] [--warmup N]  # our ResNet-50 FCNs / torchvision
     python scripts/bench.py upsample [--json PATH]  # transposed conv by phases; upsamplers
     python scripts/bench.py audit [--precision P]  # one training step's ops: ours / torchvision
@@ -17,6 +18,10 @@ generated VOC-sized files, the same number of workers and the same batch size.
 ``trainer``: steady-state images/s of ``seg.engine.Trainer.fit`` over a bare loop
 (forward, loss, zero_grad, backward, step, scheduler step) on the default model (configs/),
 the same batches of 8 160x160 crops held in memory; both warmed up first.
+
+``encoders``: training images/s of ``Trainer.fit`` on make train's model and recipe with
+the ``simple`` encoder and with ``model/encoder=timm`` (tf_efficientnet_lite0), fp32, the
+same random batches held in memory, in alternating rounds.
 
 ``peer``: at equal precision, images/s, peak memory (resident set growth, or CUDA peak
 allocation), achieved TFLOP/s and model FLOPs utilisation (MFU: FLOPs of one training step
@@ -60,6 +65,7 @@ none like it. The peer benchmark's batch and crop for the device.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import random
@@ -410,6 +416,59 @@ def bench_trainer(steps: int = 40, rounds: int = 4) -> dict:
             "ratio": statistics.median(ratios), "ratios": ratios, "steps": steps,
             "batch": cfg.dataset.batch_size, "size": cfg.dataset.crop_size,
             "device": str(device)}
+
+
+# -- encoders --------------------------------------------------------------------------------
+
+ENCODER_SIDES = {  # make train's model with each encoder
+    "simple": ("model/encoder=simple",),
+    "timm tf_efficientnet_lite0": ("model/encoder=timm",
+                                   "model.encoder.model_name=tf_efficientnet_lite0"),
+}
+
+
+def bench_encoders(steps: int = 20, rounds: int = 2) -> dict:
+    """Training images/s of ``Trainer.fit`` with each encoder of :data:`ENCODER_SIDES`
+    (make train's recipe otherwise, fp32, random init), in ``rounds`` alternating rounds;
+    the median of each. timm's side is left out where timm is not installed."""
+    from seg.engine import resolve_device
+    from seg.training import model_from_config
+
+    device = resolve_device("auto")
+    sides = {name: compose("trainer.precision=32", *overrides)
+             for name, overrides in ENCODER_SIDES.items()
+             if "timm" not in name or importlib.util.find_spec("timm") is not None}
+    first = next(iter(sides.values()))
+    batches = random_batches(steps, first.dataset.batch_size, first.dataset.crop_size,
+                             first.dataset.num_classes)
+    rates: dict[str, list[float]] = {name: [] for name in sides}
+    with tempfile.TemporaryDirectory() as folder:
+        for round_ in range(rounds):
+            for name in (list(sides) if round_ % 2 == 0 else list(sides)[::-1]):
+                torch.manual_seed(0)
+                model = model_from_config(sides[name].model, sides[name].dataset.num_classes)
+                rates[name].append(fit_images_per_second(sides[name], model, batches,
+                                                         device, Path(folder)))
+    return {"rates": {name: statistics.median(r) for name, r in rates.items()},
+            "parameters": {name: sum(p.numel() for p in model_from_config(
+                cfg.model, cfg.dataset.num_classes).encoder.parameters())
+                for name, cfg in sides.items()},
+            "batch": first.dataset.batch_size, "size": first.dataset.crop_size,
+            "decoder": first.model.decoder.name, "device": device_name(device)}
+
+
+def encoders_report(result: dict) -> str:
+    lines = [f"Encoders: training images/s of Trainer.fit, {result['decoder']}, batch "
+             f"{result['batch']} at {result['size']} px, fp32, random init "
+             f"({result['device']}; {machine()})"]
+    for name, rate in result["rates"].items():
+        lines.append(f"  {name:28s} {result['parameters'][name]:>10,} encoder params "
+                     f"{rate:8.1f} images/s")
+    return "\n".join(lines)
+
+
+def run_encoders(args: argparse.Namespace) -> str:
+    return encoders_report(bench_encoders())
 
 
 # -- peer ------------------------------------------------------------------------------------
@@ -1109,7 +1168,8 @@ def run_upsample(args: argparse.Namespace) -> str:
 
 
 BENCHMARKS = {"loader": run_loader, "cache": run_cache, "trainer": run_trainer,
-              "peer": run_peer, "upsample": run_upsample, "audit": run_audit}
+              "encoders": run_encoders, "peer": run_peer, "upsample": run_upsample,
+              "audit": run_audit}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -74,3 +74,15 @@ def check_dataset_root(root: str | Path, setup_command: str | None = None,
     if not Path(root).is_dir():
         hint = f"create it with `{setup_command}`" if setup_command else f"set {key}=PATH"
         raise MissingPath(f"dataset root {root} does not exist: {hint}")
+
+
+def optional_package(name: str, needed_by: str, extra: str):
+    """The optional package ``name``, imported, or one line: ``needed_by`` (the setting
+    that asks for it) needs it, and the extra of seg that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise MissingPath(f"{needed_by} needs the {name} package: pip install 'seg[{extra}]' "
+                          "(make install installs it)") from None

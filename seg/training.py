@@ -29,7 +29,14 @@ from seg.files import write_text
 from seg.models import SegmentationModel, upsampler_label
 from seg.models import model_from_config as build_model_from
 from seg.run_lock import run_folder_lock
-from seg.settings import check_dataset_root, integer, number_in, positive_int, positive_number
+from seg.settings import (
+    check_dataset_root,
+    integer,
+    number_in,
+    one_of,
+    positive_int,
+    positive_number,
+)
 
 log = logging.getLogger("seg.train")
 
@@ -127,6 +134,8 @@ def train_locked(cfg: DictConfig, run_dir: Path, trainer: Trainer, group: Proces
     seed_everything(integer(cfg.seed, "seed"), trainer.deterministic)
     train_loader, val_loader = loaders(cfg, trainer.device, group)
     model = model_from_config(cfg.model, cfg.dataset.num_classes)
+    if one_of(cfg.get("encoder_norm_eval", False), "encoder_norm_eval", (True, False)):
+        model.freeze_encoder_norms()
     optimizer = instantiate(cfg.optimizer)(params=parameter_groups(
         model, cfg.optimizer.lr, cfg.get("encoder_lr_mult", 1.0)))
     scheduler = instantiate(cfg.scheduler)(optimizer=optimizer)

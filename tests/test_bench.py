@@ -246,3 +246,20 @@ def test_audit_counts_a_step_and_stars_the_copies_torchvision_lacks(bench) -> No
     assert next(line for line in lines if line.split()[0] == "convolution").split()[2] == "3"
     starred = [line for line in lines if line.lstrip().startswith("*")]
     assert starred and all("float32 contiguous -> float32 NHWC" not in line for line in starred)
+
+
+def test_encoders_benchmark_times_both_encoders(bench, monkeypatch) -> None:
+    timm = pytest.importorskip("timm")
+    # timm's small test model in place of EfficientNet-Lite0: the same code path, quicker
+    monkeypatch.setitem(bench.ENCODER_SIDES, "timm tf_efficientnet_lite0",
+                        ("model/encoder=timm", "model.encoder.model_name=test_efficientnet",
+                         "dataset.crop_size=64"))
+    monkeypatch.setitem(bench.ENCODER_SIDES, "simple", ("dataset.crop_size=64",))
+    result = bench.bench_encoders(steps=2, rounds=1)
+    assert set(result["rates"]) == {"simple", "timm tf_efficientnet_lite0"}
+    assert all(rate > 0 for rate in result["rates"].values())
+    small = timm.create_model("test_efficientnet", features_only=True)
+    assert result["parameters"]["timm tf_efficientnet_lite0"] == sum(
+        p.numel() for p in small.parameters())
+    report = bench.encoders_report(result)
+    assert "simple" in report and "images/s" in report

@@ -57,11 +57,28 @@ def imagenet_std() -> ListConfig:
     return ListConfig(list(IMAGENET_STD))
 
 
+def timm_normalization(model_name: str, which: str) -> ListConfig:
+    """``${seg.timm_normalization:MODEL,mean}`` (or ``std``): the normalisation timm model
+    ``MODEL`` was pretrained with (its ``pretrained_cfg``; ImageNet's where it has none),
+    which configs/model/encoder/timm.yaml gives the dataset, so that training, seg-predict
+    and an exported model (the checkpoint records it) feed it what it expects."""
+    if which not in ("mean", "std"):
+        raise BadValue(f"seg.timm_normalization: {which!r} is neither mean nor std")
+    from seg.settings import optional_package
+
+    timm = optional_package("timm", "model.encoder.name=timm", extra="timm")
+    pretrained = timm.get_pretrained_cfg(model_name)
+    if pretrained is None or getattr(pretrained, which, None) is None:
+        return imagenet_mean() if which == "mean" else imagenet_std()
+    return ListConfig([float(v) for v in getattr(pretrained, which)])
+
+
 def register_resolvers() -> None:
     """Make the interpolations known to OmegaConf (once per process)."""
     for name, resolver in (("seg.class_names", class_names),
                            ("seg.folder_classes", folder_classes),
                            ("seg.imagenet_mean", imagenet_mean),
-                           ("seg.imagenet_std", imagenet_std)):
+                           ("seg.imagenet_std", imagenet_std),
+                           ("seg.timm_normalization", timm_normalization)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

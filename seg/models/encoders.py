@@ -136,7 +136,7 @@ class VGG16Encoder(Encoder):
         pool4 = self.to_pool4(pool3)
         return [pool2, pool3, pool4, self.fc(self.to_pool5(pool4))]
 
-    def load_torchvision_state(self, state: dict[str, torch.Tensor]) -> None:
+    def load_published_state(self, state: dict[str, torch.Tensor]) -> None:
         """Load torchvision VGG-16 weights, reshaping fc6/fc7 into convolutions (FCN surgery)."""
         features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
         nn.Sequential(*self.to_pool3, *self.to_pool4, *self.to_pool5).load_state_dict(features)
@@ -187,7 +187,7 @@ class ResNetEncoder(Encoder):
         c3 = self.layer3(c2)
         return [c1, c2, c3, self.layer4(c3)]
 
-    def load_torchvision_state(self, state: dict[str, torch.Tensor]) -> None:
+    def load_published_state(self, state: dict[str, torch.Tensor]) -> None:
         """Load torchvision ResNet weights (the classifier ``fc.*`` is dropped)."""
         renamed = {}
         for key, value in state.items():
@@ -225,27 +225,37 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise MissingPath(
             f"encoder weights file {path} not found: set model.encoder.weights to an existing "
-            "file, to imagenet, or to null"
+            "file, to imagenet, or to null (scripts/prepare_weights.py converts published ones)"
         )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file  # timm's format; safetensors comes with timm
+
+        return load_file(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     return state.get("state_dict", state.get("model", state))
 
 
 def build_encoder(name: str, weights: str | None = None, **options: object) -> Encoder:
     """Build the encoder registered as ``name`` with its constructor's ``options``;
-    ``weights`` is None, "imagenet" or a path to a state dict.
+    ``weights`` is None, "imagenet" or a path to a state dict (``.pth``, or
+    ``.safetensors``).
 
-    A path holds either torchvision's layout (as the hub cache does) or this
-    encoder's own ``state_dict``.
+    A path holds either its publisher's layout (torchvision's, as the hub cache does;
+    timm's) or this encoder's own ``state_dict``.
     """
     if weights == "imagenet" and "imagenet" not in ENCODERS.entry(name).extras:
         raise BadValue(f"the {name} encoder has no ImageNet weights: set weights=null")
     encoder = ENCODERS.build(name, **options)
     if weights is None:
         return encoder
-    state = imagenet_state_dict(name) if weights == "imagenet" else load_state_file(weights)
+    if weights != "imagenet":
+        state = load_state_file(weights)
+    elif hasattr(encoder, "imagenet_state"):  # an encoder with weights of its own kind (timm)
+        state = encoder.imagenet_state()
+    else:
+        state = imagenet_state_dict(name)
     if set(state) <= set(encoder.state_dict()):
         encoder.load_state_dict(state)
     else:
-        encoder.load_torchvision_state(state)
+        encoder.load_published_state(state)
     return encoder

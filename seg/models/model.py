@@ -22,6 +22,7 @@ class SegmentationModel(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.encoder_frozen = False
+        self.encoder_norms_frozen = False
 
     def freeze_encoder(self) -> None:
         """Fix the encoder as it is: its weights get no gradient (the backward pass stops
@@ -31,10 +32,21 @@ class SegmentationModel(nn.Module):
         self.encoder.requires_grad_(False)
         self.encoder.eval()
 
+    def freeze_encoder_norms(self) -> None:
+        """Keep the encoder's batch-norm statistics as they came (pretrained), in eval mode
+        while the model trains; their scales and shifts still learn: mmsegmentation's
+        ``norm_eval``, for batches too small to estimate statistics from."""
+        self.encoder_norms_frozen = True
+        self.train(self.training)
+
     def train(self, mode: bool = True) -> SegmentationModel:
         super().train(mode)
         if self.encoder_frozen:
             self.encoder.eval()
+        elif self.encoder_norms_frozen:
+            for module in self.encoder.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
