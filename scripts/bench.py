@@ -460,7 +460,7 @@ def bench_encoders(steps: int = 20, rounds: int = 2) -> dict:
 def encoders_report(result: dict) -> str:
     lines = [f"Encoders: training images/s of Trainer.fit, {result['decoder']}, batch "
              f"{result['batch']} at {result['size']} px, fp32, random init "
-             f"({result['device']}; {machine()})"]
+             f"({result['device']})"]
     for name, rate in result["rates"].items():
         lines.append(f"  {name:28s} {result['parameters'][name]:>10,} encoder params "
                      f"{rate:8.1f} images/s")
