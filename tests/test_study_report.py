@@ -264,3 +264,18 @@ def test_inference_costs_and_their_table(monkeypatch, tmp_path: Path) -> None:
            "peak MiB (CPU) |" in table
     assert any(line.startswith(f"| fcn8s | transposed | {row['upsampler_parameters']:,} | ")
                and line.endswith(" | 3.0 |") for line in table)
+
+
+def test_gaps_between_two_studies_pair_by_seed(tmp_path: Path) -> None:
+    from seg.study.report import gap_change_report
+
+    # transposed 5 points over bilinear in A, 2 in B (each seed's jitter alike in both)
+    fabricate(tmp_path / "a", {"transposed": {100: 0.05}})
+    fabricate(tmp_path / "b", {"transposed": {100: 0.02}})
+    report = gap_change_report(tmp_path / "a", tmp_path / "b")
+    row = next(line for line in report.splitlines() if line.startswith("| fcn8s | transposed"))
+    assert row == "| fcn8s | transposed | 3 | +5.00 | +2.00 | **+3.00** [+3.00, +3.00] |"
+    same = gap_change_report(tmp_path / "a", tmp_path / "a")
+    assert "| fcn8s | transposed | 3 | +5.00 | +5.00 | +0.00 [+0.00, +0.00] |" in same
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        gap_change_report(tmp_path / "a", tmp_path / "nowhere")

@@ -5,7 +5,10 @@ sweep of ``configs/compare/default.yaml`` (``compare=quick`` for a pipeline chec
 ``compare=gpu`` on a GPU) as a Hydra multirun of ``seg-train``, several runs at a time,
 all starting from that encoder, then the bilinear baseline of each decoder again at
 ``study.longer_baseline_factor`` times the budget (into ``longer_baseline/``), then
-aggregates it; ``seg-compare --aggregate DIR`` aggregates an existing sweep folder.
+aggregates it; ``seg-compare --aggregate DIR`` aggregates an existing sweep folder, and
+``seg-compare --gaps A B`` prints how each upsampler's gap over bilinear differs between
+two sweeps of the same grid (compare=imagenet with ImageNet weights and from random
+initialisation, for FCN's hypothesis).
 
 The sweep folder is ``outputs/compare/<the overrides>`` (``hydra.sweep.dir=DIR``
 chooses another), so the same command run again, after a kill, a crash or a reboot,
@@ -26,6 +29,7 @@ silently dropped.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                "hydra.launcher.partition=gpu | seg-compare --aggregate outputs/compare/quick")
     parser.add_argument("--aggregate", type=Path, metavar="DIR",
                         help="only summarise this existing sweep folder")
+    parser.add_argument("--gaps", type=Path, nargs=2, metavar=("A", "B"),
+                        help="print how each upsampler's gap over bilinear differs between "
+                             "two sweeps of the same grid (A - B, paired by seed)")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides for the sweep (key=value, group=option)")
     args = parser.parse_args(argv)
@@ -52,8 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from seg.study.report import aggregate
     from seg.study.sweep import run_study
 
-    if args.aggregate is not None and args.overrides:
-        parser.error("--aggregate takes no overrides: it only reads the sweep folder")
+    if (args.aggregate is not None or args.gaps is not None) and args.overrides:
+        parser.error("--aggregate and --gaps take no overrides: they only read sweep folders")
+    if args.gaps is not None:
+        return print_gaps(*args.gaps)
     start = time.perf_counter()
     status, sweep_dir = 0, args.aggregate
     if sweep_dir is None:
@@ -66,6 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     written = sorted(p.name for p in sweep_dir.glob("*.*") if p.name in OUTPUTS)
     print(f"wrote {', '.join(written)} in {sweep_dir} ({time.perf_counter() - start:.0f} s)")
     return status
+
+
+def print_gaps(sweep_dir: Path, other_dir: Path) -> int:
+    from seg.study.report import gap_change_report
+
+    try:
+        print(gap_change_report(sweep_dir, other_dir), end="")
+    except (UserError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from seg.study.stats import (
     control_differences,
     convergence_check,
     decoders_of,
+    gap_changes,
     last_quarter_changes,
     learning_curves,
     longer_budget_check,
@@ -341,3 +342,24 @@ def aggregate(sweep_dir: str | Path) -> Path:
         curve_figure(learning_curves(runs), sweep_dir / "curves.png")
         example_figure(runs, sweep_dir / "examples.png")
     return report
+
+
+def gap_change_report(sweep_dir: str | Path, other_dir: str | Path) -> str:
+    """The markdown table of :func:`seg.study.stats.gap_changes` between two sweep folders
+    (``seg-compare --gaps A B``): each upsampler's gap over bilinear in A, in B, and A's
+    minus B's, paired by seed."""
+    loaded = []
+    for folder in (Path(sweep_dir), Path(other_dir)):
+        if not folder.is_dir():
+            raise MissingPath(f"sweep folder {folder} does not exist")
+        loaded.append(load_runs(folder)[0])
+    rows = gap_changes(*loaded)
+    if not rows:
+        raise MissingPath(f"{sweep_dir} and {other_dir} share no upsampler and seed with a "
+                          "bilinear run in each: compare two sweeps of the same grid")
+    lines = [f"Gap over bilinear (val mIoU at the end, points, paired by seed): A = "
+             f"{sweep_dir}, B = {other_dir}; A - B with its 95 % t interval.", ""]
+    lines += table(["decoder", "upsampler", "seeds", "gap in A", "gap in B", "A - B"],
+                   [[row["decoder"], row["upsampler"], str(row["n"]), points(row["gap"]),
+                     points(row["other_gap"]), interval_text(row, bold=True)] for row in rows])
+    return "\n".join(lines) + "\n"

@@ -394,3 +394,32 @@ def longer_budget_check(runs: list[dict], longer_runs: list[dict], decoder: str,
                     f"(the study), {100 * theirs:.2f} % after {budget} "
                     f"({budget / length:g}x), difference {100 * (theirs - ours):+.2f} points: "
                     f"{outcome}")
+
+
+def gap_changes(runs: list[dict], other_runs: list[dict], baseline: str = FIXED,
+                metric: str = "mIoU") -> list[dict]:
+    """How each upsampler's gap over ``baseline`` differs between two studies run with the
+    same seeds (an ImageNet encoder's against a random one's, say): per decoder and
+    upsampler, the gap in each (paired by seed) and (gap - other gap) over the seeds both
+    ran, with its 95 % t interval."""
+    def gaps(of: list[dict]) -> dict[tuple[str, str, int], float]:
+        by_key = {(r["decoder"], r["upsampler"], r["seed"]): r for r in of}
+        return {(d, u, s): run[metric] - by_key[d, baseline, s][metric]
+                for (d, u, s), run in by_key.items()
+                if u != baseline and (d, baseline, s) in by_key}
+
+    mine, theirs = gaps(runs), gaps(other_runs)
+    rows = []
+    for decoder, upsampler in sorted({(d, u) for d, u, _ in mine},
+                                     key=lambda c: configuration_order(*c)):
+        seeds = sorted(s for d, u, s in mine if (d, u) == (decoder, upsampler)
+                       and (d, u, s) in theirs)
+        if not seeds:
+            continue
+        rows.append({"decoder": decoder, "upsampler": upsampler,
+                     "gap": statistics.fmean(mine[decoder, upsampler, s] for s in seeds),
+                     "other_gap": statistics.fmean(theirs[decoder, upsampler, s]
+                                                   for s in seeds),
+                     **difference_interval([mine[decoder, upsampler, s]
+                                            - theirs[decoder, upsampler, s] for s in seeds])})
+    return rows

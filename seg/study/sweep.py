@@ -38,8 +38,9 @@ def run_study(overrides: Sequence[str]) -> tuple[Path, int]:
     overrides choose another), then its longer baseline runs; return the sweep folder and
     the exit status. Run again, the same command resumes the same folder.
 
-    An override of ``model.encoder.weights`` skips the pretraining: runs start from
-    those weights (``null``: from scratch, each with its seed's encoder).
+    An override of ``model.encoder.weights``, or ``pretrain.iterations: 0`` (a preset
+    whose encoder comes pretrained: compare=imagenet), skips the pretraining: runs start
+    from the configured weights (``null``: from scratch, each with its seed's encoder).
     """
     overrides = list(overrides)
     if setting(overrides, "compare") is None:
@@ -52,7 +53,7 @@ def run_study(overrides: Sequence[str]) -> tuple[Path, int]:
           "are kept, the others go on from their last checkpoint)", flush=True)
     if setting(overrides, "trainer.resume") is None:
         overrides.append("trainer.resume=auto")
-    if setting(overrides, "model.encoder.weights") is None:
+    if setting(overrides, "model.encoder.weights") is None and pretrains(overrides):
         encoder, status = pretrained_encoder(overrides, Path(sweep_dir))
         if status:
             return Path(sweep_dir), status
@@ -113,6 +114,12 @@ def pretrained_encoder(overrides: Sequence[str], sweep_dir: Path) -> tuple[Path,
     command = [sys.executable, "-m", "seg.cli.pretrain", *single,
                "trainer.threads=null", f"hydra.run.dir={encoder_dir}"]
     return encoder, subprocess.run(command, check=False).returncode
+
+
+def pretrains(overrides: Sequence[str]) -> bool:
+    """Whether the study pretrains its shared encoder: ``pretrain.iterations`` above 0."""
+    settings = composed(overrides).get("pretrain") or {}
+    return int(settings.get("iterations", 0)) > 0
 
 
 def multirun(overrides: Sequence[str]) -> int:
