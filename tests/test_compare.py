@@ -167,3 +167,20 @@ def test_the_study_keeps_its_measured_recipe_whatever_make_train_uses(compose_tr
     cfg = compose_train(f"compare={preset}")
     assert cfg.loss.name == "ce"
     assert cfg.scheduler.power == 2
+
+
+def test_a_preset_whose_encoder_comes_pretrained_skips_the_pretraining(
+        tmp_path: Path, monkeypatch) -> None:
+    from seg.study import sweep
+
+    pretrained, launched = [], []
+    monkeypatch.setattr(sweep, "pretrained_encoder",
+                        lambda overrides, folder: pretrained.append(folder) or (folder, 0))
+    monkeypatch.setattr(sweep, "multirun", lambda overrides: launched.append(overrides) or 0)
+    folder = tmp_path / "imagenet"
+    sweep.run_study(["compare=imagenet", f"hydra.sweep.dir={folder}"])
+    assert pretrained == [] and len(launched) == 2  # the sweep, then its longer baseline
+    assert not any(o.startswith("model.encoder.weights=") for o in launched[0])
+    sweep.run_study(["compare=default", f"hydra.sweep.dir={tmp_path / 'default'}"])
+    assert pretrained == [tmp_path / "default"]
+    assert f"model.encoder.weights={tmp_path / 'default'}" in launched[2]
