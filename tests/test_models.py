@@ -100,3 +100,16 @@ def test_fcn_at_once_skip_scaling(variant: str, scales: list[float]) -> None:
         taps_scaled = [tap * scale for tap, scale in zip(skips, scales, strict=True)]
         taps_scaled.append(taps[-1])
         assert torch.allclose(scaled(taps, 64, 64), plain(taps_scaled, 64, 64), atol=1e-5)
+
+
+def test_the_timm_encoder_without_timm_is_one_line(monkeypatch) -> None:
+    import sys
+
+    from seg.errors import MissingPath
+    from seg.models import build_encoder
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm now raises ImportError
+    with pytest.raises(MissingPath) as error:
+        build_encoder("timm", model_name="resnet18")
+    assert str(error.value) == ("model.encoder.name=timm needs the timm package: pip install "
+                                "'seg[timm]' (make install installs it)")
