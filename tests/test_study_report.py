@@ -14,7 +14,12 @@ from seg.study import cost
 from seg.study.cost import PeakMemory, forward_ms, forward_peak_bytes
 from seg.study.report import aggregate
 from seg.study.runs import LONGER_DIR, load_runs
-from seg.study.stats import convergence_check, longer_budget_check
+from seg.study.stats import (
+    above_majority_check,
+    convergence_check,
+    longer_budget_check,
+    majority_class_miou,
+)
 from tests.test_compare import CLASSES, write_run
 
 BUDGETS = (2, 6, 25, 75, 100)  # of a 100-iteration run: 2, 6 and 25 are "early" (<= 1/4)
@@ -279,3 +284,29 @@ def test_gaps_between_two_studies_pair_by_seed(tmp_path: Path) -> None:
     assert "| fcn8s | transposed | 3 | +5.00 | +5.00 | +0.00 [+0.00, +0.00] |" in same
     with pytest.raises(FileNotFoundError, match="does not exist"):
         gap_change_report(tmp_path / "a", tmp_path / "nowhere")
+
+
+def test_the_majority_class_miou_by_hand() -> None:
+    # true rows: class 0 has 80 pixels, class 1 has 20, class 2 none: 0.8 / 2 classes
+    assert majority_class_miou([[70, 10, 0], [15, 5, 0], [0, 0, 0]]) == pytest.approx(0.4)
+
+
+def test_a_baseline_at_the_majority_class_fails_the_learning_check(tmp_path: Path) -> None:
+    # a frozen untrained encoder: background (90 % of the pixels of 5 classes) everywhere
+    background_only = [[90, 0, 0, 0, 0]] + [[2.5, 0, 0, 0, 0]] * 4
+    runs = [{"decoder": "fcn8s", "upsampler": "bilinear", "mIoU": miou,
+             "confusion_matrix": background_only} for miou in (0.181, 0.182, 0.183)]
+    passed, line = above_majority_check(runs, "fcn8s")
+    assert passed is False and line.startswith(
+        "Learning check (bilinear fcn8s, val mIoU at the end, mean over seeds), 3 seeds: "
+        "18.20 % against 18.00 % for the majority class at every pixel: FAIL")
+    for run in runs:
+        run["mIoU"] += 0.2
+    assert above_majority_check(runs, "fcn8s")[0] is True
+    assert above_majority_check([{**r, "confusion_matrix": None} for r in runs],
+                                "fcn8s")[0] is None
+
+    fabricate(tmp_path, {"transposed": {}})  # runs without confusion matrices
+    assert ("- Learning check (bilinear fcn8s, val mIoU at the end, mean over seeds): not "
+            "checked, no bilinear fcn8s run with a confusion matrix.") in \
+        aggregate(tmp_path).read_text()

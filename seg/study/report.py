@@ -19,6 +19,7 @@ from seg.study.stats import (
     FIXED,
     PER_CLASS_METRICS,
     SUMMARY_METRICS,
+    above_majority_check,
     budget_differences,
     class_names_of,
     configuration_order,
@@ -114,15 +115,19 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def convergence_section(runs: list[dict], longer_runs: list[dict]) -> list[str]:
-    """Per decoder, the two convergence rules, then every configuration's last quarter."""
+    """Per decoder, the two convergence rules and the learning check, then every
+    configuration's last quarter."""
     lines = ["## Convergence check", "",
              "Two rules per decoder, both must pass: the baseline's val mIoU moves less than 1 "
              "point over the last quarter of the run, and the baseline trained longer (at least "
-             "one seed) ends within 1 point of the study's runs of the same seeds.", ""]
+             "one seed) ends within 1 point of the study's runs of the same seeds. They mean "
+             "something only if the baseline learned: the third line checks that it ends over "
+             "1 point above predicting the majority class everywhere.", ""]
     for decoder in decoders_of(runs) or ["fcn8s"]:
         _, quarter = convergence_check(runs, decoder)
         _, longer = longer_budget_check(runs, longer_runs, decoder)
-        lines += [f"- {quarter}.", f"- {longer}."]
+        _, learned = above_majority_check(runs, decoder)
+        lines += [f"- {quarter}.", f"- {longer}.", f"- {learned}."]
     return lines + [""] + last_quarter_section(last_quarter_changes(runs))
 
 

@@ -17,6 +17,9 @@ CONVERGED_CHANGE = 0.01  # mIoU: 3/4 of the run to its end moving less than 1 po
 # mIoU: a baseline run at a longer budget (study.longer_baseline_factor) ending more than
 # 1 point from the study's runs of the same seeds says the study stopped too early
 LONGER_BUDGET_CHANGE = 0.01
+# mIoU: a baseline within this of predicting the majority class everywhere learned nothing
+# (a frozen untrained encoder): the other two rules then pass without meaning anything
+ABOVE_MAJORITY = 0.01
 # mIoU: an upsampler whose last quarter rose this much more than the baseline's was
 # still learning when the study stopped: its gain over the baseline is a lower bound
 STILL_RISING = 0.002
@@ -394,6 +397,36 @@ def longer_budget_check(runs: list[dict], longer_runs: list[dict], decoder: str,
                     f"(the study), {100 * theirs:.2f} % after {budget} "
                     f"({budget / length:g}x), difference {100 * (theirs - ours):+.2f} points: "
                     f"{outcome}")
+
+
+def majority_class_miou(confusion: Sequence[Sequence[float]]) -> float:
+    """The val mIoU of predicting the most frequent true class at every pixel, as
+    seg.engine.metrics averages it: that class's IoU is its share of the pixels, every
+    other class present scores 0, and classes absent from the truth are left out."""
+    per_true = [sum(row) for row in confusion]
+    present = [count for count in per_true if count > 0]
+    return max(present) / sum(present) / len(present)
+
+
+def above_majority_check(runs: list[dict], decoder: str, baseline: str = FIXED
+                         ) -> tuple[bool | None, str]:
+    """Whether the ``baseline`` ``decoder`` runs learned more than the majority class:
+    their final val mIoU (mean over seeds) over :data:`ABOVE_MAJORITY` above
+    :func:`majority_class_miou` of their own confusion matrices. ``(passed, one line)``,
+    passed None when the runs carry no confusion matrix."""
+    title = f"Learning check ({baseline} {decoder}, val mIoU at the end, mean over seeds)"
+    members = [r for r in runs if (r["decoder"], r["upsampler"]) == (decoder, baseline)
+               and r.get("confusion_matrix")]
+    if not members:
+        return None, f"{title}: not checked, no {baseline} {decoder} run with a confusion matrix"
+    ours = statistics.fmean(r["mIoU"] for r in members)
+    majority = statistics.fmean(majority_class_miou(r["confusion_matrix"]) for r in members)
+    passed = ours - majority > ABOVE_MAJORITY
+    outcome = ("PASS, over 1 point above" if passed else
+               "FAIL, within 1 point: the runs learned nothing beyond the majority class, "
+               "and the other rules pass without meaning")
+    return passed, (f"{title}, {len(members)} seeds: {100 * ours:.2f} % against "
+                    f"{100 * majority:.2f} % for the majority class at every pixel: {outcome}")
 
 
 def gap_changes(runs: list[dict], other_runs: list[dict], baseline: str = FIXED,
