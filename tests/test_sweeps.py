@@ -20,6 +20,11 @@ def test_the_sweep_table_lists_every_run_and_its_failures(tmp_path) -> None:
         (tmp_path / name / ".hydra" / "config.yaml").write_text("seed: 0\n")
         if metrics:
             (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    # a single run kept in the sweep folder, as seg-compare keeps its pretrained encoder
+    (tmp_path / "pretrained_encoder" / ".hydra").mkdir(parents=True)
+    for file, text in (("config.yaml", "seed: 0\n"), ("hydra.yaml", "hydra:\n  mode: RUN\n")):
+        (tmp_path / "pretrained_encoder" / ".hydra" / file).write_text(text)
+    (tmp_path / "0_seed=0" / ".hydra" / "hydra.yaml").write_text("hydra:\n  mode: MULTIRUN\n")
     results = sweep_results(tmp_path)
     assert [name for name, _ in results] == ["0_seed=0", "1_seed=1", "10_seed=10"]
     table = results_table(results).splitlines()

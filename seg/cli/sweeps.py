@@ -36,14 +36,24 @@ def register_run_name_resolver() -> None:
 
 
 def sweep_results(sweep_dir: Path) -> list[tuple[str, dict | None]]:
-    """(run folder name, its metrics.json or None when the run failed), in run order."""
+    """(run folder name, its metrics.json or None when the run failed), in run order; a
+    single run kept in the sweep folder (seg-compare's pretrained encoder) is not one."""
     results = []
     for config in sorted(sweep_dir.glob("*/.hydra/config.yaml"),
                          key=lambda p: (len(p.parent.parent.name), p.parent.parent.name)):
+        if single_run(config.parent / "hydra.yaml"):
+            continue
         metrics = config.parent.parent / "metrics.json"
         results.append((config.parent.parent.name,
                         json.loads(metrics.read_text()) if metrics.is_file() else None))
     return results
+
+
+def single_run(hydra_file: Path) -> bool:
+    """Whether Hydra's record of a run says it ran alone, not as a job of a sweep."""
+    if not hydra_file.is_file():
+        return False
+    return OmegaConf.select(OmegaConf.load(hydra_file), "hydra.mode") == "RUN"
 
 
 def results_table(results: list[tuple[str, dict | None]]) -> str:
