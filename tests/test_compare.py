@@ -184,3 +184,19 @@ def test_a_preset_whose_encoder_comes_pretrained_skips_the_pretraining(
     sweep.run_study(["compare=default", f"hydra.sweep.dir={tmp_path / 'default'}"])
     assert pretrained == [tmp_path / "default"]
     assert f"model.encoder.weights={tmp_path / 'default'}" in launched[2]
+
+
+def test_the_random_init_arm_pretrains_the_same_encoder_on_the_dataset(
+        compose_train, tmp_path: Path, monkeypatch) -> None:
+    from seg.study import sweep
+
+    scratch, imagenet = compose_train("compare=scratch"), compose_train("compare=imagenet")
+    assert scratch.model.encoder.weights is None and imagenet.model.encoder.weights
+    assert scratch.model.encoder.model_name == imagenet.model.encoder.model_name
+    assert scratch.trainer == imagenet.trainer and scratch.encoder_lr_mult == 0
+    pretrained = []
+    monkeypatch.setattr(sweep, "pretrained_encoder",
+                        lambda overrides, folder: pretrained.append(folder) or (folder, 0))
+    monkeypatch.setattr(sweep, "multirun", lambda overrides: 0)
+    sweep.run_study(["compare=scratch", f"hydra.sweep.dir={tmp_path}"])
+    assert pretrained == [tmp_path]
