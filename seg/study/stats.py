@@ -405,6 +405,8 @@ def majority_class_miou(confusion: Sequence[Sequence[float]]) -> float:
     other class present scores 0, and classes absent from the truth are left out."""
     per_true = [sum(row) for row in confusion]
     present = [count for count in per_true if count > 0]
+    if not present:
+        return 0.0  # nothing labelled: nothing to predict
     return max(present) / sum(present) / len(present)
 
 
