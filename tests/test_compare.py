@@ -193,7 +193,10 @@ def test_the_random_init_arm_pretrains_the_same_encoder_on_the_dataset(
     scratch, imagenet = compose_train("compare=scratch"), compose_train("compare=imagenet")
     assert scratch.model.encoder.weights is None and imagenet.model.encoder.weights
     assert scratch.model.encoder.model_name == imagenet.model.encoder.model_name
-    assert scratch.trainer == imagenet.trainer and scratch.encoder_lr_mult == 0
+    # the runs as imagenet's but for their budget (debug=tiny sets both here)
+    assert {k: v for k, v in scratch.trainer.items() if k != "max_iters"} == \
+        {k: v for k, v in imagenet.trainer.items() if k != "max_iters"}
+    assert scratch.encoder_lr_mult == 0
     pretrained = []
     monkeypatch.setattr(sweep, "pretrained_encoder",
                         lambda overrides, folder: pretrained.append(folder) or (folder, 0))
