@@ -1,5 +1,5 @@
 """Writing files so that nothing is lost: never through a link, never half-written, never
-over an input.
+over an input; reading the files a run left behind as data that may be hostile.
 
 Every output of seg (checkpoints, masks, overlays, eval.json, metrics.json, an ONNX
 graph) goes through :func:`write_file`: the bytes land in a temporary file of a unique
@@ -8,11 +8,18 @@ followed), reach the disk, and are renamed over the target. A rename replaces th
 itself, never what a link there points to. A failed write (a full disk, a quota, no
 permission) removes the temporary file and raises :class:`WriteFailed`, one line naming
 the path and the free space; the previous file stays as it was.
+
+Everything seg reads back from a folder someone may have handed over (metrics.json,
+``.hydra/config.yaml``, eval.json, classes.yaml, split lists, weights) goes through
+:func:`read_run_file` and the readers built on it: a regular file only (a FIFO would hang,
+a link to /dev/zero would never end), at most a size cap, JSON and YAML parsed without
+YAML's aliases (a "billion laughs"); a malformed one is one line naming it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
@@ -21,7 +28,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from seg.errors import BadValue, PathExists
+import yaml
+
+from seg.errors import BadValue, IsAFolder, MissingPath, PathExists
+from seg.text import printable
+
+# The longest file name most file systems take (ext4, xfs, btrfs, tmpfs: 255 bytes).
+NAME_MAX = 255
+# The temporary file's name: "." + the target's name (cut) + "." + 8 random + ".tmp".
+TEMPORARY_NAME_ROOM = NAME_MAX - 1 - 1 - 8 - 4
 
 
 def current_umask() -> int:
@@ -92,10 +107,11 @@ def write_file(path: str | Path, content: bytes | Callable[[BinaryIO], object],
     atomically (see the module docstring). ``replace=False`` keeps an existing ``path``
     (:class:`PathExists`); with ``replace`` only a plain file is replaced."""
     path = Path(path)
+    check_name_fits(path)
     refuse_unless_replaceable(path, replace)
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
+        handle, temporary = tempfile.mkstemp(prefix=f".{temporary_stem(path.name)}.",
+                                             suffix=".tmp", dir=path.parent)
     except OSError as error:
         raise write_failed(path, error) from None
     try:
@@ -120,6 +136,20 @@ def write_file(path: str | Path, content: bytes | Callable[[BinaryIO], object],
     return path
 
 
+def check_name_fits(path: Path) -> None:
+    """One line when ``path``'s own name is longer than a file system takes."""
+    if len(os.fsencode(path.name)) > NAME_MAX:
+        raise BadValue(f"cannot write {printable(path)}: its name is longer than "
+                       f"{NAME_MAX} bytes, more than a file system takes; choose a shorter "
+                       "name")
+
+
+def temporary_stem(name: str) -> str:
+    """``name``, cut so that the temporary file's name beside it fits in NAME_MAX bytes
+    (a valid 249-byte name would otherwise fail as "File name too long")."""
+    return os.fsencode(name)[:TEMPORARY_NAME_ROOM].decode("utf-8", "ignore")
+
+
 def write_text(path: str | Path, text: str, replace: bool = True) -> Path:
     return write_file(path, text.encode(), replace)
 
@@ -138,3 +168,109 @@ def sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+
+
+# -- reading what a run left behind -----------------------------------------------------------
+
+SMALL_FILE_BYTES = 16 << 20  # metrics.json, a config, a split list: kilobytes, rarely more
+
+
+def read_run_file(path: str | Path, what: str, limit: int = SMALL_FILE_BYTES) -> bytes:
+    """The bytes of ``path`` (``what`` it is, for the messages), when it is a regular file
+    (a link to one is followed) of at most ``limit`` bytes. Anything else is one line
+    naming it: missing, a folder, a FIFO or a device (opened without waiting, so a FIFO
+    never hangs), too large, unreadable."""
+    path = Path(path)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise MissingPath(f"{printable(what)} not found: {printable(path)}") from None
+    except IsADirectoryError:
+        raise IsAFolder(f"{printable(what)} {printable(path)} is a folder, not a file") from None
+    except OSError as error:
+        raise BadValue(f"cannot read {printable(what)} {printable(path)} "
+                       f"({error.strerror})") from None
+    with os.fdopen(descriptor, "rb") as file:
+        found = os.fstat(file.fileno())
+        if stat.S_ISDIR(found.st_mode):
+            raise IsAFolder(f"{printable(what)} {printable(path)} is a folder, not a file")
+        if not stat.S_ISREG(found.st_mode):
+            raise BadValue(f"{printable(what)} {printable(path)} is not a regular file (a "
+                           "FIFO, a device or a socket): replace it with the file itself")
+        if found.st_size > limit:
+            raise BadValue(f"{printable(what)} {printable(path)} holds {found.st_size} bytes, "
+                           f"more than such a file takes (at most {limit}); check the file")
+        try:
+            os.set_blocking(file.fileno(), True)
+            content = file.read(limit + 1)
+        except OSError as error:
+            raise BadValue(f"cannot read {printable(what)} {printable(path)} "
+                           f"({error.strerror})") from None
+    if len(content) > limit:  # grew while it was read
+        raise BadValue(f"{printable(what)} {printable(path)} holds more than {limit} bytes, "
+                       "more than such a file takes; check the file")
+    return content
+
+
+def read_run_text(path: str | Path, what: str, limit: int = SMALL_FILE_BYTES) -> str:
+    """:func:`read_run_file` as UTF-8 text (a leading byte-order mark dropped)."""
+    try:
+        return read_run_file(path, what, limit).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadValue(f"{printable(what)} {printable(path)} is not UTF-8 text; save it as "
+                       "plain UTF-8") from None
+
+
+def read_json(path: str | Path, what: str, limit: int = SMALL_FILE_BYTES,
+              kind: type = dict) -> object:
+    """The JSON value of ``path``, which must be a ``kind`` (a JSON object by default)."""
+    text = read_run_text(path, what, limit)
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise BadValue(f"{printable(what)} {printable(path)} is not valid JSON "
+                       f"({printable(str(error).splitlines()[0])}): rewrite it, or delete it "
+                       "to start that step again") from None
+    return expect_kind(value, kind, what, path)
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases (``*name``): a few hundred bytes of nested
+    aliases expand to gigabytes once read (a "billion laughs"), and no file seg reads has
+    any use for them."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not accepted: write the value out", mark)
+        return super().compose_node(parent, index)
+
+
+def read_yaml(path: str | Path, what: str, limit: int = SMALL_FILE_BYTES,
+              kind: type = dict) -> object:
+    """The YAML value of ``path`` (no aliases), which must be a ``kind`` (a mapping by
+    default); one line naming the file, the line and the problem otherwise."""
+    text = read_run_text(path, what, limit)
+    try:
+        value = yaml.load(text, Loader=NoAliasLoader)
+    except RecursionError:  # PyYAML composes nested lists recursively
+        raise BadValue(f"{printable(what)} {printable(path)} is nested too deeply; check "
+                       "the file") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise BadValue(f"{printable(what)} {printable(path)} is not valid YAML "
+                       f"({where}{printable(problem)}); fix it") from None
+    return expect_kind(value, kind, what, path)
+
+
+def expect_kind(value: object, kind: type, what: str, path: str | Path) -> object:
+    """``value`` when it is a ``kind``; else one line naming the file and what it holds."""
+    if not isinstance(value, kind):
+        expected = {dict: "a mapping", list: "a list"}.get(kind, kind.__name__)
+        raise BadValue(f"{printable(what)} {printable(path)} holds "
+                       f"{type(value).__name__ if value is not None else 'nothing'}, not "
+                       f"{expected}: rewrite it, or delete it to start that step again")
+    return value

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Unpack
 
 import numpy as np
-import yaml
 
 from seg.data.base import (
     IGNORE_INDEX,
@@ -36,6 +35,7 @@ from seg.data.base import (
 )
 from seg.data.readers import READERS
 from seg.errors import BadValue, MissingPath
+from seg.files import read_yaml
 from seg.text import printable, shown
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -47,38 +47,10 @@ MAX_NAME_LENGTH = 100  # a table column, a TensorBoard tag: a name, not a paragr
 COLOR_FIX = "expected [r, g, b] with 0-255 each"
 
 
-class NoAliasLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing aliases (``*name``): a few hundred bytes of nested
-    aliases expand to gigabytes once read (a "billion laughs"), and a list of classes has
-    no use for them."""
-
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.composer.ComposerError(
-                None, None, "aliases (*name) are not accepted: write the value out", mark)
-        return super().compose_node(parent, index)
-
-
 def load_yaml(path: Path) -> object:
-    """The content of a small YAML file, without aliases; one line naming the file on any
-    problem (too large, not UTF-8, bad syntax, an alias)."""
-    if path.stat().st_size > MAX_CLASSES_BYTES:
-        raise BadValue(f"{path}: {path.stat().st_size} bytes, more than a list of classes "
-                       f"takes (at most {MAX_CLASSES_BYTES}); check the file")
-    try:
-        return yaml.load(path.read_text(encoding="utf-8-sig"), Loader=NoAliasLoader)
-    except UnicodeDecodeError:
-        raise BadValue(f"{path}: not UTF-8 text; save it as plain UTF-8") from None
-    except RecursionError:  # PyYAML composes nested lists recursively
-        raise BadValue(f"{path}: nested too deeply to be a list of classes; check the "
-                       "file") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise BadValue(f"{path}: not valid YAML ({where}{printable(problem)}); fix it "
-                       "(see data/README.md)") from None
+    """The content of a small YAML file (seg.files.read_yaml: no aliases, a size cap, one
+    line naming the file on any problem)."""
+    return read_yaml(path, "classes file", MAX_CLASSES_BYTES, kind=object)
 
 
 def read_classes(root: str | Path) -> dict:
