@@ -383,6 +383,7 @@ CASES = [
          truncated("run/checkpoints/last.pt")),
     *(Case(f"setting `{override}`", f"{TRAIN} {override}")
       for override in ("optimizer.lr=fast", "optimizer.lr=-1")),
+    # -- more cases above this line (each rule's cases grouped under a comment)
 ]
 
 
