@@ -92,11 +92,18 @@ from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
 from seg.data.voc import VOCSegmentation
 from seg.engine.device import synchronize
 from seg.engine.hooks import Hook, Step
+from seg.files import write_file, write_text
 
 VOC_SIZES = ((500, 375), (375, 500), (500, 333), (500, 500))  # VOC's common (w, h)
 
 
 # -- data ---------------------------------------------------------------------------------
+
+
+def write_jpeg(path: Path, image: np.ndarray) -> None:
+    """``image`` (float, 0-255) as a JPEG of quality 90, through seg.files."""
+    pixels = image.clip(0, 255).astype(np.uint8)
+    write_file(path, cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
 
 
 def smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
@@ -123,13 +130,13 @@ def write_voc_like(root: Path, count: int, seed: int = 0) -> Path:
         image += rng.normal(0, 16, image.shape)
         mask[outline] = 255
         sample_id = f"2026_{index:06d}"
-        cv2.imwrite(str(root / "JPEGImages" / f"{sample_id}.jpg"),
-                    image.clip(0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        write_jpeg(root / "JPEGImages" / f"{sample_id}.jpg", image)
         label = Image.fromarray(mask, mode="P")
         label.putpalette(flat_palette())
-        label.save(root / "SegmentationClass" / f"{sample_id}.png")
+        write_file(root / "SegmentationClass" / f"{sample_id}.png",
+                   lambda file: label.save(file, format="PNG"))
         ids.append(sample_id)
-    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(ids) + "\n")
+    write_text(root / "ImageSets" / "Segmentation" / "train.txt", "\n".join(ids) + "\n")
     return root
 
 
@@ -253,19 +260,18 @@ def write_small_folder(root: Path, count: int, size: int, seed: int = 0) -> Path
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     (root / "splits").mkdir()
-    (root / "classes.yaml").write_text(
-        "classes:\n- {name: background}\n- {name: a}\n- {name: b}\n")
+    write_text(root / "classes.yaml",
+               "classes:\n- {name: background}\n- {name: a}\n- {name: b}\n")
     for index in range(count):
         regions = smooth_noise(rng, size, size, 4)
         mask = np.digitize(regions, [0.4, 0.6]).astype(np.uint8)
         image = 80 * mask[..., None] + 120 * smooth_noise(rng, size, size, 16)[..., None]
         image = image + rng.normal(0, 12, (size, size, 3))
-        cv2.imwrite(str(root / "images" / f"s{index:04d}.jpg"),
-                    image.clip(0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
-        cv2.imwrite(str(root / "masks" / f"s{index:04d}.png"), mask)
+        write_jpeg(root / "images" / f"s{index:04d}.jpg", image)
+        write_file(root / "masks" / f"s{index:04d}.png", cv2.imencode(".png", mask)[1].tobytes())
     names = "".join(f"s{index:04d}\n" for index in range(count))
-    (root / "splits" / "train.txt").write_text(names)
-    (root / "splits" / "val.txt").write_text("s0000\n")
+    write_text(root / "splits" / "train.txt", names)
+    write_text(root / "splits" / "val.txt", "s0000\n")
     return root
 
 
@@ -1161,7 +1167,7 @@ def run_upsample(args: argparse.Namespace) -> str:
     costs_settings = {**upsampler_settings(device.type), "precision": settings["precision"]}
     costs = bench_upsamplers(device, costs_settings)
     if args.json is not None:
-        args.json.write_text(json.dumps({**timings, **costs}, indent=2) + "\n")
+        write_text(args.json, json.dumps({**timings, **costs}, indent=2) + "\n")
     named = {"device_name": device_name(device)}
     return "\n\n".join([upsample_report(timings, {**settings, **named}),
                          upsamplers_report(costs, {**costs_settings, **named})])
@@ -1227,7 +1233,7 @@ def write_section(path: Path, heading: str, report: str) -> None:
         sections[f"## {title}"] = body.strip("\n")
     sections[heading] = ("Written by `make bench` (`python scripts/bench.py all`).\n\n"
                          f"```\n{report}\n```")
-    path.write_text("# Benchmarks\n\n" + "\n\n".join(
+    write_text(path, "# Benchmarks\n\n" + "\n\n".join(
         f"{title}\n\n{body}" for title, body in sections.items()) + "\n")
 
 

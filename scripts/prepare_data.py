@@ -45,7 +45,7 @@ from seg.data.base import SampleError, describe_values, read_label_image
 from seg.data.cityscapes import label_id_lut
 from seg.data.palette import flat_palette
 from seg.data.voc import TRAIN_AUG_LIST, read_sbd_mat, train_aug_ids
-from seg.files import free_space, write_file
+from seg.files import WriteFailed, free_space, write_file, write_text
 
 T = TypeVar("T")
 PROGRESS_EVERY = 500  # files between two progress lines
@@ -245,12 +245,6 @@ def destination(archive: Path, out: Path, member: Member) -> Path:
     return path
 
 
-def open_no_follow(path: str, flags: int) -> int:
-    """An ``open`` opener that refuses to write through a symlink and ignores the archive's
-    permissions (no setuid bit can come in)."""
-    return os.open(path, flags | NO_FOLLOW, 0o644)
-
-
 def extract_members(archive: Path, out: Path, members: Sequence[Member]) -> None:
     """Write ``members`` into ``out``, after checking every one of them: one bad member
     anywhere means nothing is written."""
@@ -265,22 +259,23 @@ def extract_members(archive: Path, out: Path, members: Sequence[Member]) -> None
 
 
 def write_member(archive: Path, member: Member, path: Path) -> None:
-    """Write ``member`` to ``path``, no more bytes than it declares. A failure (a full disk,
-    a header that lies) removes the partial file and is one line naming the member and the
-    free space."""
-    try:
-        with member.read() as source, open(path, "wb", opener=open_no_follow) as target:
+    """Write ``member`` to ``path`` (through seg.files: never through a link, never half a
+    file), no more bytes than it declares. A failure (a full disk, a header that lies) is
+    one line naming the member and the free space."""
+
+    def copy(target: IO[bytes]) -> None:
+        with member.read() as source:
             if not copy_at_most(source, target, member.size):
                 raise PrepareError(f"{archive}: member {member.name!r} holds more than the "
                                    f"{member.size:,} bytes its header declares; the archive "
                                    "is damaged or not the published file")
-    except BaseException as error:
-        path.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise PrepareError(f"{archive}: cannot extract member {member.name!r} to {path} "
-                               f"({error.strerror or error}; {free_space(path.parent)}); free "
-                               "some space or choose another --out, and run again") from None
-        raise
+
+    try:
+        write_file(path, copy)
+    except WriteFailed as error:
+        raise PrepareError(f"{archive}: cannot extract member {member.name!r} to {path} "
+                           f"({error.reason}; {free_space(path.parent)}); free some space or "
+                           "choose another --out, and run again") from None
 
 
 def copy_at_most(source: IO[bytes], target: IO[bytes], limit: int) -> bool:
@@ -430,7 +425,7 @@ def prepare_sbd(args: argparse.Namespace) -> int:
     if problems:  # no train_aug.txt: the reader would otherwise list unusable samples
         return report_problems(problems, "SBD samples could not be merged")
     # written last, so that its presence means the merge is complete
-    (voc_root / TRAIN_AUG_LIST).write_text("".join(f"{sample_id}\n" for sample_id in ids))
+    write_text(voc_root / TRAIN_AUG_LIST, "".join(f"{sample_id}\n" for sample_id in ids))
     print(f"wrote {len(ids)} ids to {voc_root / TRAIN_AUG_LIST}")
     print_next_steps(f"dataset=voc_aug dataset.root={voc_root} dataset.sbd_root={sbd_root}")
     return 0

@@ -49,7 +49,12 @@ UMASK = current_umask()  # read once: setting it to read it is not thread-safe
 
 
 class WriteFailed(BadValue):
-    """An output could not be written (disk full, no permission, ...); nothing was changed."""
+    """An output could not be written (disk full, no permission, ...); nothing was changed.
+    ``reason`` is the operating system's word for it ("No space left on device")."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def free_space(folder: Path) -> str:
@@ -81,7 +86,7 @@ def os_error_of(error: BaseException) -> OSError | None:
 def write_failed(path: Path, error: BaseException) -> WriteFailed:
     reason = getattr(os_error_of(error), "strerror", None) or str(error).splitlines()[0]
     return WriteFailed(f"cannot write {path} ({reason}; {free_space(path.parent)}): free "
-                       "some space or choose another folder; nothing was replaced")
+                       "some space or choose another folder; nothing was replaced", reason)
 
 
 def refuse_unless_replaceable(path: Path, replace: bool) -> None:
