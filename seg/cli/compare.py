@@ -24,7 +24,11 @@ cost), ``compare.csv`` (one row per configuration, seed and budget), ``summary.c
 (means and standard deviations per configuration), ``per_class.csv``, ``curves.png``
 (learning curves), ``compare.png`` (bars) and ``examples.png`` (a boundary close-up
 under each upsampler). Runs without ``metrics.json`` are listed as failed, never
-silently dropped.
+silently dropped. A sweep folder is read as data that may be hostile
+(seg.study.runs): a run whose config or metrics are not what seg-train writes (a FIFO, a
+link to a device, a YAML alias, a key of the wrong kind) stops the report with one line
+naming the file; what the report writes never follows a link planted in the folder, and
+every string from a run folder it writes or prints is escaped (seg.text.printable).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pathlib import Path
 
 from seg.cli.common import CommandLine
 from seg.errors import UserError
+from seg.text import printable
 
 OUTPUTS = {"compare.md", "compare.csv", "summary.csv", "per_class.csv", "curves.png",
            "compare.png", "examples.png"}
@@ -56,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Hydra overrides for the sweep (key=value, group=option)")
     args = parser.parse_args(argv)
     # the study's code loads torch, matplotlib and the datasets: not for --help
+    from seg.files import read_run_text
     from seg.study.report import aggregate
     from seg.study.sweep import run_study
 
@@ -67,23 +73,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     status, sweep_dir = 0, args.aggregate
     if sweep_dir is None:
         sweep_dir, status = run_study(args.overrides)
+        if status and not any(sweep_dir.glob("*/.hydra/config.yaml")):
+            return status  # stopped before any run (the pretraining said why): no report
     try:
-        report = aggregate(sweep_dir)
+        report = read_run_text(aggregate(sweep_dir), "report")
     except (UserError, OSError) as error:  # a missing folder, an unreadable run's file
-        parser.exit(1, f"error: {error}\n")
-    print(report.read_text())
+        parser.exit(1, f"error: {printable(error)}\n")
+    print(printable_lines(report))
     written = sorted(p.name for p in sweep_dir.glob("*.*") if p.name in OUTPUTS)
-    print(f"wrote {', '.join(written)} in {sweep_dir} ({time.perf_counter() - start:.0f} s)")
+    print(f"wrote {', '.join(written)} in {printable(sweep_dir)} "
+          f"({time.perf_counter() - start:.0f} s)")
     return status
+
+
+def printable_lines(text: str) -> str:
+    """``text`` with each line escaped (seg.text.printable), its line breaks kept."""
+    return "\n".join(map(printable, text.splitlines()))
 
 
 def print_gaps(sweep_dir: Path, other_dir: Path) -> int:
     from seg.study.report import gap_change_report
 
     try:
-        print(gap_change_report(sweep_dir, other_dir), end="")
+        print(printable_lines(gap_change_report(sweep_dir, other_dir)))
     except (UserError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {printable(error)}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,15 +1,26 @@
 """What a ``seg-train -m`` sweep adds to its runs: folders named by what changed
 (``${seg.run_name:...}`` in configs/hydra/default.yaml) and, when the sweep ends, a
-table of its runs and a TensorBoard layout that overlays them per metric."""
+table of its runs and a TensorBoard layout that overlays them per metric.
+
+The table reads what the sweep's runs left (metrics.json, .hydra/hydra.yaml) as data that
+may be hostile (seg.files.read_json / read_yaml: regular files only, a size cap, no YAML
+aliases): a run whose files cannot be read so, or whose mIoU is not a number, is listed
+as FAILED with one warning naming the file, and the summary goes on. Folder names are
+escaped (seg.text.printable) on their way to the log."""
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+from numbers import Real
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from seg.errors import UserError
+from seg.files import read_json, read_yaml
+from seg.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +47,53 @@ def register_run_name_resolver() -> None:
 
 
 def sweep_results(sweep_dir: Path) -> list[tuple[str, dict | None]]:
-    """(run folder name, its metrics.json or None when the run failed), in run order; a
-    single run kept in the sweep folder (seg-compare's pretrained encoder) is not one."""
+    """(run folder name, escaped; its metrics.json or None when the run failed or its
+    metrics cannot be read), in run order; a single run kept in the sweep folder
+    (seg-compare's pretrained encoder) is not one."""
     results = []
     for config in sorted(sweep_dir.glob("*/.hydra/config.yaml"),
                          key=lambda p: (len(p.parent.parent.name), p.parent.parent.name)):
         if single_run(config.parent / "hydra.yaml"):
             continue
-        metrics = config.parent.parent / "metrics.json"
-        results.append((config.parent.parent.name,
-                        json.loads(metrics.read_text()) if metrics.is_file() else None))
+        run_dir = config.parent.parent
+        results.append((printable(run_dir.name), run_metrics(run_dir / "metrics.json")))
     return results
 
 
+def run_metrics(path: Path) -> dict | None:
+    """A run's metrics.json when it holds a numeric mIoU (and best_mIoU, if any); None
+    when the run wrote none, or, with a warning naming it, one that cannot be read so."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        metrics = read_json(path, "run metrics")
+    except UserError as error:
+        log.warning("%s", error)
+        return None
+    scores = (metrics.get("mIoU"), metrics.get("best_mIoU", metrics.get("mIoU")))
+    if not all(map(is_number, scores)):
+        log.warning("%s: mIoU or best_mIoU is not a number: the run is listed as failed",
+                    printable(path))
+        return None
+    return metrics
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
 def single_run(hydra_file: Path) -> bool:
-    """Whether Hydra's record of a run says it ran alone, not as a job of a sweep."""
-    if not hydra_file.is_file():
+    """Whether Hydra's record of a run says it ran alone, not as a job of a sweep (an
+    unreadable record says it did not)."""
+    if not os.path.lexists(hydra_file):
         return False
-    return OmegaConf.select(OmegaConf.load(hydra_file), "hydra.mode") == "RUN"
+    try:
+        record = read_yaml(hydra_file, "Hydra's record of a run")
+    except UserError as error:
+        log.warning("%s", error)
+        return False
+    hydra = record.get("hydra")
+    return isinstance(hydra, dict) and hydra.get("mode") == "RUN"
 
 
 def results_table(results: list[tuple[str, dict | None]]) -> str:

@@ -4,8 +4,11 @@ upsampler."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
+import matplotlib
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
@@ -13,6 +16,7 @@ from matplotlib.ticker import NullLocator
 
 from seg.engine.metrics import dilate
 from seg.engine.tensorboard import colorize, denormalize
+from seg.files import write_file
 from seg.study.runs import lowest_seed_checkpoints
 from seg.study.stats import FIXED, in_study_order
 from seg.trained.checkpoint import dataset_from_stored, load_trained, model_from_checkpoint
@@ -22,6 +26,24 @@ BAR_METRICS = (("mIoU", "val mIoU"), ("boundary_f", "val boundary F (2 px)"),
                ("train_images_per_s", "train images/s"))
 
 
+def plain_text(draw: Callable) -> Callable:
+    """Draw a figure with its text taken as written: labels come from run folders, and
+    matplotlib would parse ``$...$`` in them as mathematics (an error, for a bad one)."""
+    @functools.wraps(draw)
+    def drawn(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return drawn
+
+
+def save_figure(figure: Figure, path: Path) -> None:
+    """Save as every output of seg is saved (seg.files.write_file: never through a link
+    planted at ``path``, never half a file)."""
+    write_file(path, lambda file: figure.savefig(file, format="png", dpi=120))
+
+
+@plain_text
 def bar_chart(rows: list[dict], path: Path) -> None:
     """Mean over seeds per decoder and upsampler, with the standard deviation as error bars."""
     decoders = sorted({row["decoder"] for row in rows})
@@ -42,9 +64,10 @@ def bar_chart(rows: list[dict], path: Path) -> None:
         axes.set_title(title)
         axes.grid(axis="y", alpha=0.3)
     axes.legend(title="decoder")
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
+@plain_text
 def curve_figure(curves: dict[tuple[str, str], list[dict]], path: Path) -> None:
     """``curves.png``: val mIoU against iterations (log scale), a panel per decoder, per
     upsampler the mean over seeds with its 95 % t interval as a band; the fixed baseline
@@ -70,7 +93,7 @@ def curve_figure(curves: dict[tuple[str, str], list[dict]], path: Path) -> None:
         axes.grid(alpha=0.3)
     panels[0].set_ylabel("val mIoU % (mean over seeds, 95 % t band)")
     panels[-1].legend(title="upsampler", fontsize=8)
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 def draw_curve(axes, points: list[dict], upsampler: str, colour: str, line: str) -> None:
@@ -119,6 +142,7 @@ def dilate_labels(labels: torch.Tensor) -> torch.Tensor:
     return pooled[:, 0].long()
 
 
+@plain_text
 def example_figure(runs: list[dict], path: Path, window: int = 48) -> bool:
     """Close-up of one val image under each upsampler (lowest seed; a row per decoder),
     where the upsamplers disagree most. False when no run has a checkpoint."""
@@ -165,5 +189,5 @@ def example_figure(runs: list[dict], path: Path, window: int = 48) -> bool:
     figure.suptitle(f"val image {item['id']}, rows {top}-{top + size}, columns "
                     f"{left}-{left + size}: where the upsamplers dispute the true boundaries most",
                     fontsize=10)
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
     return True

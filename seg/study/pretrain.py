@@ -4,6 +4,7 @@ so that no upsampler takes part in (and none is favoured by) the shared encoder.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
 from seg.data.base import IGNORE_INDEX
-from seg.engine import LossWindow, Trainer
+from seg.engine import LossWindow, Trainer, TrainingState
 from seg.engine.batches import endless
 from seg.engine.tensorboard import TensorBoardLogger
 from seg.errors import NonFiniteLoss
@@ -63,26 +64,48 @@ def pretrain(
     iterations: int,
     logger: TensorBoardLogger,
     ignore_index: int = IGNORE_INDEX,
+    state: TrainingState | None = None,
+    checkpoint: Callable[[TrainingState], object] | None = None,
+    checkpoint_every: int = 1000,
 ) -> float:
-    """Train ``classifier`` with ``trainer``'s steps (device, precision, clipping) for
-    ``iterations`` steps; return the mean loss of its last ``log_every`` steps."""
+    """Train ``classifier`` with ``trainer``'s steps (device, precision, clipping) up to
+    ``iterations`` steps, from where ``state`` stands (a stopped pretraining's position,
+    restored with its weights; a fresh start by default); return the mean loss of its last
+    ``log_every`` steps. Every ``checkpoint_every`` iterations before the last,
+    ``checkpoint(state)`` saves where it stands, right after the losses were read (a
+    non-finite one stops it before it is saved)."""
+    state = state if state is not None else TrainingState()
     classifier.to(trainer.device, memory_format=trainer.memory_format).train()
-    batches, losses, mean_loss = endless(loader, 0), LossWindow(trainer.device), float("nan")
-    for iteration in range(1, iterations + 1):
-        _, _, batch = next(batches)
+    batches = endless(loader, state.epoch, state.epoch_batches)
+    losses, mean_loss = LossWindow(trainer.device), float("nan")
+    for iteration in range(state.iteration + 1, iterations + 1):
+        state.epoch, state.epoch_batches, batch = next(batches)
         loss, skipped = trainer.train_step(classifier, optimizer, batch, ignore_index,
                                            criterion=classifier.loss)
         losses.add(loss, skipped, iteration)
         scheduler.step()
-        if iteration % trainer.log_every and iteration != iterations:
-            continue  # the loss stays on the device until it is logged
-        mean_loss, nonfinite, first = losses.read()
-        if nonfinite:
-            raise NonFiniteLoss(f"pretraining loss is not finite at iteration {first}: "
-                                "lower pretrain.lr")
-        logger.log_scalars({"pretrain/loss": mean_loss,
-                            "pretrain/lr": optimizer.param_groups[0]["lr"]}, iteration)
-        if iteration % (10 * trainer.log_every) == 0:
-            log.info("pretraining iteration %d/%d: loss %.4f", iteration, iterations,
-                     mean_loss)
+        state.iteration = iteration
+        saving = (checkpoint is not None and iteration % checkpoint_every == 0
+                  and iteration < iterations)
+        if iteration % trainer.log_every == 0 or iteration == iterations or saving:
+            # the loss stays on the device until it is logged
+            mean_loss = logged_loss(losses, logger, optimizer, iteration)
+            if iteration % (10 * trainer.log_every) == 0:
+                log.info("pretraining iteration %d/%d: loss %.4f", iteration, iterations,
+                         mean_loss)
+        if saving:
+            checkpoint(state)
+    return mean_loss
+
+
+def logged_loss(losses: LossWindow, logger: TensorBoardLogger,
+                optimizer: torch.optim.Optimizer, iteration: int) -> float:
+    """The mean loss since the last read, logged with the rate; a non-finite one stops
+    the pretraining (:class:`NonFiniteLoss`)."""
+    mean_loss, nonfinite, first = losses.read()
+    if nonfinite:
+        raise NonFiniteLoss(f"pretraining loss is not finite at iteration {first}: "
+                            "lower pretrain.lr")
+    logger.log_scalars({"pretrain/loss": mean_loss,
+                        "pretrain/lr": optimizer.param_groups[0]["lr"]}, iteration)
     return mean_loss

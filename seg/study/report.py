@@ -6,15 +6,17 @@ words, then their tables), ``compare.csv`` (every run's every evaluation),
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
 import torch
 
 from seg.errors import MissingPath
+from seg.files import write_text
 from seg.study.cost import CPU_THREADS, IMAGE_SIZE, REPEATS, inference_costs
 from seg.study.figures import bar_chart, curve_figure, example_figure
-from seg.study.runs import load_longer_runs, load_runs
+from seg.study.runs import load_longer_runs, load_runs, setting_of
 from seg.study.stats import (
     FIXED,
     PER_CLASS_METRICS,
@@ -69,16 +71,22 @@ CONTROL_READINGS = {
 }
 
 
-def recipe_of(cfg) -> str:
-    """One line saying what every run of the sweep trained, for the report's reader."""
-    encoder = cfg.model.encoder
-    details = f" widths {list(encoder.widths)}" if "widths" in encoder else ""
-    if encoder.get("weights"):
-        details += f" from {encoder.weights}"
-    return (f"encoder {encoder.name}{details}, {cfg.trainer.max_iters} iterations of batch "
-            f"{cfg.dataset.batch_size} at {cfg.dataset.crop_size} px, "
-            f"{cfg.optimizer._target_.rsplit('.', 1)[-1]} lr {cfg.optimizer.lr}, "
-            f"dataset {cfg.dataset.get('name', cfg.dataset.get('root'))}")
+def recipe_of(config: dict) -> str:
+    """One line saying what every run of the sweep trained, for the report's reader, from
+    a run's plain config (values shown as written, escaped: seg.text.printable)."""
+    def value(key: str) -> object:
+        return setting_of(config, key, "?")
+
+    widths, weights = setting_of(config, "model.encoder.widths"), value("model.encoder.weights")
+    details = f" widths {widths}" if widths is not None else ""
+    if weights not in (None, "?", ""):
+        details += f" from {weights}"
+    optimizer = str(value("optimizer._target_")).rsplit(".", 1)[-1]
+    dataset = setting_of(config, "dataset.name") or value("dataset.root")
+    return printable(f"encoder {value('model.encoder.name')}{details}, "
+                     f"{value('trainer.max_iters')} iterations of batch "
+                     f"{value('dataset.batch_size')} at {value('dataset.crop_size')} px, "
+                     f"{optimizer} lr {value('optimizer.lr')}, dataset {dataset}")
 
 
 # -- words and numbers -----------------------------------------------------------------------
@@ -107,8 +115,19 @@ def interval_text(row: dict | None, digits: int = 2, bold: bool = False) -> str:
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(cells) + " |" for cells in rows])
+    """A markdown table; each cell escaped, so that no value can end its row or add a
+    column (a newline, a ``|``)."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(printable(cell).replace("|", "\\|") for cell in cells) + " |"
+
+    return [line(header), "|" + "---|" * len(header), *map(line, rows)]
+
+
+def markdown(lines: list[str]) -> str:
+    """The lines as one text, each escaped (seg.text.printable): a string from a run
+    folder that holds a newline or a terminal escape can neither add a line of its own to
+    compare.md nor reach the terminal that prints it."""
+    return "".join(printable(line) + "\n" for line in lines)
 
 
 # -- compare.md's sections, in the order they are read ---------------------------------------
@@ -293,7 +312,7 @@ def markdown_report(runs: list[dict], failed: list[str], per_class_rows: list[di
     lines += per_class_section(per_class_rows)
     lines += cost_section(costs)
     lines += ["Failed runs: " + (", ".join(failed) if failed else "none")]
-    return "\n".join(lines) + "\n"
+    return markdown(lines)
 
 
 # -- the files -------------------------------------------------------------------------------
@@ -317,11 +336,22 @@ def budget_rows(runs: list[dict]) -> list[dict]:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    """Rows of the same keys, every number in full precision (None: an empty cell)."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["decoder"])
-        writer.writeheader()
-        writer.writerows(rows)
+    """Rows of the same keys, every number in full precision (None: an empty cell), each
+    text cell and column name escaped (:func:`csv_text`); written as seg.files writes."""
+    fields = list(rows[0]) if rows else ["decoder"]
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(map(csv_text, fields))
+    writer.writerows([csv_text(value) if isinstance(value, str) else value
+                      for value in map(row.get, fields)] for row in rows)
+    write_text(path, text.getvalue())
+
+
+def csv_text(text: str) -> str:
+    """A text cell (a class name, a label) escaped as compare.md escapes it, and quoted
+    with ``'`` where a spreadsheet would read it as a formula (``=``, ``+``, ``-``, ``@``)."""
+    text = printable(text)
+    return f"'{text}" if text.startswith(("=", "+", "-", "@")) else text
 
 
 def aggregate(sweep_dir: str | Path) -> Path:
@@ -329,19 +359,18 @@ def aggregate(sweep_dir: str | Path) -> Path:
     and examples.png into ``sweep_dir``; return the markdown's path."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise MissingPath(f"sweep folder {sweep_dir} does not exist")
+        raise MissingPath(f"sweep folder {printable(sweep_dir)} does not exist")
     runs, failed = load_runs(sweep_dir)
     if not runs and not failed:
-        raise MissingPath(f"no runs (*/.hydra/config.yaml) in {sweep_dir}: pass the "
-                          "folder of a `seg-train -m` sweep")
+        raise MissingPath(f"no runs (*/.hydra/config.yaml) in {printable(sweep_dir)}: pass "
+                          "the folder of a `seg-train -m` sweep")
     rows = summarize(runs)
     per_class_rows = per_class_differences(runs)
     write_csv(budget_rows(runs), sweep_dir / "compare.csv")
     write_csv(rows, sweep_dir / "summary.csv")
     write_csv(per_class_rows, sweep_dir / "per_class.csv")
-    report = sweep_dir / "compare.md"
-    report.write_text(markdown_report(runs, failed, per_class_rows, inference_costs(runs),
-                                      load_longer_runs(sweep_dir)))
+    report = write_text(sweep_dir / "compare.md", markdown_report(
+        runs, failed, per_class_rows, inference_costs(runs), load_longer_runs(sweep_dir)))
     if rows:
         bar_chart(rows, sweep_dir / "compare.png")
         curve_figure(learning_curves(runs), sweep_dir / "curves.png")
@@ -356,15 +385,16 @@ def gap_change_report(sweep_dir: str | Path, other_dir: str | Path) -> str:
     loaded = []
     for folder in (Path(sweep_dir), Path(other_dir)):
         if not folder.is_dir():
-            raise MissingPath(f"sweep folder {folder} does not exist")
+            raise MissingPath(f"sweep folder {printable(folder)} does not exist")
         loaded.append(load_runs(folder)[0])
     rows = gap_changes(*loaded)
     if not rows:
-        raise MissingPath(f"{sweep_dir} and {other_dir} share no upsampler and seed with a "
-                          "bilinear run in each: compare two sweeps of the same grid")
+        raise MissingPath(f"{printable(sweep_dir)} and {printable(other_dir)} share no "
+                          "upsampler and seed with a bilinear run in each: compare two sweeps "
+                          "of the same grid")
     lines = [f"Gap over bilinear (val mIoU at the end, points, paired by seed): A = "
              f"{sweep_dir}, B = {other_dir}; A - B with its 95 % t interval.", ""]
     lines += table(["decoder", "upsampler", "seeds", "gap in A", "gap in B", "A - B"],
                    [[row["decoder"], row["upsampler"], str(row["n"]), points(row["gap"]),
                      points(row["other_gap"]), interval_text(row, bold=True)] for row in rows])
-    return "\n".join(lines) + "\n"
+    return markdown(lines)

@@ -1,62 +1,176 @@
-"""A sweep folder's runs, as the study reads them: each numbered run folder's config,
+"""A sweep's runs, as the study reads them: each numbered run folder's config,
 metrics (with every evaluation during training, its ``history``) and checkpoint, beside
-the folder of the encoder they all started from."""
+the folder of the encoder they all started from.
+
+A sweep folder may come from anyone, so its files are read as hostile data
+(seg.files.read_yaml / read_json: regular files only, a size cap, no YAML aliases) and
+the few keys the study uses are checked for their kind. A run folder whose files cannot
+be read that way stops the aggregation with one line naming the file and the key (the
+report never guesses around a damaged run); a run without metrics.json is listed as
+failed. A run config's ``${...}`` interpolations are never resolved: a resolver could
+read a file or the environment (``${oc.env:...}``), and every key the study reads is a
+plain value in the configs seg-train saves.
+"""
 
 from __future__ import annotations
 
-import json
+import os
+import re
+from numbers import Real
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 from seg.errors import BadValue
+from seg.files import read_json, read_yaml
 from seg.models import upsampler_label
+from seg.settings import is_int
+from seg.text import printable, shown
 
 ENCODER_DIR = "pretrained_encoder"  # in the sweep folder, beside the numbered runs
 # in the sweep folder: the baseline trained longer, for the convergence rule (its own sweep)
 LONGER_DIR = "longer_baseline"
+# a part's name as the catalogues register it: what labels rows, columns and figures
+PART_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
+# the metrics the study reads (seg.study.stats, seg.study.report): a number or null each,
+# the first two present in every metrics.json seg-train writes
+REQUIRED_METRICS = ("mIoU", "boundary_f")
+OPTIONAL_METRICS = ("pixel_acc", "mean_acc", "fw_iou", "boundary_iou", "checkerboard",
+                    "upsampler_params", "train_images_per_s", "inference_ms_per_image")
+PER_CLASS_KEYS = ("per_class_iou", "per_class_boundary_f")
+RERUN_CONFIG = "rerun that run, or move its folder out of the sweep folder"
+RERUN_METRICS = "rerun that run, or delete the file to list the run as failed"
 
 
 def load_runs(sweep_dir: Path) -> tuple[list[dict], list[str]]:
-    """Every run of the sweep: finished ones with their metrics, and failed ones' folders."""
+    """Every run of the sweep: finished ones with their metrics, and failed ones' folders
+    (with their overrides, escaped). A file that is not what seg-train writes is one
+    line (:class:`BadValue`) naming it."""
     runs, failed = [], []
     for config_file in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
         run_dir = config_file.parent.parent
         if run_dir.name == ENCODER_DIR:
             continue
-        cfg = OmegaConf.load(config_file)
+        config = read_yaml(config_file, "run config")
         metrics_file = run_dir / "metrics.json"
-        if not metrics_file.is_file():
-            overrides = run_dir / ".hydra" / "overrides.yaml"
-            changes = " ".join(OmegaConf.load(overrides)) if overrides.is_file() else ""
-            failed.append(f"{run_dir.name} ({changes})" if changes else run_dir.name)
+        if not os.path.lexists(metrics_file):  # a FIFO or a device there is named, not skipped
+            failed.append(failed_run(run_dir))
             continue
         metrics = read_metrics(metrics_file)
+        settings = run_settings(config, config_file)
+        max_iters = settings["max_iters"] or metrics.get("iterations", 0)
         runs.append({
+            **metrics,  # first: a metrics.json cannot relabel its run
             "run_dir": run_dir,
-            "config": cfg,
-            "decoder": cfg.model.decoder.name,
-            "upsampler": upsampler_label(cfg.model.upsampler),
-            "seed": cfg.seed,
-            **metrics,
-            "history": evaluations(metrics, cfg),
-            "max_iters": run_length(metrics, cfg),
+            "config": config,
+            **settings,
+            "history": evaluations(metrics, max_iters),
+            "max_iters": max_iters,
         })
     return runs, failed
 
 
+def failed_run(run_dir: Path) -> str:
+    """A failed run as the report lists it: its folder, and the overrides that set it apart."""
+    overrides = run_dir / ".hydra" / "overrides.yaml"
+    changes = ""
+    if os.path.lexists(overrides):
+        given = read_yaml(overrides, "run overrides", kind=list)
+        changes = " ".join(printable(override) for override in given)
+    name = printable(run_dir.name)
+    return f"{name} ({changes})" if changes else name
+
+
+def setting_of(config: object, key: str, default: object = None) -> object:
+    """The value at the dotted ``key`` of a plain config, or ``default`` where a part of
+    the path is missing or not a mapping (never resolving an interpolation)."""
+    for part in key.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return default
+        config = config[part]
+    return config
+
+
+def run_settings(config: dict, path: Path) -> dict:
+    """The keys of a run config the study uses, checked: ``decoder``, ``upsampler`` (its
+    label), ``seed`` and ``max_iters`` (None when the config has none)."""
+    decoder = setting_of(config, "model.decoder.name")
+    upsampler = setting_of(config, "model.upsampler")
+    expect(isinstance(decoder, str) and PART_NAME.fullmatch(decoder), path,
+           "model.decoder.name", "a decoder's name (letters, digits, _.+-)", decoder)
+    expect(isinstance(upsampler, dict), path, "model.upsampler", "a mapping", upsampler)
+    for key in ("name", "init"):
+        value = upsampler.get(key, "bilinear")
+        expect(isinstance(value, str) and PART_NAME.fullmatch(value), path,
+               f"model.upsampler.{key}", "a name (letters, digits, _.+-)", value)
+    seed = setting_of(config, "seed")
+    expect(is_int(seed), path, "seed", "an integer", seed)
+    max_iters = setting_of(config, "trainer.max_iters")
+    expect(max_iters is None or (is_int(max_iters) and max_iters > 0), path,
+           "trainer.max_iters", "a positive integer", max_iters)
+    return {"decoder": decoder, "upsampler": upsampler_label(upsampler), "seed": seed,
+            "max_iters": max_iters}
+
+
+def expect(condition: object, path: Path, key: str, wanted: str, value: object,
+           fix: str = RERUN_CONFIG) -> None:
+    """One line naming the file, the key, what it takes and what it holds, unless
+    ``condition``."""
+    if not condition:
+        raise BadValue(f"{printable(path)}: {key} must be {wanted}, got {shown(value)}: "
+                       f"{fix}")
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
 def read_metrics(path: Path) -> dict:
-    """A run's metrics.json; one line naming it when it is not a JSON object (a run
-    killed while writing it, a file edited by hand)."""
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BadValue(f"{path}: not valid JSON ({error}): rerun that run, or delete the "
-                       "file to list the run as failed") from None
-    if not isinstance(metrics, dict):
-        raise BadValue(f"{path}: holds a {type(metrics).__name__}, not the metrics seg-train "
-                       "writes: rerun that run, or delete the file to list the run as failed")
+    """A run's metrics.json, its values the study reads checked; one line naming it when
+    it is not what seg-train writes (a run killed while writing it, a file edited by
+    hand, a FIFO, a link to a device)."""
+    metrics = read_json(path, "run metrics", fix=RERUN_METRICS)
+    check_evaluation(metrics, path, "", REQUIRED_METRICS)
+    iterations = metrics.get("iterations")
+    expect(iterations is None or (is_int(iterations) and iterations >= 0), path,
+           "iterations", "a count of iterations", iterations, RERUN_METRICS)
+    matrix = metrics.get("confusion_matrix")
+    expect(matrix is None or is_matrix(matrix), path, "confusion_matrix",
+           "a square list of lists of counts", matrix, RERUN_METRICS)
+    history = metrics.get("history")
+    expect(history is None or isinstance(history, list), path, "history",
+           "a list of evaluations", history, RERUN_METRICS)
+    for index, entry in enumerate(history or []):
+        where = f"history[{index}]"
+        expect(isinstance(entry, dict), path, where, "a mapping", entry, RERUN_METRICS)
+        expect(is_int(entry.get("iteration")) and entry["iteration"] >= 0, path,
+               f"{where}.iteration", "a count of iterations", entry.get("iteration"),
+               RERUN_METRICS)
+        check_evaluation(entry, path, f"{where}.")
     return metrics
+
+
+def check_evaluation(entry: dict, path: Path, where: str, required: tuple = ()) -> None:
+    """An evaluation's scalars are numbers (``required`` ones present), its per-class
+    values numbers or null by class name (or, from older sweeps, an unnamed list)."""
+    for key in required:
+        expect(is_number(entry.get(key)), path, where + key, "a number", entry.get(key),
+               RERUN_METRICS)
+    for key in OPTIONAL_METRICS:
+        value = entry.get(key)
+        expect(value is None or is_number(value), path, where + key, "a number or null",
+               value, RERUN_METRICS)
+    for key in PER_CLASS_KEYS:
+        values = entry.get(key, {})
+        listed = values.values() if isinstance(values, dict) else values
+        expect(isinstance(values, dict | list)
+               and all(v is None or is_number(v) for v in listed), path, where + key,
+               "numbers or null by class name", values, RERUN_METRICS)
+
+
+def is_matrix(value: object) -> bool:
+    """A square list of lists of numbers (a confusion matrix)."""
+    return isinstance(value, list) and all(
+        isinstance(row, list) and len(row) == len(value) and all(map(is_number, row))
+        for row in value)
 
 
 def load_longer_runs(sweep_dir: Path) -> list[dict]:
@@ -65,19 +179,13 @@ def load_longer_runs(sweep_dir: Path) -> list[dict]:
     return load_runs(longer)[0] if longer.is_dir() else []
 
 
-def run_length(metrics: dict, cfg: DictConfig) -> int:
-    """The iterations the run was set to train (what "a quarter of the run" is of)."""
-    length = OmegaConf.select(cfg, "trainer.max_iters")
-    return int(length if length is not None else metrics.get("iterations", 0))
-
-
-def evaluations(metrics: dict, cfg: DictConfig) -> list[dict]:
+def evaluations(metrics: dict, max_iters: int) -> list[dict]:
     """Every evaluation of the run, by iteration. A run of an older sweep kept none but
     its final one, which then stands alone at the run's last iteration."""
     history = metrics.get("history")
     if not history:
         final = {key: value for key, value in metrics.items() if key != "history"}
-        history = [{**final, "iteration": metrics.get("iterations", run_length(metrics, cfg))}]
+        history = [{**final, "iteration": metrics.get("iterations", max_iters)}]
     return sorted(history, key=lambda entry: entry["iteration"])
 
 
