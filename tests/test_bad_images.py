@@ -156,3 +156,98 @@ def test_an_image_over_the_dataset_limit_is_skipped(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="dataset.max_image_pixels must be a positive integer, "
                                          "got 0"):
         VOCSegmentation(root, "val", max_image_pixels=0)
+
+
+# -- images and masks of more than 8 bits -------------------------------------------------
+
+
+def rgb_floats(scale: float) -> np.ndarray:
+    """Random float32 RGB pixels in [0, scale]."""
+    return np.random.default_rng(3).random((*SIZE, 3), dtype=np.float32) * scale
+
+
+@pytest.mark.parametrize("scale", [1.0, 255.0])
+def test_a_float_tiff_image_reads_scaled_to_8_bits(tmp_path: Path, scale: float) -> None:
+    """[0, 1] is scaled to [0, 255]; values in [0, 255] are taken as they are. PIL cannot
+    open an RGB float TIFF, so its size comes from its tags."""
+    pixels = rgb_floats(scale)
+    cv2.imwrite(str(tmp_path / "float.tif"), pixels[..., ::-1])  # OpenCV writes BGR
+    expected = np.rint(pixels * (255 / scale)).astype(np.uint8)
+    assert np.abs(read_image(tmp_path / "float.tif").astype(int) - expected).max() <= 1
+
+
+def test_float_and_integer_gray_tiffs_read_as_gray_rgb(tmp_path: Path) -> None:
+    gray = rgb_floats(1.0)[..., 0]
+    Image.fromarray(gray).save(tmp_path / "gray.tif")  # PIL's "F" mode
+    expected = np.rint(gray * 255).astype(np.uint8)
+    assert np.array_equal(read_image(tmp_path / "gray.tif"), np.dstack([expected] * 3))
+    Image.fromarray(expected.astype(np.int32)).save(tmp_path / "int.tif")  # "I" mode
+    assert np.array_equal(read_image(tmp_path / "int.tif"), np.dstack([expected] * 3))
+
+
+@pytest.mark.parametrize("values, message", [
+    (-0.5, r"image of float32 values from -0.5 to \S+; seg reads values in \[0, 255\] "
+           r"\(floats also in \[0, 1\]\): save it as 8-bit, or scaled into that range"),
+    (np.nan, "image holds NaN or infinite values; replace the file"),
+])
+def test_a_float_image_of_no_known_scale_is_one_line(tmp_path: Path, values: float,
+                                                     message: str) -> None:
+    pixels = rgb_floats(1.0)
+    pixels[0, 0] = values
+    path = tmp_path / "float.tif"
+    cv2.imwrite(str(path), pixels)
+    with pytest.raises(SampleError, match=f"^{path}: {message}$"):
+        read_image(path)
+
+
+def test_opencv_writes_nothing_to_stderr(tmp_path: Path, capfd) -> None:
+    """OpenCV logged a warning for a valid float TIFF, and three lines for a broken one,
+    beside seg's own one line."""
+    cv2.imwrite(str(tmp_path / "float.tif"), rgb_floats(1.0))
+    read_image(tmp_path / "float.tif")
+    buffer = io.BytesIO()
+    random_image(0).save(buffer, format="TIFF")
+    (tmp_path / "cut.tif").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(SampleError, match="cut.tif: cannot decode image"):
+        read_image(tmp_path / "cut.tif")
+    assert capfd.readouterr().err == ""
+
+
+def test_a_tiff_only_opencv_opens_is_held_to_the_pixel_limit(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    path = tmp_path / "float.tif"
+    cv2.imwrite(str(path), rgb_floats(1.0))
+    monkeypatch.setattr(cv2, "imdecode", lambda *args: pytest.fail("decoded"))
+    limit = SIZE[0] * SIZE[1] - 1
+    with pytest.raises(SampleError, match=f"image is 48x40 .* over the limit of {limit:,}"):
+        read_image(path, max_pixels=limit)
+
+
+@pytest.mark.parametrize("save", [
+    lambda labels, path: Image.fromarray(labels.astype(np.int32)).save(path, format="TIFF"),
+    lambda labels, path: Image.fromarray(labels.astype(np.uint16)).save(path, format="PNG"),
+], ids=["int32 TIFF", "uint16 PNG"])
+def test_a_wide_integer_mask_reads_its_labels(tmp_path: Path, save) -> None:
+    labels = np.random.default_rng(4).choice(np.array([0, 1, 20, 255]), SIZE)
+    save(labels, tmp_path / "mask.png")
+    mask = read_label_image(tmp_path / "mask.png")
+    assert mask.dtype == np.uint8 and np.array_equal(mask, labels)
+    labels[0, :2] = [300, 60000]
+    save(labels, tmp_path / "mask.png")
+    with pytest.raises(SampleError, match=r"label values 300, 60000 are outside 0-255"):
+        read_label_image(tmp_path / "mask.png")
+
+
+def test_a_folder_of_float_tiffs_and_uint16_masks_trains_its_samples(tmp_path: Path) -> None:
+    from seg.data.folder import FolderSegmentation
+    from tests.layouts import make_folder
+
+    root = make_folder(tmp_path / "folder", count=2)
+    pixels = rgb_floats(1.0)
+    (root / "images" / "tile_000.png").unlink()
+    cv2.imwrite(str(root / "images" / "tile_000.tif"), pixels[..., ::-1])
+    labels = np.random.default_rng(5).choice(np.array([0, 2, 255]), SIZE)
+    Image.fromarray(labels.astype(np.uint16)).save(root / "masks" / "tile_000.png")
+    image, mask = FolderSegmentation(root, "train", val_fraction=0.0).load(0)
+    assert np.abs(image.astype(int) - np.rint(pixels * 255)).max() <= 1
+    assert np.array_equal(mask, labels)

@@ -21,16 +21,18 @@ from tests.layouts import random_image, random_labels, save_palette_png
 
 
 def write_folder(root: Path, count: int, size: tuple[int, int]) -> Path:
-    """A folder dataset of ``count`` PNG images of ``size`` (height, width), all in train."""
+    """A folder dataset of ``count`` PNG images of ``size`` (height, width) in train, and
+    one more in val (with split lists, each split needs its own)."""
     (root / "images").mkdir(parents=True)
     classes = {"classes": [{"name": "background"}, {"name": "crack"}]}
     (root / "classes.yaml").write_text(yaml.safe_dump(classes))
-    stems = [f"tile_{n}" for n in range(count)]
+    stems = [f"tile_{n}" for n in range(count + 1)]
     for n, stem in enumerate(stems):
         random_image(n, size).save(root / "images" / f"{stem}.png")
         save_palette_png(random_labels(n, [0, 1], size), root / "masks" / f"{stem}.png")
     (root / "splits").mkdir()
-    (root / "splits" / "train.txt").write_text("\n".join(stems) + "\n")
+    (root / "splits" / "train.txt").write_text("\n".join(stems[:-1]) + "\n")
+    (root / "splits" / "val.txt").write_text(stems[-1] + "\n")
     return root
 
 
@@ -140,3 +142,30 @@ def test_a_bad_cache_setting_in_the_config_is_one_line(tmp_path: Path) -> None:
         with pytest.raises(ValueError) as raised:
             training_split(compose_folder(root, override).dataset)
         assert str(raised.value) == message
+
+
+def test_the_memory_files_are_read_as_regular_files_only(tmp_path: Path, monkeypatch) -> None:
+    """A FIFO where a memory file should be would block ``open().read()`` for ever; a link
+    to /dev/zero would never end. Both are read as "unknown"."""
+    import os
+    import signal
+
+    from seg.data import cache
+
+    os.mkfifo(tmp_path / "meminfo")
+    (tmp_path / "memory.max").symlink_to("/dev/zero")
+    (tmp_path / "memory.current").write_text("1000\n")
+    monkeypatch.setattr(cache, "MEMINFO", str(tmp_path / "meminfo"))
+    monkeypatch.setattr(cache, "CGROUP_MEMORY", (
+        (str(tmp_path / "memory.max"), str(tmp_path / "memory.current")),))
+    previous = signal.signal(signal.SIGALRM, lambda *args: pytest.fail("a read blocked"))
+    signal.alarm(30)
+    try:
+        assert cache.available_memory() is None
+        assert cache.cache_budget_bytes("auto") == cache.UNKNOWN_MEMORY_BUDGET_MB * cache.MB
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    (tmp_path / "meminfo").unlink()
+    (tmp_path / "meminfo").write_text("MemTotal: 8 kB\nMemAvailable:    4 kB\n")
+    assert cache.available_memory() == 4096

@@ -145,6 +145,17 @@ def test_folder_rgb_masks_and_seeded_split(tmp_path: Path) -> None:
         assert where.any() and (mask[where] == index).all()
 
 
+def test_two_images_of_one_stem_are_one_line_naming_both(tmp_path: Path) -> None:
+    """One of them was left out without a word: masks are matched to images by stem."""
+    root = make_folder(tmp_path / "folder")
+    Image.open(root / "images" / "tile_001.png").save(root / "images" / "tile_001.jpg")
+    with pytest.raises(ValueError) as raised:
+        FolderSegmentation(root, "train")
+    assert str(raised.value) == (f"{root / 'images' / 'tile_001.jpg'} and tile_001.png share "
+                                 "the stem 'tile_001', and masks are matched to images by "
+                                 "stem: rename one of them (and its mask), or remove it")
+
+
 def test_folder_without_classes_yaml(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "folder")
     (root / "classes.yaml").unlink()

@@ -5,6 +5,7 @@ is not applied, to images as to masks, and a mismatch it explains says so."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -21,10 +22,10 @@ from PIL import Image
 from seg.cli.data import main as seg_data
 from seg.data import base
 from seg.data.base import SampleError, exif_orientation, read_image, read_label_image
-from seg.data.folder import IMAGE_SUFFIXES
+from seg.data.folder import IMAGE_SUFFIXES, FolderSegmentation
 from seg.data.voc import VOCSegmentation
 from seg.errors import BadValue
-from tests.layouts import make_voc, save_palette_png
+from tests.layouts import make_folder, make_voc, save_palette_png
 
 READERS = {"image": read_image, "mask": read_label_image}
 
@@ -231,3 +232,56 @@ def test_the_check_report_escapes_class_names(tmp_path: Path) -> None:
 
     text = format_report([SplitReport("train", samples=1)], ["\x1b[2J\nINFO fake", "b"])
     assert "\x1b" not in text and "\nINFO fake" not in text and "\\x1b[2J\\nINFO fake" in text
+
+
+# Names a file may have that would drive a terminal: clear the screen, set the window's
+# title, start a fake log line, turn the rest of the line right to left.
+TERMINAL_TRAPS = ("clear\x1b[2J", "title\x1b]0;x\x07", "fake\nINFO all good", "bidi\u202e")
+
+
+def holds_no_control(text: str) -> bool:
+    """No character below 0x20 but the line ends, no ESC, no right-to-left override."""
+    return all(ord(char) >= 0x20 or char == "\n" for char in text) \
+        and "\x1b" not in text and "\u202e" not in text and "\x7f" not in text
+
+
+def trapped_folder(root: Path) -> Path:
+    """A folder dataset whose images named with TERMINAL_TRAPS hold no image, and the
+    first of them is turned by its EXIF orientation (a warning naming it)."""
+    root = make_folder(root, count=2)
+    for name in TERMINAL_TRAPS:
+        (root / "images" / f"{name}.png").write_bytes(b"not an image")
+        save_palette_png(np.zeros((4, 4), np.uint8), root / "masks" / f"{name}.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(
+        root / "images" / f"{TERMINAL_TRAPS[0]}x.png", exif=exif)
+    save_palette_png(np.zeros((40, 48), np.uint8), root / "masks" / f"{TERMINAL_TRAPS[0]}x.png")
+    return root
+
+
+def test_check_escapes_the_names_of_files(tmp_path: Path, capsys) -> None:
+    root = trapped_folder(tmp_path / "folder")
+    code = seg_data(["check", "dataset=folder", f"dataset.root={root}",
+                     "dataset.val_fraction=0.5", "dataset.num_workers=0"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert holds_no_control(captured.out) and holds_no_control(captured.err), captured.out
+    for name in TERMINAL_TRAPS:  # each named, escaped
+        escaped = name.encode("unicode_escape").decode()  # as repr writes it
+        assert f"{escaped}.png: cannot decode image" in captured.out
+    assert "clear\\x1b[2Jx.png (6)" in captured.out  # the EXIF warning
+
+
+def test_a_skipped_sample_names_its_file_escaped(tmp_path: Path, caplog) -> None:
+    from seg.engine.batches import warn_skipped
+
+    root = trapped_folder(tmp_path / "folder")
+    dataset = FolderSegmentation(root, "train", val_fraction=0.0, on_error="skip")
+    skipped = [item["skipped"] for item in map(dataset.__getitem__, range(len(dataset)))
+               if "skipped" in item]
+    assert len(skipped) == len(TERMINAL_TRAPS)
+    with caplog.at_level(logging.WARNING, logger="seg.engine"):
+        warn_skipped(skipped, "epoch 0")
+    assert all(holds_no_control(message) and "\n" not in message for message in skipped)
+    assert holds_no_control(caplog.text) and caplog.text.count("\n") == 1

@@ -2,11 +2,12 @@
 every split of a dataset config and list what is wrong, before a training run finds it.
 
 Checks that each image and mask decodes, that they have the same size and that every
-label value is one the dataset uses (or, for colour masks, a listed colour), and that no
-split lists an id twice. Prints the sample counts, a per-class pixel histogram, a warning
-for images with an EXIF orientation (seg reads them as stored), the first problems of each
-split (file, what, value) and a summary of their kinds; exits 1 when there is any problem
-or the config is wrong, 0 otherwise.
+label value is one the dataset uses (or, for colour masks, a listed colour), that no
+split lists an id twice and that no id is in both the train and the val split. Prints the
+sample counts, a per-class pixel histogram, a warning for images with an EXIF orientation
+(seg reads them as stored), the first problems of each split (file, what, value) and a
+summary of their kinds; exits 1 when there is any problem or the config is wrong, 0
+otherwise.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from seg.cli.common import (
     root_cause,
     user_error_line,
 )
+from seg.text import printable
 
 if TYPE_CHECKING:
     from seg.data.check import SplitReport
@@ -52,14 +54,15 @@ def check_split(name: str, data: DictConfig, workers: int) -> SplitReport:
         cause = root_cause(error)
         if not isinstance(cause, USER_ERRORS):
             raise
-        report.problems.append(one_line(str(cause.args[0]) if cause.args else repr(cause)))
+        message = one_line(str(cause.args[0]) if cause.args else repr(cause))
+        report.problems.append(printable(message))  # it may quote a file's name
         return report
     return check_dataset(name, dataset, workers)
 
 
 def check(overrides: Sequence[str]) -> int:
     """Compose the training config with ``overrides`` and check its dataset's splits."""
-    from seg.data.check import format_report
+    from seg.data.check import format_report, shared_ids
     from seg.data.loader import resolve_num_workers
 
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
@@ -68,8 +71,9 @@ def check(overrides: Sequence[str]) -> int:
     data = cfg.dataset
     workers = resolve_num_workers(data.num_workers)
     class_names = [str(name) for name in data.class_names]
-    print(f"checking dataset={data.get('name', '?')} at {data.root}")
+    print(f"checking dataset={printable(data.get('name', '?'))} at {printable(data.root)}")
     reports = [check_split(split, data, workers) for split in SPLITS if split in data]
+    shared_ids(reports)
     print(format_report(reports, class_names))
     return 1 if any(r.problems for r in reports) else 0
 

@@ -13,6 +13,8 @@ import logging
 import os
 import random
 import stat
+import struct
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any, BinaryIO, TypedDict
 import cv2
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 from torch.utils.data import Dataset, get_worker_info
 
 from seg.data.cache import (
@@ -32,13 +34,19 @@ from seg.data.cache import (
     cache_mode,
     decoded_bytes,
 )
-from seg.errors import BadValue, IsAFolder, MissingPath, NotAFolder
+from seg.errors import BadValue, IsAFolder, MissingPath, NotAFolder, UserError
+from seg.files import read_run_text
 from seg.settings import positive_int
+from seg.text import printable
 
 log = logging.getLogger("seg.data")
 
 # OpenCV's own thread pool oversubscribes the CPU when DataLoader workers run in parallel.
 cv2.setNumThreads(0)
+# OpenCV logs its decoders' troubles on stderr (libtiff's warnings, "can't read data"):
+# every decoding failure here is already one SampleError line naming the file, and those
+# lines beside it would only bury it (or, for a valid float TIFF, cry wolf).
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 # PIL's own pixel limit is one number for the whole process (a warning from 89 MP, an error
 # from 179 MP): it would refuse what dataset.max_image_pixels allows, and before the size
 # is known. Every read here checks the header against max_pixels instead.
@@ -67,13 +75,24 @@ ORIENTATIONS = {2: "mirrored", 3: "rotated 180°", 4: "mirrored upside down",
                 5: "mirrored across a diagonal", 6: "rotated 90° clockwise",
                 7: "mirrored across a diagonal", 8: "rotated 90° counter-clockwise"}
 _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+_TIFF_STARTS = (b"II*\x00", b"MM\x00*")
+# PIL's modes of 32-bit samples (float, integer), which OpenCV's colour decoding refuses.
+DEEP_IMAGE_MODES = ("F", "I")
+# PIL's modes of integer labels wider than 8 bits (a uint16 PNG, an int32 TIFF).
+INTEGER_LABEL_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+TIFF_WIDTH, TIFF_HEIGHT = 256, 257  # the tags of the image's size
+# A split list lists ids: kilobytes, a few MB for the largest datasets.
+MAX_SPLIT_LIST_BYTES = 64 << 20
 
 
 class SampleError(BadValue):
     """A sample that cannot be used as it is. The message names the file and the problem.
 
     One positional argument only, so that a DataLoader worker can raise it again in the
-    main process.
+    main process (with the worker's traceback as its message: so not escaped here). The
+    names in a message are escaped where it is written (:func:`seg.text.printable`): a
+    file's name may hold terminal escapes or line breaks, and the message reaches the
+    terminal and the log (seg-data check, a skipped sample's warning).
     """
 
 
@@ -94,49 +113,138 @@ def read_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
 
     The pixels come in their stored order, as PIL (and so torchvision's references) reads
     them and masks: an EXIF orientation tag is not applied, so an image and its mask
-    always align as stored. Of an animation (GIF, APNG, WebP), the first frame."""
+    always align as stored. Of an animation (GIF, APNG, WebP), the first frame. An image
+    of 32-bit samples (a float or integer TIFF) is read as :func:`to_uint8` says."""
     data = read_file(path, "image", max_pixels)
     if data[:2] == _JPEG_START and not data.rstrip(b"\x00").endswith(_JPEG_END):
         # libjpeg decodes a truncated JPEG with a grey bottom and only a warning
-        raise SampleError(f"{path}: truncated JPEG (no end marker); replace the file")
-    with open_image(path, data, "image") as header:  # PIL reads no pixels until asked
-        check_pixel_count(path, header.size, max_pixels, "image")
-        if header.format == "GIF":  # older OpenCV builds decode no GIF (pyproject allows 4.8)
-            return decode_with_pil(path, header, "image")
+        raise SampleError(f"{printable(path)}: truncated JPEG (no end marker); replace the file")
+    image_format, mode = read_header(path, data, max_pixels, "image")
+    if image_format == "GIF":  # older OpenCV builds decode no GIF (pyproject allows 4.8)
+        with open_image(path, data, "image") as gif:
+            return decode_with_pil(path, gif, "image")
+    if mode is None or mode in DEEP_IMAGE_MODES:  # OpenCV's colour decoding refuses them
+        return to_rgb(path, to_uint8(path, decode_with_opencv(path, data, cv2.IMREAD_UNCHANGED)))
+    return cv2.cvtColor(decode_with_opencv(path, data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def read_header(path: Path, data: bytes, max_pixels: int, what: str
+                ) -> tuple[str | None, str | None]:
+    """PIL's ``(format, mode)`` of ``data``, from its header alone, its pixel count checked.
+    A TIFF of 32-bit colour samples, which PIL cannot open (and OpenCV can), is
+    ``("TIFF", None)``, its size read from its first directory."""
     try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8),
-                           cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        header = open_image(path, data, what)
+    except SampleError:
+        if not data.startswith(_TIFF_STARTS):
+            raise
+        check_pixel_count(path, tiff_size(path, data, what), max_pixels, what)
+        return "TIFF", None
+    with header:
+        check_pixel_count(path, header.size, max_pixels, what)
+        return header.format, header.mode
+
+
+def tiff_size(path: Path, data: bytes, what: str) -> tuple[int, int]:
+    """``(width, height)`` of a TIFF from the tags of its first directory (no pixel read)."""
+    try:
+        with warnings.catch_warnings():  # PIL warns of a short tag before it fails
+            warnings.simplefilter("ignore")
+            directory = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
+            stream = io.BytesIO(data)
+            stream.seek(directory.next)
+            directory.load(stream)
+        return int(directory[TIFF_WIDTH]), int(directory[TIFF_HEIGHT])
+    except (KeyError, TypeError, ValueError, OSError, SyntaxError, struct.error):
+        raise SampleError(f"{printable(path)}: cannot decode {what} (corrupt or not an image); "
+                          "replace the file") from None
+
+
+def decode_with_opencv(path: Path, data: bytes, flags: int) -> np.ndarray:
+    """The pixels of ``data`` decoded by OpenCV with ``flags``, EXIF orientation ignored
+    (IMREAD_UNCHANGED, -1, stays itself when or-ed, and never applies it)."""
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8),
+                              flags | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error as error:  # .err is OpenCV's failed check, when it names one
         reason = getattr(error, "err", None) or " ".join(str(error).split())
-        raise SampleError(f"{path}: cannot decode image (OpenCV: {reason}); "
+        raise SampleError(f"{printable(path)}: cannot decode image (OpenCV: {reason}); "
                           "replace the file") from None
-    if bgr is None:
-        raise SampleError(f"{path}: cannot decode image (corrupt or not an image); "
+    if pixels is None:
+        raise SampleError(f"{printable(path)}: cannot decode image (corrupt or not an image); "
                           "replace the file")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return pixels
+
+
+def to_uint8(path: Path, pixels: np.ndarray) -> np.ndarray:
+    """Image pixels of any depth as uint8. 8-bit as they are; 16-bit by their high byte,
+    as OpenCV reads 16-bit images; floats all in [0, 1] scaled to [0, 255]; other floats
+    and integers taken as they are (rounded) when all in [0, 255]. Anything else (NaN,
+    negative values, values over 255) is one line: seg cannot guess their scale."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype == np.uint16:
+        return (pixels >> 8).astype(np.uint8)
+    if not np.isfinite(pixels).all():
+        raise SampleError(f"{printable(path)}: image holds NaN or infinite values; replace "
+                          "the file")
+    low, high = float(pixels.min()), float(pixels.max())
+    if pixels.dtype.kind == "f" and low >= 0 and high <= 1:
+        return np.rint(pixels * 255).astype(np.uint8)
+    if low >= 0 and high <= 255:
+        return np.rint(pixels).astype(np.uint8)
+    raise SampleError(f"{printable(path)}: image of {pixels.dtype} values from {low:g} to "
+                      f"{high:g}; seg reads values in [0, 255] (floats also in [0, 1]): save "
+                      "it as 8-bit, or scaled into that range")
+
+
+def to_rgb(path: Path, pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels of OpenCV's channel order (gray, BGR or BGRA) as RGB."""
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    conversion = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}
+    if channels not in conversion:
+        raise SampleError(f"{printable(path)}: image has {channels} channels; expected 1 (gray), 3 "
+                          "(RGB) or 4 (RGBA)")
+    return cv2.cvtColor(pixels, conversion[channels])
 
 
 def read_label_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode a label PNG: HW uint8 for index masks (palette "P" or grayscale "L" mode:
-    the pixel values are the labels), HW3 uint8 for RGB colour masks. Checked as
-    :func:`read_image` checks images."""
+    the pixel values are the labels; 16- or 32-bit integers too, each in 0-255), HW3
+    uint8 for RGB colour masks. Checked as :func:`read_image` checks images."""
     with open_image(path, read_file(path, "mask", max_pixels), "mask") as label:
         check_pixel_count(path, label.size, max_pixels, "mask")
+        if label.mode in INTEGER_LABEL_MODES:
+            return narrow_labels(path, decode_with_pil(path, label, "mask", mode=None,
+                                                       dtype=None))
         if label.mode not in ("P", "L", "RGB", "RGBA"):
-            raise SampleError(f"{path}: mask is {label.mode} mode; expected P, L or RGB")
+            raise SampleError(f"{printable(path)}: mask is {label.mode} mode; expected P, L or RGB "
+                              "(or integer labels of 16 or 32 bits)")
         if label.mode in ("P", "L"):
             return decode_with_pil(path, label, "mask", mode=None)
         return decode_with_pil(path, label, "mask")
 
 
-def decode_with_pil(path: Path, image: Image.Image, what: str, mode: str | None = "RGB"
-                    ) -> np.ndarray:
-    """The pixels of ``image`` (its first frame), converted to ``mode`` (None: as stored)."""
+def narrow_labels(path: Path, labels: np.ndarray) -> np.ndarray:
+    """Labels stored in more than 8 bits as uint8; each must be one of 0-255, the values
+    of every dataset's labels (255: ignored)."""
+    outside = np.unique(labels[(labels < 0) | (labels > IGNORE_INDEX)])
+    if outside.size:
+        raise SampleError(f"{printable(path)}: label values {describe_values(outside)} are outside "
+                          "0-255, which no dataset uses; fix the mask or set "
+                          "dataset.on_error=skip")
+    return labels.astype(np.uint8)
+
+
+def decode_with_pil(path: Path, image: Image.Image, what: str, mode: str | None = "RGB",
+                    dtype: type | None = np.uint8) -> np.ndarray:
+    """The pixels of ``image`` (its first frame), converted to ``mode`` (None: as stored),
+    as ``dtype`` (None: as stored)."""
     try:
-        return np.array(image if mode is None else image.convert(mode), dtype=np.uint8)
+        return np.array(image if mode is None else image.convert(mode), dtype=dtype)
     except (OSError, SyntaxError, ValueError) as error:  # PIL's words for broken data
-        raise SampleError(f"{path}: cannot decode {what} ({error}); replace the file"
-                          ) from None
+        raise SampleError(f"{printable(path)}: cannot decode {what} ({printable(error)}); "
+                          "replace the file") from None
 
 
 def read_file(path: Path, what: str, max_pixels: int = MAX_IMAGE_PIXELS) -> bytes:
@@ -148,7 +256,7 @@ def read_file(path: Path, what: str, max_pixels: int = MAX_IMAGE_PIXELS) -> byte
         except OSError as error:  # an I/O error
             raise unreadable(path, what, error) from None
     if not data:
-        raise SampleError(f"{path}: {what} file is empty (0 bytes); replace the file")
+        raise SampleError(f"{printable(path)}: {what} file is empty (0 bytes); replace the file")
     return data
 
 
@@ -161,7 +269,7 @@ def open_regular(path: Path, what: str, max_pixels: int = MAX_IMAGE_PIXELS) -> B
         check_regular(path, what, os.stat(path), max_pixels)
         file = open(path, "rb", opener=open_non_blocking)  # noqa: SIM115 - returned open
     except FileNotFoundError:
-        raise SampleError(f"{path}: {what} file not found") from None
+        raise SampleError(f"{printable(path)}: {what} file not found") from None
     except OSError as error:  # no permission, an I/O error
         raise unreadable(path, what, error) from None
     try:
@@ -181,19 +289,20 @@ def check_regular(path: Path, what: str, info: os.stat_result, max_pixels: int) 
     """Refuse a file that is not regular, or larger than any image of ``max_pixels``."""
     if not stat.S_ISREG(info.st_mode):
         kind = SPECIAL_FILES.get(stat.S_IFMT(info.st_mode), "a special file")
-        raise SampleError(f"{path}: the {what} file is {kind}, not a regular file; replace it "
-                          f"with the {what} file")
+        raise SampleError(f"{printable(path)}: the {what} file is {kind}, not a regular file; "
+                          f"replace it with the {what} file")
     limit = max(MAX_FILE_BYTES, MAX_BYTES_PER_PIXEL * max_pixels)
     if info.st_size > limit:
         raise SampleError(
-            f"{path}: {what} file is {info.st_size:,} bytes, over the limit of {limit:,} for "
-            f"an image of at most {max_pixels:,} pixels; replace it, or raise the limit with "
-            "dataset.max_image_pixels (max_image_pixels for seg-predict)")
+            f"{printable(path)}: {what} file is {info.st_size:,} bytes, over the limit of "
+            f"{limit:,} for an image of at most {max_pixels:,} pixels; replace it, or raise the "
+            "limit with dataset.max_image_pixels (max_image_pixels for seg-predict)")
 
 
 def unreadable(path: Path, what: str, error: OSError) -> SampleError:
-    return SampleError(f"{path}: cannot read the {what} file ({error.strerror or error}); "
-                       "check that it is a readable file")
+    return SampleError(f"{printable(path)}: cannot read the {what} file "
+                       f"({printable(error.strerror or error)}); check that it is a readable "
+                       "file")
 
 
 def exif_orientation(path: Path) -> int:
@@ -236,15 +345,15 @@ def open_image(path: Path, data: bytes, what: str) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data))
     except Image.UnidentifiedImageError:
-        raise SampleError(f"{path}: cannot decode {what} (corrupt or not an image); "
+        raise SampleError(f"{printable(path)}: cannot decode {what} (corrupt or not an image); "
                           "replace the file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         # only where something set PIL's own limit again (the warning if warnings are errors)
-        raise SampleError(f"{path}: {what} is too large to decode ({error}); downscale "
-                          "or tile it") from None
+        raise SampleError(f"{printable(path)}: {what} is too large to decode "
+                          f"({printable(error)}); downscale or tile it") from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL's words for broken headers
-        raise SampleError(f"{path}: cannot decode {what} ({error}); replace the file"
-                          ) from None
+        raise SampleError(f"{printable(path)}: cannot decode {what} ({printable(error)}); "
+                          "replace the file") from None
 
 
 def check_pixel_count(path: Path, size: tuple[int, int], max_pixels: int, what: str) -> None:
@@ -252,7 +361,7 @@ def check_pixel_count(path: Path, size: tuple[int, int], max_pixels: int, what: 
     width, height = size
     if width * height > max_pixels:
         raise SampleError(
-            f"{path}: {what} is {width}x{height} ({width * height:,} pixels), over the "
+            f"{printable(path)}: {what} is {width}x{height} ({width * height:,} pixels), over the "
             f"limit of {max_pixels:,}; downscale or tile it, or raise the limit with "
             "dataset.max_image_pixels (max_image_pixels for seg-predict)")
 
@@ -328,7 +437,7 @@ class SegmentationDataset(Dataset):
         if on_error not in ON_ERROR:
             raise BadValue(f"dataset.on_error={on_error!r}: use one of {', '.join(ON_ERROR)}")
         self.max_image_pixels = positive_int(max_image_pixels, "dataset.max_image_pixels")
-        self.source = source or "the dataset"
+        self.source = printable(source or "the dataset")  # for messages: escaped
         if not samples:
             raise BadValue(f"{self.source} lists no samples: check the split name and the "
                            "dataset.root folder")
@@ -389,16 +498,16 @@ class SegmentationDataset(Dataset):
         raw = self.read_mask(sample.mask)
         if raw.shape[:2] != image.shape[:2]:
             raise SampleError(
-                f"{sample.mask}: mask is {raw.shape[1]}x{raw.shape[0]} but its image "
-                f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}; they must match"
-                f"{exif_note(sample.image)}")
+                f"{printable(sample.mask)}: mask is {raw.shape[1]}x{raw.shape[0]} but its "
+                f"image {printable(sample.image.name)} is {image.shape[1]}x{image.shape[0]}; "
+                f"they must match{exif_note(sample.image)}")
         return image, self.map_labels(raw, sample.mask)
 
     def read_mask(self, path: Path) -> np.ndarray:
         """The raw label values of ``path`` (HW uint8). Readers of other formats override it."""
         mask = read_label_image(path, self.max_image_pixels)
         if mask.ndim == 3:
-            raise SampleError(f"{path}: RGB colour mask where {self.label_description} "
+            raise SampleError(f"{printable(path)}: RGB colour mask where {self.label_description} "
                               "were expected; save it as an index (P or L mode) PNG")
         return mask
 
@@ -413,7 +522,7 @@ class SegmentationDataset(Dataset):
         unknown = np.flatnonzero((counts > 0) & (label_map < 0))
         if unknown.size:
             raise SampleError(
-                f"{path}: label values {describe_values(unknown)} are not {meaning} "
+                f"{printable(path)}: label values {describe_values(unknown)} are not {meaning} "
                 f"(allowed: {compact_ranges(np.flatnonzero(label_map >= 0))}); fix the mask "
                 "or set dataset.on_error=skip"
             )
@@ -476,25 +585,25 @@ def compact_ranges(values: Sequence[int]) -> str:
 def require_dir(path: Path, what: str, hint: str) -> Path:
     """``path`` if it is a folder, else a one-line error naming it and the fix."""
     if path.is_file():
-        raise NotAFolder(f"{what} is a file, not a folder: {path}; {hint}")
+        raise NotAFolder(f"{what} is a file, not a folder: {printable(path)}; {hint}")
     if not path.is_dir():
-        raise MissingPath(f"{what} not found: {path}; {hint}")
+        raise MissingPath(f"{what} not found: {printable(path)}; {hint}")
     return path
 
 
 def read_id_list(path: Path, hint: str) -> list[str]:
     """Ids of a split list file, one per line (only the first word of a line counts).
+    Read through seg.files: a regular file only (a FIFO never hangs, /dev/zero is refused),
+    of at most MAX_SPLIT_LIST_BYTES; anything else is one line naming it and ``hint``.
     Each id must name something inside the dataset folder (see :func:`check_id`)."""
-    if path.is_dir():
-        raise IsAFolder(f"split file is a folder, not a file: {path}; {hint}")
-    if not path.is_file():
-        raise MissingPath(f"split file not found: {path}; {hint}")
+    if path.is_dir():  # seg.files opens a folder, then fails to wrap it (not a UserError)
+        raise IsAFolder(f"split file {printable(path)} is a folder, not a file; {hint}")
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: drop a leading BOM
-    except UnicodeDecodeError:
-        raise BadValue(f"{path}: not a text file of ids, one per line; {hint}") from None
+        text = read_run_text(path, "split file", MAX_SPLIT_LIST_BYTES)  # drops a leading BOM
+    except UserError as error:
+        raise type(error)(f"{error}; {hint}") from None
     return [check_id(line.split()[0], path, number)
-            for number, line in enumerate(lines, start=1) if line.strip()]
+            for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
 def check_id(sample_id: str, list_file: Path, line: int) -> str:
@@ -503,9 +612,10 @@ def check_id(sample_id: str, list_file: Path, line: int) -> str:
     files outside it (a symlink inside the root is the user's own choice and is followed)."""
     parts = Path(sample_id).parts
     if Path(sample_id).is_absolute() or ".." in parts:
-        raise BadValue(f"{list_file}, line {line}: id {sample_id!r} points outside the "
-                       "dataset folder; list ids relative to it (no leading / and no ..)")
+        raise BadValue(f"{printable(list_file)}, line {line}: id {sample_id!r} points outside "
+                       "the dataset folder; list ids relative to it (no leading / and no ..)")
     if not sample_id.isprintable():  # a BOM mid-file, a zero-width space: invisible in a path
-        raise BadValue(f"{list_file}, line {line}: id {sample_id!r} holds a character that "
-                       "does not print; remove it (save the file as plain UTF-8 text)")
+        raise BadValue(f"{printable(list_file)}, line {line}: id {sample_id!r} holds a "
+                       "character that does not print; remove it (save the file as plain "
+                       "UTF-8 text)")
     return sample_id

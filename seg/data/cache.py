@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
-from seg.errors import BadValue
+from seg.errors import BadValue, UserError
+from seg.files import read_run_text
 from seg.settings import is_int
 
 CACHE_MODES = "true, false, auto"
@@ -25,6 +25,8 @@ UNKNOWN_MEMORY_BUDGET_MB = 1024  # where the available memory cannot be read (no
 BYTES_PER_PIXEL = 4  # uint8 RGB image + uint8 class mask
 MB = 1 << 20
 # (limit, usage) of this container's memory, cgroup v2 then v1; a limit of "max" is none
+MEMINFO = "/proc/meminfo"
+SYSTEM_FILE_BYTES = 1 << 20  # /proc/meminfo and a cgroup's numbers: a few kB at most
 CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
                   "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
@@ -67,21 +69,30 @@ def available_memory() -> int | None:
 
 
 def meminfo_available() -> int | None:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024  # kB
-    except (OSError, ValueError, IndexError):
-        pass
+    text = read_small_file(MEMINFO)
+    for line in (text or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            try:
+                return int(line.split()[1]) * 1024  # kB
+            except (ValueError, IndexError):
+                return None
     return None
 
 
 def read_number(path: str) -> int | None:
     """The integer in the file at ``path``; None if absent or not a number ("max")."""
     try:
-        return int(Path(path).read_text().strip())
-    except (OSError, ValueError):
+        return int((read_small_file(path) or "").strip())
+    except ValueError:
+        return None
+
+
+def read_small_file(path: str) -> str | None:
+    """The text of a small system file, read through seg.files (a regular file only, so a
+    FIFO or a device mounted there never hangs or fills memory); None when it cannot be."""
+    try:
+        return read_run_text(path, "system file", SYSTEM_FILE_BYTES)
+    except (UserError, OSError):
         return None
 
 

@@ -19,13 +19,15 @@ MAX_PROBLEMS_SHOWN = 20
 MAX_TURNED_SHOWN = 3
 # What a problem is about, from the words of its message after the path (the first match).
 PROBLEM_KINDS = (
-    ("file not found", "missing files"), ("not a regular file", "special files"),
+    ("also train ids", "ids in both splits"), ("file not found", "missing files"),
+    ("not a regular file", "special files"),
     ("is listed", "ids listed twice"), ("but its image", "size mismatches"),
     ("label values", "bad labels"), ("colour", "bad labels"), ("GTcls", "bad labels"),
     ("over the limit", "files too large"), ("cannot decode", "unreadable files"),
     ("truncated", "unreadable files"), ("is empty", "unreadable files"),
     ("cannot read", "unreadable files"),
 )
+MAX_SHARED_SHOWN = 5
 Item = tuple[int, np.ndarray | None, str | None, int]
 
 
@@ -79,11 +81,12 @@ class SplitReport:
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
     problems: list[str] = field(default_factory=list)
     turned: list[tuple[str, int]] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
 
 
 def check_dataset(name: str, dataset: SegmentationDataset, workers: int) -> SplitReport:
     """Read every sample of ``dataset`` (the split ``name``) and look for ids listed twice."""
-    report = SplitReport(name, samples=len(dataset))
+    report = SplitReport(name, samples=len(dataset), ids=dataset.ids)
     report.problems += duplicate_ids(dataset)
     for index, histogram, problem, orientation in read_samples(dataset, workers):
         if problem is not None:
@@ -92,15 +95,33 @@ def check_dataset(name: str, dataset: SegmentationDataset, workers: int) -> Spli
         report.ok += 1
         report.histogram += histogram
         if orientation != 1:
-            report.turned.append((str(dataset.samples[index].image), orientation))
+            report.turned.append((printable(dataset.samples[index].image), orientation))
     return report
 
 
 def duplicate_ids(dataset: SegmentationDataset) -> list[str]:
     """One problem per id listed more than once: it would weigh double in training or
     count twice in the metrics."""
-    return [f"{dataset.source}: id {sample_id!r} is listed {count} times; list it once"
-            for sample_id, count in Counter(dataset.ids).items() if count > 1]
+    return [f"{dataset.source}: id {printable(repr(sample_id))} is listed {count} times; "
+            "list it once" for sample_id, count in Counter(dataset.ids).items() if count > 1]
+
+
+def shared_ids(reports: Sequence[SplitReport]) -> None:
+    """Add a problem to the val split's report when ids of the train split are in it too:
+    its scores would then measure images the model trained on. (Splits of a random split
+    never share ids; lists can.)"""
+    by_name = {report.name: report for report in reports}
+    if "train" not in by_name or "val" not in by_name:
+        return
+    train, val = by_name["train"], by_name["val"]
+    shared = sorted(set(train.ids) & set(val.ids))
+    if shared:
+        shown = ", ".join(printable(repr(sample_id)) for sample_id in shared[:MAX_SHARED_SHOWN])
+        more = ", ..." if len(shared) > MAX_SHARED_SHOWN else ""
+        val.problems.insert(0, f"ids in both splits: {len(shared)} of the {len(set(val.ids))} "
+                               f"val ids are also train ids ({shown}{more}): list each id in "
+                               "one split only, or the validation scores images the model "
+                               "trained on")
 
 
 def format_report(reports: Sequence[SplitReport], class_names: Sequence[str]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Unpack
@@ -19,6 +20,7 @@ from seg.data.base import (
 )
 from seg.data.readers import READERS
 from seg.errors import MissingPath
+from seg.text import printable
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -78,9 +80,11 @@ def read_sbd_mat(path: Path) -> np.ndarray:
             gt = loadmat(file, squeeze_me=True, struct_as_record=False)["GTcls"]
             mask = np.asarray(gt.Segmentation)
         except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
-            raise SampleError(f"{path}: not an SBD GTcls file ({error})") from None
+            raise SampleError(f"{printable(path)}: not an SBD GTcls file "
+                              f"({printable(error)})") from None
     if mask.ndim != 2 or mask.min(initial=0) < 0 or mask.max(initial=0) > 255:
-        raise SampleError(f"{path}: GTcls.Segmentation is not a 2-D mask of values 0-255")
+        raise SampleError(f"{printable(path)}: GTcls.Segmentation is not a 2-D mask of values "
+                          "0-255")
     return mask.astype(np.uint8)
 
 
@@ -91,7 +95,7 @@ SBD_HINT = "set dataset.sbd_root to SBD's benchmark_RELEASE folder (see data/REA
 def train_aug_ids(voc_root: Path, sbd_root: Path | None) -> list[str]:
     """The "train_aug" ids: SBD train + SBD val + VOC train, minus VOC val, sorted."""
     if sbd_root is None:
-        raise MissingPath(f"{voc_root / TRAIN_AUG_LIST} not found and dataset.sbd_root "
+        raise MissingPath(f"{printable(voc_root / TRAIN_AUG_LIST)} not found and dataset.sbd_root "
                           f"is not set: {SBD_HINT}, or run scripts/prepare_data.py sbd")
     sbd_root = require_dir(Path(sbd_root), "SBD folder", SBD_HINT)
     sbd = require_dir(sbd_root / "dataset", "SBD dataset folder", SBD_HINT)
@@ -123,7 +127,8 @@ class VOCAugSegmentation(SegmentationDataset):
         self.split = split
         if split != "train_aug":
             ids, source = voc_split_ids(self.root, split), str(voc_split_file(self.root, split))
-        elif (self.root / TRAIN_AUG_LIST).is_file():  # written by scripts/prepare_data.py sbd
+        elif os.path.lexists(self.root / TRAIN_AUG_LIST):  # by scripts/prepare_data.py sbd
+            # read whatever it is: a FIFO or a folder there is one line, not a quiet merge
             ids = read_id_list(self.root / TRAIN_AUG_LIST, VOC_HINT)
             source = str(self.root / TRAIN_AUG_LIST)
         else:
