@@ -195,13 +195,14 @@ def read_run_file(path: str | Path, what: str, limit: int = SMALL_FILE_BYTES) ->
     except OSError as error:
         raise BadValue(f"cannot read {printable(what)} {printable(path)} "
                        f"({error.strerror})") from None
-    with os.fdopen(descriptor, "rb") as file:
-        found = os.fstat(file.fileno())
+    found = os.fstat(descriptor)
+    if not stat.S_ISREG(found.st_mode):
+        os.close(descriptor)
         if stat.S_ISDIR(found.st_mode):
             raise IsAFolder(f"{printable(what)} {printable(path)} is a folder, not a file")
-        if not stat.S_ISREG(found.st_mode):
-            raise BadValue(f"{printable(what)} {printable(path)} is not a regular file (a "
-                           "FIFO, a device or a socket): replace it with the file itself")
+        raise BadValue(f"{printable(what)} {printable(path)} is not a regular file (a "
+                       "FIFO, a device or a socket): replace it with the file itself")
+    with os.fdopen(descriptor, "rb") as file:
         if found.st_size > limit:
             raise BadValue(f"{printable(what)} {printable(path)} holds {found.st_size} bytes, "
                            f"more than such a file takes (at most {limit}); check the file")
@@ -226,17 +227,21 @@ def read_run_text(path: str | Path, what: str, limit: int = SMALL_FILE_BYTES) ->
                        "plain UTF-8") from None
 
 
+REWRITE = "rewrite it, or delete it to start that step again"
+
+
 def read_json(path: str | Path, what: str, limit: int = SMALL_FILE_BYTES,
-              kind: type = dict) -> object:
-    """The JSON value of ``path``, which must be a ``kind`` (a JSON object by default)."""
+              kind: type = dict, fix: str = REWRITE) -> object:
+    """The JSON value of ``path``, which must be a ``kind`` (a JSON object by default);
+    ``fix`` ends the message of a malformed one."""
     text = read_run_text(path, what, limit)
     try:
         value = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as error:
-        raise BadValue(f"{printable(what)} {printable(path)} is not valid JSON "
-                       f"({printable(str(error).splitlines()[0])}): rewrite it, or delete it "
-                       "to start that step again") from None
-    return expect_kind(value, kind, what, path)
+        raise BadValue(f"{printable(path)}: not valid JSON "
+                       f"({printable(str(error).splitlines()[0])}), not the {printable(what)} "
+                       f"seg writes: {fix}") from None
+    return expect_kind(value, kind, what, path, fix)
 
 
 class NoAliasLoader(yaml.SafeLoader):
@@ -253,29 +258,30 @@ class NoAliasLoader(yaml.SafeLoader):
 
 
 def read_yaml(path: str | Path, what: str, limit: int = SMALL_FILE_BYTES,
-              kind: type = dict) -> object:
+              kind: type = dict, fix: str = REWRITE) -> object:
     """The YAML value of ``path`` (no aliases), which must be a ``kind`` (a mapping by
     default); one line naming the file, the line and the problem otherwise."""
     text = read_run_text(path, what, limit)
     try:
         value = yaml.load(text, Loader=NoAliasLoader)
     except RecursionError:  # PyYAML composes nested lists recursively
-        raise BadValue(f"{printable(what)} {printable(path)} is nested too deeply; check "
-                       "the file") from None
+        raise BadValue(f"{printable(path)}: nested too deeply to be a {printable(what)}; "
+                       "check the file") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise BadValue(f"{printable(what)} {printable(path)} is not valid YAML "
-                       f"({where}{printable(problem)}); fix it") from None
-    return expect_kind(value, kind, what, path)
+        raise BadValue(f"{printable(path)}: not valid YAML ({where}{printable(problem)}), "
+                       f"not the {printable(what)} seg reads: {fix}") from None
+    return expect_kind(value, kind, what, path, fix)
 
 
-def expect_kind(value: object, kind: type, what: str, path: str | Path) -> object:
+def expect_kind(value: object, kind: type, what: str, path: str | Path,
+                fix: str = REWRITE) -> object:
     """``value`` when it is a ``kind``; else one line naming the file and what it holds."""
     if not isinstance(value, kind):
         expected = {dict: "a mapping", list: "a list"}.get(kind, kind.__name__)
         raise BadValue(f"{printable(what)} {printable(path)} holds "
                        f"{type(value).__name__ if value is not None else 'nothing'}, not "
-                       f"{expected}: rewrite it, or delete it to start that step again")
+                       f"{expected}: {fix}")
     return value
