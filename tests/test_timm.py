@@ -57,8 +57,8 @@ def test_a_name_timm_cannot_serve_is_one_line(model_name: str, message: str) -> 
 def test_timm_weights_come_from_its_cache_or_a_file_never_the_network(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_cache"))
-    with pytest.raises(MissingPath, match="timm's weights for test_efficientnet are not in "
-                                          "its cache .*set model.encoder.weights="):
+    with pytest.raises(MissingPath, match="timm's weights for test_efficientnet are not "
+                                          "cached on this machine .*set model.encoder.weights="):
         build_encoder("timm", weights="imagenet", model_name=SMALL)
     # a state dict in timm's layout, the classifier's head included, and as safetensors
     from safetensors.torch import save_file
@@ -71,7 +71,7 @@ def test_timm_weights_come_from_its_cache_or_a_file_never_the_network(
     wrong = {k: v[..., :1] if k == "conv_stem.weight" else v
              for k, v in classifier.state_dict().items()}
     torch.save(wrong, tmp_path / "wrong.pth")
-    with pytest.raises(BadValue, match="the weights' conv_stem.weight has shape"):
+    with pytest.raises(BadValue, match="wrong.pth: body.conv_stem.weight has shape"):
         build_encoder("timm", weights=str(tmp_path / "wrong.pth"), model_name=SMALL)
 
 

@@ -8,6 +8,12 @@ the deeper taps keep a finer stride, and ``strides`` says so.
 
 from __future__ import annotations
 
+import io
+import json
+import math
+import pickle
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -15,17 +21,35 @@ from torch import nn
 
 from seg.catalogue import Catalogue
 from seg.errors import BadValue, MissingPath
+from seg.files import read_run_file
+from seg.settings import optional_package
+from seg.text import printable, shown
 
 
 class Encoder(nn.Module):
     """Base class: ``forward(x) -> [tap4, tap8, tap16, tap32]``, finest first, with their
-    ``channels`` and ``strides`` (a dilated encoder's last strides are smaller)."""
+    ``channels`` and ``strides`` (a dilated encoder's last strides are smaller).
+
+    Weights reach every encoder one way, :func:`load_encoder_weights`; an encoder says
+    where its ImageNet weights lie (:meth:`imagenet_file`) and how its publisher names
+    their tensors (:meth:`own_layout`)."""
 
     channels: tuple[int, int, int, int]
     strides: tuple[int, int, int, int]
 
+    def imagenet_file(self) -> Path | None:
+        """Where this encoder's ImageNet weights lie on this machine (a cache that seg
+        reads and never fills), or None where there are none."""
+        return None
 
-# weights: None, "imagenet" (torchvision's, from the torch hub cache) or a state-dict file
+    def own_layout(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``state`` (a weights file's tensors) under this encoder's own keys. A file holds
+        either this encoder's ``state_dict`` or its publisher's layout; an encoder whose
+        publisher names its tensors otherwise translates them here."""
+        return state
+
+
+# weights: None, "imagenet" (from a local cache, never downloaded) or a state-dict file
 ENCODERS = Catalogue("encoder", extra_options={"weights": None})
 
 
@@ -101,7 +125,7 @@ class SimpleEncoder(Encoder):
 POOL2_END = 10  # VGG-16's features[:10] end with pool2 (stride 4, 128 channels)
 
 
-@ENCODERS.register("vgg16", extras={"imagenet": "VGG16_Weights"})
+@ENCODERS.register("vgg16")
 class VGG16Encoder(Encoder):
     """FCN's original backbone: VGG-16 with pool2/pool3/pool4 taps and fc6/fc7 as
     convolutions."""
@@ -136,17 +160,43 @@ class VGG16Encoder(Encoder):
         pool4 = self.to_pool4(pool3)
         return [pool2, pool3, pool4, self.fc(self.to_pool5(pool4))]
 
-    def load_published_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load torchvision VGG-16 weights, reshaping fc6/fc7 into convolutions (FCN surgery)."""
-        features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-        nn.Sequential(*self.to_pool3, *self.to_pool4, *self.to_pool5).load_state_dict(features)
-        fc6, fc7 = self.fc[0], self.fc[3]
-        if fc6.out_channels == state["classifier.0.weight"].shape[0]:
-            with torch.no_grad():
-                fc6.weight.copy_(state["classifier.0.weight"].view_as(fc6.weight))
-                fc6.bias.copy_(state["classifier.0.bias"])
-                fc7.weight.copy_(state["classifier.3.weight"].view_as(fc7.weight))
-                fc7.bias.copy_(state["classifier.3.bias"])
+    def imagenet_file(self) -> Path:
+        return torchvision_imagenet_file("VGG16_Weights")
+
+    def own_layout(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """torchvision's VGG-16 keys as this encoder's: ``features.N`` split at pool3 and
+        pool4, fc6/fc7 (``classifier.0``, ``classifier.3``) reshaped into convolutions (FCN
+        surgery) and the last classifier left out. With another ``fc_channels`` than
+        VGG's 4096, fc6 and fc7 keep their initialisation."""
+        renamed = {vgg_feature_key(key): value for key, value in state.items()
+                   if not key.startswith("classifier.")}
+        own_fc = {f"fc.{key}": value for key, value in self.fc.state_dict().items()}
+        published_fc = {f"fc.{key[len('classifier.'):]}": value for key, value in state.items()
+                        if key.startswith(("classifier.0.", "classifier.3."))}
+        if not published_fc:
+            return renamed
+        if all(key in published_fc and published_fc[key].numel() == value.numel()
+               for key, value in own_fc.items()):
+            own_fc = {key: published_fc[key].reshape(value.shape) for key, value in own_fc.items()}
+        return {**renamed, **own_fc}
+
+
+# torchvision's vgg16().features as this encoder splits it (a slice of a Sequential keeps
+# its layers' indices): layers [start, end) -> the Sequential that holds them
+VGG_FEATURE_SLICES = ((0, 17, "to_pool3"), (17, 24, "to_pool4"), (24, 31, "to_pool5"))
+
+
+def vgg_feature_key(key: str) -> str:
+    """``features.N.rest`` under the Sequential of this encoder that holds layer N; any
+    other key as it is (an unknown one is then named as such)."""
+    prefix, _, rest = key.partition(".")
+    index = rest.partition(".")[0]
+    if prefix != "features" or not index.isdigit():
+        return key
+    for start, end, sequential in VGG_FEATURE_SLICES:
+        if start <= int(index) < end:
+            return f"{sequential}.{rest}"
+    return key
 
 
 def dilate_layer(layer: nn.Sequential, dilation: int) -> None:
@@ -160,9 +210,9 @@ def dilate_layer(layer: nn.Sequential, dilation: int) -> None:
                 module.padding = (dilation, dilation)
 
 
-@ENCODERS.register("resnet50", extras={"imagenet": "ResNet50_Weights"}, depth=50)
-@ENCODERS.register("resnet34", extras={"imagenet": "ResNet34_Weights"}, depth=34)
-@ENCODERS.register("resnet18", extras={"imagenet": "ResNet18_Weights"}, depth=18)
+@ENCODERS.register("resnet50", depth=50)
+@ENCODERS.register("resnet34", depth=34)
+@ENCODERS.register("resnet18", depth=18)
 class ResNetEncoder(Encoder):
     """A torchvision ResNet with layer1 to layer4 taps; optional output stride 16 or 8."""
 
@@ -170,6 +220,7 @@ class ResNetEncoder(Encoder):
         super().__init__()
         if output_stride not in (8, 16, 32):
             raise BadValue(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        self.depth = depth
         net = getattr(torchvision_models(), f"resnet{depth}")()
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         self.layer2, self.layer3, self.layer4 = net.layer2, net.layer3, net.layer4
@@ -187,19 +238,21 @@ class ResNetEncoder(Encoder):
         c3 = self.layer3(c2)
         return [c1, c2, c3, self.layer4(c3)]
 
-    def load_published_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load torchvision ResNet weights (the classifier ``fc.*`` is dropped)."""
+    def imagenet_file(self) -> Path:
+        return torchvision_imagenet_file(f"ResNet{self.depth}_Weights")
+
+    def own_layout(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """torchvision's ResNet keys as this encoder's: ``conv1``, ``bn1`` and ``layer1``
+        in its stem, the classifier ``fc`` left out; its own keys stay as they are."""
         renamed = {}
         for key, value in state.items():
-            prefix = key.split(".")[0]
-            if prefix == "fc":
-                continue
-            if prefix in ("conv1", "bn1"):
-                key = f"stem.{0 if prefix == 'conv1' else 1}.{key.split('.', 1)[1]}"
-            elif prefix == "layer1":
-                key = f"stem.4.{key.split('.', 1)[1]}"
-            renamed[key] = value
-        self.load_state_dict(renamed)
+            prefix, _, rest = key.partition(".")
+            if prefix != "fc":
+                renamed[f"{RESNET_STEM[prefix]}.{rest}" if prefix in RESNET_STEM else key] = value
+        return renamed
+
+
+RESNET_STEM = {"conv1": "stem.0", "bn1": "stem.1", "layer1": "stem.4"}
 
 
 def block_out_channels(layer: nn.Sequential) -> int:
@@ -208,54 +261,194 @@ def block_out_channels(layer: nn.Sequential) -> int:
     return last_bn.num_features
 
 
-def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet weights for ``name`` from the torch hub cache, never downloaded."""
-    weights = getattr(torchvision_models(), ENCODERS.entry(name).extras["imagenet"]).IMAGENET1K_V1
+def torchvision_imagenet_file(weights_enum: str) -> Path:
+    """Where torchvision keeps its ``IMAGENET1K_V1`` weights of ``weights_enum`` (the torch
+    hub cache), checked to be there: seg never downloads them."""
+    weights = getattr(torchvision_models(), weights_enum).IMAGENET1K_V1
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    if not cached.is_file():
+    if not cached.exists():
         raise MissingPath(
-            f"ImageNet weights for {name} are not in the torch hub cache: download {weights.url} "
-            f"to {cached}, or set model.encoder.weights=/path/to/file.pth (or weights=null)"
-        )
-    return torch.load(cached, map_location="cpu", weights_only=True)
+            f"torchvision's ImageNet weights {weights_enum}.IMAGENET1K_V1 are not in the torch "
+            "hub cache (seg never downloads them): "
+            f"download {weights.url} to {printable(cached)}, or set "
+            "model.encoder.weights=/path/to/file.pth (or weights=null)")
+    return cached
 
 
-def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise MissingPath(
-            f"encoder weights file {path} not found: set model.encoder.weights to an existing "
-            "file, to imagenet, or to null (scripts/prepare_weights.py converts published ones)"
-        )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file  # timm's format; safetensors comes with timm
+# -- the one way weights reach an encoder --------------------------------------------------
 
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state.get("model", state))
+WEIGHTS_BYTES = 8 << 30  # the largest convolutional backbones' files are a few GB
+SAFETENSORS_HEADER_BYTES = 100 << 20  # safetensors' own limit on its JSON header
+# safetensors' dtypes and their sizes in bytes
+SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+                      "F8_E4M3FNUZ": 1, "F8_E5M2FNUZ": 1, "I16": 2, "U16": 2, "F16": 2,
+                      "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+                      "C64": 8}
+SAVE_HINT = ("save the model's state_dict() with torch.save or safetensors, or convert it "
+             "with scripts/prepare_weights.py")
+
+
+def read_weights_file(path: str | Path, what: str = "encoder weights file"
+                      ) -> dict[str, torch.Tensor]:
+    """The tensors of the weights file ``path`` (``what`` it is, for the messages), read as
+    data: a regular file only (never a FIFO or a device), ``.safetensors`` with its header
+    checked before it is decoded, anything else with ``torch.load(weights_only=True)``, so
+    no pickle runs code; it must hold a mapping of names to tensors (a ``state_dict``,
+    or one under ``state_dict`` or ``model``). Anything else is one line naming the file."""
+    named = f"{what} {printable(path)}"
+    content = read_run_file(path, what, WEIGHTS_BYTES)
+    if Path(path).suffix == ".safetensors":
+        state = safetensors_state(content, named)
+    else:
+        state = torch_state(content, named)
+    return tensor_mapping(state, named)
+
+
+def torch_state(content: bytes, named: str) -> object:
+    """What ``torch.load(weights_only=True)`` reads from ``content``; torch's own advice
+    (load it with weights_only=False, which would run whatever code it holds) is never
+    passed on."""
+    try:
+        with warnings.catch_warnings():  # a pickle protocol torch did not write: one line
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's weights-only reader refused what it found
+        raise BadValue(f"{named} is not a plain state dict of tensors (it would run code or "
+                       "holds objects, which seg never loads, or it is no file torch.save "
+                       f"wrote): {SAVE_HINT}") from None
+    except Exception:  # noqa: BLE001 - whatever a damaged file makes torch raise, it is unusable
+        raise BadValue(f"{named} cannot be read ({unreadable(content)}): {SAVE_HINT}") from None
+
+
+def unreadable(content: bytes) -> str:
+    return "the file is empty" if not content else ("it is truncated or damaged, or not a "
+                                                    "file torch.save or safetensors wrote")
+
+
+def safetensors_state(content: bytes, named: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, its header checked first (an 8-byte length, a
+    JSON object within the file, each tensor's dtype, shape and offsets consistent with
+    the bytes there)."""
+    check_safetensors_header(content, named)
+    safetensors_torch = optional_package("safetensors.torch", f"reading {named}",
+                                         extra="timm")
+    try:
+        return safetensors_torch.load(content)
+    except Exception as error:  # noqa: BLE001 - the Rust decoder's errors are one class
+        raise BadValue(f"{named} is not a valid safetensors file "
+                       f"({printable(str(error).splitlines()[0])}): {SAVE_HINT}") from None
+
+
+def check_safetensors_header(content: bytes, named: str) -> None:
+    def refuse(problem: str) -> BadValue:
+        return BadValue(f"{named} is not a valid safetensors file ({problem}): {SAVE_HINT}")
+
+    if len(content) < 8:
+        raise refuse(f"{len(content)} bytes, fewer than its 8-byte header length")
+    length = int.from_bytes(content[:8], "little")
+    if length > min(len(content) - 8, SAFETENSORS_HEADER_BYTES):
+        raise refuse(f"its header claims {length} bytes, the file holds {len(content) - 8}")
+    try:
+        header = json.loads(content[8:8 + length])
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise refuse("its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise refuse("its header is not a JSON object")
+    data_bytes = len(content) - 8 - length
+    for name, entry in header.items():
+        if name != "__metadata__":
+            problem = safetensors_entry_problem(entry, data_bytes)
+            if problem:
+                raise refuse(f"tensor {printable(name)!r}: {problem}")
+
+
+def safetensors_entry_problem(entry: object, data_bytes: int) -> str | None:
+    """What is wrong with one tensor's header entry, or None."""
+    if not isinstance(entry, dict) or entry.get("dtype") not in SAFETENSORS_DTYPES:
+        return "no dtype safetensors knows"
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)):
+        return "its shape is not a list of sizes"
+    if not (isinstance(offsets, list) and len(offsets) == 2
+            and all(type(n) is int for n in offsets) and 0 <= offsets[0] <= offsets[1]):
+        return "its data_offsets are not [begin, end]"
+    if offsets[1] > data_bytes:
+        return f"its data ends at byte {offsets[1]}, past the {data_bytes} the file holds"
+    if offsets[1] - offsets[0] != math.prod(shape) * SAFETENSORS_DTYPES[entry["dtype"]]:
+        return f"{offsets[1] - offsets[0]} bytes for a {entry['dtype']} tensor of shape {shape}"
+    return None
+
+
+def tensor_mapping(state: object, named: str) -> dict[str, torch.Tensor]:
+    """``state`` when it is a non-empty mapping of names to tensors (a ``state_dict``, or
+    one held under ``state_dict`` or ``model``, as training scripts save them)."""
+    if isinstance(state, Mapping):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(state.get(wrapper), Mapping):
+                state = state[wrapper]
+                break
+    if not isinstance(state, Mapping):
+        raise BadValue(f"{named} holds a {type(state).__name__}, not a state dict (names "
+                       f"to tensors): {SAVE_HINT}")
+    if not state:
+        raise BadValue(f"{named} holds no tensors: {SAVE_HINT}")
+    for key, value in state.items():
+        if (not isinstance(key, str) or not isinstance(value, torch.Tensor)
+                or value.layout != torch.strided):
+            raise BadValue(f"{named}: entry {shown(key)} holds a value of type "
+                           f"{type(value).__name__}, not a tensor; a state dict holds only "
+                           f"tensors: {SAVE_HINT}")
+    return dict(state)
+
+
+def check_weights_fit(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                      named: str) -> None:
+    """One line naming the first tensor the encoder needs that ``state`` lacks, the first
+    it holds that the encoder has no place for, or the first of another shape. A batch
+    norm's ``num_batches_tracked`` may be absent (torchvision's files have none)."""
+    missing = [key for key in own if key not in state
+               and not key.endswith("num_batches_tracked")]
+    if missing:
+        raise BadValue(f"{named} lacks {len(missing)} of the encoder's {len(own)} tensors "
+                       f"(first: {missing[0]}): pass weights of this encoder and its settings")
+    unknown = [key for key in state if key not in own]
+    if unknown:
+        raise BadValue(f"{named} holds {printable(unknown[0])}, which this encoder has no "
+                       "place for: pass weights of this encoder and its settings")
+    wrong = [key for key in state if state[key].shape != own[key].shape]
+    if wrong:
+        raise BadValue(f"{named}: {wrong[0]} has shape {tuple(state[wrong[0]].shape)}, the "
+                       f"encoder's {tuple(own[wrong[0]].shape)}: pass weights of this encoder "
+                       "and its settings")
+
+
+def load_encoder_weights(encoder: Encoder, path: str | Path) -> None:
+    """Load the weights file ``path`` into ``encoder``: the one way weights reach any
+    encoder, a path given or its ImageNet weights' file. The file is read as data
+    (:func:`read_weights_file`), translated from its publisher's layout
+    (:meth:`Encoder.own_layout`) and must then fit the encoder, tensor for tensor."""
+    try:
+        tensors = read_weights_file(path)
+    except MissingPath as error:
+        raise MissingPath(f"{error}: set model.encoder.weights to an existing file, to "
+                          "imagenet, or to null (scripts/prepare_weights.py converts "
+                          "published ones)") from None
+    state = encoder.own_layout(tensors)
+    check_weights_fit(encoder.state_dict(), state, f"encoder weights file {printable(path)}")
+    encoder.load_state_dict(state)
 
 
 def build_encoder(name: str, weights: str | None = None, **options: object) -> Encoder:
     """Build the encoder registered as ``name`` with its constructor's ``options``;
-    ``weights`` is None, "imagenet" or a path to a state dict (``.pth``, or
-    ``.safetensors``).
-
-    A path holds either its publisher's layout (torchvision's, as the hub cache does;
-    timm's) or this encoder's own ``state_dict``.
-    """
-    if weights == "imagenet" and "imagenet" not in ENCODERS.entry(name).extras:
-        raise BadValue(f"the {name} encoder has no ImageNet weights: set weights=null")
+    ``weights`` is None, "imagenet" (the encoder's :meth:`~Encoder.imagenet_file`, from a
+    local cache, never downloaded) or a path to a state dict (``.pth``, ``.pt`` or
+    ``.safetensors``), in its publisher's layout (torchvision's, timm's) or the encoder's
+    own (``seg-pretrain``'s ``encoder.pth``)."""
     encoder = ENCODERS.build(name, **options)
     if weights is None:
         return encoder
-    if weights != "imagenet":
-        state = load_state_file(weights)
-    elif hasattr(encoder, "imagenet_state"):  # an encoder with weights of its own kind (timm)
-        state = encoder.imagenet_state()
-    else:
-        state = imagenet_state_dict(name)
-    if set(state) <= set(encoder.state_dict()):
-        encoder.load_state_dict(state)
-    else:
-        encoder.load_published_state(state)
+    path = encoder.imagenet_file() if weights == "imagenet" else weights
+    if path is None:
+        raise BadValue(f"the {name} encoder has no ImageNet weights: set weights=null")
+    load_encoder_weights(encoder, path)
     return encoder
