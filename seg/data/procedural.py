@@ -15,6 +15,7 @@ from PIL import Image
 
 from seg.data.cpus import available_cpus
 from seg.data.palette import flat_palette
+from seg.files import write_file, write_text
 
 # (rng, image size) -> (RGB image (H, W, 3) uint8, label mask (H, W) uint8)
 Render = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
@@ -37,12 +38,12 @@ def write_sample(root: Path, render: Render, split: str, index: int, size: int,
     image, mask = render(rng, size)
     name = sample_id(split, index)
     # 4:4:4 chroma keeps thin colour-contrast strokes from being smeared by subsampling.
-    Image.fromarray(image).save(
-        root / "JPEGImages" / f"{name}.jpg", quality=_JPEG_QUALITY, subsampling=0
-    )
+    write_file(root / "JPEGImages" / f"{name}.jpg", lambda file: Image.fromarray(image).save(
+        file, format="JPEG", quality=_JPEG_QUALITY, subsampling=0), sync=False)
     label = Image.fromarray(mask)
     label.putpalette(_PALETTE)  # turns the "L" image into a "P" image
-    label.save(root / "SegmentationClass" / f"{name}.png")
+    write_file(root / "SegmentationClass" / f"{name}.png",
+               lambda file: label.save(file, format="PNG"), sync=False)
     return name
 
 
@@ -67,7 +68,7 @@ def write_voc_dataset(root: str | Path, render: Render, num_train: int, num_val:
             draw = partial(write_sample, root, render, split, size=image_size, seed=seed)
             drawn = pool.map(draw, range(count), chunksize=16) if pool else map(draw, range(count))
             list_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
-            list_file.write_text("".join(f"{name}\n" for name in drawn))
+            write_text(list_file, "".join(f"{name}\n" for name in drawn))
     finally:
         if pool:
             pool.shutdown()
