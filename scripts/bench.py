@@ -134,7 +134,7 @@ def write_voc_like(root: Path, count: int, seed: int = 0) -> Path:
         label = Image.fromarray(mask, mode="P")
         label.putpalette(flat_palette())
         write_file(root / "SegmentationClass" / f"{sample_id}.png",
-                   lambda file: label.save(file, format="PNG"))
+                   lambda file, label=label: label.save(file, format="PNG"))
         ids.append(sample_id)
     write_text(root / "ImageSets" / "Segmentation" / "train.txt", "\n".join(ids) + "\n")
     return root
@@ -724,7 +724,7 @@ def bench_peer(steps: int | None = None, warmup: int | None = None) -> dict:
     results = {}
     for name in PEER_SIDES:
         done = subprocess.run(
-            [sys.executable, __file__, "peer-side", name, "--steps", str(steps),
+            [sys.executable, "-P", __file__, "peer-side", name, "--steps", str(steps),
              "--warmup", str(warmup)], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"peer side {name} failed ({done.returncode}):\n"

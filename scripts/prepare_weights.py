@@ -21,7 +21,6 @@ status 1; an existing output is kept unless --overwrite.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -116,10 +115,8 @@ def efficientnet_lite0(source: Path | None, out: Path, overwrite: bool) -> Path:
     for name, (top, probability) in check_classes(model).items():
         print(f"{name}: class {top} at {probability:.2f}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
     try:
-        write_file(out, buffer.getvalue(), replace=overwrite)
+        write_file(out, lambda file: torch.save(state, file), replace=overwrite)
     except PathExists:
         if overwrite:  # a link, a folder or a hard link, which even --overwrite keeps
             raise

@@ -266,12 +266,10 @@ def test_the_sweep_summary_lists_unreadable_runs_as_failed(tmp_path: Path, caplo
 # -- the children the study starts -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("safe_path", [True, False], ids=["-P", "bootstrap"])
-def test_children_never_import_from_the_current_folder(tmp_path: Path,
-                                                       safe_path: bool) -> None:
+def test_children_never_import_from_the_current_folder(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     (tmp_path / "yaml.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
-    result = subprocess.run(module_command("seg.cli.pretrain", "--help", safe_path=safe_path),
+    result = subprocess.run(module_command("seg.cli.pretrain", "--help"),
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-1000:]
     assert "Usage" in result.stdout and not marker.exists()  # PyYAML was imported

@@ -31,23 +31,11 @@ LAUNCHER_KEYS = ("hydra/launcher", "hydra.launcher.")
 NOT_FOR_LONGER = ("model/upsampler", "model/decoder", "seed", "trainer.max_iters",
                   "hydra.sweep.dir")
 READABLE = 60  # characters of the overrides in a sweep folder's name
-# ``python -m`` as Python 3.10 would run it without the current folder first on sys.path:
-# the module's file as argv[0], run as __main__ (what -P does from 3.11)
-RUN_MODULE_SAFELY = ("import runpy, sys; del sys.path[0]; "
-                     "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")
-
-
-def module_command(module: str, *args: str, safe_path: bool | None = None) -> list[str]:
+def module_command(module: str, *args: str) -> list[str]:
     """The command that runs ``python -m module args`` in a child process, the current
-    folder kept off its sys.path: ``-m`` alone puts it first, so a ``yaml.py`` in the
-    folder seg-compare was started from would run in place of PyYAML. ``-P`` from Python
-    3.11 (``safe_path``: whether to use it; by default where there is one), else a
-    bootstrap that drops that entry before running the module."""
-    if safe_path is None:
-        safe_path = sys.version_info >= (3, 11)
-    if safe_path:
-        return [sys.executable, "-P", "-m", module, *args]
-    return [sys.executable, "-c", RUN_MODULE_SAFELY, module, *args]
+    folder kept off its sys.path (``-P``): ``-m`` alone puts it first, so a ``yaml.py`` in
+    the folder seg-compare was started from would run in place of PyYAML."""
+    return [sys.executable, "-P", "-m", module, *args]
 
 
 def run_study(overrides: Sequence[str]) -> tuple[Path, int]:
