@@ -64,9 +64,9 @@ def test_entry_points_import_torch_only_when_they_run(name: str) -> None:
     top = {alias.name for node in tree.body if isinstance(node, ast.Import)
            for alias in node.names}
     top |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
-    light = {"__future__", "json", "logging", "sys", "pathlib", "collections.abc", "hydra",
-             "hydra.core.hydra_config", "hydra.utils", "omegaconf", "tqdm", "seg.settings",
-             "seg.errors", "seg.cli.common"}
+    light = {"__future__", "json", "logging", "os", "sys", "typing", "pathlib",
+             "collections.abc", "hydra", "hydra.core.hydra_config", "hydra.utils", "omegaconf",
+             "tqdm", "seg.settings", "seg.errors", "seg.text", "seg.run_lock", "seg.cli.common"}
     assert top <= light
 
 

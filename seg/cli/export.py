@@ -4,7 +4,8 @@ graph with dynamic batch size, height and width.
 The checkpoint's class names, palette and normalisation go into the ONNX file's metadata
 (``class_names``, ``palette``, ``mean``, ``std`` as JSON), so that it can be used alone.
 That file is all the command writes: whole or not at all, and never through a link;
-``overwrite=true`` replaces an existing plain file only.
+``overwrite=true`` replaces an existing plain file only. Its name, and that its folder can
+be made and written with room for the weights, are checked before the export.
 
 Torch and the model code are imported inside ``export``: they take seconds to load, which
 ``seg-export --help`` has no use for.
@@ -29,9 +30,10 @@ FORMATS = ("onnx",)
 
 def export(cfg: DictConfig) -> Path:
     """Export ``cfg.checkpoint`` as ``cfg.format`` to ``cfg.output``; return the path."""
-    from seg.files import refuse_unless_replaceable
+    from seg.files import check_name_fits, refuse_unless_replaceable
     from seg.trained.checkpoint import load_trained, model_from_checkpoint
-    from seg.trained.onnx import OPSETS, checkpoint_metadata, export_onnx
+    from seg.trained.onnx import OPSETS, checkpoint_metadata, export_onnx, weight_bytes
+    from seg.trained.outputs import check_output_folder
 
     if cfg.format not in FORMATS:
         raise BadValue(f"format={cfg.format}: seg-export writes {', '.join(FORMATS)}")
@@ -39,15 +41,19 @@ def export(cfg: DictConfig) -> Path:
         raise BadValue(f"opset must be an integer from {OPSETS[0]} to {OPSETS[1]}, "
                        f"got {cfg.opset!r}")
     output = Path(cfg.output)
+    overwrite = one_of(cfg.overwrite, "overwrite", (True, False))
+    state = load_trained(cfg.checkpoint)
+    # all before the export: its folder, its name, and what is there already
+    check_output_folder(output.parent, "output", weight_bytes(state["model"]), "the model",
+                        value=output)
+    check_name_fits(output)
     if output.is_dir():
         raise IsAFolder(f"output={output} is a folder: pass a file name such as "
                         f"{output / 'model.onnx'}")
-    overwrite = one_of(cfg.overwrite, "overwrite", (True, False))
     if (output.is_symlink() or output.exists()) and not overwrite:
         raise PathExists(f"output={output} exists: choose a new file name, or "
                          "overwrite=true to replace it")
-    refuse_unless_replaceable(output, replace=True)  # a link, say: before the export, too
-    state = load_trained(cfg.checkpoint)
+    refuse_unless_replaceable(output, replace=True)  # a link, say
     model = model_from_checkpoint(state, cfg.checkpoint)
     try:
         path = export_onnx(model, output, cfg.opset, checkpoint_metadata(state), overwrite)

@@ -12,6 +12,12 @@ output folder that holds the inputs is refused, and so are earlier results there
 ``overwrite=true``, which replaces only plain files, never links; two inputs with one stem
 (``x.jpg``, ``x.png``) write ``x_jpg.png`` and ``x_png.png``. Nothing else is written.
 
+That ``output`` can be made and written, with room on its disk, is checked before the
+model loads. Memory is bounded by ``max_image_pixels``, the most pixels the model is given
+at once: a larger image is skipped from its header, and batches are cut to fit. An image
+whose outputs' names would pass 255 bytes is skipped, and so are the images of a batch
+for which memory still runs out; each is one line, and the others are written.
+
 Torch and the model code are imported inside ``predict``: they take seconds to load, which
 ``seg-predict --help`` has no use for.
 """
@@ -28,6 +34,7 @@ from omegaconf import DictConfig
 
 from seg.cli.common import CONFIG_PATH, exit_on_user_error, hydra_command
 from seg.settings import number_in, one_of, positive_int
+from seg.text import printable
 
 log = logging.getLogger("seg.predict")
 
@@ -36,6 +43,7 @@ def predict(cfg: DictConfig) -> list[str]:
     """Segment every image of ``cfg.input`` into ``cfg.output``; return the failures."""
     from seg.engine import resolve_device
     from seg.trained.checkpoint import load_trained
+    from seg.trained.outputs import check_output_folder, largest_file_bytes
     from seg.trained.prediction import (
         Predictor,
         check_output,
@@ -43,6 +51,7 @@ def predict(cfg: DictConfig) -> list[str]:
         make_folders,
         output_names,
         predict_files,
+        refuse_long_names,
     )
 
     batch_size = positive_int(cfg.batch_size, "batch_size")
@@ -53,16 +62,20 @@ def predict(cfg: DictConfig) -> list[str]:
     output = Path(cfg.output)
     inputs = image_files(cfg.input, recursive, exclude=output)
     names = output_names(inputs)
-    check_output(output, inputs.files, names.values(), overwrite)
+    refused = refuse_long_names(names)
+    files = [path for path in inputs.files if path in names]
+    # before the model loads; the first image's outputs at least must fit
+    check_output_folder(output, "output", largest_file_bytes(files), "an image's mask and overlay")
+    check_output(output, files, names.values(), overwrite)
     predictor = Predictor(load_trained(cfg.checkpoint), resolve_device(cfg.device),
                           instantiate(cfg.inference))
     make_folders(output, names.values())
-    failed = predict_files(predictor, inputs.files, names, output, batch_size, alpha,
-                           max_pixels, replace=overwrite,
-                           # a bar's redraws are noise in a pipe or log file
-                           progress=cfg.progress and sys.stderr.isatty())
+    failed = refused + predict_files(predictor, files, names, output, batch_size, alpha,
+                                     max_pixels, replace=overwrite,
+                                     # a bar's redraws are noise in a pipe or log file
+                                     progress=cfg.progress and sys.stderr.isatty())
     for problem in failed:
-        log.warning("skipped %s", problem)
+        log.warning("skipped %s", printable(problem))
     total = len(inputs.files)
     log.info("%d of %d images segmented into %s", total - len(failed), total, output)
     if inputs.note():

@@ -100,12 +100,16 @@ def stored_reader(state: dict) -> tuple[str, dict]:
     return name, options
 
 
-def dataset_from_stored(state: dict, split: str, root: str | Path | None = None
-                        ) -> SegmentationDataset:
+def dataset_from_stored(state: dict, split: str, root: str | Path | None = None,
+                        on_error: str | None = None) -> SegmentationDataset:
     """The checkpoint's validation reader for ``split`` (under ``root`` when given, else
-    where it was trained), with evaluation transforms from the checkpoint's mean and std."""
+    where it was trained), with evaluation transforms from the checkpoint's mean and std.
+    A bad image stops the reading (``on_error="raise"``) or is left out (``"skip"``), as
+    in training unless ``on_error`` says otherwise (seg-eval's setting)."""
     name, options = stored_reader(state)
     options.update(split=split, root=str(root if root is not None else options["root"]),
                    num_classes=len(state["class_names"]))
+    if on_error is not None:
+        options["on_error"] = on_error
     return catalogue().build(name, **options,
                              transform=eval_transform(mean=state["mean"], std=state["std"]))

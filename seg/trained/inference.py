@@ -87,6 +87,16 @@ class Inference:
         return total / counts
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: Python's MemoryError, or torch's
+    RuntimeError for the CPU ("can't allocate memory") or a GPU ("out of memory")."""
+    if isinstance(error, MemoryError):
+        return True
+    message = str(error)
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in message or "can't allocate memory" in message)
+
+
 def check_scales(scales: object) -> None:
     """One or more factors from MIN_SCALE to MAX_SCALE: a smaller one shrinks an image
     to nothing (an error deep in torch), a larger one takes the memory of a giant image."""

@@ -24,6 +24,11 @@ def checkpoint_metadata(state: dict) -> dict[str, str]:
     return {key: json.dumps(state[key]) for key in METADATA_KEYS}
 
 
+def weight_bytes(weights: dict[str, torch.Tensor]) -> int:
+    """The bytes of a state_dict's tensors: about what the ONNX graph holds."""
+    return sum(tensor.numel() * tensor.element_size() for tensor in weights.values())
+
+
 def export_onnx(model: torch.nn.Module, path: str | Path, opset: int = 18,
                 metadata: dict[str, str] | None = None, replace: bool = True) -> Path:
     """Write ``model`` to ``path`` with dynamic batch, height and width. The graph is built

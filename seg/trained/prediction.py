@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,9 +26,10 @@ from seg.data.base import MAX_IMAGE_PIXELS, SampleError, read_image
 from seg.data.folder import IMAGE_SUFFIXES
 from seg.drawing import overlay_with_legend
 from seg.errors import BadValue, MissingPath, NotAFolder, PathExists
-from seg.files import refuse_unless_replaceable, write_file
+from seg.files import NAME_MAX, refuse_unless_replaceable, write_file
+from seg.text import printable
 from seg.trained.checkpoint import model_from_checkpoint
-from seg.trained.inference import Inference
+from seg.trained.inference import Inference, out_of_memory
 
 # What each image gives, after its name: the palette mask and the overlay.
 OUTPUT_SUFFIXES = (".png", "_overlay.jpg")
@@ -73,9 +75,16 @@ def image_files(source: str | Path, recursive: bool = False, exclude: Path | Non
     in its subfolders), sorted by path. ``exclude`` is the output folder: when it lies
     inside ``source``, its masks are not taken for inputs."""
     source = Path(source)
-    if source.is_file():
+    try:
+        kind = os.stat(source).st_mode
+    except FileNotFoundError:
+        kind = None  # or a broken link (below)
+    except OSError as error:  # a name too long, a loop of links, no permission
+        raise BadValue(f"input={printable(source)} cannot be read ({error.strerror}): pass "
+                       "an image or a folder of them") from None
+    if kind is not None and stat.S_ISREG(kind):
         return Inputs(source.parent, [source])
-    if not source.is_dir():
+    if kind is None or not stat.S_ISDIR(kind):
         if os.path.lexists(source):
             raise BadValue(f"input={source} is neither a file nor a folder (a device, a "
                            "FIFO or a broken link): pass an image or a folder of them")
@@ -161,6 +170,23 @@ def output_names(inputs: Inputs) -> dict[Path, str]:
     return names
 
 
+def refuse_long_names(names: dict[Path, str]) -> list[str]:
+    """Take out of ``names`` each image whose output name would be longer than a file
+    system takes (NAME_MAX bytes, with the longest suffix ``_overlay.jpg``); return their
+    problems. Refused rather than cut: a cut name would need a hash to stay apart from the
+    others, and no longer tell which image it came from."""
+    room = NAME_MAX - max(len(os.fsencode(suffix)) for suffix in OUTPUT_SUFFIXES)
+    problems = []
+    for path, name in list(names.items()):
+        length = len(os.fsencode(Path(name).name))
+        if length > room:
+            del names[path]
+            problems.append(f"{printable(path)}: its outputs' names would be longer than "
+                            f"{NAME_MAX} bytes, more than a file system takes; rename the "
+                            f"image to at most {room} bytes before its suffix")
+    return problems
+
+
 def check_output(output: Path, files: list[Path], names: Iterable[str], overwrite: bool
                  ) -> None:
     """Outputs never replace an input, nor (unless ``overwrite``) an earlier result, nor
@@ -238,25 +264,48 @@ def make_folders(output: Path, names: Iterable[str]) -> None:
 def same_size_batches(files: list[Path], batch_size: int, failed: list[str],
                       max_pixels: int = MAX_IMAGE_PIXELS
                       ) -> Iterator[list[tuple[Path, np.ndarray]]]:
-    """Decoded images in batches of one size, holding at most ``batch_size`` images: when
-    that many are held, the largest group of one size goes (the oldest of equal ones), so
-    a full batch goes at once and images of all different sizes go one by one. Unreadable
-    images go to ``failed``."""
+    """Decoded images in batches of one size, holding at most ``batch_size`` images and
+    ``max_pixels`` pixels a batch: the model's memory grows with the pixels it is given
+    at once, so an image over ``max_pixels`` is refused from its header and a batch goes
+    as soon as another image of its size would pass it. When ``batch_size`` images are
+    held, the largest group of one size goes (the oldest of equal ones), so images of all
+    different sizes go one by one. Unreadable images go to ``failed``."""
     waiting: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = {}
     held = 0
     for path in files:
-        try:
-            image = read_image(path, max_pixels=max_pixels)
-        except SampleError as error:
-            failed.append(str(error))
+        image = read_or_fail(path, max_pixels, failed)
+        if image is None:
             continue
-        waiting.setdefault(image.shape[:2], []).append((path, image))
+        size = image.shape[:2]
+        group = waiting.setdefault(size, [])
+        group.append((path, image))
         held += 1
-        if held == batch_size:
-            largest = max(waiting, key=lambda size: len(waiting[size]))  # first of equals
+        if len(group) == batch_size or (len(group) + 1) * size[0] * size[1] > max_pixels:
+            held -= len(group)
+            yield waiting.pop(size)
+        elif held == batch_size:
+            largest = max(waiting, key=lambda shape: len(waiting[shape]))  # first of equals
             held -= len(waiting[largest])
             yield waiting.pop(largest)
     yield from waiting.values()
+
+
+def read_or_fail(path: Path, max_pixels: int, failed: list[str]) -> np.ndarray | None:
+    """The image at ``path``, or None with its problem (escaped: a file's name may hold
+    terminal escapes) added to ``failed``."""
+    try:
+        return read_image(path, max_pixels=max_pixels)
+    except SampleError as error:
+        failed.append(printable(error))
+    except MemoryError:
+        failed.append(out_of_memory_problem(path, "decoding it"))
+    return None
+
+
+def out_of_memory_problem(path: Path, doing: str) -> str:
+    return (f"{printable(path)}: out of memory {doing}: use a smaller image, a lower "
+            "max_image_pixels to skip such images, batch_size=1, or a machine with more "
+            "memory")
 
 
 def predict_files(predictor: Predictor, files: list[Path], names: dict[Path, str],
@@ -269,9 +318,37 @@ def predict_files(predictor: Predictor, files: list[Path], names: dict[Path, str
     failed: list[str] = []
     with tqdm(total=len(files), desc="predict", disable=not progress) as bar:
         for batch in same_size_batches(files, batch_size, failed, max_pixels):
-            labels = predictor.labels([image for _, image in batch])
-            for (path, image), label in zip(batch, labels, strict=True):
-                for suffix, data in predictor.encode(label, image, alpha).items():
+            for path, image, label in labelled(predictor, batch, failed):
+                encoded = encoded_or_fail(predictor, path, image, label, alpha, failed)
+                for suffix, data in (encoded or {}).items():
                     write_file(output / f"{names[path]}{suffix}", data, replace)
             bar.update(len(batch))
     return failed
+
+
+def labelled(predictor: Predictor, batch: list[tuple[Path, np.ndarray]], failed: list[str]
+             ) -> list[tuple[Path, np.ndarray, np.ndarray]]:
+    """Each image of ``batch`` with its class indices; when memory runs out, none, and
+    each image's problem in ``failed`` (the next batch may still fit)."""
+    try:
+        labels = predictor.labels([image for _, image in batch])
+    except (MemoryError, RuntimeError) as error:
+        if not out_of_memory(error):
+            raise
+        failed += [out_of_memory_problem(path, f"segmenting it ({image.shape[1]}x"
+                                               f"{image.shape[0]}, {len(batch)} in the batch)")
+                   for path, image in batch]
+        return []
+    return [(path, image, label) for (path, image), label in zip(batch, labels, strict=True)]
+
+
+def encoded_or_fail(predictor: Predictor, path: Path, image: np.ndarray, labels: np.ndarray,
+                    alpha: float, failed: list[str]) -> dict[str, bytes] | None:
+    """The image's output files, or None when memory ran out (its problem in ``failed``)."""
+    try:
+        return predictor.encode(labels, image, alpha)
+    except (MemoryError, RuntimeError) as error:
+        if not out_of_memory(error):
+            raise
+        failed.append(out_of_memory_problem(path, "drawing its overlay"))
+        return None
