@@ -12,10 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from seg.errors import PathExists
+from seg.errors import PathExists, UserError
+from seg.files import read_run_text
+from seg.text import printable
 
 try:
     import fcntl
@@ -44,10 +47,10 @@ def try_lock(descriptor: int) -> bool:
 
 def holder_of(path: Path) -> str:
     """Who holds the lock file at ``path``, as its holder wrote it."""
-    with contextlib.suppress(OSError):
-        written = path.read_text(errors="replace").split()
+    with contextlib.suppress(UserError):  # a FIFO or a huge file there is no holder's
+        written = read_run_text(path, "lock file", limit=4096).split()
         if len(written) == 2 and written[0].isdigit():
-            return f"process {written[0]} on {written[1][:64]}"
+            return f"process {written[0]} on {printable(written[1][:64])}"
     return "another process"
 
 
@@ -61,9 +64,17 @@ def run_folder_lock(run_dir: str | Path) -> Iterator[None]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_NAME
-    # O_NOFOLLOW: a link planted as .lock must not make the pid land elsewhere
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     try:
+        # O_NOFOLLOW: a link planted as .lock must not make the pid land elsewhere
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                             0o644)
+    except OSError as error:  # a link, a folder
+        raise PathExists(f"{path} cannot be the run folder's lock file ({error.strerror}): "
+                         "remove it, then run again") from None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise PathExists(f"{path} is not a plain file (a FIFO or a device) and cannot "
+                             "be the run folder's lock file: remove it, then run again")
         if not try_lock(descriptor):
             raise PathExists(in_use_message(run_dir, holder_of(path)))
         os.ftruncate(descriptor, 0)

@@ -4,6 +4,7 @@ the like: seg.errors' types), which the entry points print before exiting 1."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from numbers import Real
 from pathlib import Path
@@ -56,6 +57,28 @@ def integer(value: object, key: str) -> int:
     if not is_int(value):
         raise BadValue(f"{key} must be an integer, got {value!r}")
     return value
+
+
+def integer_in(value: object, key: str, low: int, high: int) -> int:
+    """``value`` if it is an integer within ``[low, high]``."""
+    if not low <= integer(value, key) <= high:
+        raise BadValue(f"{key} must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def per_channel(value: object, key: str, channels: int = 3, positive: bool = False
+                ) -> list[float]:
+    """``value`` if it is a list of ``channels`` finite numbers, one per colour channel
+    (each above 0 where ``positive``: a divisor)."""
+    numbers = list(value) if isinstance(value, Sequence) and not isinstance(value, str) \
+        else None
+    if numbers is None or len(numbers) != channels or not all(
+            isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+            and (v > 0 or not positive) for v in numbers):
+        kind = "positive numbers" if positive else "numbers"
+        raise BadValue(f"{key} must be {channels} {kind}, one per colour channel (R, G, B), "
+                       f"got {value!r}")
+    return [float(v) for v in numbers]
 
 
 def one_of(value: object, key: str, choices: Sequence[object]) -> object:

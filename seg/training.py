@@ -7,9 +7,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import stat
+from functools import cache
+from importlib.resources import files
 from pathlib import Path
 
 import torch
+import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
@@ -21,22 +26,27 @@ from seg.data.palette import resolve_palette
 from seg.data.readers import build_split, training_split, validation_split
 from seg.data.transforms import auto_crop_size, sampled_image_sizes
 from seg.engine import RunInfo, Trainer, load_checkpoint, name_per_class, seed_everything
+from seg.engine.checkpoints import free_name, remove_unfinished_saves
 from seg.engine.distributed import ProcessGroup, broadcast_from_main, init_distributed
+from seg.engine.hooks import REGISTERED_HOOKS
 from seg.engine.losses import LOSSES
 from seg.engine.metrics import format_table
 from seg.engine.tensorboard import NullLogger, TensorBoardLogger
-from seg.files import write_text
+from seg.errors import BadValue, PathExists, UserError
+from seg.files import read_json, read_run_text, write_text
 from seg.models import SegmentationModel, upsampler_label
 from seg.models import model_from_config as build_model_from
 from seg.run_lock import run_folder_lock
 from seg.settings import (
     check_dataset_root,
-    integer,
+    integer_in,
     number_in,
     one_of,
+    per_channel,
     positive_int,
     positive_number,
 )
+from seg.text import printable
 
 log = logging.getLogger("seg.train")
 
@@ -81,10 +91,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     ``trainer.resume=auto``, a run that already finished there is left as it is."""
     check_optimizer(cfg.optimizer)
     trainer = instantiate(cfg.trainer)
+    check_settings(cfg)
     group = init_distributed(trainer.device)  # a no-op unless torchrun or SLURM started us
     trainer.join(group)
     run_dir = Path(broadcast_from_main(str(run_dir)))
     with run_folder_lock(run_dir) if group.is_main else contextlib.nullcontext():
+        if group.is_main:  # the lock held: no save of another process is under way
+            remove_unfinished_saves(run_dir / "checkpoints")
         finished = broadcast_from_main(finished_metrics(cfg, run_dir, trainer)
                                        if group.is_main else None)
         if finished is not None:
@@ -119,19 +132,25 @@ def finished_metrics(cfg: DictConfig, run_dir: Path, trainer: Trainer) -> dict |
 
 def readable_metrics(path: Path) -> dict | None:
     """metrics.json's contents, or None when there is none to trust (missing, or edited
-    into something else): the run then resumes and writes it again."""
+    into something else): the run then resumes and writes it again. Anything but a plain
+    file there (a FIFO, which would hang a read, a device, a link, a folder) is one line:
+    the run could not write its metrics.json over it at the end."""
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            raise PathExists(f"{printable(path)} is not a plain file (a link, a FIFO, a device or "
+                             "a folder), so this run could not write its metrics there: "
+                             "remove it, then run again")
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return read_json(path, "metrics.json")
+    except UserError:  # missing, unreadable, not JSON, not an object
         return None
-    return metrics if isinstance(metrics, dict) else None
 
 
 def train_locked(cfg: DictConfig, run_dir: Path, trainer: Trainer, group: ProcessGroup
                  ) -> dict:
     # first: refuses a folder holding another run, a rewind, a setting it would drop
     resume_from = trainer.resume_state(run_dir, OmegaConf.to_container(cfg, resolve=True))
-    seed_everything(integer(cfg.seed, "seed"), trainer.deterministic)
+    seed_everything(cfg.seed, trainer.deterministic)  # checked by check_settings
     train_loader, val_loader = loaders(cfg, trainer.device, group)
     model = model_from_config(cfg.model, cfg.dataset.num_classes)
     if one_of(cfg.get("encoder_norm_eval", False), "encoder_norm_eval", (True, False)):
@@ -162,6 +181,61 @@ def train_locked(cfg: DictConfig, run_dir: Path, trainer: Trainer, group: Proces
         write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
         log.info("run folder: %s", run_dir)
     return metrics
+
+
+# numpy's global generator takes seeds of 32 bits
+LARGEST_SEED = 2**32 - 1
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The settings read once the run has started (after the data is read, or only at
+    the end of a schedule), checked before anything is: each fault one line naming it."""
+    integer_in(cfg.seed, "seed", 0, LARGEST_SEED)
+    per_channel(cfg.dataset.mean, "dataset.mean")
+    per_channel(cfg.dataset.std, "dataset.std", positive=True)  # divides every pixel
+    check_scheduler(cfg.scheduler, cfg.optimizer.lr)
+    check_callbacks(cfg.get("callbacks"))
+
+
+def check_scheduler(scheduler: DictConfig, lr: float) -> None:
+    """Build the schedule ``scheduler`` names on a one-parameter optimizer, so that its own
+    checks (seg.engine.schedule.PolyLR's) run before the data is read: the real one is
+    built later, once the model is (after the loaders, whose order the seed fixes)."""
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    instantiate(scheduler)(optimizer=probe)
+
+
+def check_callbacks(nodes: DictConfig | None) -> None:
+    """Each callback must be one of the hooks seg ships (configs/callbacks/) or one that
+    a module of ``imports=`` registered (seg.engine.hooks.register_hook), built as a
+    partial with plain arguments: a config never names other code to run (no
+    ``+callbacks.x._target_=builtins.exec``). Checked before anything runs."""
+    allowed = hook_targets()
+    for name, node in (nodes or {}).items():
+        where = f"callbacks.{printable(str(name))}"
+        target = node.get("_target_") if isinstance(node, DictConfig) else None
+        if target not in allowed:
+            raise BadValue(f"{where}._target_={printable(str(target))!r} is not a hook of "
+                           f"seg ({', '.join(sorted(allowed))}): a callback names one of "
+                           "configs/callbacks/, or one your module registers with "
+                           "seg.engine.hooks.register_hook, imported by imports=[MODULE]; "
+                           f"remove {where}")
+        if node.get("_partial_") is not True:
+            raise BadValue(f"{where}._partial_ must be true: a hook is built with the "
+                           "run's logger and model")
+        arguments = OmegaConf.to_container(node, resolve=True)
+        nested = next((key for key, value in arguments.items()
+                       if key != "_target_" and names_code(value)), None)
+        if nested is not None:
+            raise BadValue(f"{where}.{printable(str(nested))} names code to run (a "
+                           "_target_): a hook's arguments are plain values")
+
+
+def names_code(value: object) -> bool:
+    """Whether a plain config value holds a ``_target_`` at any depth."""
+    if isinstance(value, dict):
+        return "_target_" in value or any(names_code(item) for item in value.values())
+    return isinstance(value, list) and any(names_code(item) for item in value)
 
 
 def check_optimizer(optimizer: DictConfig) -> None:
@@ -229,8 +303,12 @@ def keep_earlier_recipe(run_dir: Path, resume_from: dict | None, config: dict) -
     earlier = resume_from.get("config")
     if not earlier or earlier == config:
         return
+    recipe = OmegaConf.to_yaml(OmegaConf.create(earlier))
     path = run_dir / ".hydra" / f"config_until_iteration_{resume_from['iteration']}.yaml"
-    path.write_text(OmegaConf.to_yaml(OmegaConf.create(earlier)))
+    with contextlib.suppress(UserError):  # one there already: kept, unless it is this one
+        if read_run_text(path, "an earlier recipe") == recipe:
+            return
+    path = write_text(free_name(path), recipe, replace=False)
     log.info("resumed with another config; the one that trained the run so far is in %s", path)
 
 
@@ -263,7 +341,26 @@ def callbacks(cfg: DictConfig, logger: object, model: SegmentationModel) -> list
     """The hooks ``cfg.callbacks`` names (configs/callbacks/), each built with the run's
     logger and model: what plugs into training from outside, the study's among them."""
     nodes = cfg.get("callbacks") or {}
+    check_callbacks(nodes)
     return [instantiate(node)(logger=logger, model=model) for node in nodes.values()]
+
+
+@cache
+def shipped_hook_targets() -> frozenset[str]:
+    """The ``_target_`` of every hook in seg's own configs/callbacks/ (installed with the
+    package as seg.configs)."""
+    targets = set()
+    for path in (files("seg.configs") / "callbacks").iterdir():
+        if path.name.endswith(".yaml"):
+            nodes = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            targets |= {node["_target_"] for node in nodes.values()
+                        if isinstance(node, dict) and "_target_" in node}
+    return frozenset(targets)
+
+
+def hook_targets() -> frozenset[str]:
+    """What a callback may name: seg's hooks and those registered by ``imports=``."""
+    return shipped_hook_targets() | REGISTERED_HOOKS
 
 
 def model_from_config(model_cfg: DictConfig, num_classes: int) -> SegmentationModel:

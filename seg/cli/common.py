@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import importlib
 import logging
@@ -11,6 +12,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -26,7 +28,7 @@ from hydra.errors import (
 )
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -39,15 +41,17 @@ from seg.cli.run_folder import (
     holds_only_hydra_files,
     hydra_files_kept_unless_trained,
     known_run_folder,
+    note_starting_run,
     register_run_dir_resolver,
     remove_unused_run_folder,
     save_hydra_files,
+    starting_run_folder,
 )
 from seg.cli.sweeps import register_run_name_resolver
 from seg.data.resolvers import register_resolvers
 from seg.errors import UserError
 from seg.run_lock import holder_if_locked, in_use_message
-from seg.text import printable
+from seg.text import escape_logged_text, printable
 
 # seg.engine and seg.models (torch) are imported where they are used: a command's --help
 # then does not spend seconds loading them.
@@ -87,6 +91,7 @@ def one_line(message: str) -> str:
 def report(line: str) -> None:
     """``line`` on stderr, and in the run's log file (Hydra's file handler), so that the
     log of a run that failed or stopped says why."""
+    line = printable(line)  # one line, whatever a file or a setting put into it
     print(line, file=sys.stderr)
     record = logging.makeLogRecord({"name": "seg", "levelno": logging.ERROR,
                                     "levelname": "ERROR", "msg": line})
@@ -140,6 +145,7 @@ def exit_on_user_error(main: Callable) -> Callable:
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         cfg = args[0] if args else None
+        escape_logged_text()  # Hydra has set up the log handlers by now
         try:
             import_user_modules(cfg)
             return main(*args, **kwargs)
@@ -161,8 +167,11 @@ def import_user_modules(cfg: object) -> None:
     data), so seg-eval, seg-predict and seg-export take ``imports=[...]`` again."""
     names = OmegaConf.select(cfg, "imports", default=None) if isinstance(cfg, DictConfig) \
         else None
+    if names is not None and not isinstance(names, ListConfig):
+        raise UserError(f"imports must be a list of module names, got {printable(str(names))!r}"
+                        ": write imports=[my_parts]")
     for name in names or ():
-        name = str(name)
+        name = module_name(name)
         added = os.getcwd() not in sys.path
         if added:
             sys.path.insert(0, os.getcwd())
@@ -177,6 +186,16 @@ def import_user_modules(cfg: object) -> None:
         finally:
             if added:
                 sys.path.remove(os.getcwd())
+
+
+def module_name(name: object) -> str:
+    """``name`` when it is an absolute module name (``my_parts``, ``lab.parts``): a
+    relative one (``.foo``) has no package to be relative to, and an empty one is none."""
+    if not (isinstance(name, str) and all(part.isidentifier() for part in name.split("."))):
+        raise UserError(f"imports: {printable(str(name))!r} is not a module name: give the "
+                        "dotted name of a module, e.g. imports=[my_parts] for my_parts.py in "
+                        "the current folder")
+    return name
 
 
 def stop_or_fail(error: Exception, cfg: object) -> None:
@@ -200,6 +219,8 @@ def user_error_line(error: Exception, cfg: object) -> str | None:
     if isinstance(error, MissingMandatoryValue | InterpolationToMissingValueError):
         return missing_value_line(error)
     cause = root_cause(error)
+    if disk_full(cause):
+        return disk_full_line(cause)
     if isinstance(cause, USER_ERRORS):
         return "error: " + one_line(str(cause.args[0]) if len(cause.args) == 1 else str(cause))
     if isinstance(error, InterpolationResolutionError):
@@ -209,6 +230,24 @@ def user_error_line(error: Exception, cfg: object) -> str | None:
     if isinstance(error, InstantiationException) and isinstance(cause, TypeError):
         return argument_line(error, cause, cfg)
     return None
+
+
+# A write refused for want of room: a full disk, a file-size limit, a quota.
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in DISK_FULL
+
+
+def disk_full_line(error: OSError) -> str:
+    """A write that found no room, by whichever code (Hydra's .hydra/ files, the lock,
+    a log), in seg.files' words: the path (the run folder where a failed write or close
+    names none), the reason and the free space."""
+    from seg.files import write_failed
+
+    path = Path(os.fsdecode(error.filename)) if error.filename else starting_run_folder()
+    return f"error: {write_failed(path, error)}"
 
 
 def root_cause(error: BaseException) -> BaseException:
@@ -285,16 +324,53 @@ def argument_line(error: InstantiationException, cause: TypeError, cfg: object) 
 
 
 def interrupted(cfg: object) -> NoReturn:
-    """Ctrl-C outside the training loop (which turns a first one into a checkpoint and a
-    stop, see seg.engine.signals): one line and the shell's 130, no traceback, ending a
-    sweep too. A run folder that holds nothing but Hydra's files goes, as after an error."""
+    """Ctrl-C or SIGTERM outside the training loop (which turns a first one into a
+    checkpoint and a stop, see seg.engine.signals): one line and the shell's 128 + the
+    signal (130, 143), no traceback, ending a sweep too. A run folder that holds nothing
+    but Hydra's files goes, as after an error."""
+    signum = StartUpSignals.received
     if HydraConfig.initialized() and run_folder_unused():
-        report("interrupted before training started; nothing was written")
+        report(f"{stopped_by(signum)} before training started; nothing was written")
     else:
-        report("interrupted (Ctrl-C): what was written so far is kept")
+        shown = " (Ctrl-C)" if signum == signal.SIGINT else ""
+        report(f"{stopped_by(signum)}{shown}: what was written so far is kept")
     if not in_sweep():
         remove_unused_run_folder(cfg if isinstance(cfg, DictConfig) else None)
-    sys.exit(128 + signal.SIGINT)
+    sys.exit(128 + signum)
+
+
+def stopped_by(signum: int) -> str:
+    """How the one line names what stopped the command."""
+    return "interrupted" if signum == signal.SIGINT else \
+        f"stopped by {signal.Signals(signum).name}"
+
+
+class StartUpSignals:
+    """SIGTERM while a command starts (a job cancelled, a ``kill``), before the training
+    loop takes the stop signals over (seg.engine.signals.StopSignals), ends it as a Ctrl-C
+    does, as a KeyboardInterrupt: what was begun is undone (a run folder that holds
+    nothing, the earlier .hydra/ files) and one line says so. ``received`` is the signal
+    that stopped it, for that line and the exit status."""
+
+    received: int = signal.SIGINT
+
+    @staticmethod
+    def install() -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a launcher's own stays
+            signal.signal(signal.SIGTERM, stop_at_once)
+
+
+def stop_at_once(signum: int, frame: object) -> NoReturn:
+    StartUpSignals.received = signum
+    raise KeyboardInterrupt
+
+
+# The training loop hands a signal to the handler it found once it has saved
+# (StopSignals.forward, for submitit's requeue); this one would stop it before it raised
+# its own TrainingInterrupted, so it is marked to be left out.
+stop_at_once.only_before_training = True
 
 
 def run_folder_unused() -> bool:
@@ -315,13 +391,15 @@ def interrupts_reported(config_name: str) -> Callable[[Callable], Callable]:
     def decorate(command: Callable[[], object]) -> Callable[[], object]:
         @functools.wraps(command)
         def reported() -> object:
+            StartUpSignals.install()
             try:
                 return command()
             except KeyboardInterrupt:
-                print(f"interrupted before {started} started; nothing was written",
-                      file=sys.stderr)
+                signum = StartUpSignals.received
+                print(f"{stopped_by(signum)} before {started} started; nothing was "
+                      "written", file=sys.stderr)
                 remove_unused_run_folder(None)
-                sys.exit(128 + signal.SIGINT)
+                sys.exit(128 + signum)
 
         return reported
 
@@ -352,7 +430,7 @@ def config_error_line(error: Exception) -> str:
 
 def refuse(line: str) -> NoReturn:
     """An error found before Hydra starts the run: one line, exit 1, nothing written."""
-    print(f"error: {line}", file=sys.stderr)
+    print(f"error: {printable(line)}", file=sys.stderr)
     sys.exit(1)
 
 
@@ -389,12 +467,16 @@ class StartChecks(Callback):
     per run, by Hydra, and nothing is written before these checks."""
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        note_starting_run(config)
         check_run_dir(config)
         folder = known_run_folder(config, sys.argv[1:])
         if folder is not None and (holder := holder_if_locked(folder)) is not None:
             refuse(in_use_message(folder, holder))  # the run in it owns its files
         if folder is not None:
-            save_hydra_files(folder)
+            try:
+                save_hydra_files(folder)
+            except UserError as error:  # a .hydra/ file that is not one (a FIFO, huge)
+                refuse(str(error))
 
 
 def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
@@ -406,6 +488,9 @@ def hydra_command(config_name: str) -> Callable[[Callable], Callable]:
         @functools.wraps(hydra_main)
         @interrupts_reported(config_name)
         def command() -> object:
+            # a log line that a full disk refuses is lost, not a traceback on stderr
+            # that buries the one line saying so
+            logging.raiseExceptions = False
             with hydra_files_kept_unless_trained():  # a run that fails at once
                 return without_tracebacks(hydra_main)
 
@@ -439,5 +524,12 @@ def without_tracebacks(hydra_main: Callable[[], object]) -> object:
         sys.exit(1)
     except COMMAND_LINE_ERRORS as error:
         refuse(config_error_line(error))
+    except OSError as error:
+        if not disk_full(error):
+            raise
+        # Hydra's own writes (.hydra/, the log) before the command ran: its folder goes
+        report(disk_full_line(error))
+        remove_unused_run_folder(None)
+        sys.exit(1)
     finally:
         del os.environ["HYDRA_FULL_ERROR"]

@@ -3,8 +3,10 @@ run that fails before it wrote anything leaves no folder behind."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +14,8 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from seg.errors import UserError
+from seg.files import read_run_file, write_file
 from seg.run_lock import LOCK_NAME, holder_if_locked
 
 # What Hydra writes into .hydra/ before the task function runs (besides the log file).
@@ -61,10 +65,10 @@ def register_run_dir_resolver() -> None:
 
 
 def run_outputs(run_dir: Path) -> dict[Path, int]:
-    """What a run writes besides Hydra's files (checkpoints, metrics.json, TensorBoard
-    events), each with its modification time."""
-    paths = [*run_dir.glob("checkpoints/*.pt"), run_dir / "metrics.json",
-             *run_dir.glob("tb/*")]
+    """What shows that a run trained on: its checkpoints and metrics.json, each with its
+    modification time. TensorBoard events do not count: a resume writes them from its
+    first step, and drops them again when it resumes from the same checkpoint."""
+    paths = [*run_dir.glob("checkpoints/*.pt"), run_dir / "metrics.json"]
     return {path: path.stat().st_mtime_ns for path in paths if path.is_file()}
 
 
@@ -74,23 +78,51 @@ def run_outputs(run_dir: Path) -> dict[Path, int]:
 _saved_before_start: list[tuple[Path, dict[Path, bytes], dict[Path, int]]] = []
 
 
+# The composed config of the single run starting in this process (StartChecks records
+# it): where its folder is once Hydra, whose own writes failed, no longer says.
+_starting: list[DictConfig] = []
+
+
+def note_starting_run(config: DictConfig) -> None:
+    _starting[:] = [config]
+
+
 def save_hydra_files(run_dir: Path) -> None:
     """Remember what ``run_dir/.hydra/`` holds and what the run wrote, before Hydra writes
     the command's config over them (see :func:`hydra_files_kept_unless_trained`)."""
-    saved = {path: path.read_bytes() for path in (run_dir / ".hydra").glob("*.yaml")
-             if path.name in HYDRA_FILES}
+    saved = {path: read_run_file(path, "the run folder's Hydra file")
+             for path in sorted((run_dir / ".hydra").glob("*.yaml"))}
     _saved_before_start[:] = [(run_dir, saved, run_outputs(run_dir))]
+
+
+def put_back_hydra_files(run_dir: Path, saved: dict[Path, bytes]) -> None:
+    """Make ``run_dir/.hydra/`` hold what it held (``saved``) again: the files Hydra or
+    seg (an earlier recipe, seg.training.keep_earlier_recipe) wrote since go, the others
+    get their bytes back. One that cannot be is one line (a full disk), not a traceback
+    hiding the error that stopped the run."""
+    added = [path for path in (run_dir / ".hydra").glob("*.yaml") if path not in saved
+             and (path.name in HYDRA_FILES or path.name.startswith("config_until_"))]
+    try:
+        for path in added:
+            path.unlink()
+        for path, content in saved.items():
+            write_file(path, content)
+    except (OSError, UserError) as error:
+        print(f"error: could not put back {run_dir / '.hydra'} as it was ({error})",
+              file=sys.stderr)
 
 
 @contextmanager
 def hydra_files_kept_unless_trained() -> Iterator[None]:
     """Around a command: where its run goes on in an earlier run's folder, Hydra writes the
     command's config over .hydra/ before the run starts. Should the run stop before it
-    writes anything (a bad setting, a missing file), the earlier files go back, so that
+    has trained on (saved a checkpoint or metrics.json), however it stops (a bad setting,
+    a missing file, a bug's exception, a signal), the earlier files go back, so that
     .hydra/ keeps describing what trained the run (the log keeps the failure). A resume
     that trains keeps the new ones; seg.training.keep_earlier_recipe then keeps the
     earlier recipe."""
     _saved_before_start.clear()
+    _starting.clear()
     try:
         yield
     except BaseException as stop:
@@ -98,8 +130,7 @@ def hydra_files_kept_unless_trained() -> Iterator[None]:
         if failed and _saved_before_start:
             run_dir, saved, written = _saved_before_start[0]
             if run_outputs(run_dir) == written:
-                for path, content in saved.items():
-                    path.write_bytes(content)
+                put_back_hydra_files(run_dir, saved)
         raise
 
 
@@ -122,7 +153,27 @@ def close_log_files_in(folder: Path) -> None:
         filename = getattr(handler, "baseFilename", None)
         if filename and Path(filename).resolve().is_relative_to(folder.resolve()):
             root.removeHandler(handler)
-            handler.close()
+            with contextlib.suppress(OSError):  # its last lines on a full disk
+                handler.close()
+
+
+def this_run(cfg: DictConfig | None) -> tuple[Path, str, DictConfig | None] | None:
+    """The run folder of the single run of this process, its job's name and its config:
+    Hydra's, while its task runs; else the config the start checks saw (Hydra's own
+    writes failed, or a signal came, before the task ran). None when Hydra started none."""
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        return Path(hydra_cfg.runtime.output_dir), hydra_cfg.job.name, cfg
+    if _starting:
+        config = _starting[0]
+        return Path(str(config.hydra.run.dir)).absolute(), config.hydra.job.name, config
+    return None
+
+
+def starting_run_folder() -> Path:
+    """This run's folder (see :func:`this_run`), or else the working folder."""
+    started = this_run(None)
+    return Path.cwd() if started is None else started[0]
 
 
 def remove_unused_run_folder(cfg: DictConfig | None) -> None:
@@ -131,17 +182,17 @@ def remove_unused_run_folder(cfg: DictConfig | None) -> None:
     stderr, and outputs/ keeps listing runs only. Never the folder a resumed run continues
     (it holds that run), nor a sweep's (the caller's business: a sweep's report lists its
     failed runs from their folders). Folders above it left empty go too."""
-    if not HydraConfig.initialized():
+    started = this_run(cfg)
+    if started is None:
         return  # not started by Hydra: no folder was made for this run
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
+    run_dir, job_name, cfg = started
     resumed = resumed_run_folder(OmegaConf.select(cfg, "trainer.resume")
                                  if isinstance(cfg, DictConfig) else None)
     if resumed is not None and resumed.resolve() == run_dir.resolve():
         return
     if Path.cwd().resolve().is_relative_to(run_dir.resolve()):
         return  # hydra.run.dir=. (or above): never the working folder
-    if not run_dir.is_dir() or not holds_only_hydra_files(run_dir, hydra_cfg.job.name):
+    if not run_dir.is_dir() or not holds_only_hydra_files(run_dir, job_name):
         return
     if holder_if_locked(run_dir) is not None:
         return  # another run is starting in it

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import pickle
+import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +15,8 @@ import torch
 from torch import nn
 
 from seg.data.base import IGNORE_INDEX
-from seg.engine.distributed import barrier
-from seg.errors import BadValue, MissingPath
+from seg.engine.distributed import barrier, broadcast_from_main
+from seg.errors import BadValue, MissingPath, NonFiniteLoss
 from seg.files import write_file
 from seg.settings import is_int
 
@@ -20,6 +24,9 @@ from seg.settings import is_int
 # ``name``, with no ``_target_``; 1: every checkpoint written before the field existed
 CHECKPOINT_FORMAT = 2
 FORMAT_CHANGES = "parts named from catalogues, not by _target_"
+
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class RunInfo:
@@ -107,7 +114,9 @@ class Checkpointer:
     """Saves a run's checkpoints into ``folder``: the main process writes, every process
     waits, so that no rank runs ahead of a save. ``keep`` names files to move aside
     before they are first replaced (``{"last.pt": "last_iteration_6.pt"}``: a rewound
-    run keeps the training it goes back from)."""
+    run keeps the training it goes back from), each under a name no file has yet
+    (:func:`free_name`): nothing kept is ever replaced. A state holding a NaN or an
+    infinity is never written (:func:`first_nonfinite`)."""
 
     def __init__(self, folder: Path, is_main: bool = True, keep: dict[str, str] | None = None
                  ) -> None:
@@ -117,9 +126,98 @@ class Checkpointer:
 
     def save(self, name: str, state: Callable[[], dict]) -> Path:
         path = self.folder / name
+        problem = None
         if self.is_main:
-            if name in self.keep and path.is_file():
-                path.replace(self.folder / self.keep.pop(name))
-            save_checkpoint(path, state())
+            content = state()
+            problem = nonfinite_problem(content, path)
+            if problem is None:
+                self.keep_aside(name)
+                save_checkpoint(path, content)
+        # every process learns of a refusal, or the others would wait at the barrier
+        problem = broadcast_from_main(problem)
+        if problem is not None:
+            raise NonFiniteLoss(problem)
         barrier()
         return path
+
+    def keep_aside(self, name: str) -> None:
+        """Move ``name`` aside as ``keep`` says, under a name of its own, once."""
+        path = self.folder / name
+        if name not in self.keep or not path.is_file():
+            return
+        kept = move_to_free_name(path, self.folder / self.keep.pop(name))
+        log.info("kept the earlier %s as %s", name, kept)
+
+
+def free_name(path: Path) -> Path:
+    """``path`` when no file has that name, else the first free ``stem_2.suffix``,
+    ``stem_3.suffix``... in its folder (``last_iteration_6_2.pt``)."""
+    candidate, number = path, 1
+    while os.path.lexists(candidate):
+        number += 1
+        candidate = path.with_name(f"{path.stem}_{number}{path.suffix}")
+    return candidate
+
+
+def move_to_free_name(source: Path, wanted: Path) -> Path:
+    """Rename ``source`` to ``wanted`` or, that name taken, the next free one
+    (:func:`free_name`). A hard link is made first, which fails rather than replace a
+    file that appeared meanwhile; then ``source`` goes."""
+    while True:
+        target = free_name(wanted)
+        try:
+            os.link(source, target, follow_symlinks=False)
+        except FileExistsError:
+            continue  # taken since free_name looked: the next one
+        except OSError:  # a file system without hard links: the lock keeps others out
+            os.rename(source, target)
+            return target
+        os.unlink(source)
+        return target
+
+
+def nonfinite_problem(state: dict, path: Path) -> str | None:
+    """Why ``state`` must not be saved as ``path``: its weights, batch-norm statistics or
+    optimizer state hold a NaN or an infinity (a checkpoint that cannot be used, saved
+    over a good one); None when every number is finite."""
+    tensors = {f"model.{key}": value for key, value in state.get("model", {}).items()}
+    for index, values in state.get("optimizer", {}).get("state", {}).items():
+        tensors.update({f"optimizer.state.{index}.{key}": value
+                        for key, value in values.items()})
+    key = first_nonfinite(tensors)
+    if key is None:
+        return None
+    return (f"refusing to save {path}: {key} holds a NaN or an infinity (training "
+            f"diverged); {path.parent} keeps its earlier checkpoints: lower optimizer.lr, set "
+            "trainer.grad_clip, or trainer.on_nan=skip, then resume from the last good one")
+
+
+def first_nonfinite(tensors: dict[str, object]) -> str | None:
+    """The first key whose floating-point tensor holds a NaN or an infinity, or None.
+    One wait for each device the tensors are on, whatever their number."""
+    flags = {key: torch.isfinite(value).all() for key, value in tensors.items()
+             if isinstance(value, torch.Tensor) and value.is_floating_point()}
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for flag in flags.values():
+        by_device.setdefault(flag.device, []).append(flag)
+    if all(bool(torch.stack(group).all()) for group in by_device.values()):
+        return None
+    return next(key for key, flag in flags.items() if not flag)
+
+
+# write_file's temporary files: "." + the target's name + "." + mkstemp's 8 characters +
+# ".tmp" (seg.files.write_file); one left behind was a save cut off by SIGKILL
+UNFINISHED_SAVE = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_unfinished_saves(folder: Path) -> list[Path]:
+    """Remove what saves into ``folder`` that a kill cut off left behind: plain files of
+    write_file's temporary names, nothing else (never a link, never another name). Only
+    the run holding the folder's lock calls it: no save of another process is under way."""
+    removed = []
+    for path in sorted(folder.glob(".*.tmp")) if folder.is_dir() else ():
+        if UNFINISHED_SAVE.fullmatch(path.name) and stat.S_ISREG(os.lstat(path).st_mode):
+            path.unlink()
+            removed.append(path)
+            log.info("removed %s, what a save cut off by a kill left behind", path.name)
+    return removed

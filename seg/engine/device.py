@@ -10,6 +10,10 @@ import torch
 
 from seg.errors import BadValue
 
+# What seg runs on; torch names others (meta, a device without data; xla, hpu, ...) that
+# its models, data loaders and checkpoints were never made for.
+TRAINING_DEVICES = ("cpu", "cuda")
+
 
 def resolve_device(device: str = "auto", key: str = "device") -> torch.device:
     """``auto`` picks CUDA when present, else the CPU; a device that is not here is an
@@ -19,8 +23,10 @@ def resolve_device(device: str = "auto", key: str = "device") -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise BadValue(f"{key}={device!r} is not a device: use auto, cpu, cuda or "
-                       "cuda:N") from None
+        resolved = None
+    if resolved is None or resolved.type not in TRAINING_DEVICES:  # meta holds no data
+        raise BadValue(f"{key}={device!r} is not a device seg computes on: use auto, cpu, "
+                       "cuda or cuda:N")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise BadValue(f"{key}={device} but no CUDA GPU is visible here: use {key}=auto "
                        "or cpu")

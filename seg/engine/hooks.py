@@ -37,6 +37,19 @@ class Step:
         return self.iteration % every == 0 or self.iteration == self.max_iters
 
 
+# The hooks of modules of the user's own (``imports=[MODULE]``), besides those that seg's
+# configs/callbacks/ name: what a callback's ``_target_`` may be (seg.training.check_callbacks).
+REGISTERED_HOOKS: set[str] = set()
+
+
+def register_hook(hook: type) -> type:
+    """Class decorator: let a config's ``callbacks`` name ``hook`` (its
+    ``module.ClassName`` as ``_target_``). The module that defines it is imported with
+    ``imports=[MODULE]``; no other code can be named there."""
+    REGISTERED_HOOKS.add(f"{hook.__module__}.{hook.__qualname__}")
+    return hook
+
+
 class Hook:
     """Called by ``Trainer.fit``; each method does nothing unless overridden."""
 

@@ -206,8 +206,9 @@ class Trainer:
         """The checkpoint to resume from (see ``resume``), or None for a fresh start.
         Refused: a run folder that holds another run (nothing replaces it), a checkpoint
         older than the folder's last.pt unless ``rewind`` (which keeps that last.pt as
-        ``last_iteration_N.pt``), and a ``config`` that changes what the checkpoint
-        decides (seg.engine.resume.FROM_CHECKPOINT)."""
+        ``last_iteration_N.pt``, or ``last_iteration_N_2.pt``... where that name is taken),
+        and a ``config`` that changes what the checkpoint decides
+        (seg.engine.resume.FROM_CHECKPOINT)."""
         path = resume_path(self.resume, Path(run_dir))
         # rank 0 looks before any rank writes, and every rank gets its answer
         problem = broadcast_from_main(
@@ -225,7 +226,8 @@ class Trainer:
         newest = newer_last_checkpoint(Path(run_dir), state)
         if newest is not None and not self.rewind:
             raise PathExists(rewind_message(Path(run_dir), state, newest))
-        if newest is not None:  # moved aside when the rewound run first saves
+        if newest is not None:  # moved aside when the rewound run first saves, under a
+            # name of its own: an earlier rewind's last_iteration_N.pt is kept as well
             self.kept_before_first_save["last.pt"] = f"last_iteration_{newest}.pt"
         return state
 
@@ -410,6 +412,8 @@ class Trainer:
         images = batch["image"].to(self.device, non_blocking=True,
                                    memory_format=self.memory_format)
         targets = batch["mask"].to(self.device, non_blocking=True)
+        # the forward pass updates batch-norm statistics whatever the loss turns out to be
+        buffers = BufferSnapshot(model) if self.on_nan == "skip" else None
         with autocast(self.device, self.precision):
             loss = criterion(model(images), targets, ignore_index)
         optimizer.zero_grad(set_to_none=True)
@@ -425,6 +429,8 @@ class Trainer:
         if self.group.distributed:  # every process skips, or none: the weights stay equal
             skipped = all_reduce_sum(skipped.float()) > 0
         self.apply_update(optimizer, skipped)
+        if buffers is not None:
+            buffers.restore_if(skipped)
         return loss.detach(), skipped
 
     def apply_update(self, optimizer: torch.optim.Optimizer, skipped: torch.Tensor) -> None:
@@ -441,6 +447,22 @@ class Trainer:
             optimizer.step()
         elif not skipped.item():
             optimizer.step()
+
+
+class BufferSnapshot:
+    """A copy of a module's buffers (batch-norm running means, variances and batch
+    counts), put back where a step turns out to be skipped: a skipped step changes
+    nothing, its statistics included. Decided on the device (``torch.where``), with no
+    wait for the host."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.buffers = list(model.buffers())
+        self.saved = [buffer.detach().clone() for buffer in self.buffers]
+
+    @torch.no_grad()
+    def restore_if(self, skipped: torch.Tensor) -> None:
+        for buffer, saved in zip(self.buffers, self.saved, strict=True):
+            buffer.copy_(torch.where(skipped, saved, buffer))
 
 
 def fused(optimizer: torch.optim.Optimizer) -> bool:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from seg.data.base import IGNORE_INDEX
 from seg.errors import BadValue
-from seg.text import printable
+from seg.text import Lines, printable
 
 # bincount is about twice as fast as index_add_ on the CPU (0.4 against 0.7 ms for a batch
 # of 8 crops of 128 px, one thread); on a GPU it reads its input's maximum back to the host
@@ -114,7 +114,7 @@ def format_table(metrics: dict, class_names: Sequence[str]) -> str:
             lines.append(f"{label:<{width}}  {_percent(metrics[key])}")
     if "checkerboard" in metrics:
         lines.append(f"{'checkerboard':<{width}}  {metrics['checkerboard']:6.4f}")
-    return "\n".join(lines)
+    return Lines("\n".join(lines))
 
 
 def _percent(value: float) -> str:

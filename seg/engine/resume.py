@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seg.engine.checkpoints import load_checkpoint
+from seg.engine.checkpoints import free_name, load_checkpoint
 from seg.errors import BadValue, MissingPath
 
 # What a resumed run takes from its checkpoint, whatever the command line says: the
@@ -83,7 +83,8 @@ def rewind_message(run_dir: Path, resume_from: dict, newest: int) -> str:
             f" but {last} is at iteration {newest}: resuming would discard the newer "
             f"training. Resume from the newest (trainer.resume={run_dir}), into another "
             "folder (hydra.run.dir=PATH), or go back on purpose with trainer.rewind=true "
-            f"(keeps last.pt as last_iteration_{newest}.pt)")
+            f"(keeps last.pt as {free_name(last.with_name(f'last_iteration_{newest}.pt')).name}"
+            "; nothing kept is replaced)")
 
 
 def select(config: dict, key: str) -> object:

@@ -6,7 +6,7 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from seg.errors import BadValue
-from seg.settings import is_int, positive_int
+from seg.settings import is_int, number_in, positive_int
 
 LONGEST_AUTO_WARMUP = 100  # iterations: the warmup of a full run (3200 iterations)
 
@@ -41,10 +41,11 @@ class PolyLR(LRScheduler):
         self, optimizer: torch.optim.Optimizer, total_iters: int, power: float = 0.9,
         warmup_iters: int | str = 0, warmup_ratio: float = 0.1,
     ) -> None:
-        self.total_iters = total_iters
-        self.power = power
+        # checked here, not when the last iterations divide by them
+        self.total_iters = positive_int(total_iters, "scheduler.total_iters")
+        self.power = number_in(power, "scheduler.power", 0.0, float("inf"))
         self.warmup_iters = resolve_warmup(warmup_iters, total_iters)
-        self.warmup_ratio = warmup_ratio
+        self.warmup_ratio = number_in(warmup_ratio, "scheduler.warmup_ratio", 0.0, 1.0)
         super().__init__(optimizer)
 
     def state_dict(self) -> dict:

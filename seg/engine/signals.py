@@ -51,7 +51,10 @@ class StopSignals:
 
     def forward(self) -> None:
         handler = self.previous.get(self.received)
-        if callable(handler) and handler is not signal.default_int_handler:
+        # Python's Ctrl-C handler and seg's own start-up one (seg.cli.common) only stop
+        # a command at once: the loop has saved and stops by itself
+        if (callable(handler) and handler is not signal.default_int_handler
+                and not getattr(handler, "only_before_training", False)):
             handler(self.received, None)
 
     def __exit__(self, *exc: object) -> None:
