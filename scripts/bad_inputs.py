@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import pickle
 import subprocess
 import sys
@@ -105,8 +106,13 @@ def image_folder(*names: str, broken: tuple[str, bytes] | None = None
 
 def huge_png() -> bytes:
     """A 15000 x 15000 PNG of a few kB, which a decoder would expand to 675 MB of RGB."""
+    return png_of(15000, 15000)
+
+
+def png_of(width: int, height: int) -> bytes:
+    """A black-and-white PNG of ``width`` x ``height``: a few kB, however large."""
     buffer = io.BytesIO()
-    Image.new("1", (15000, 15000)).save(buffer, format="PNG")
+    Image.new("1", (width, height)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -208,6 +214,49 @@ def both(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
     return prepare
 
 
+def study_sweep(change: Callable[[Path], None] = lambda run: None) -> Callable[[Path], None]:
+    """``{tmp}/sweep``: the trained run as a study sweep's run ``0_seed=0`` (its config and
+    metrics.json), changed by ``change(that run's folder)``."""
+
+    def prepare(tmp: Path) -> None:
+        import shutil
+
+        run = tmp / "sweep/0_seed=0"
+        (run / ".hydra").mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp / "run/.hydra/config.yaml", run / ".hydra/config.yaml")
+        shutil.copy(tmp / "run/metrics.json", run / "metrics.json")
+        change(run)
+
+    return prepare
+
+
+def replaced_by(name: str, make: Callable[[Path], None]) -> Callable[[Path], None]:
+    """``change`` for :func:`study_sweep`: the run's file ``name`` made anew by ``make``."""
+
+    def change(run: Path) -> None:
+        (run / name).unlink()
+        make(run / name)
+
+    return change
+
+
+def run_config_with(text: str) -> Callable[[Path], None]:
+    """``change`` for :func:`study_sweep`: ``text`` added to the run's config."""
+
+    def change(run: Path) -> None:
+        with open(run / ".hydra/config.yaml", "a") as config:
+            config.write(text)
+
+    return change
+
+
+STUDY_ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{name}: &{name} [{', '.join(['*' + previous] * 9)}]\n"
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True))
+PRETRAIN = ("seg-pretrain debug=tiny dataset.root={tmp}/shapes +pretrain.iterations=2 "
+            "+pretrain.batch_size=2 +pretrain.lr=0.01 hydra.run.dir={tmp}/encoder")
+
+
 CKPT = "checkpoint={tmp}/bad.pt"
 GOOD = "checkpoint={tmp}/run/checkpoints/best.pt"
 PREDICT = "seg-predict input={tmp}/images output={tmp}/masks progress=false"
@@ -217,6 +266,62 @@ RESUME = "seg-train debug=tiny dataset.root={tmp}/shapes trainer.resume={tmp}/ru
 # an EXIF block holding only Orientation (0x0112) = 6: viewers show the image turned 90°
 EXIF_ROTATED_90 = (b"Exif\0\0MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03"
                    b"\0\0\0\x01\0\x06\0\0\0\0\0\0")
+
+SHAPES_CLASSES = ("background", "disk", "rectangle", "triangle", "ring", "line", "dot", "cross")
+FOLDER_CHECK = "seg-data check dataset=folder dataset.root={tmp}/folder"
+FOLDER_TRAIN = ("seg-train debug=tiny dataset=folder dataset.root={tmp}/folder "
+                "hydra.run.dir={tmp}/new")
+
+
+def folder_copy(change: Callable[[Path], None]) -> Callable[[Path], None]:
+    """``{tmp}/folder``: the tiny dataset as a folder dataset (images/, masks/, classes.yaml,
+    splits/{train,val}.txt), changed by ``change(root)``."""
+
+    def prepare(tmp: Path) -> None:
+        import shutil
+
+        root = tmp / "folder"
+        shutil.copytree(tmp / "shapes/JPEGImages", root / "images")
+        shutil.copytree(tmp / "shapes/SegmentationClass", root / "masks")
+        shutil.copytree(tmp / "shapes/ImageSets/Segmentation", root / "splits")
+        (root / "classes.yaml").write_text("classes: [" + ", ".join(
+            f"{{name: {name}}}" for name in SHAPES_CLASSES) + "]\n")
+        change(root)
+
+    return prepare
+
+
+def val_ids_in_train(root: Path) -> None:
+    lists = root / "ImageSets/Segmentation"
+    (lists / "train.txt").write_text((lists / "train.txt").read_text()
+                                     + (lists / "val.txt").read_text())
+
+
+def image_named_to_drive_a_terminal(root: Path) -> None:
+    """An image (that does not decode) and mask named ``ESC[2J`` (clear the screen), a
+    newline, ``INFO fake``; no split lists (an id listed cannot hold them)."""
+    import shutil
+
+    shutil.rmtree(root / "splits")
+    (root / "images/\x1b[2J\nINFO fake.jpg").write_bytes(b"not an image")
+    (root / "masks/\x1b[2J\nINFO fake.png").write_bytes(b"not a mask")
+
+
+def first_folder_val(root: Path) -> str:
+    return (root / "splits/val.txt").read_text().split()[0]
+
+
+def float_tiff_image(root: Path) -> None:
+    """The first val image as a float32 TIFF in [0, 1], its mask as a uint16 PNG."""
+    stem = first_folder_val(root)
+    pixels = np.asarray(Image.open(root / f"images/{stem}.jpg"), np.float32) / 255
+    (root / f"images/{stem}.jpg").unlink()
+    import cv2
+
+    cv2.imwrite(str(root / f"images/{stem}.tif"), pixels[..., ::-1])
+    labels = np.asarray(Image.open(root / f"masks/{stem}.png"), np.uint16)
+    Image.fromarray(labels).save(root / f"masks/{stem}.png")
+
 
 CASES = [
     # checkpoints are data
@@ -383,6 +488,125 @@ CASES = [
          truncated("run/checkpoints/last.pt")),
     *(Case(f"setting `{override}`", f"{TRAIN} {override}")
       for override in ("optimizer.lr=fast", "optimizer.lr=-1")),
+    # -- the study (seg-compare, seg-pretrain): a sweep folder is hostile data
+    Case("study: seg-compare --aggregate, a link planted at compare.md (the target kept)",
+         "seg-compare --aggregate {tmp}/sweep",
+         both(existing_file("victim.txt"), study_sweep(), link("sweep/compare.md", "victim.txt")),
+         kept=("victim.txt",)),
+    Case("study: seg-compare --aggregate, a run's .hydra/config.yaml a FIFO",
+         "seg-compare --aggregate {tmp}/sweep",
+         study_sweep(replaced_by(".hydra/config.yaml", lambda path: subprocess.run(
+             ["mkfifo", str(path)], check=True)))),
+    Case("study: seg-compare --gaps, a run's metrics.json -> /dev/zero",
+         "seg-compare --gaps {tmp}/run {tmp}/sweep",
+         study_sweep(replaced_by("metrics.json", lambda path: path.symlink_to("/dev/zero")))),
+    Case("study: seg-compare --aggregate, a run config a 400-byte alias bomb",
+         "seg-compare --aggregate {tmp}/sweep",
+         study_sweep(replaced_by(".hydra/config.yaml",
+                                 lambda path: path.write_text(STUDY_ALIAS_BOMB)))),
+    Case("study: seg-compare --aggregate, a run config whose seed is a string",
+         "seg-compare --aggregate {tmp}/sweep", study_sweep(run_config_with("seed: abc\n"))),
+    Case("study: seg-compare --aggregate, a `dataset.name` holding a newline, a command and "
+         "ESC (escaped)", "seg-compare --aggregate {tmp}/sweep",
+         study_sweep(lambda run: (run / ".hydra/config.yaml").write_text(
+             (run / ".hydra/config.yaml").read_text().replace(
+                 "  name: shapes", '  name: "shapes\\nrm -rf ~\\e[2J"', 1))),
+         succeeds=True),
+    Case("study: seg-pretrain into a folder holding a finished encoder.pth (kept)", PRETRAIN,
+         existing_file("encoder/encoder.pth"), kept=("encoder/encoder.pth",)),
+    # -- dataset readers and seg-data check: split lists, names from the data, stems, TIFFs
+    Case("datasets: split lists: folder `train.txt` a FIFO beside `val.txt`, seg-data check",
+         FOLDER_CHECK, folder_copy(lambda root: (root / "splits/train.txt").unlink()
+                                   or os.mkfifo(root / "splits/train.txt"))),
+    Case("datasets: split lists: folder `train.txt` -> /dev/zero beside `val.txt`, seg-train",
+         FOLDER_TRAIN, folder_copy(lambda root: (root / "splits/train.txt").unlink()
+                                   or (root / "splits/train.txt").symlink_to("/dev/zero"))),
+    Case("datasets: split lists: the val ids listed in train.txt too, seg-data check", SPLITS,
+         dataset_copy(val_ids_in_train)),
+    Case("datasets: names from the data: an image `\\e[2J\\nINFO fake.jpg` that does not decode, "
+         "seg-data check", FOLDER_CHECK, folder_copy(image_named_to_drive_a_terminal)),
+    Case("datasets: stems: `x.png` beside `x.jpg` in a folder dataset, seg-train", FOLDER_TRAIN,
+         folder_copy(lambda root: Image.open(root / f"images/{first_folder_val(root)}.jpg")
+                     .save(root / f"images/{first_folder_val(root)}.png"))),
+    Case("datasets: TIFF: a float32 val image in [0, 1], its mask uint16, seg-data check (read)",
+         FOLDER_CHECK, folder_copy(float_tiff_image), succeeds=True),
+    # -- encoder weights: data only, one loader for every encoder, never downloaded
+    Case("weights: `model.encoder.weights=` a pickle that runs code",
+         f"{TRAIN} model.encoder.weights={{tmp}}/gadget.pth",
+         lambda tmp: (tmp / "gadget.pth").write_bytes(
+             pickle.dumps(WritesAFile(str(tmp / "pwned"))))),
+    Case("weights: `model.encoder.weights=` a .pth holding a list",
+         f"{TRAIN} model.encoder.weights={{tmp}}/list.pth",
+         lambda tmp: torch.save([torch.zeros(1)], tmp / "list.pth")),
+    Case("weights: a .safetensors whose header claims more bytes than the file",
+         f"{TRAIN} model.encoder.weights={{tmp}}/w.safetensors",
+         existing_file("w.safetensors", (10**9).to_bytes(8, "little") + b"{}")),
+    Case("weights: `model.encoder.weights=` a FIFO",
+         f"{TRAIN} model.encoder.weights={{tmp}}/fifo.pth",
+         lambda tmp: subprocess.run(["mkfifo", str(tmp / "fifo.pth")], check=True)),
+    Case("weights: a torchvision ResNet's keys for model/encoder=simple",
+         f"{TRAIN} model.encoder.weights={{tmp}}/resnet.pth",
+         lambda tmp: torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7),
+                                 "fc.weight": torch.zeros(1000, 512)}, tmp / "resnet.pth")),
+    Case("weights: timm `weights=imagenet`, nothing cached (no hub is asked)",
+         f"{TRAIN} model/encoder=timm model.encoder.model_name=test_efficientnet.r160_in1k "
+         "model.encoder.weights=imagenet"),
+    Case("weights: prepare_weights.py `--source` a pickle that runs code",
+         "python " + str(SCRIPTS / "prepare_weights.py") + " efficientnet-lite0 "
+         "--source {tmp}/gadget.pth --out {tmp}/out.pth",
+         lambda tmp: (tmp / "gadget.pth").write_bytes(
+             pickle.dumps(WritesAFile(str(tmp / "pwned"))))),
+    # -- using a trained model: outputs checked before the work, pixel cap, names, advice
+    Case("trained: seg-eval `output_dir=` below a file (refused before it evaluates)",
+         f"seg-eval {GOOD} output_dir={{tmp}}/run/metrics.json/eval", kept=("run/metrics.json",)),
+    Case("trained: seg-eval `output_dir=/sys/seg-eval` (not writable; before it evaluates)",
+         f"seg-eval {GOOD} output_dir=/sys/seg-eval"),
+    Case("trained: seg-export `output=/sys/m.onnx` (not writable; before it exports)",
+         f"seg-export output=/sys/m.onnx {GOOD}"),
+    Case("trained: seg-predict, a 4000x4001 PNG over the 16 MP cap (the others written)",
+         f"{PREDICT} {GOOD}", image_folder(broken=("big.png", png_of(4000, 4001)))),
+    Case("trained: seg-predict, a 249-byte image name (outputs' names over 255 bytes)",
+         f"{PREDICT} {GOOD}", image_folder("x" * 245 + ".png"), kept=("images/a.png",)),
+    Case("trained: seg-eval, a val mask of label 77 (advises seg-eval's on_error=skip)",
+         f"seg-eval {GOOD} dataset_root={{tmp}}/data", dataset_copy(lambda root: Image.fromarray(
+             np.full((64, 64), 77, np.uint8)).save(
+             root / "SegmentationClass" / f"{first_val_image(root).stem}.png"))),
+    # -- training runs: rewinds, failed resumes, skipped steps, settings, start-up faults
+    Case("training: a second rewind to iteration 6 (last_iteration_6.pt kept, last.pt as _2)",
+         "seg-train debug=tiny dataset.root={tmp}/shapes trainer.max_iters=4 trainer.rewind=true "
+         "trainer.resume={tmp}/run/checkpoints/best.pt", both(
+             last_checkpoint_at(6), existing_file("run/checkpoints/last_iteration_6.pt")),
+         kept=("run/checkpoints/last_iteration_6.pt",), succeeds=True),
+    Case("training: a resume failing after Hydra rewrote .hydra/ (`scheduler.power=-1`)",
+         f"{RESUME} trainer.max_iters=6 scheduler.power=-1",
+         kept=("run/.hydra/config.yaml", "run/.hydra/hydra.yaml", "run/.hydra/overrides.yaml")),
+    Case("training: `trainer.on_nan=skip` with `dataset.std=[1e-45,1e-45,1e-45]` (every step "
+         "NaN, none applied)", f"{TRAIN} trainer.on_nan=skip dataset.std=[1e-45,1e-45,1e-45]",
+         succeeds=True),
+    *(Case(f"training: setting `{override}`", f"{TRAIN} {override}") for override in (
+        "seed=-1", "seed=1180591620717411303424", "trainer.device=meta", "scheduler.power=-1",
+        "dataset.mean=[0,0]", "dataset.std=0", "imports=[.foo]", 'imports=[""]',
+        "+callbacks.x._target_=builtins.print")),
+    Case("training: a full disk as a run starts (Hydra's .hydra/ files, RLIMIT_FSIZE)",
+         "python {tmp}/disk_full.py debug=tiny dataset.root={tmp}/shapes hydra.run.dir={tmp}/new",
+         existing_file("disk_full.py", b"import resource, signal, sys\n"
+                       b"signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+                       b"resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))\n"
+                       b"from seg.cli.train import main\n"
+                       b"sys.argv = ['seg-train', *sys.argv[1:]]\nmain()\n")),
+    Case("training: SIGTERM as a run starts (before the loop takes the signals over)",
+         "python {tmp}/sigterm.py debug=tiny dataset.root={tmp}/shapes hydra.run.dir={tmp}/new",
+         existing_file("sigterm.py", b"import os, signal, sys\nimport seg.training as t\n"
+                       b"t.check_dataset_root = lambda *a: os.kill(os.getpid(), signal.SIGTERM)\n"
+                       b"from seg.cli.train import main\n"
+                       b"sys.argv = ['seg-train', *sys.argv[1:]]\nmain()\n")),
+    Case("training: `checkpoints/.last.pt.k2x9abcd.tmp` a killed save left (removed, resumes)",
+         f"{RESUME} trainer.max_iters=4",
+         existing_file("run/checkpoints/.last.pt.k2x9abcd.tmp", b"half a save"), succeeds=True),
+    Case("training: a FIFO as `metrics.json` under `trainer.resume=auto`",
+         "seg-train debug=tiny dataset.root={tmp}/shapes trainer.resume=auto "
+         "hydra.run.dir={tmp}/run", lambda tmp: ((tmp / "run/metrics.json").unlink(),
+                                                  os.mkfifo(tmp / "run/metrics.json"))),
     # -- more cases above this line (each rule's cases grouped under a comment)
 ]
 
