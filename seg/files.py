@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -35,8 +36,10 @@ from seg.text import printable
 
 # The longest file name most file systems take (ext4, xfs, btrfs, tmpfs: 255 bytes).
 NAME_MAX = 255
-# The temporary file's name: "." + the target's name (cut) + "." + 8 random + ".tmp".
+# The temporary file's name: "." + the target's name (cut) + "." + mkstemp's 8 random
+# characters + ".tmp"; one left behind was a write cut off by SIGKILL.
 TEMPORARY_NAME_ROOM = NAME_MAX - 1 - 1 - 8 - 4
+TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
 def current_umask() -> int:

@@ -49,8 +49,8 @@ class Lines(str):
 
 def escaped(value: object) -> object:
     """``value`` escaped for a log line when it is text or a path; numbers pass as they are."""
-    if isinstance(value, Lines):
-        return "\n".join(printable(line) for line in value.split("\n"))
+    if isinstance(value, Lines):  # still Lines: the next handler's filter keeps its lines
+        return Lines("\n".join(printable(line) for line in value.split("\n")))
     if isinstance(value, (str, os.PathLike)):
         return printable(os.fspath(value))
     return value

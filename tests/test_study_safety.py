@@ -340,6 +340,31 @@ def test_a_stopped_pretraining_goes_on_from_its_checkpoint(compose_train, tmp_pa
     assert all(torch.equal(expected[key], got[key]) for key in expected)
 
 
+def test_a_signal_saves_the_pretraining_where_it_stands(compose_train, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    """SIGTERM after step 3 of 4 (checkpoints every 2): saved at 3, the re-run takes 1."""
+    from seg.cli.pretrain import pretrain_encoder
+    from seg.engine import Trainer, load_checkpoint
+    from seg.study.pretrain import PretrainingStopped
+
+    step, count = Trainer.train_step, itertools.count(1)
+
+    def terminated_at_three(self, *args, **kwargs):
+        done = step(self, *args, **kwargs)
+        if next(count) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return done
+
+    monkeypatch.setattr(Trainer, "train_step", terminated_at_three)
+    with pytest.raises(PretrainingStopped, match="SIGTERM at iteration 3, saved"):
+        pretrain_encoder(compose_train(*PRETRAIN), tmp_path)
+    assert load_checkpoint(tmp_path / "pretrain.pt")["iteration"] == 3
+    monkeypatch.undo()
+    taken = counting_steps(monkeypatch)
+    pretrain_encoder(compose_train(*PRETRAIN), tmp_path)
+    assert taken == [1]  # iteration 4 alone
+
+
 def test_a_checkpoint_of_other_settings_is_refused(compose_train, tmp_path: Path,
                                                    monkeypatch) -> None:
     from seg.cli.pretrain import pretrain_encoder

@@ -52,6 +52,14 @@ def test_seg_tables_keep_their_lines_but_not_controls():
     assert output.count("\n") == 4 and only_printable(output)
 
 
+def test_a_record_filtered_by_two_handlers_keeps_its_lines():
+    """Hydra's console and file handlers each filter the same record."""
+    record = logging.makeLogRecord({"msg": "final:\n%s", "args": (Lines("a\nb\x1b"),)})
+    for _ in range(2):
+        EscapedArguments().filter(record)
+    assert record.getMessage() == "final:\na\nb\\x1b"
+
+
 def test_numbers_are_formatted_as_numbers():
     assert logged("iteration %d: %.2f", 3, 0.5) == "iteration 3: 0.50\n"
 

@@ -28,8 +28,9 @@ def endless(loader: DataLoader, epoch: int, start: int = 0) -> Iterator[tuple[in
 
 
 def warn_skipped(skipped: list[str], where: str) -> None:
-    """One warning for the samples a dataset skipped (``dataset.on_error=skip``)."""
+    """One warning for the samples a dataset skipped (seg-train's ``dataset.on_error=skip``,
+    seg-eval's ``on_error=skip``)."""
     if skipped:
         shown = "; ".join(skipped[:5]) + ("; ..." if len(skipped) > 5 else "")
-        log.warning("%s skipped %d bad sample(s) (dataset.on_error=skip): %s", where,
+        log.warning("%s skipped %d bad sample(s), as on_error=skip asks: %s", where,
                     len(skipped), shown)

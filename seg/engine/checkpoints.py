@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from torch import nn
 from seg.data.base import IGNORE_INDEX
 from seg.engine.distributed import barrier, broadcast_from_main
 from seg.errors import BadValue, MissingPath, NonFiniteLoss
-from seg.files import write_file
+from seg.files import TEMPORARY_NAME, write_file
 from seg.settings import is_int
 
 # 2: a config names each part (encoder, decoder, upsampler, loss) from its catalogue by
@@ -205,18 +204,13 @@ def first_nonfinite(tensors: dict[str, object]) -> str | None:
     return next(key for key, flag in flags.items() if not flag)
 
 
-# write_file's temporary files: "." + the target's name + "." + mkstemp's 8 characters +
-# ".tmp" (seg.files.write_file); one left behind was a save cut off by SIGKILL
-UNFINISHED_SAVE = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
-
-
 def remove_unfinished_saves(folder: Path) -> list[Path]:
     """Remove what saves into ``folder`` that a kill cut off left behind: plain files of
     write_file's temporary names, nothing else (never a link, never another name). Only
     the run holding the folder's lock calls it: no save of another process is under way."""
     removed = []
     for path in sorted(folder.glob(".*.tmp")) if folder.is_dir() else ():
-        if UNFINISHED_SAVE.fullmatch(path.name) and stat.S_ISREG(os.lstat(path).st_mode):
+        if TEMPORARY_NAME.fullmatch(path.name) and stat.S_ISREG(os.lstat(path).st_mode):
             path.unlink()
             removed.append(path)
             log.info("removed %s, what a save cut off by a kill left behind", path.name)

@@ -4,6 +4,7 @@ so that no upsampler takes part in (and none is favoured by) the shared encoder.
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Callable
 
 import torch
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader
 from seg.data.base import IGNORE_INDEX
 from seg.engine import LossWindow, Trainer, TrainingState
 from seg.engine.batches import endless
+from seg.engine.signals import StopSignals, TrainingInterrupted
 from seg.engine.tensorboard import TensorBoardLogger
 from seg.errors import NonFiniteLoss
 from seg.models.encoders import Encoder
@@ -73,29 +75,46 @@ def pretrain(
     restored with its weights; a fresh start by default); return the mean loss of its last
     ``log_every`` steps. Every ``checkpoint_every`` iterations before the last,
     ``checkpoint(state)`` saves where it stands, right after the losses were read (a
-    non-finite one stops it before it is saved)."""
+    non-finite one stops it before it is saved). A stop signal (SIGTERM, Ctrl-C) saves
+    too, after the step under way, and stops (:class:`PretrainingStopped`): started
+    again, it goes on from that very iteration."""
     state = state if state is not None else TrainingState()
     classifier.to(trainer.device, memory_format=trainer.memory_format).train()
     batches = endless(loader, state.epoch, state.epoch_batches)
     losses, mean_loss = LossWindow(trainer.device), float("nan")
-    for iteration in range(state.iteration + 1, iterations + 1):
-        state.epoch, state.epoch_batches, batch = next(batches)
-        loss, skipped = trainer.train_step(classifier, optimizer, batch, ignore_index,
-                                           criterion=classifier.loss)
-        losses.add(loss, skipped, iteration)
-        scheduler.step()
-        state.iteration = iteration
-        saving = (checkpoint is not None and iteration % checkpoint_every == 0
-                  and iteration < iterations)
-        if iteration % trainer.log_every == 0 or iteration == iterations or saving:
-            # the loss stays on the device until it is logged
-            mean_loss = logged_loss(losses, logger, optimizer, iteration)
-            if iteration % (10 * trainer.log_every) == 0:
-                log.info("pretraining iteration %d/%d: loss %.4f", iteration, iterations,
-                         mean_loss)
-        if saving:
-            checkpoint(state)
+    with StopSignals() as signals:
+        for iteration in range(state.iteration + 1, iterations + 1):
+            state.epoch, state.epoch_batches, batch = next(batches)
+            loss, skipped = trainer.train_step(classifier, optimizer, batch, ignore_index,
+                                               criterion=classifier.loss)
+            losses.add(loss, skipped, iteration)
+            scheduler.step()
+            state.iteration = iteration
+            stopping = signals.received is not None and checkpoint is not None
+            saving = stopping or (checkpoint is not None and iteration % checkpoint_every == 0
+                                  and iteration < iterations)
+            if iteration % trainer.log_every == 0 or iteration == iterations or saving:
+                # the loss stays on the device until it is logged
+                mean_loss = logged_loss(losses, logger, optimizer, iteration)
+                if iteration % (10 * trainer.log_every) == 0:
+                    log.info("pretraining iteration %d/%d: loss %.4f", iteration, iterations,
+                             mean_loss)
+            if saving:
+                checkpoint(state)
+            if stopping:
+                signals.forward()
+                raise PretrainingStopped(signals.received, iteration)
     return mean_loss
+
+
+class PretrainingStopped(TrainingInterrupted):
+    """A stop signal stopped the pretraining; where it stood was saved just before."""
+
+    def __init__(self, signum: int, iteration: int) -> None:
+        self.signum = signum
+        Exception.__init__(self, f"pretraining stopped by {signal.Signals(signum).name} at "
+                           f"iteration {iteration}, saved: the same command again goes on "
+                           "from there")
 
 
 def logged_loss(losses: LossWindow, logger: TensorBoardLogger,
