@@ -17,6 +17,11 @@ def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_number(value: object) -> bool:
+    """A real number, and not a bool."""
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
 def positive_int(value: object, key: str, allow_none: bool = False) -> int | None:
     """``value`` if it is an integer >= 1 (or None where ``allow_none``)."""
     if value is None and allow_none:
@@ -39,7 +44,7 @@ def positive_ints(value: object, key: str) -> int | tuple[int, int]:
 
 def number_in(value: object, key: str, low: float, high: float) -> float:
     """``value`` if it is a number within ``[low, high]``."""
-    if not isinstance(value, Real) or isinstance(value, bool) or not low <= value <= high:
+    if not is_number(value) or not low <= value <= high:
         raise BadValue(f"{key} must be a number from {low:g} to {high:g}, got {value!r}")
     return float(value)
 
@@ -47,7 +52,7 @@ def number_in(value: object, key: str, low: float, high: float) -> float:
 def positive_number(value: object, key: str, allow_none: bool = False) -> float | None:
     if value is None and allow_none:
         return None
-    if not isinstance(value, Real) or isinstance(value, bool) or not value > 0:
+    if not is_number(value) or not value > 0:
         also = " or null" if allow_none else ""
         raise BadValue(f"{key} must be a positive number{also}, got {value!r}")
     return float(value)
@@ -73,7 +78,7 @@ def per_channel(value: object, key: str, channels: int = 3, positive: bool = Fal
     numbers = list(value) if isinstance(value, Sequence) and not isinstance(value, str) \
         else None
     if numbers is None or len(numbers) != channels or not all(
-            isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+            is_number(v) and math.isfinite(v)
             and (v > 0 or not positive) for v in numbers):
         kind = "positive numbers" if positive else "numbers"
         raise BadValue(f"{key} must be {channels} {kind}, one per colour channel (R, G, B), "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-from numbers import Real
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -20,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seg.errors import UserError
 from seg.files import read_json, read_yaml
+from seg.settings import is_number
 from seg.text import printable
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,6 @@ def run_metrics(path: Path) -> dict | None:
                     printable(path))
         return None
     return metrics
-
-
-def is_number(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def single_run(hydra_file: Path) -> bool:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import os
 import re
-from numbers import Real
 from pathlib import Path
 
 from seg.errors import BadValue
 from seg.files import read_json, read_yaml
 from seg.models import upsampler_label
-from seg.settings import is_int
+from seg.settings import is_int, is_number
 from seg.text import printable, shown
 
 ENCODER_DIR = "pretrained_encoder"  # in the sweep folder, beside the numbered runs
@@ -117,10 +116,6 @@ def expect(condition: object, path: Path, key: str, wanted: str, value: object,
     if not condition:
         raise BadValue(f"{printable(path)}: {key} must be {wanted}, got {shown(value)}: "
                        f"{fix}")
-
-
-def is_number(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def read_metrics(path: Path) -> dict:
