@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from seg.errors import UserError
 from seg.files import read_json, read_yaml
 from seg.settings import is_number
-from seg.text import printable
+from seg.text import Lines, printable
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,8 @@ def sweep_results(sweep_dir: Path) -> list[tuple[str, dict | None]]:
 def run_metrics(path: Path) -> dict | None:
     """A run's metrics.json when it holds a numeric mIoU (and best_mIoU, if any); None
     when the run wrote none, or, with a warning naming it, one that cannot be read so."""
-    if not os.path.lexists(path):
-        return None
-    try:
-        metrics = read_json(path, "run metrics")
-    except UserError as error:
-        log.warning("%s", error)
+    metrics = read_or_warn(read_json, path, "run metrics")
+    if metrics is None:
         return None
     scores = (metrics.get("mIoU"), metrics.get("best_mIoU", metrics.get("mIoU")))
     if not all(map(is_number, scores)):
@@ -78,16 +75,22 @@ def run_metrics(path: Path) -> dict | None:
     return metrics
 
 
+def read_or_warn(read: Callable[[Path, str], dict], path: Path, what: str) -> dict | None:
+    """``read(path, what)``; None when there is no such file, or, with a warning naming
+    it, when it cannot be read as one (the run is then listed as failed)."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        return read(path, what)
+    except UserError as error:
+        log.warning("%s", error)
+        return None
+
+
 def single_run(hydra_file: Path) -> bool:
     """Whether Hydra's record of a run says it ran alone, not as a job of a sweep (an
     unreadable record says it did not)."""
-    if not os.path.lexists(hydra_file):
-        return False
-    try:
-        record = read_yaml(hydra_file, "Hydra's record of a run")
-    except UserError as error:
-        log.warning("%s", error)
-        return False
+    record = read_or_warn(read_yaml, hydra_file, "Hydra's record of a run") or {}
     hydra = record.get("hydra")
     return isinstance(hydra, dict) and hydra.get("mode") == "RUN"
 
@@ -100,7 +103,7 @@ def results_table(results: list[tuple[str, dict | None]]) -> str:
         scores = ("FAILED" if metrics is None else
                   f"{metrics['mIoU']:6.4f}  {metrics.get('best_mIoU', metrics['mIoU']):6.4f}")
         lines.append(f"{name:<{width}}  {scores}")
-    return "\n".join(lines)
+    return Lines("\n".join(lines))
 
 
 def write_layout(sweep_dir: Path) -> None:
