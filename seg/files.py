@@ -148,6 +148,25 @@ def write_file(path: str | Path, content: bytes | Callable[[BinaryIO], object],
     return path
 
 
+def first_existing(folder: str | Path) -> Path:
+    """``folder``, or the nearest folder above it that exists: where a mkdir would begin."""
+    folder = Path(folder)
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def cannot_write_in(folder: Path) -> str | None:
+    """Why nothing can be made in the existing ``folder`` (the operating system's words:
+    "Read-only file system"), found by making and removing a folder there; None when it
+    can."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".seg-write-test-", dir=folder))
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
 def check_name_fits(path: Path) -> None:
     """One line when ``path``'s own name is longer than a file system takes."""
     if len(os.fsencode(path.name)) > NAME_MAX:

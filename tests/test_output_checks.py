@@ -41,7 +41,7 @@ def read_only(monkeypatch) -> None:
     def refused(**kwargs) -> str:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr("seg.trained.outputs.tempfile.mkdtemp", refused)
+    monkeypatch.setattr("seg.files.tempfile.mkdtemp", refused)
 
 
 def never(what: str):

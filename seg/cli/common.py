@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +49,7 @@ from seg.cli.run_folder import (
 from seg.cli.sweeps import register_run_name_resolver
 from seg.data.resolvers import register_resolvers
 from seg.errors import UserError
+from seg.files import cannot_write_in, first_existing
 from seg.run_lock import holder_if_locked, in_use_message
 from seg.text import escape_logged_text, printable
 
@@ -442,19 +442,16 @@ def check_run_dir(cfg: DictConfig) -> None:
         run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir", throw_on_missing=True)))
     except InterpolationResolutionError as error:
         refuse(interpolation_line(error).removeprefix("error: "))
-    folder = run_dir
-    while not os.path.lexists(folder) and folder != folder.parent:
-        folder = folder.parent  # the first that exists: where Hydra's mkdir begins
+    folder = first_existing(run_dir)  # where Hydra's mkdir begins
     if not folder.is_dir():
         refuse(f"hydra.run.dir={run_dir}: {folder} is not a folder: choose another "
                "hydra.run.dir")
     if folder == run_dir and OmegaConf.select(cfg, "hydra.output_subdir") is None:
         return  # there, and Hydra writes nothing into it (seg-predict's, seg-eval's ".")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".seg-write-test-", dir=folder))
-    except OSError as error:
-        refuse(f"hydra.run.dir={run_dir}: cannot make a folder in {folder} "
-               f"({error.strerror}): choose a hydra.run.dir where you can write")
+    reason = cannot_write_in(folder)
+    if reason is not None:
+        refuse(f"hydra.run.dir={run_dir}: cannot make a folder in {folder} ({reason}): "
+               "choose a hydra.run.dir where you can write")
 
 
 class StartChecks(Callback):

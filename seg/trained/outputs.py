@@ -8,11 +8,10 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from seg.errors import BadValue, NotAFolder
-from seg.files import check_name_fits, free_space
+from seg.files import cannot_write_in, check_name_fits, first_existing, free_space
 from seg.text import printable
 
 # eval.json: the metrics (a few kB) and the confusion matrix, one number a line with its
@@ -34,11 +33,10 @@ def check_output_folder(folder: str | Path, key: str, needed: int, what: str,
                          f"another {key}")
     for made in made_folders(folder, existing):
         check_name_fits(made)
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".seg-write-test-", dir=existing))
-    except OSError as error:
-        raise BadValue(f"{setting}: cannot write in {printable(existing)} ({error.strerror}): "
-                       "choose a folder you can write to") from None
+    reason = cannot_write_in(existing)
+    if reason is not None:
+        raise BadValue(f"{setting}: cannot write in {printable(existing)} ({reason}): "
+                       "choose a folder you can write to")
     try:
         free = shutil.disk_usage(existing).free
     except OSError:
@@ -46,13 +44,6 @@ def check_output_folder(folder: str | Path, key: str, needed: int, what: str,
     if free < needed:
         raise BadValue(f"{setting}: {what} needs about {megabytes(needed)} and its disk has "
                        f"{free_space(existing)}: free some space or choose another {key}")
-
-
-def first_existing(folder: Path) -> Path:
-    """``folder``, or the nearest folder above it that exists: where a mkdir would begin."""
-    while not os.path.lexists(folder) and folder != folder.parent:
-        folder = folder.parent
-    return folder
 
 
 def made_folders(folder: Path, existing: Path) -> list[Path]:
