@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from seg.data.shapes import generate_shapes
+from seg.data.synthetic.shapes import generate_shapes
 
 Generate = Callable[..., Path]
 

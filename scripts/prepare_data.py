@@ -41,10 +41,10 @@ from typing import IO, TypeVar
 import numpy as np
 from PIL import Image
 
-from seg.data.base import SampleError, describe_values, read_label_image
-from seg.data.cityscapes import label_id_lut
+from seg.data.decoding import SampleError, describe_values, read_label_image
 from seg.data.palette import flat_palette
-from seg.data.voc import TRAIN_AUG_LIST, read_sbd_mat, train_aug_ids
+from seg.data.readers.cityscapes import label_id_lut
+from seg.data.readers.voc import TRAIN_AUG_LIST, read_sbd_mat, train_aug_ids
 from seg.files import WriteFailed, free_space, write_file, write_text
 
 T = TypeVar("T")

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seg.data.base import MAX_IMAGE_PIXELS, SampleError, read_image, read_label_image
+from seg.data.decoding import MAX_IMAGE_PIXELS, SampleError, read_image, read_label_image
 from seg.data.loader import build_loader
-from seg.data.voc import VOCSegmentation
+from seg.data.readers.voc import VOCSegmentation
 from tests.layouts import SIZE, make_voc, random_image
 
 
@@ -239,7 +239,7 @@ def test_a_wide_integer_mask_reads_its_labels(tmp_path: Path, save) -> None:
 
 
 def test_a_folder_of_float_tiffs_and_uint16_masks_trains_its_samples(tmp_path: Path) -> None:
-    from seg.data.folder import FolderSegmentation
+    from seg.data.readers.folder import FolderSegmentation
     from tests.layouts import make_folder
 
     root = make_folder(tmp_path / "folder", count=2)

@@ -1,7 +1,11 @@
-"""Tests for the shapes generator, the VOC dataset and the augmentation pipelines."""
+"""Tests for the shapes generator, the VOC dataset and the augmentation pipelines, and
+for what importing seg.data leaves alone (OpenCV's and PIL's process-wide settings)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import albumentations as A
@@ -14,10 +18,10 @@ from PIL import Image
 
 from seg.data.loader import build_loader
 from seg.data.palette import flat_palette, voc_palette
-from seg.data.procedural import write_voc_dataset
-from seg.data.shapes import SHAPES_CLASSES, generate_shapes, render_shapes_sample
+from seg.data.readers.voc import VOCSegmentation
+from seg.data.synthetic.procedural import write_voc_dataset
+from seg.data.synthetic.shapes import SHAPES_CLASSES, generate_shapes, render_shapes_sample
 from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
-from seg.data.voc import VOCSegmentation
 from tests.layouts import generated_voc_masks
 
 NUM_CLASSES = len(SHAPES_CLASSES)
@@ -283,3 +287,75 @@ def test_auto_workers_leave_small_cpu_runs_in_the_main_process(monkeypatch) -> N
     assert resolve_num_workers("auto", "cpu", 512) == 8  # VOC's crops: decoding costs
     assert resolve_num_workers("auto", "cuda", 160) == 8  # a GPU waits for its data
     assert resolve_num_workers(3, "cpu", 160) == 3  # a number is a number
+
+
+# What a child process prints: OpenCV's thread count and log level and PIL's pixel limit,
+# the process-wide settings that decoding changes.
+SETTINGS = """
+import json
+import cv2
+from PIL import Image
+
+def settings():
+    return [cv2.getNumThreads(), cv2.utils.logging.getLogLevel(), Image.MAX_IMAGE_PIXELS]
+"""
+
+
+def run_python(code: str, *args: str) -> dict:
+    """What the code, run in a fresh interpreter, prints as JSON on its last line."""
+    result = subprocess.run([sys.executable, "-P", "-c", code, *args], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_importing_seg_data_changes_no_process_wide_setting() -> None:
+    """Every module of seg.data imported, every reader registered: nothing is configured
+    until something is decoded, so a program that only imports keeps its own settings."""
+    found = run_python(SETTINGS + """
+import importlib, pkgutil
+before = settings()
+import seg.data
+names = [module.name for module in pkgutil.walk_packages(seg.data.__path__, "seg.data.")]
+for name in names:
+    importlib.import_module(name)
+from seg.data.readers import catalogue
+catalogue()
+print(json.dumps({"before": before, "after": settings(), "modules": names}))
+""")
+    assert {"seg.data.decoding", "seg.data.base", "seg.data.readers.voc",
+            "seg.data.synthetic.shapes"} <= set(found["modules"])
+    assert found["after"] == found["before"]
+
+
+def test_the_first_read_configures_the_decoders(tmp_path: Path) -> None:
+    """... and the first image read applies them: OpenCV single-threaded (workers are the
+    parallelism) and silent (a bad file is one SampleError line), PIL's limit lifted (the
+    header is checked against dataset.max_image_pixels instead)."""
+    path = tmp_path / "image.png"
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path)
+    found = run_python(SETTINGS + """
+import sys
+from pathlib import Path
+from seg.data.decoding import read_image
+before = settings()
+read_image(Path(sys.argv[1]))
+after = settings()
+cv2.setNumThreads(0)  # what the thread count reads as once set to none, on this build
+print(json.dumps({"before": before, "after": after, "none": cv2.getNumThreads(),
+                  "silent": cv2.utils.logging.LOG_LEVEL_SILENT}))
+""", str(path))
+    assert found["after"] == [found["none"], found["silent"], None]
+    assert found["before"][1:] != found["after"][1:]  # the defaults were in place before
+
+
+def test_the_label_constants_import_nothing_heavy() -> None:
+    """The engine's loss and metrics take IGNORE_INDEX from seg.data.labels: importing it
+    loads no decoder, no array or tensor library."""
+    loaded = run_python("""
+import json, sys
+from seg.data.labels import IGNORE_INDEX
+print(json.dumps({"value": IGNORE_INDEX,
+                  "loaded": [m for m in ("torch", "numpy", "cv2", "PIL") if m in sys.modules]}))
+""")
+    assert loaded == {"value": 255, "loaded": []}

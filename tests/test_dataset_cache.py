@@ -12,11 +12,11 @@ import torch
 import yaml
 from hydra import compose, initialize_config_module
 
-from seg.cli.common import CONFIG_MODULE
-from seg.data import base
-from seg.data.folder import FolderSegmentation
+from seg.cli.command import CONFIG_MODULE
+from seg.data import decoding
 from seg.data.loader import build_loader
 from seg.data.readers import training_split, validation_split
+from seg.data.readers.folder import FolderSegmentation
 from tests.layouts import random_image, random_labels, save_palette_png
 
 
@@ -40,13 +40,13 @@ def write_folder(root: Path, count: int, size: tuple[int, int]) -> Path:
 def file_reads(monkeypatch: pytest.MonkeyPatch) -> Counter:
     """How many times each image or mask file is read (decoding reads it whole)."""
     reads: Counter = Counter()
-    read_file = base.read_file
+    read_file = decoding.read_file
 
     def counted(path: Path, *args: object) -> bytes:
         reads[path] += 1
         return read_file(path, *args)
 
-    monkeypatch.setattr(base, "read_file", counted)
+    monkeypatch.setattr(decoding, "read_file", counted)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)  # one training process
     monkeypatch.delenv("SLURM_NTASKS_PER_NODE", raising=False)
     return reads

@@ -15,16 +15,16 @@ import torch
 from PIL import Image
 from scipy.io import loadmat
 
-from seg.cli.common import one_line
 from seg.cli.data import main as seg_data
-from seg.cli.train import train
-from seg.data.ade20k import ADE20K
-from seg.data.base import SampleError
-from seg.data.cityscapes import LABEL_TO_TRAIN_ID, Cityscapes
-from seg.data.folder import FolderSegmentation
+from seg.cli.errors import one_line
+from seg.data.decoding import SampleError
 from seg.data.loader import build_loader
-from seg.data.voc import VOCAugSegmentation, VOCSegmentation
+from seg.data.readers.ade20k import ADE20K
+from seg.data.readers.cityscapes import LABEL_TO_TRAIN_ID, Cityscapes
+from seg.data.readers.folder import FolderSegmentation
+from seg.data.readers.voc import VOCAugSegmentation, VOCSegmentation
 from seg.engine import endless
+from seg.training import train
 from tests.layouts import (
     SIZE,
     make_ade20k,
@@ -106,7 +106,7 @@ def test_cityscapes_mapping_equals_cityscapes_scripts() -> None:
     assert official == LABEL_TO_TRAIN_ID
     names = [label.name for label in sorted(labels, key=lambda lab: lab.trainId)
              if 0 <= label.trainId < 255]
-    from seg.data.cityscapes import CITYSCAPES_CLASSES
+    from seg.data.readers.cityscapes import CITYSCAPES_CLASSES
     assert tuple(names) == CITYSCAPES_CLASSES
 
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from seg.data.cityscapes import LABEL_TO_TRAIN_ID
+from seg.data.readers.cityscapes import LABEL_TO_TRAIN_ID
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "prepare_data.py"
@@ -166,7 +166,7 @@ def test_sbd_archive_is_extracted_and_merged(
 
 def test_sbd_root_is_merged_and_the_reader_uses_it(
         tmp_path: Path, voc_root: Path, capsys: pytest.CaptureFixture) -> None:
-    from seg.data.voc import VOCAugSegmentation
+    from seg.data.readers.voc import VOCAugSegmentation
 
     sbd_root = write_sbd_tree(tmp_path / "extracted")
     assert run(capsys, "sbd", "--sbd-root", sbd_root, "--voc-root", voc_root)[0] == 0

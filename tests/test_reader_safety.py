@@ -20,10 +20,10 @@ import pytest
 from PIL import Image
 
 from seg.cli.data import main as seg_data
-from seg.data import base
-from seg.data.base import SampleError, exif_orientation, read_image, read_label_image
-from seg.data.folder import IMAGE_SUFFIXES, FolderSegmentation
-from seg.data.voc import VOCSegmentation
+from seg.data import decoding
+from seg.data.decoding import SampleError, exif_orientation, read_image, read_label_image
+from seg.data.readers.folder import IMAGE_SUFFIXES, FolderSegmentation
+from seg.data.readers.voc import VOCSegmentation
 from seg.errors import BadValue
 from tests.layouts import make_folder, make_voc, save_palette_png
 
@@ -74,8 +74,8 @@ def test_a_file_too_large_is_refused_before_it_is_read(tmp_path: Path, monkeypat
     path = tmp_path / "big.png"
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(path)
     size = path.stat().st_size
-    monkeypatch.setattr(base, "MAX_FILE_BYTES", size - 1)
-    monkeypatch.setattr(base, "open", lambda *args, **kwargs: pytest.fail("opened"),
+    monkeypatch.setattr(decoding, "MAX_FILE_BYTES", size - 1)
+    monkeypatch.setattr(decoding, "open", lambda *args, **kwargs: pytest.fail("opened"),
                         raising=False)  # nothing may be read
     with pytest.raises(SampleError) as raised:
         read_image(path, max_pixels=1)
@@ -87,10 +87,10 @@ def test_a_file_too_large_is_refused_before_it_is_read(tmp_path: Path, monkeypat
 
 def test_the_file_limit_grows_with_the_pixel_limit(tmp_path: Path, monkeypatch) -> None:
     """Any image within the default pixel limit fits the default file limit."""
-    assert base.MAX_FILE_BYTES >= base.MAX_BYTES_PER_PIXEL * base.MAX_IMAGE_PIXELS
+    assert decoding.MAX_FILE_BYTES >= decoding.MAX_BYTES_PER_PIXEL * decoding.MAX_IMAGE_PIXELS
     path = tmp_path / "image.png"
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(path)
-    monkeypatch.setattr(base, "MAX_FILE_BYTES", 1)
+    monkeypatch.setattr(decoding, "MAX_FILE_BYTES", 1)
     assert read_image(path, max_pixels=16 * 16).shape == (16, 16, 3)  # 2,048 bytes allowed
 
 
@@ -157,7 +157,7 @@ def test_a_gif_reads_its_first_frame_whatever_opencv_decodes(tmp_path: Path,
 
 def with_orientation(path: Path, pixels: np.ndarray, orientation: int) -> Path:
     exif = Image.Exif()
-    exif[base.ORIENTATION_TAG] = orientation
+    exif[decoding.ORIENTATION_TAG] = orientation
     Image.fromarray(pixels).save(path, exif=exif, quality=95)
     return path
 
@@ -212,7 +212,7 @@ def test_check_warns_of_exif_turned_images_and_passes(tmp_path: Path, capsys) ->
 
 
 def test_an_sbd_mat_that_is_a_fifo_is_a_sample_error(tmp_path: Path) -> None:
-    from seg.data.voc import read_sbd_mat
+    from seg.data.readers.voc import read_sbd_mat
 
     path = special_file(tmp_path / "2008_000000.mat", "a FIFO")
     with pytest.raises(SampleError, match="the mask file is a FIFO, not a regular file"):
@@ -220,7 +220,7 @@ def test_an_sbd_mat_that_is_a_fifo_is_a_sample_error(tmp_path: Path) -> None:
 
 
 def test_a_classes_yaml_that_is_a_fifo_is_named(tmp_path: Path) -> None:
-    from seg.data.folder import read_classes
+    from seg.data.readers.folder import read_classes
 
     path = special_file(tmp_path / "classes.yaml", "a FIFO")
     with pytest.raises(BadValue, match=f"^{path} is not a regular file: replace it"):

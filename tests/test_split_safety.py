@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from seg.cli.data import main as seg_data
-from seg.data.folder import FolderSegmentation
-from seg.data.voc import TRAIN_AUG_LIST, VOCAugSegmentation, VOCSegmentation
+from seg.data.readers.folder import FolderSegmentation
+from seg.data.readers.voc import TRAIN_AUG_LIST, VOCAugSegmentation, VOCSegmentation
 from seg.errors import UserError
 from tests.layouts import make_folder, make_sbd, make_voc, write_list
 from tests.test_reader_safety import no_hang, special_file  # noqa: F401 - no_hang: autouse

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from seg.data.base import IGNORE_INDEX, SampleError, SegmentationDataset, exif_orientation
+from seg.data.base import SegmentationDataset
+from seg.data.decoding import SampleError, exif_orientation
+from seg.data.labels import IGNORE_INDEX
 from seg.text import printable
 
 # Per split: a split listing 200,000 missing ids is 20 lines and a count, not 200,000 lines.

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from seg.data.base import IGNORE_INDEX, SegmentationDataset
+from seg.data.base import SegmentationDataset
 from seg.data.cpus import available_cpus
+from seg.data.labels import IGNORE_INDEX
 from seg.data.sampler import ShardSampler, TrainSampler
 from seg.errors import BadValue
 

@@ -14,12 +14,16 @@ import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
 
-from seg.data.base import IGNORE_INDEX, image_size
+from seg.data.decoding import image_size
+from seg.data.labels import IGNORE_INDEX
 from seg.errors import BadValue
 from seg.settings import number_in, positive_int, positive_ints
 
-# ImageNet statistics, as the pretrained encoders expect; the dataset configs read them
-# from here through ${seg.imagenet_mean:} and ${seg.imagenet_std:} (seg/data/resolvers.py).
+# ImageNet statistics: the pipelines' defaults (for tests and benchmarks). A run's come
+# from its encoder's pretrained record through dataset.mean and dataset.std (seg/resolvers.py),
+# and are normalised here with albumentations' Normalize, as seg.models.normalise.Normalise
+# computes them for seg-predict and the ONNX graph (the same float32 values for every pixel;
+# tests/test_normalise.py checks both, and these numbers against the record's).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 

@@ -9,15 +9,8 @@ from typing import Unpack
 
 import numpy as np
 
-from seg.data.base import (
-    ReadOptions,
-    Sample,
-    SampleError,
-    SegmentationDataset,
-    open_regular,
-    read_id_list,
-    require_dir,
-)
+from seg.data.base import ReadOptions, Sample, SegmentationDataset, read_id_list, require_dir
+from seg.data.decoding import SampleError, open_regular
 from seg.data.readers import READERS
 from seg.errors import MissingPath
 from seg.text import printable

@@ -8,14 +8,8 @@ from typing import Unpack
 
 import numpy as np
 
-from seg.data.base import (
-    IGNORE_INDEX,
-    ReadOptions,
-    Sample,
-    SegmentationDataset,
-    class_lut,
-    require_dir,
-)
+from seg.data.base import ReadOptions, Sample, SegmentationDataset, class_lut, require_dir
+from seg.data.labels import IGNORE_INDEX
 from seg.data.readers import READERS
 
 CITYSCAPES_CLASSES = (

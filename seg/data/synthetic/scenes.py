@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import scipy.fft
 
-from seg.data.procedural import write_voc_dataset
+from seg.data.synthetic.procedural import write_voc_dataset
 
 SCENES_CLASSES: tuple[str, ...] = (
     "background",
@@ -379,5 +379,5 @@ def generate_scenes(
     seed: int = 0,
 ) -> Path:
     """Generate the "scenes" dataset under ``root`` (mask values index ``SCENES_CLASSES``);
-    see :func:`seg.data.procedural.write_voc_dataset` for the layout."""
+    see :func:`seg.data.synthetic.procedural.write_voc_dataset` for the layout."""
     return write_voc_dataset(root, render_scenes_sample, num_train, num_val, image_size, seed)

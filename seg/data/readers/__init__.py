@@ -1,6 +1,7 @@
 """The catalogue of dataset readers, and a config's splits built from it.
 
-A reader registers itself where it is defined::
+Each module of this package is one reader (or a family: VOC and VOC + SBD), which
+registers itself where it is defined::
 
     @READERS.register("voc")
     class VOCSegmentation(SegmentationDataset): ...
@@ -42,16 +43,15 @@ READERS = Catalogue("dataset reader", given=("transform",), name_key="reader",
 
 @functools.cache
 def import_readers() -> None:
-    """Import every module of seg.data, once, so that each reader has registered itself."""
-    import seg.data
-
-    for module in pkgutil.iter_modules(seg.data.__path__):
-        importlib.import_module(f"seg.data.{module.name}")
+    """Import every module of this package, once, so that each reader has registered
+    itself. Not on import: each reader module imports READERS from here."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
 
 def catalogue() -> Catalogue:
-    """READERS, every reader of seg.data registered: a new reader is one module, listed
-    nowhere else."""
+    """READERS, every reader of seg.data.readers registered: a new reader is one module
+    in this package, listed nowhere else."""
     import_readers()
     return READERS
 

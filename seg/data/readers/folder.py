@@ -25,17 +25,9 @@ from typing import Unpack
 
 import numpy as np
 
-from seg.data.base import (
-    IGNORE_INDEX,
-    ReadOptions,
-    Sample,
-    SampleError,
-    SegmentationDataset,
-    describe_values,
-    read_id_list,
-    read_label_image,
-    require_dir,
-)
+from seg.data.base import ReadOptions, Sample, SegmentationDataset, read_id_list, require_dir
+from seg.data.decoding import SampleError, describe_values, read_label_image
+from seg.data.labels import IGNORE_INDEX
 from seg.data.readers import READERS
 from seg.errors import BadValue, MissingPath, NotAFolder
 from seg.files import read_yaml

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from seg.data.procedural import write_voc_dataset
+from seg.data.synthetic.procedural import write_voc_dataset
 
 SHAPES_CLASSES: tuple[str, ...] = (
     "background",
@@ -270,5 +270,5 @@ def generate_shapes(
     seed: int = 0,
 ) -> Path:
     """Generate the "shapes" dataset under ``root`` (mask values index ``SHAPES_CLASSES``);
-    see :func:`seg.data.procedural.write_voc_dataset` for the layout."""
+    see :func:`seg.data.synthetic.procedural.write_voc_dataset` for the layout."""
     return write_voc_dataset(root, render_shapes_sample, num_train, num_val, image_size, seed)

@@ -6,14 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Unpack
 
-from seg.data.base import (
-    IGNORE_INDEX,
-    ReadOptions,
-    Sample,
-    SegmentationDataset,
-    class_lut,
-    require_dir,
-)
+from seg.data.base import ReadOptions, Sample, SegmentationDataset, class_lut, require_dir
+from seg.data.labels import IGNORE_INDEX
 from seg.data.readers import READERS
 
 ADE20K_CLASSES = (
