@@ -18,6 +18,7 @@ from PIL import Image
 from seg.cli.eval import with_progress
 
 SEG = Path(__file__).resolve().parents[1] / "seg"
+CONFIGS = SEG.parent / "configs"
 # What a command's --help has no use for: each takes from a tenth of a second to seconds.
 HEAVY = ("torch", "torchvision", "cv2", "albumentations", "scipy", "tensorboard")
 
@@ -44,7 +45,7 @@ def empty_folder(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", [
-    "eval", "predict", "export", "train",
+    "eval", "predict", "export", "train", "pretrain",
 ])
 def test_help_says_what_the_command_does(name: str, tmp_path: Path) -> None:
     result = run_command(name, "--help", cwd=tmp_path)
@@ -54,6 +55,21 @@ def test_help_says_what_the_command_does(name: str, tmp_path: Path) -> None:
     assert "powered by hydra" not in result.stdout.lower()
     assert "_base" not in result.stdout  # a shared part of the dataset configs, no option
     assert files_under(tmp_path) == set()
+
+
+def test_pretrain_has_a_help_of_its_own(tmp_path: Path) -> None:
+    """seg-pretrain composes seg-train's config, yet its --help says what it does and the
+    settings it reads (pretrain.*), not seg-train's."""
+    import yaml
+
+    train_help = yaml.safe_load((CONFIGS / "hydra" / "help" / "train.yaml").read_text())
+    shown = run_command("pretrain", "--help", cwd=tmp_path).stdout
+    assert "pretrain.iterations" in shown and "pretrain.checkpoint_every" in shown
+    assert train_help["header"].startswith("seg-train: ")  # what the next line looks for
+    assert train_help["header"] not in shown
+    # a help override the user gives wins over seg-pretrain's own
+    shown = run_command("pretrain", "hydra/help=train", "--help", cwd=tmp_path).stdout
+    assert shown.startswith(train_help["header"])
 
 
 @pytest.mark.parametrize("name", ["train", "eval", "predict", "export", "pretrain"])
@@ -66,7 +82,8 @@ def test_entry_points_import_torch_only_when_they_run(name: str) -> None:
     top |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
     light = {"__future__", "json", "logging", "os", "sys", "typing", "pathlib",
              "collections.abc", "hydra", "hydra.core.hydra_config", "hydra.utils", "omegaconf",
-             "tqdm", "seg.settings", "seg.errors", "seg.text", "seg.run_lock", "seg.cli.common"}
+             "tqdm", "seg.settings", "seg.errors", "seg.text", "seg.run_lock", "seg.cli.command",
+             "seg.cli.errors"}
     assert top <= light
 
 

@@ -11,7 +11,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from seg.cli.common import CONFIG_MODULE
+from seg.cli.command import CONFIG_MODULE
 from tests.conftest import needs_optuna, needs_submitit
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -80,3 +80,69 @@ def test_no_function_is_too_tangled_to_follow() -> None:
     result = subprocess.run([ruff, "check", "--select", "C901", str(SEG)], capture_output=True,
                             text=True, cwd=SEG.parent)
     assert result.returncode == 0, result.stdout
+
+
+# -- boundaries that hold for strings too -------------------------------------------------
+
+CONFIGS = SEG.parent / "configs"
+# Where a config may name the study's code: its presets, and the callbacks they choose.
+STUDY_CONFIGS = ("compare/", "callbacks/study.yaml")
+
+
+def strings_in(node: object) -> list[str]:
+    """Every string of a loaded YAML document, keys and values, at any depth."""
+    if isinstance(node, dict):
+        return [text for key, value in node.items() for text in strings_in([key, value])]
+    if isinstance(node, list):
+        return [text for item in node for text in strings_in(item)]
+    return [node] if isinstance(node, str) else []
+
+
+def test_only_the_study_configs_name_the_study() -> None:
+    """A plain seg-train (train.yaml and the groups it chooses by default) builds nothing
+    from seg/study: only the presets of configs/compare/ and callbacks=study name it."""
+    import yaml
+
+    paths = sorted(CONFIGS.rglob("*.yaml"))
+    assert CONFIGS / "callbacks" / "default.yaml" in paths  # the scan finds the configs
+    wrong = [f"{path.relative_to(CONFIGS)}: {text}" for path in paths
+             if not path.relative_to(CONFIGS).as_posix().startswith(STUDY_CONFIGS)
+             for text in strings_in(yaml.safe_load(path.read_text()))
+             if text.startswith("seg.study")]
+    assert wrong == []
+
+
+def docstrings(tree: ast.AST) -> set[int]:
+    """The ``id`` of each docstring's constant in ``tree``."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+def command_module_strings(source: str) -> list[str]:
+    """Every string constant of ``source`` (docstrings aside) that names a seg.cli module,
+    as a command line that starts one would (``python -m seg.cli.train``)."""
+    tree = ast.parse(source)
+    skipped = docstrings(tree)
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in skipped and node.value.startswith("seg.cli")]
+
+
+def test_the_string_walker_finds_a_command_module() -> None:
+    assert command_module_strings('run([sys.executable, "-m", "seg.cli.train"])') == [
+        "seg.cli.train"]
+    assert command_module_strings('"""Starts seg.cli.train."""\ndef f():\n    """seg.cli."""') \
+        == []
+
+
+def test_only_the_commands_name_a_command_module() -> None:
+    """The study (or any library module) starts no command it names itself: seg-compare
+    hands it the command lines (seg.study.sweep.StudyCommands)."""
+    wrong = [f"{path.relative_to(SEG.parent)}: {text}" for path in outside("cli")
+             for text in command_module_strings(path.read_text())]
+    assert wrong == []

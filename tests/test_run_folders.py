@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seg.cli.common import CONFIG_MODULE
+from seg.cli.command import CONFIG_MODULE
 from seg.cli.run_folder import resumed_run_folder, run_dir_for
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -37,10 +37,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from seg.cli.common import CommandLine
+from seg.cli.command import CommandLine, module_command
 from seg.errors import UserError
 from seg.text import printable
+
+if TYPE_CHECKING:  # the study loads torch and matplotlib: not for --help
+    from seg.study.sweep import StudyCommands
 
 OUTPUTS = {"compare.md", "compare.csv", "summary.csv", "per_class.csv", "curves.png",
            "compare.png", "examples.png"}
@@ -72,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     status, sweep_dir = 0, args.aggregate
     if sweep_dir is None:
-        sweep_dir, status = run_study(args.overrides)
+        sweep_dir, status = run_study(args.overrides, study_commands())
         if status and not any(sweep_dir.glob("*/.hydra/config.yaml")):
             return status  # stopped before any run (the pretraining said why): no report
     try:
@@ -84,6 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {', '.join(written)} in {printable(sweep_dir)} "
           f"({time.perf_counter() - start:.0f} s)")
     return status
+
+
+def study_commands() -> StudyCommands:
+    """What the study starts: seg-train for its sweeps' runs, seg-pretrain for its shared
+    encoder, each a child process of this Python."""
+    from seg.study.sweep import StudyCommands
+
+    return StudyCommands(train=module_command("seg.cli.train"),
+                         pretrain=module_command("seg.cli.pretrain"))
 
 
 def printable_lines(text: str) -> str:

@@ -21,12 +21,10 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from seg.cli.common import (
-    CONFIG_MODULE,
+from seg.cli.command import CONFIG_MODULE, CommandLine, import_user_modules
+from seg.cli.errors import (
     USER_ERRORS,
-    CommandLine,
     config_error_line,
-    import_user_modules,
     one_line,
     root_cause,
     user_error_line,

@@ -25,7 +25,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from seg.cli.common import CONFIG_PATH, exit_on_user_error, hydra_command, one_line
+from seg.cli.command import CONFIG_PATH, exit_on_user_error, hydra_command
+from seg.cli.errors import one_line
 from seg.errors import BadValue, PathExists
 from seg.settings import check_dataset_root, one_of
 
@@ -54,7 +55,7 @@ def logged_every_tenth(batches: Iterable, total: int) -> Iterator:
             log.info("evaluated %d/%d batches", done, total)
 
 
-def check_output(path: Path, overwrite: bool) -> None:
+def check_eval_json(path: Path, overwrite: bool) -> None:
     """An earlier evaluation's ``eval.json`` is kept unless ``overwrite``; even then a link
     or anything but a plain file is never replaced."""
     from seg.files import refuse_unless_replaceable
@@ -89,7 +90,7 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path) -> dict:
     # before minutes of evaluation, not after them
     check_output_folder(path.parent, "output_dir", eval_json_bytes(len(state["class_names"])),
                         "eval.json")
-    check_output(path, overwrite)
+    check_eval_json(path, overwrite)
     root = cfg.dataset_root if cfg.dataset_root is not None else stored_reader(state)[1]["root"]
     check_dataset_root(root, key="dataset_root")
     device = resolve_device(cfg.device)
@@ -120,7 +121,8 @@ def evaluate_split(model: object, batches: Iterable, num_classes: int, device: o
     """The metrics of ``model`` over ``batches``. A bad val image is one line naming it and
     seg-eval's own fix (the data's messages name seg-train's ``dataset.on_error``); memory
     that runs out is one line too, not a traceback."""
-    from seg.data.base import IGNORE_INDEX, SampleError
+    from seg.data.decoding import SampleError
+    from seg.data.labels import IGNORE_INDEX
     from seg.engine import evaluate
     from seg.trained.inference import out_of_memory
 

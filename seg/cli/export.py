@@ -1,8 +1,10 @@
 """``seg-export checkpoint=PATH format=onnx output=FILE``: a trained model as an ONNX
 graph with dynamic batch size, height and width.
 
-The checkpoint's class names, palette and normalisation go into the ONNX file's metadata
-(``class_names``, ``palette``, ``mean``, ``std`` as JSON), so that it can be used alone.
+The graph takes images as decoded (RGB, 0-255) and normalises them itself, as seg-predict
+does; the checkpoint's class names, palette and normalisation go into the ONNX file's
+metadata (``class_names``, ``palette``, ``mean``, ``std``, and the graph's ``input``, as
+JSON), so that it can be used alone.
 That file is all the command writes: whole or not at all, and never through a link;
 ``overwrite=true`` replaces an existing plain file only. Its name, and that its folder can
 be made and written with room for the weights, are checked before the export.
@@ -19,7 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from seg.cli.common import CONFIG_PATH, exit_on_user_error, hydra_command
+from seg.cli.command import CONFIG_PATH, exit_on_user_error, hydra_command
 from seg.errors import BadValue, IsAFolder, PathExists
 from seg.settings import is_int, one_of
 
@@ -31,8 +33,14 @@ FORMATS = ("onnx",)
 def export(cfg: DictConfig) -> Path:
     """Export ``cfg.checkpoint`` as ``cfg.format`` to ``cfg.output``; return the path."""
     from seg.files import check_name_fits, refuse_unless_replaceable
-    from seg.trained.checkpoint import load_trained, model_from_checkpoint
-    from seg.trained.onnx import OPSETS, checkpoint_metadata, export_onnx, weight_bytes
+    from seg.trained.checkpoint import load_trained
+    from seg.trained.onnx import (
+        OPSETS,
+        checkpoint_metadata,
+        export_onnx,
+        exported_model,
+        weight_bytes,
+    )
     from seg.trained.outputs import check_output_folder
 
     if cfg.format not in FORMATS:
@@ -54,7 +62,7 @@ def export(cfg: DictConfig) -> Path:
         raise PathExists(f"output={output} exists: choose a new file name, or "
                          "overwrite=true to replace it")
     refuse_unless_replaceable(output, replace=True)  # a link, say
-    model = model_from_checkpoint(state, cfg.checkpoint)
+    model = exported_model(state, cfg.checkpoint)  # its normalisation in the graph
     try:
         path = export_onnx(model, output, cfg.opset, checkpoint_metadata(state), overwrite)
     except OSError as error:

@@ -32,7 +32,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from seg.cli.common import CONFIG_PATH, exit_on_user_error, hydra_command
+from seg.cli.command import CONFIG_PATH, exit_on_user_error, hydra_command
 from seg.settings import number_in, one_of, positive_int
 from seg.text import printable
 
@@ -46,7 +46,7 @@ def predict(cfg: DictConfig) -> list[str]:
     from seg.trained.outputs import check_output_folder, largest_file_bytes
     from seg.trained.prediction import (
         Predictor,
-        check_output,
+        check_mask_outputs,
         image_files,
         make_folders,
         output_names,
@@ -66,7 +66,7 @@ def predict(cfg: DictConfig) -> list[str]:
     files = [path for path in inputs.files if path in names]
     # before the model loads; the first image's outputs at least must fit
     check_output_folder(output, "output", largest_file_bytes(files), "an image's mask and overlay")
-    check_output(output, files, names.values(), overwrite)
+    check_mask_outputs(output, files, names.values(), overwrite)
     predictor = Predictor(load_trained(cfg.checkpoint), resolve_device(cfg.device),
                           instantiate(cfg.inference))
     make_folders(output, names.values())

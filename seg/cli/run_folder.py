@@ -73,7 +73,7 @@ def run_outputs(run_dir: Path) -> dict[Path, int]:
 
 
 # The run folder that the run starting in this process goes on in, what its .hydra/ held
-# and what it had written: saved by the start checks (seg.cli.common.StartChecks, a Hydra
+# and what it had written: saved by the start checks (seg.cli.command.StartChecks, a Hydra
 # callback, called once the config is composed), read back around the command.
 _saved_before_start: list[tuple[Path, dict[Path, bytes], dict[Path, int]]] = []
 

@@ -54,7 +54,7 @@ def sweep_results(sweep_dir: Path) -> list[tuple[str, dict | None]]:
     results = []
     for config in sorted(sweep_dir.glob("*/.hydra/config.yaml"),
                          key=lambda p: (len(p.parent.parent.name), p.parent.parent.name)):
-        if single_run(config.parent / "hydra.yaml"):
+        if is_single_run(config.parent / "hydra.yaml"):
             continue
         run_dir = config.parent.parent
         results.append((printable(run_dir.name), run_metrics(run_dir / "metrics.json")))
@@ -87,7 +87,7 @@ def read_or_warn(read: Callable[[Path, str], dict], path: Path, what: str) -> di
         return None
 
 
-def single_run(hydra_file: Path) -> bool:
+def is_single_run(hydra_file: Path) -> bool:
     """Whether Hydra's record of a run says it ran alone, not as a job of a sweep (an
     unreadable record says it did not)."""
     record = read_or_warn(read_yaml, hydra_file, "Hydra's record of a run") or {}

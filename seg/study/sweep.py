@@ -1,6 +1,8 @@
-"""Running the study's sweep: one encoder pretrained (``seg.cli.pretrain``), then a Hydra
-multirun of ``seg.cli.train`` whose runs all start from it, each in a subprocess, then the
-bilinear baseline of each decoder again at a longer budget (the convergence rule).
+"""Running the study's sweep: one encoder pretrained (seg-pretrain), then a Hydra
+multirun of seg-train whose runs all start from it, each in a subprocess, then the
+bilinear baseline of each decoder again at a longer budget (the convergence rule). The
+commands are the command line's (seg-compare hands them over as :class:`StudyCommands`):
+the study names none.
 
 The same command finds the same sweep folder (named after its overrides) and picks up
 where it stopped: the encoder is not pretrained again, every run resumes from its own
@@ -14,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
-import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -31,17 +33,23 @@ LAUNCHER_KEYS = ("hydra/launcher", "hydra.launcher.")
 NOT_FOR_LONGER = ("model/upsampler", "model/decoder", "seed", "trainer.max_iters",
                   "hydra.sweep.dir")
 READABLE = 60  # characters of the overrides in a sweep folder's name
-def module_command(module: str, *args: str) -> list[str]:
-    """The command that runs ``python -m module args`` in a child process, the current
-    folder kept off its sys.path (``-P``): ``-m`` alone puts it first, so a ``yaml.py`` in
-    the folder seg-compare was started from would run in place of PyYAML."""
-    return [sys.executable, "-P", "-m", module, *args]
 
 
-def run_study(overrides: Sequence[str]) -> tuple[Path, int]:
+@dataclass(frozen=True)
+class StudyCommands:
+    """The commands the study starts, each a command line to which it adds overrides:
+    ``train`` runs seg-train (the sweeps, with ``--multirun``), ``pretrain`` seg-pretrain
+    (the shared encoder)."""
+
+    train: list[str]
+    pretrain: list[str]
+
+
+def run_study(overrides: Sequence[str], commands: StudyCommands) -> tuple[Path, int]:
     """Pretrain the shared encoder, run the study's sweep (``compare=default`` unless the
     overrides choose another), then its longer baseline runs; return the sweep folder and
-    the exit status. Run again, the same command resumes the same folder.
+    the exit status. Run again, the same command resumes the same folder. ``commands``
+    start the pretraining and the sweeps.
 
     An override of ``model.encoder.weights``, or ``pretrain.iterations: 0`` (a preset
     whose encoder comes pretrained: compare=imagenet), skips the pretraining: runs start
@@ -59,14 +67,14 @@ def run_study(overrides: Sequence[str]) -> tuple[Path, int]:
     if setting(overrides, "trainer.resume") is None:
         overrides.append("trainer.resume=auto")
     if setting(overrides, "model.encoder.weights") is None and pretrains(overrides):
-        encoder, status = pretrained_encoder(overrides, Path(sweep_dir))
+        encoder, status = pretrained_encoder(overrides, Path(sweep_dir), commands.pretrain)
         if status:
             return Path(sweep_dir), status
         overrides.append(f"model.encoder.weights={encoder}")
-    status = multirun(overrides)
+    status = multirun(commands.train, overrides)
     longer = longer_baseline_overrides(overrides, sweep_dir) if status == 0 else None
     if longer is not None:
-        status = multirun(longer)
+        status = multirun(commands.train, longer)
     return Path(sweep_dir), status
 
 
@@ -81,7 +89,7 @@ def setting(overrides: Sequence[str], key: str) -> str | None:
     return values[-1] if values else None
 
 
-def single_run(overrides: Sequence[str]) -> list[str]:
+def shared_overrides(overrides: Sequence[str]) -> list[str]:
     """The overrides that hold for every run: neither sweeps nor Hydra's own settings."""
     return [o.input_line for o in OverridesParser.create().parse_overrides(list(overrides))
             if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
@@ -104,20 +112,21 @@ def folder_name(overrides: Sequence[str]) -> str:
     return f"{'_'.join(parts)[:READABLE].rstrip('-_')}-{digest}"
 
 
-def pretrained_encoder(overrides: Sequence[str], sweep_dir: Path) -> tuple[Path, int]:
-    """The shared encoder's weights, pretrained once (here, whatever the launcher) with
-    the overrides that are not swept (seed 0); returns ``(path, exit status)``. A sweep
-    folder that has them keeps them: seg.cli.pretrain writes encoder.pth last, and whole
-    (seg.files.write_file), so the file is there only once pretraining finished."""
+def pretrained_encoder(overrides: Sequence[str], sweep_dir: Path, pretrain: Sequence[str]
+                       ) -> tuple[Path, int]:
+    """The shared encoder's weights, pretrained once by the command ``pretrain`` (here,
+    whatever the launcher) with the overrides that are not swept (seed 0); returns
+    ``(path, exit status)``. A sweep folder that has them keeps them: seg-pretrain writes
+    encoder.pth last, and whole (seg.files.write_file), so the file is there only once
+    pretraining finished."""
     encoder_dir = sweep_dir / ENCODER_DIR
     encoder = encoder_dir / "encoder.pth"
     if encoder.is_file():
         print(f"pretrained encoder: {encoder}, from an earlier start of this sweep", flush=True)
         return encoder, 0
-    single = [o for o in single_run(overrides) if key_of(o) != "trainer.resume"]
+    shared = [o for o in shared_overrides(overrides) if key_of(o) != "trainer.resume"]
     # one process alone: every core (the sweep's runs share them, trainer.threads)
-    command = module_command("seg.cli.pretrain", *single, "trainer.threads=null",
-                             f"hydra.run.dir={encoder_dir}")
+    command = [*pretrain, *shared, "trainer.threads=null", f"hydra.run.dir={encoder_dir}"]
     return encoder, subprocess.run(command, check=False).returncode
 
 
@@ -127,8 +136,10 @@ def pretrains(overrides: Sequence[str]) -> bool:
     return int(settings.get("iterations", 0)) > 0
 
 
-def multirun(overrides: Sequence[str]) -> int:
-    command = module_command("seg.cli.train", "--multirun", *overrides)
+def multirun(train: Sequence[str], overrides: Sequence[str]) -> int:
+    """Run the command ``train`` (seg-train) as a Hydra multirun of ``overrides``; return
+    its exit status."""
+    command = [*train, "--multirun", *overrides]
     return subprocess.run(command, check=False).returncode
 
 
@@ -153,9 +164,9 @@ def composed(overrides: Sequence[str]) -> DictConfig:
     """The study's config with its overrides that hold for every run, Hydra's included."""
     from hydra import compose, initialize_config_module
 
-    # the configs as installed (seg.cli.common.CONFIG_MODULE; the study never imports cli)
+    # the configs as installed (seg.cli.command.CONFIG_MODULE; the study never imports cli)
     with initialize_config_module(config_module="seg.configs", version_base="1.3"):
-        return compose(config_name="train", overrides=single_run(overrides),
+        return compose(config_name="train", overrides=shared_overrides(overrides),
                        return_hydra_config=True)
 
 
