@@ -1,62 +1,75 @@
-"""scripts/bench.py: its generated data and both loader pipelines on a few images, the
-parts of `peer` and `upsample` that need no ResNet-50, and the report formats."""
+"""scripts/benchmarks: its generated data and both loader pipelines on a few images, the
+parts of `peer` and `upsample` that need no ResNet-50, the report formats, and the targets
+(checked PASS or FAIL, a failure in the exit status)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from seg.data.voc import VOCSegmentation
+from seg.data.readers.voc import VOCSegmentation
 
-BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))  # where scripts/bench.py finds its package
+try:
+    from benchmarks import (
+        audit,
+        cli,
+        data,
+        encoders,
+        flops,
+        harness,
+        loader,
+        peer,
+        reference,
+        trainer,
+        training,
+        upsample,
+        upsamplers,
+    )
+    from benchmarks.targets import TARGETS, Target, check
+finally:
+    sys.path.remove(str(SCRIPTS))
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_generated_files_are_valid_voc(bench, tmp_path: Path) -> None:
-    root = bench.write_voc_like(tmp_path, 4)
+def test_generated_files_are_valid_voc(tmp_path: Path) -> None:
+    root = data.write_voc_like(tmp_path, 4)
     dataset = VOCSegmentation(root, "train")
     sizes = [dataset.load(i)[0].shape[:2] for i in range(4)]
-    assert sizes == [(h, w) for w, h in bench.VOC_SIZES]
+    assert sizes == [(h, w) for w, h in data.VOC_SIZES]
     masks = [dataset.load(i)[1] for i in range(4)]
     assert all(m.max() == 255 and 0 in m for m in masks)
 
 
-def test_both_pipelines_give_batches_of_the_crop(bench, tmp_path: Path) -> None:
-    root = bench.write_voc_like(tmp_path, 4)
-    images, targets = next(iter(bench.reference_loader(root, 2, 0, crop=64)))
+def test_both_pipelines_give_batches_of_the_crop(tmp_path: Path) -> None:
+    root = data.write_voc_like(tmp_path, 4)
+    images, targets = next(iter(reference.reference_loader(root, 2, 0, crop=64)))
     assert images.shape == (2, 3, 64, 64) and targets.shape == (2, 64, 64)
-    result = bench.bench_loader(images=4, workers=0, batch_size=2, crop=64, files=4)
+    result = loader.run(images=4, workers=0, batch_size=2, crop=64, files=4)
     assert result["ours"] > 0 and result["reference"] > 0
     assert result["ratio"] == pytest.approx(result["ours"] / result["reference"])
-    assert "images/s" in bench.loader_report(result)
+    assert "images/s" in loader.report(result)
 
 
-def test_trainer_overhead_measures_both_loops(bench) -> None:
-    result = bench.bench_trainer(steps=6, rounds=2)
+def test_trainer_overhead_measures_both_loops() -> None:
+    result = trainer.run(steps=6, rounds=2)
     assert result["ours"] > 0 and result["bare"] > 0
     assert len(result["ratios"]) == 2 and min(result["ratios"]) <= result["ratio"]
-    assert "target >= 0.95" in bench.trainer_report(result)
+    assert "seg Trainer.fit" in trainer.report(result)
 
 
 @pytest.mark.slow
-def test_peer_runs_every_side_in_its_own_process(bench) -> None:
-    results = bench.bench_peer(steps=1)
-    assert set(results) == set(bench.PEER_SIDES)
+def test_peer_runs_every_side_in_its_own_process() -> None:
+    results = peer.run(steps=1)
+    assert set(results) == set(peer.PEER_SIDES)
     assert all(r["images_per_s"] > 0 and r["peak_mb"] > 0 and r["flops_per_image"] > 0
                for r in results.values())
     assert results["torchvision"]["ratio"] == 1.0 and results["ours-os8-e2e"]["in_memory_ratio"]
-    assert "fcn_resnet50" in bench.peer_report(results)
+    assert "fcn_resnet50" in peer.report(results)
 
 
 @pytest.mark.parametrize(("name", "peak"), [
@@ -64,26 +77,26 @@ def test_peer_runs_every_side_in_its_own_process(bench) -> None:
     ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA L40S", 362e12),
     ("NVIDIA GeForce RTX 4090", None),
 ])
-def test_peak_bf16_flops_by_device_name(bench, name: str, peak: float | None) -> None:
-    assert bench.peak_bf16_flops(name) == peak
+def test_peak_bf16_flops_by_device_name(name: str, peak: float | None) -> None:
+    assert flops.peak_bf16_flops(name) == peak
 
 
-def test_peer_settings_per_device(bench) -> None:
-    cuda, cpu = bench.peer_settings("cuda"), bench.peer_settings("cpu")
+def test_peer_settings_per_device() -> None:
+    cuda, cpu = peer.peer_settings("cuda"), peer.peer_settings("cpu")
     assert (cuda["batch"], cuda["size"], cpu["batch"], cpu["size"]) == (8, 512, 2, 256)
     assert cuda["warmup"] >= 10 and cuda["steps"] >= 30 and cpu["steps"] == 5
-    assert bench.e2e_files(8, 10, 30, 400) == 320
-    assert bench.e2e_files(8, 10, 100, 400) == 400
-    assert bench.e2e_files(2, 0, 0, 40) == 2  # at least one batch
+    assert peer.e2e_files(8, 10, 30, 400) == 320
+    assert peer.e2e_files(8, 10, 100, 400) == 400
+    assert peer.e2e_files(2, 0, 0, 40) == 2  # at least one batch
 
 
-def test_step_flops_counts_forward_and_backward(bench) -> None:
+def test_step_flops_counts_forward_and_backward() -> None:
     conv = torch.nn.Conv2d(3, 4, 1)
-    batch = bench.random_batches(1, 2, 4, 4)[0]
+    batch = data.random_batches(1, 2, 4, 4)[0]
     # forward 2 x (2 images x 16 pixels) x 3 x 4 multiply-adds; backward the weight's again
     # (the images need no gradient)
-    flops = bench.step_flops(conv, batch, torch.device("cpu"), "32", torch.contiguous_format)
-    assert flops == 2 * 768
+    counted = flops.step_flops(conv, batch, torch.device("cpu"), "32", torch.contiguous_format)
+    assert counted == 2 * 768
     assert all(p.grad is None for p in conv.parameters())
 
 
@@ -98,38 +111,37 @@ def fake_peer_results(device: str, device_name: str) -> dict:
             for name, rate in rates.items()}
 
 
-def test_peer_ratios_mfu_and_report_on_cuda(bench) -> None:
-    results = bench.add_peer_ratios(fake_peer_results("cuda", "NVIDIA H100 80GB HBM3"))
+def test_peer_ratios_mfu_and_report_on_cuda() -> None:
+    results = peer.add_ratios(fake_peer_results("cuda", "NVIDIA H100 80GB HBM3"))
     assert results["torchvision"]["ratio"] == 1.0 and results["ours-fcn8s"]["ratio"] == 3.0
     assert results["ours-fcn8s"]["tflops"] == pytest.approx(30.0)
     assert results["ours-fcn8s"]["mfu"] == pytest.approx(30e12 / 989.4e12)
     assert results["ours-os8-e2e"]["in_memory_ratio"] == pytest.approx(11.7 / 12.0)
-    report = bench.peer_report(results)
+    report = peer.report(results)
     assert "NVIDIA H100 80GB HBM3" in report and "989.4 TFLOP/s" in report
     assert "0.97x of in-memory" in report and "(8 workers)" in report
     assert "3.0%" in report and "3.00x" in report and "fcn_resnet50" in report
     assert "bf16 autocast, cudnn.benchmark" in report
-    assert "same backbone >= 1.25x, FCN-8s >= 1.5x, end to end >= 0.95x" in report
     rows = {line.split()[-1] for line in report.splitlines() if "fp32 reference" in line}
     assert rows == {"0.40x"}
 
 
-def test_peer_report_on_the_cpu_and_an_unknown_gpu(bench) -> None:
-    cpu = bench.peer_report(bench.add_peer_ratios(fake_peer_results("cpu", "cpu (x86_64)")))
-    assert "n/a" in cpu and "%" not in cpu and "target: FCN-8s >= 1.8x" in cpu
+def test_peer_report_on_the_cpu_and_an_unknown_gpu() -> None:
+    cpu = peer.report(peer.add_ratios(fake_peer_results("cpu", "cpu (x86_64)")))
+    assert "n/a" in cpu and "%" not in cpu
     assert "fp32" in cpu and "bf16" not in cpu
-    unknown = bench.add_peer_ratios(fake_peer_results("cuda", "NVIDIA GeForce RTX 4090"))
+    unknown = peer.add_ratios(fake_peer_results("cuda", "NVIDIA GeForce RTX 4090"))
     assert unknown["ours-os8"]["mfu"] is None
-    assert "unknown for this GPU" in bench.peer_report(unknown)
+    assert "unknown for this GPU" in peer.report(unknown)
 
 
 @pytest.mark.parametrize("factor", [2, 3, 4, 8, 16])
-def test_upsample_paths_agree(bench, factor: int) -> None:
+def test_upsample_paths_agree(factor: int) -> None:
     outputs, grads = [], []
-    for path in bench.UPSAMPLE_PATHS.values():
-        case = bench.upsample_case(factor, channels=3, batch=2, size=4 * factor,
+    for path in upsample.UPSAMPLE_PATHS.values():
+        case = upsample.upsample_case(factor, channels=3, batch=2, size=4 * factor,
                                    device=torch.device("cpu"))
-        bench.forward_backward(path, case, torch.device("cpu"), "32")
+        upsample.forward_backward(path, case, torch.device("cpu"), "32")
         outputs.append(path(case).detach())
         grads.append((case["x"].grad, case["weight"].grad))
     assert outputs[0].shape == (2, 3, 4 * factor, 4 * factor)
@@ -138,15 +150,18 @@ def test_upsample_paths_agree(bench, factor: int) -> None:
         torch.testing.assert_close(native, phases, rtol=1e-4, atol=1e-4)
 
 
-def test_upsample_benchmark_and_report(bench, tmp_path: Path) -> None:
+def test_upsample_benchmark_and_report() -> None:
     settings = {"channels": 2, "batch": 1, "size": 32, "warmup": 1, "repeats": 2,
                 "precision": "32"}
-    timings = bench.bench_upsample(torch.device("cpu"), settings, factors=(2, 4))
+    result = upsample.run(torch.device("cpu"), settings, factors=(2, 4))
+    timings = result["timings"]
     assert set(timings) == {"cpu"} and set(timings["cpu"]) == {2, 4}
     assert all(t["native"] > 0 and t["phases"] > 0 for t in timings["cpu"].values())
-    report = bench.upsample_report(
-        {"cpu": {2: {"native": 2.0, "phases": 1.0}, 4: {"native": 1.0, "phases": 3.0}}},
-        {**settings, "device_name": "cpu (x86_64)"})
+    assert result["settings"]["precision"] == "32" and result["settings"]["batch"] == 1
+    report = upsample.report({
+        "timings": {"cpu": {2: {"native": 2.0, "phases": 1.0},
+                            4: {"native": 1.0, "phases": 3.0}}},
+        "settings": {**settings, "device_name": "cpu (x86_64)"}})
     assert "phases (2.00x)" in report and "native (3.00x)" in report
     assert "batch 1 to 32x32" in report and "fp32" in report
 
@@ -158,23 +173,34 @@ FAKE_COSTS = {"upsamplers": {"cpu": {
                8: {"parameters": 116872, "ms": 30.0, "peak_bytes": 2**19}}}}}
 
 
-def test_upsample_json_option(bench, tmp_path: Path, monkeypatch) -> None:
+def test_upsample_json_option(tmp_path: Path) -> None:
+    """``upsample --json``: both benchmarks' figures in one file (the benchmarks faked)."""
     timings = {"cpu": {2: {"native": 2.0, "phases": 1.0}}}
-    monkeypatch.setattr(bench, "bench_upsample", lambda device, settings: timings)
-    monkeypatch.setattr(bench, "bench_upsamplers", lambda device, settings: FAKE_COSTS)
     out = tmp_path / "upsample.json"
-    assert bench.main(["upsample", "--json", str(out), "--precision", "32"]) == 0
+    args = cli.parse_args(["upsample", "--json", str(out), "--precision", "32"])
+    seen = []
+
+    def time_transposed(device, settings):
+        seen.append(settings)
+        return {"timings": timings, "settings": settings}
+
+    def cost_upsamplers(device, settings):
+        seen.append(settings)
+        return {**FAKE_COSTS, "settings": settings}
+
+    result = cli.measure_upsample(args, time_transposed, cost_upsamplers)
+    assert seen == [{"precision": "32"}] * 2 and result["upsamplers"]["upsamplers"]
     written = json.loads(out.read_text())
     assert written["cpu"] == {"2": {"native": 2.0, "phases": 1.0}}
     assert written["upsamplers"]["cpu"]["carafe"]["8"] == {
         "parameters": 116872, "ms": 30.0, "peak_bytes": 2**19}
 
 
-def test_upsamplers_benchmark_has_a_row_per_upsampler(bench) -> None:
+def test_upsamplers_benchmark_has_a_row_per_upsampler() -> None:
     from seg.models import UPSAMPLERS, build_upsampler
 
     settings = {"channels": 2, "batch": 1, "size": 16, "warmup": 1, "repeats": 1}
-    costs = bench.bench_upsamplers(torch.device("cpu"), settings, factors=(2, 8))
+    costs = upsamplers.run(torch.device("cpu"), settings, factors=(2, 8))
     rows = costs["upsamplers"]["cpu"]
     assert set(rows) == set(UPSAMPLERS) >= {"bilinear", "transposed", "bilinear_conv",
                                             "resize_conv", "pixel_shuffle", "dysample",
@@ -189,20 +215,20 @@ def test_upsamplers_benchmark_has_a_row_per_upsampler(bench) -> None:
             assert cost["peak_bytes"] >= 2 * 16 * 16 * 4
 
 
-def test_upsamplers_report(bench) -> None:
-    settings = {**bench.upsampler_settings("cpu"), "precision": "32",
+def test_upsamplers_report() -> None:
+    settings = {**upsamplers.upsampler_settings("cpu"), "precision": "32",
                 "device_name": "cpu (x86_64)"}
-    report = bench.upsamplers_report(FAKE_COSTS, settings)
+    report = upsamplers.report({**FAKE_COSTS, "settings": settings})
     assert "8 channels, batch 8 of ceil(112 / f)" in report and "fp32" in report
     carafe = next(line for line in report.splitlines() if "carafe" in line).split()
     assert carafe == ["carafe", "7372", "12.25", "66.0", "116872", "30.00", "0.5"]
     assert report.splitlines()[3].split() == ["x2", "x8"]
 
 
-def test_steady_rate_leaves_out_the_warm_up(bench) -> None:
+def test_steady_rate_leaves_out_the_warm_up() -> None:
     from seg.engine.hooks import Step
 
-    rate = bench.SteadyRate(warmup=1)
+    rate = training.SteadyRate(warmup=1)
     seconds, images = 0.0, 0
     for iteration, step_seconds in enumerate([5.0, 1.0, 1.0, 1.0], 1):  # batches of 2
         seconds, images = seconds + step_seconds, images + 2
@@ -210,8 +236,8 @@ def test_steady_rate_leaves_out_the_warm_up(bench) -> None:
     assert rate.images_per_s() == pytest.approx(2.0)
 
 
-def test_benchmarks_keep_each_machines_section(bench, tmp_path) -> None:
-    write_section = bench.write_section
+def test_benchmarks_keep_each_machines_section(tmp_path) -> None:
+    write_section = harness.write_section
     path = tmp_path / "BENCHMARKS.md"
     write_section(path, "## NVIDIA H200", "peer: 1.58x")
     write_section(path, "## CPU: x86_64, 2 CPUs", "peer: 4.43x")
@@ -222,24 +248,22 @@ def test_benchmarks_keep_each_machines_section(bench, tmp_path) -> None:
     assert text.count("## ") == 2
 
 
-def test_audit_counts_a_step_and_stars_the_copies_torchvision_lacks(bench) -> None:
+def test_audit_counts_a_step_and_stars_the_copies_torchvision_lacks() -> None:
     """audit_side on our tiny FCN (a ResNet-50 is the benchmark's, not the suite's), and
     the report of it beside a made-up torchvision side."""
-    bench.PEER_SIDES["ours-tiny"] = ("model/encoder=simple", "model/decoder=fcn8s")
-    try:
-        batch = bench.random_batches(1, 2, 64, 21)[0]
-        ours = bench.audit_side("ours-tiny", batch, torch.device("cpu"), "bf16")
-    finally:
-        del bench.PEER_SIDES["ours-tiny"]
+    batch = data.random_batches(1, 2, 64, 21)[0]
+    ours = audit.audit_side("ours-tiny", batch, torch.device("cpu"), "bf16",
+                            sides={"ours-tiny": ("model/encoder=simple", "model/decoder=fcn8s")})
     assert ours["counts"]["convolution"] > 0 and ours["counts"]["optimizer"] > 0
     assert ours["counts"].get("host_sync", 0) == 0 and ours["allocated_mb"] > 0
     assert any(what.startswith("cast: ") for what in ours["copies"])
-    peer = {"counts": {"convolution": 3}, "allocated_mb": 1.0,
-            "copies": {"copy: _to_copy float32 contiguous -> float32 NHWC (2, 3) in the loop": 1},
-            "sync_ops": {}}
-    report = bench.audit_report({"sides": {"ours-tiny": ours, "torchvision": peer},
-                                 "batch": 2, "size": 64, "precision": "bf16",
-                                 "device_name": "cpu (x86_64)"})
+    torchvision = {
+        "counts": {"convolution": 3}, "allocated_mb": 1.0,
+        "copies": {"copy: _to_copy float32 contiguous -> float32 NHWC (2, 3) in the loop": 1},
+        "sync_ops": {}}
+    report = audit.report({"sides": {"ours-tiny": ours, "torchvision": torchvision},
+                           "batch": 2, "size": 64, "precision": "bf16",
+                           "device_name": "cpu (x86_64)"})
     lines = report.splitlines()
     assert "batch 2 of 64x64, bf16" in lines[0]
     assert lines[1].split() == ["kind", "ours-tiny", "torchvision"]
@@ -248,18 +272,79 @@ def test_audit_counts_a_step_and_stars_the_copies_torchvision_lacks(bench) -> No
     assert starred and all("float32 contiguous -> float32 NHWC" not in line for line in starred)
 
 
-def test_encoders_benchmark_times_both_encoders(bench, monkeypatch) -> None:
+def test_encoders_benchmark_times_both_encoders() -> None:
     timm = pytest.importorskip("timm")
     # timm's small test model in place of EfficientNet-Lite0: the same code path, quicker
-    monkeypatch.setitem(bench.ENCODER_SIDES, "timm tf_efficientnet_lite0",
-                        ("model/encoder=timm", "model.encoder.model_name=test_efficientnet",
-                         "dataset.crop_size=64"))
-    monkeypatch.setitem(bench.ENCODER_SIDES, "simple", ("dataset.crop_size=64",))
-    result = bench.bench_encoders(steps=2, rounds=1)
+    sides = {"simple": ("dataset.crop_size=64",),
+             "timm tf_efficientnet_lite0": ("model/encoder=timm",
+                                            "model.encoder.model_name=test_efficientnet",
+                                            "dataset.crop_size=64")}
+    result = encoders.run(steps=2, rounds=1, sides=sides)
     assert set(result["rates"]) == {"simple", "timm tf_efficientnet_lite0"}
     assert all(rate > 0 for rate in result["rates"].values())
     small = timm.create_model("test_efficientnet", features_only=True)
     assert result["parameters"]["timm tf_efficientnet_lite0"] == sum(
         p.numel() for p in small.parameters())
-    report = bench.encoders_report(result)
+    report = encoders.report(result)
     assert "simple" in report and "images/s" in report
+
+
+# -- targets ---------------------------------------------------------------------------------
+
+
+def test_every_target_names_a_benchmark_and_a_comparison_that_exist() -> None:
+    from benchmarks.targets import COMPARISONS
+
+    assert TARGETS
+    for target in TARGETS:
+        assert target.benchmark in cli.COMMANDS, target
+        assert target.comparison in COMPARISONS and target.device in (None, "cuda", "cpu")
+    # and each peer target names a side of the benchmark
+    assert {t.metric.split(".")[0] for t in TARGETS if t.benchmark == "peer"} <= set(
+        peer.PEER_SIDES)
+
+
+def test_peer_targets_per_device() -> None:
+    cuda = peer.add_ratios(fake_peer_results("cuda", "NVIDIA H100 80GB HBM3"))
+    verdicts = {v.target.metric: v for v in check("peer", cuda, "cuda")}
+    assert set(verdicts) == {"ours-os8.ratio", "ours-fcn8s.ratio",
+                             "ours-os8-e2e.in_memory_ratio"}
+    assert verdicts["ours-fcn8s.ratio"].passed and verdicts["ours-os8-e2e.in_memory_ratio"].passed
+    assert not verdicts["ours-os8.ratio"].passed  # 1.2x of torchvision, the target 1.25x
+    assert verdicts["ours-os8.ratio"].line().split()[:4] == [
+        "FAIL", "peer", "ours-os8.ratio", "1.200"]
+    cpu = check("peer", peer.add_ratios(fake_peer_results("cpu", "cpu (x86_64)")), "cpu")
+    assert [(v.target.metric, v.target.threshold, v.passed) for v in cpu] == [
+        ("ours-fcn8s.ratio", 1.8, True)]
+
+
+def test_a_target_not_measured_fails() -> None:
+    (verdict,) = check("trainer", {"ours": 1.0}, "cpu")
+    assert not verdict.passed and "FAIL  trainer ratio not measured" in verdict.line()
+    below = Target("trainer", "ratio", "<=", 2.0, "a made-up ceiling")
+    (verdict,) = check("trainer", {"ratio": 2.5}, "cpu", targets=[below])
+    assert not verdict.passed
+
+
+def fake_trainer_command(ratio: float) -> cli.Command:
+    """The trainer benchmark's report and targets on a made-up result (no timed run)."""
+    result = {"ours": 100.0 * ratio, "bare": 100.0, "ratio": ratio, "ratios": [ratio] * 2,
+              "steps": 4, "batch": 8, "size": 160, "device": "cpu"}
+    return cli.Command(lambda args: result, trainer.report, "made up", "made up")
+
+
+def test_a_failing_target_prints_fail_and_exits_non_zero(capsys) -> None:
+    assert cli.main(["trainer"], {"trainer": fake_trainer_command(0.5)}) == 1
+    out = capsys.readouterr().out
+    assert "seg Trainer.fit" in out
+    assert "  FAIL  trainer ratio 0.500 (target >= 0.95)" in out
+    assert "targets: 0 passed, 1 failed" in out
+
+
+def test_passing_targets_print_pass_and_exit_zero(capsys, tmp_path: Path) -> None:
+    """``all`` with every benchmark faked: a PASS line, 0, and the report written."""
+    output = tmp_path / "BENCHMARKS.md"
+    commands = {"trainer": fake_trainer_command(1.02)}
+    assert cli.main(["all", "--output", str(output)], commands) == 0
+    assert "  PASS  trainer ratio 1.020 (target >= 0.95)" in capsys.readouterr().out
+    assert "PASS  trainer ratio 1.020" in output.read_text()

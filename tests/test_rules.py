@@ -30,7 +30,7 @@ LOCKS = {"seg/run_lock.py"}  # a lock file is held open, created with O_NOFOLLOW
 
 
 def sources() -> list[Path]:
-    return sorted([*(ROOT / "seg").rglob("*.py"), *(ROOT / "scripts").glob("*.py")])
+    return sorted([*(ROOT / "seg").rglob("*.py"), *(ROOT / "scripts").rglob("*.py")])
 
 
 def relative(path: Path) -> str:
