@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seg.engine.metrics import ConfusionMatrix, dilate, erode, format_table
+from seg.engine.metrics import ConfusionMatrix, RegionMetrics, dilate, erode, format_table
 
 
 def test_metrics_match_hand_computed_values() -> None:
@@ -16,7 +16,7 @@ def test_metrics_match_hand_computed_values() -> None:
     cm = ConfusionMatrix(num_classes=3)
     cm.update(prediction, target)
     assert cm.matrix.tolist() == [[2, 1, 0], [1, 2, 0], [0, 0, 0]]
-    m = cm.compute()
+    m = RegionMetrics(cm).compute()
     assert m["pixel_acc"] == pytest.approx(4 / 6)
     # class 0: tp 2, gt 3, pred 3 -> IoU 2/4, acc 2/3; class 1 likewise.
     assert m["per_class_iou"][:2] == pytest.approx([0.5, 0.5])
@@ -29,7 +29,7 @@ def test_metrics_match_hand_computed_values() -> None:
 def test_class_predicted_but_absent_from_truth_counts_as_zero() -> None:
     cm = ConfusionMatrix(num_classes=3)
     cm.update(torch.tensor([0, 2, 1, 1]), torch.tensor([0, 0, 1, 1]))
-    m = cm.compute()
+    m = RegionMetrics(cm).compute()
     # class 0: tp 1, union 2 -> 0.5; class 1: 1.0; class 2: tp 0, union 1 -> 0.
     assert m["per_class_iou"] == pytest.approx([0.5, 1.0, 0.0])
     assert m["mIoU"] == pytest.approx(0.5)
@@ -41,7 +41,7 @@ def test_accumulates_over_batches_not_averaged_per_batch() -> None:
     cm.update(torch.tensor([0, 0, 0, 0]), torch.tensor([0, 0, 0, 1]))
     cm.update(torch.tensor([1]), torch.tensor([1]))
     # one matrix over all pixels: class 1 tp 1, union 2 -> 0.5; class 0 tp 3, union 4
-    assert cm.compute()["per_class_iou"] == pytest.approx([0.75, 0.5])
+    assert RegionMetrics(cm).compute()["per_class_iou"] == pytest.approx([0.75, 0.5])
 
 
 def test_out_of_range_label_is_an_error() -> None:
@@ -49,13 +49,13 @@ def test_out_of_range_label_is_an_error() -> None:
     cm.update(torch.tensor([0, 0, 1]), torch.tensor([5, 255, 7]))  # counted, not raised: no sync
     with pytest.raises(ValueError, match=r"2 pixel\(s\) have labels out of range for 2 classes "
                                          r"\(largest 7"):
-        cm.compute()
+        RegionMetrics(cm).compute()
 
 
 def test_table_names_classes() -> None:
     cm = ConfusionMatrix(num_classes=2)
     cm.update(torch.tensor([0, 1]), torch.tensor([0, 1]))
-    table = format_table(cm.compute(), ["background", "disk"])
+    table = format_table(RegionMetrics(cm).compute(), ["background", "disk"])
     assert "background" in table and "disk" in table and "100.00" in table
 
 
@@ -126,14 +126,14 @@ def test_checkerboard_score_by_hand() -> None:
 
     flat = PhaseConfidence(stride=2)
     flat.update(torch.full((1, 3, 4, 6), 1 / 3))
-    assert flat.compute() == pytest.approx(0.0)
+    assert flat.compute()["checkerboard"] == pytest.approx(0.0)
     # top-class probability 0.9 at phase (0, 0) and 0.5 elsewhere:
     # phase means [0.9, 0.5, 0.5, 0.5] -> std 0.1732 / mean 0.6
     probabilities = torch.full((1, 2, 4, 6), 0.5)
     probabilities[:, 0, ::2, ::2], probabilities[:, 1, ::2, ::2] = 0.9, 0.1
     patterned = PhaseConfidence(stride=2)
     patterned.update(probabilities)
-    assert patterned.compute() == pytest.approx(0.03**0.5 / 0.6)
+    assert patterned.compute()["checkerboard"] == pytest.approx(0.03**0.5 / 0.6)
 
 
 @pytest.mark.parametrize("radius", [1, 2, 4])

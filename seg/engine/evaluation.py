@@ -1,5 +1,5 @@
-"""Evaluation over a whole split: metrics accumulated on the evaluation device and summed
-over all processes in one collective."""
+"""Evaluation over a whole split: the registered metrics (seg.engine.metrics.METRICS)
+accumulated on the evaluation device and summed over all processes in one collective."""
 
 from __future__ import annotations
 
@@ -10,10 +10,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from seg.data.base import IGNORE_INDEX
+from seg.data.labels import IGNORE_INDEX
 from seg.engine.batches import warn_skipped
 from seg.engine.distributed import all_reduce_sums
-from seg.engine.metrics import BoundaryMetrics, ConfusionMatrix, PhaseConfidence
+from seg.engine.metrics import (
+    METRICS,
+    ConfusionMatrix,
+    EvaluatedBatch,
+    EvaluationSetup,
+    compute_all,
+)
 from seg.engine.precision import autocast
 
 Infer = Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -52,9 +58,10 @@ class ForwardTimer:
 
 
 class Evaluator:
-    """Metrics of a model over a split: one confusion matrix, boundary counts and phase
-    confidences, kept on ``device`` (no copy to the host per batch, and what NCCL can
-    reduce) and summed over all processes when distributed; with them the first batch's
+    """Metrics of a model over a split: one confusion matrix and what each registered
+    metric counts (seg.engine.metrics.METRICS; those derived from the matrix share it),
+    kept on ``device`` (no copy to the host per batch, and what NCCL can reduce) and
+    summed over all processes when distributed; with them the first batch's
     images, targets and predictions for display. ``infer(model, images)`` gives the scores
     (default: ``model(images)``; see ``seg.trained.inference.Inference``)."""
 
@@ -74,9 +81,8 @@ class Evaluator:
         was_training = model.training
         model.eval()
         confusion = ConfusionMatrix(self.num_classes, self.ignore_index, device=self.device)
-        boundary = BoundaryMetrics(self.num_classes, self.boundary_tolerance, self.ignore_index,
-                                   device=self.device)
-        phase = PhaseConfidence(getattr(model, "output_stride", 1), device=self.device)
+        metrics = METRICS.for_evaluation(EvaluationSetup(
+            confusion, self.boundary_tolerance, getattr(model, "output_stride", 1)))
         first_batch: dict[str, torch.Tensor] = {}
         timer, images_seen, skipped = ForwardTimer(self.device), 0, []
         for batch in loader:
@@ -92,18 +98,20 @@ class Evaluator:
             # max's indices: the first maximum, as argmax gives, 5x faster on CPUs
             predictions = logits.max(1).indices
             confusion.update(predictions, targets)
-            boundary.update(predictions, targets)
-            phase.update(logits.softmax(1), targets != self.ignore_index)
+            evaluated = EvaluatedBatch(logits, predictions, targets)
+            for metric in metrics:
+                metric.add(evaluated)
             first_batch = first_batch or {"image": images, "mask": targets,
                                           "prediction": predictions}
         model.train(was_training)
         warn_skipped(skipped, "evaluation")
-        all_reduce_sums([confusion.matrix, confusion.out_of_range, boundary.counts,
-                         phase.sums, phase.counts])
-        metrics = {**confusion.compute(), **boundary.compute(), "checkerboard": phase.compute(),
-                   "inference_ms_per_image": 1000 * timer.seconds() / max(images_seen, 1),
-                   "confusion_matrix": confusion.matrix.tolist()}
-        return metrics, first_batch
+        all_reduce_sums([confusion.matrix, confusion.out_of_range,
+                         *(total for metric in metrics for total in metric.totals())])
+        confusion.check_labels()  # before any metric: a bad label is the error to report
+        values = {**compute_all(metrics),
+                  "inference_ms_per_image": 1000 * timer.seconds() / max(images_seen, 1),
+                  "confusion_matrix": confusion.matrix.tolist()}
+        return values, first_batch
 
     def scores(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """fp32 scores of ``images``."""

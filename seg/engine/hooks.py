@@ -1,5 +1,5 @@
 """What the training loop calls besides training: the console, TensorBoard, and whatever
-else a caller hands it (``Trainer.fit(hooks=...)``, e.g. the study's kernel logging)."""
+else a caller hands it (``RunParts.hooks``, e.g. seg.engine.kernels' learned kernels)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,10 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from seg.engine.checkpoints import RunInfo
+from seg.engine.metrics import METRICS
 from seg.engine.tensorboard import TensorBoardLogger, denormalize
 
 log = logging.getLogger(__name__)
-
-VAL_SCALARS = ("mIoU", "pixel_acc", "mean_acc", "fw_iou", "boundary_f", "boundary_iou",
-               "checkerboard")
-
 
 @dataclass(frozen=True)
 class Step:
@@ -102,7 +99,8 @@ class Progress(Hook):
 
 class TensorBoardScalars(Hook):
     """Training loss, learning rate and speed every ``log_every`` iterations; after each
-    evaluation the val metrics, per-class IoU and a grid of examples."""
+    evaluation every registered metric's scalars (seg.engine.metrics.METRICS), per-class
+    IoU and a grid of examples."""
 
     def __init__(self, logger: TensorBoardLogger, info: RunInfo, log_every: int) -> None:
         self.logger, self.info, self.log_every = logger, info, log_every
@@ -115,7 +113,7 @@ class TensorBoardScalars(Hook):
     def after_evaluation(self, iteration: int, metrics: dict,
                          shown: dict[str, torch.Tensor]) -> None:
         info = self.info
-        scalars = {f"val/{key}": metrics[key] for key in VAL_SCALARS}
+        scalars = {f"val/{key}": metrics[key] for key in METRICS.scalar_keys()}
         for name, iou in zip(info.class_names, metrics["per_class_iou"], strict=True):
             if iou == iou:  # skip NaN: the class is absent from this split
                 scalars[f"val_iou/{name}"] = iou
