@@ -1,9 +1,10 @@
 """Catalogues of parts: one per kind (encoders, decoders, upsamplers, dataset readers,
 losses), each filled where its parts are defined.
 
-A part registers itself by name with the arguments its name fixes::
+A part registers itself by name with the arguments its name fixes, and what its kind
+records about it besides how to build it (an encoder's pretrained weights)::
 
-    @ENCODERS.register("resnet50", depth=50)
+    @ENCODERS.register("resnet50", depth=50, record=Pretrained(...))
     class ResNetEncoder(Encoder): ...
 
 A config names a part and its options (``{"name": "resnet50", "output_stride": 8}``);
@@ -29,10 +30,13 @@ NO_DEFAULT = ...  # an option without a default: a name or a path, given by the 
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered part: its builder and the arguments its name fixes."""
+    """A registered part: its builder, the arguments its name fixes, and its ``record``:
+    what the part's kind keeps about it besides how to build it (for an encoder, its
+    pretrained record, seg.models.encoders.Pretrained), None where it keeps nothing."""
 
     builder: Callable
     fixed: Mapping[str, object] = field(default_factory=dict)
+    record: object = None
 
 
 def fits(value: object, default: object) -> bool:
@@ -64,14 +68,14 @@ class Catalogue:
         self.extra_options = dict(extra_options or {})
         self.entries: dict[str, Entry] = {}
 
-    def register(self, name: str, **fixed: object) -> Callable:
+    def register(self, name: str, /, *, record: object = None, **fixed: object) -> Callable:
         """Decorator: make the class or function it decorates buildable as ``name``,
-        with ``fixed`` arguments that no config can set."""
+        with ``fixed`` arguments that no config can set, and the entry's ``record``."""
 
         def register(builder: Callable) -> Callable:
             if name in self.entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self.entries[name] = Entry(builder, dict(fixed))
+            self.entries[name] = Entry(builder, dict(fixed), record)
             return builder
 
         return register

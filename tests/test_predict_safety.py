@@ -17,7 +17,7 @@ from PIL import Image
 from seg.cli.eval import evaluate_checkpoint
 from seg.cli.export import export
 from seg.cli.predict import predict
-from seg.data.folder import IMAGE_SUFFIXES
+from seg.data.readers.folder import IMAGE_SUFFIXES
 from tests.test_use import compose_config, predict_config, random_images
 
 # -- outputs never land on an input, nor go through a link ---------------------------------

@@ -13,12 +13,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from seg.cli.common import CONFIG_MODULE
+from seg.cli.command import CONFIG_MODULE
 from seg.cli.eval import evaluate_checkpoint
 from seg.cli.export import export
 from seg.cli.predict import predict
 from seg.errors import BadValue, MissingPath
 from seg.models import build_encoder
+from seg.models.normalise import Normalise
 from seg.trained.checkpoint import load_trained, model_from_checkpoint
 
 timm = pytest.importorskip("timm")  # the dev extra has it; seg itself does not need it
@@ -57,8 +58,8 @@ def test_a_name_timm_cannot_serve_is_one_line(model_name: str, message: str) -> 
 def test_timm_weights_come_from_its_cache_or_a_file_never_the_network(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_cache"))
-    with pytest.raises(MissingPath, match="timm's weights for test_efficientnet are not "
-                                          "cached on this machine .*set model.encoder.weights="):
+    with pytest.raises(MissingPath, match="timm's test_efficientnet weights are not cached "
+                                          "on this machine .*set model.encoder.weights="):
         build_encoder("timm", weights="imagenet", model_name=SMALL)
     # a state dict in timm's layout, the classifier's head included, and as safetensors
     from safetensors.torch import save_file
@@ -84,7 +85,7 @@ def test_the_encoder_config_normalises_as_the_timm_model_was_pretrained() -> Non
 
 def test_a_timm_encoder_trains_reloads_predicts_and_exports(shapes_root: Path,
                                                             tmp_path: Path) -> None:
-    from seg.cli.train import train
+    from seg.training import train
 
     cfg = compose_config("train", "debug=tiny", f"dataset.root={shapes_root}",
                          "dataset.crop_size=48", "model/encoder=timm",
@@ -111,10 +112,11 @@ def test_a_timm_encoder_trains_reloads_predicts_and_exports(shapes_root: Path,
     path = export(compose_config("export", f"checkpoint={checkpoint}",
                                  f"output={tmp_path / 'timm.onnx'}"))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    batch = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    # images as decoded, 0-255: the graph normalises them with the checkpoint's statistics
+    batch = torch.randint(0, 256, (1, 3, 64, 96), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        expected = model(batch).numpy()
-    (logits,) = session.run(None, {"images": batch.numpy()})
+        expected = model(Normalise(state["mean"], state["std"])(batch)).numpy()
+    (logits,) = session.run(None, {"images": batch.float().numpy()})
     assert np.abs(logits - expected).max() <= 1e-4
 
 

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_module
 from PIL import Image
 from torch import nn
 
-from seg.cli.common import CONFIG_MODULE
+from seg.cli.command import CONFIG_MODULE
 from seg.cli.eval import evaluate_checkpoint
 from seg.cli.export import export
 from seg.cli.predict import predict
@@ -178,7 +178,7 @@ def small_model(upsampler: str = "transposed") -> nn.Module:
     for score in model.decoder.score:  # skips start at zero: give them weights to test
         nn.init.normal_(score.weight, std=0.1)
     with torch.no_grad():  # learned upsamplers start as bilinear: move them away from it
-        for upsampler in [*model.decoder.fuse, model.decoder.final]:
+        for upsampler in model.upsamplers():
             for parameter in upsampler.parameters():
                 parameter.add_(torch.randn_like(parameter), alpha=0.05)
     return model.eval()

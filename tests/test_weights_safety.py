@@ -1,8 +1,9 @@
 """Encoder weights are data and never come from a network (docs/RELIABILITY.md): every
-encoder takes its weights through one loader (seg.models.encoders.load_encoder_weights),
-which refuses in one line naming the file whatever is not a plain state dict of tensors
-that fits it, and ``weights=imagenet`` reads only the caches on disk, whatever a hub or an
-``HF_ENDPOINT`` would serve."""
+encoder takes its weights through one loader (seg.models.encoders.load_encoder_weights,
+which reads the encoder entry's pretrained record and the file alone), which refuses in
+one line naming the file whatever is not a plain state dict of tensors that fits it, and
+``weights=imagenet`` reads only the caches on disk, whatever a hub or an ``HF_ENDPOINT``
+would serve."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 
 from seg.errors import BadValue, MissingPath, PathExists, UserError
 from seg.models import build_encoder
-from seg.models.encoders import VGG16Encoder, load_encoder_weights
+from seg.models.encoders import VGG16Encoder, load_encoder_weights, pretrained_of
 
 timm = pytest.importorskip("timm")  # the dev extra has it; seg itself does not need it
 
@@ -94,8 +95,9 @@ def test_seg_train_asks_no_hub_and_names_where_the_weights_go(
     assert seen == []
     assert done.returncode == 1, done.stderr
     expected = tmp_path / "hf" / "hub" / SMALL_REPO / "snapshots" / "main" / "model.safetensors"
-    assert done.stderr.startswith("error: timm's weights for test_efficientnet are not cached")
-    assert f"put the file model.safetensors timm publishes for it at {expected}," in done.stderr
+    assert done.stderr.startswith("error: timm's test_efficientnet weights are not cached")
+    assert (f"download https://huggingface.co/timm/test_efficientnet.r160_in1k/resolve/main/"
+            f"model.safetensors to {expected},") in done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert seconds < 60  # start-up only: no retries (they took 40-50 s)
 
@@ -315,7 +317,7 @@ def test_a_malformed_weights_file_is_one_line_naming_it(
     path = tmp_path / filename
     path.write_bytes(content(tmp_path, before))
     with pytest.raises(UserError) as error:
-        load_encoder_weights(encoder, path)
+        load_encoder_weights(encoder, path, pretrained_of(name, ENCODERS_UNDER_TEST[name]))
     assert_one_line_naming(error.value, path, says)
     assert not (tmp_path / "pwned").exists()
     assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())
@@ -336,7 +338,7 @@ def test_a_weights_path_that_is_no_file_is_one_line_and_never_blocks(
     elif kind == "device":
         path.symlink_to("/dev/zero")
     with pytest.raises(UserError) as error:
-        load_encoder_weights(encoders[name], path)
+        load_encoder_weights(encoders[name], path, pretrained_of(name, ENCODERS_UNDER_TEST[name]))
     assert_one_line_naming(error.value, path, says)
 
 
@@ -384,6 +386,26 @@ def test_every_encoder_loads_its_own_and_its_publishers_layout(tmp_path: Path) -
     torch.save(resnet, tmp_path / "resnet.pth")
     loaded = build_encoder("resnet18", weights=str(tmp_path / "resnet.pth"))
     assert torch.equal(loaded.stem[4][0].conv1.weight, resnet["layer1.0.conv1.weight"])
+
+
+@pytest.mark.parametrize("imagenet", [False, True])
+def test_seg_train_with_another_encoders_weights_for_simple_is_one_line(
+        shapes_root: Path, tmp_path: Path, imagenet: bool) -> None:
+    """``model/encoder=simple`` with a ResNet's file, or with ``weights=imagenet`` (it
+    publishes none): one line naming the fix, never a traceback."""
+    torch.save(build_encoder("resnet18").state_dict(), tmp_path / "resnet18.pth")
+    weights = "imagenet" if imagenet else f"{tmp_path}/resnet18.pth"
+    done = subprocess.run(
+        [str(BIN / "seg-train"), "debug=tiny", f"dataset.root={shapes_root}",
+         f"hydra.run.dir={tmp_path / 'run'}", "model/encoder=simple",
+         f"model.encoder.weights={weights}"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: model.encoder.weights=imagenet: the simple encoder "
+                                  "publishes no weights: set model.encoder.weights=" if imagenet
+                                  else f"error: encoder weights file {tmp_path}/resnet18.pth "
+                                  "lacks 95 of the encoder's 114 tensors"), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
 
 
 def test_seg_train_with_a_pickle_that_runs_code_as_weights_is_one_line(

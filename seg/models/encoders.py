@@ -4,6 +4,11 @@ Every encoder returns a list of four feature maps, shallow to deep (FCN-4s fuses
 four, FCN-8s the last three, FCN-32s the last), and carries ``channels`` and
 ``strides`` for them. With dilation (``output_stride`` 16 or 8)
 the deeper taps keep a finer stride, and ``strides`` says so.
+
+Each entry of :data:`ENCODERS` carries its :class:`Pretrained` record: where its published
+weights come from, the normalisation they were trained with, and how their publisher
+names their tensors. :func:`load_encoder_weights`, the one way weights reach an encoder,
+reads only that record and the file it is given.
 """
 
 from __future__ import annotations
@@ -11,46 +16,99 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import pickle
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from seg.catalogue import Catalogue
-from seg.errors import BadValue, MissingPath
-from seg.files import read_run_file
+from seg.catalogue import NO_DEFAULT, Catalogue
+from seg.errors import BadValue, MissingPath, UserError
+from seg.files import read_run_file, read_run_text
+from seg.models.normalise import IMAGENET_MEAN, IMAGENET_STD
 from seg.settings import optional_package
 from seg.text import printable, shown
 
 
 class Encoder(nn.Module):
     """Base class: ``forward(x) -> [tap4, tap8, tap16, tap32]``, finest first, with their
-    ``channels`` and ``strides`` (a dilated encoder's last strides are smaller).
-
-    Weights reach every encoder one way, :func:`load_encoder_weights`; an encoder says
-    where its ImageNet weights lie (:meth:`imagenet_file`) and how its publisher names
-    their tensors (:meth:`own_layout`)."""
+    ``channels`` and ``strides`` (a dilated encoder's last strides are smaller). Its
+    published weights, if any, are described by its entry's :class:`Pretrained` record."""
 
     channels: tuple[int, int, int, int]
     strides: tuple[int, int, int, int]
 
-    def imagenet_file(self) -> Path | None:
-        """Where this encoder's ImageNet weights lie on this machine (a cache that seg
-        reads and never fills), or None where there are none."""
-        return None
 
-    def own_layout(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``state`` (a weights file's tensors) under this encoder's own keys. A file holds
-        either this encoder's ``state_dict`` or its publisher's layout; an encoder whose
-        publisher names its tensors otherwise translates them here."""
-        return state
+Tensors = dict[str, torch.Tensor]
+Layout = Callable[[nn.Module, Tensors], Tensors]
 
 
-# weights: None, "imagenet" (from a local cache, never downloaded) or a state-dict file
+def own_keys(encoder: nn.Module, state: Tensors) -> Tensors:
+    """The layout of weights named as the encoder names its tensors: kept as they are."""
+    return state
+
+
+HF_HUB = "hf-hub:"  # a source in the Hugging Face hub cache: hf-hub:ORG/REPO/FILE
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """An encoder entry's published weights and what they expect, as timm's
+    ``pretrained_cfg`` and SMP's ``pretrained_settings`` say it: the ``record`` of each
+    entry of :data:`ENCODERS` (or a function of the entry's options returning it, where
+    they decide it: timm's ``model_name``). An entry without one publishes no weights and
+    takes ImageNet's normalisation.
+
+    ``sources``: where ``weights=imagenet`` finds the weights, in the order looked at,
+    each in a cache on this machine that seg reads and never fills: a URL, which the
+    torch hub cache holds as ``checkpoints/<its file name>``, or ``hf-hub:ORG/REPO/FILE``
+    in the Hugging Face hub cache. ``title`` names them in messages; ``unavailable`` says
+    why there are none, where it is not that the encoder has none.
+
+    ``mean``, ``std``: the normalisation (RGB, fractions of 255) they were trained with,
+    the dataset's by default (``${seg.encoder_mean:${model.encoder}}``).
+
+    ``layout``: the publisher's tensor names as the encoder's (``layout(encoder, state)``);
+    a file of the encoder's own names, as ``seg-pretrain`` writes, passes unchanged."""
+
+    sources: tuple[str, ...] = ()
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    layout: Layout = own_keys
+    title: str = ""
+    unavailable: str = ""
+
+
+# weights: None, "imagenet" (the entry's published weights, from a cache on disk, never
+# downloaded) or a state-dict file
 ENCODERS = Catalogue("encoder", extra_options={"weights": None})
+
+
+def pretrained_of(name: str, options: Mapping[str, object]) -> Pretrained:
+    """The :class:`Pretrained` record of encoder ``name`` with ``options`` (a
+    ``model.encoder`` node's; an option it does not give takes its default)."""
+    entry = ENCODERS.entry(name, "model.encoder")
+    if entry.record is None or isinstance(entry.record, Pretrained):
+        return entry.record or Pretrained()
+    settings = {key: value for key, value in ENCODERS.options(name).items()
+                if value is not NO_DEFAULT}
+    settings.update((key, value) for key, value in options.items() if key in settings)
+    return entry.record(**settings)
+
+
+TORCHVISION_URL = "https://download.pytorch.org/models/"
+
+
+def torchvision_imagenet(file: str, layout: Layout, title: str) -> Pretrained:
+    """torchvision's ``IMAGENET1K_V1`` weights ``file``, with ImageNet's normalisation;
+    named here rather than read from torchvision, whose import costs seconds
+    (tests/test_normalise.py checks them against torchvision's own tables)."""
+    return Pretrained(sources=(TORCHVISION_URL + file,), layout=layout,
+                      title=f"torchvision's {title} ImageNet weights (IMAGENET1K_V1)")
 
 
 def torchvision_models():
@@ -125,7 +183,26 @@ class SimpleEncoder(Encoder):
 POOL2_END = 10  # VGG-16's features[:10] end with pool2 (stride 4, 128 channels)
 
 
-@ENCODERS.register("vgg16")
+def vgg_layout(encoder: nn.Module, state: Tensors) -> Tensors:
+    """torchvision's VGG-16 keys as :class:`VGG16Encoder`'s: ``features.N`` split at pool3
+    and pool4, fc6/fc7 (``classifier.0``, ``classifier.3``) reshaped into convolutions (FCN
+    surgery) and the last classifier left out. With another ``fc_channels`` than VGG's
+    4096, fc6 and fc7 keep their initialisation."""
+    renamed = {vgg_feature_key(key): value for key, value in state.items()
+               if not key.startswith("classifier.")}
+    own_fc = {f"fc.{key}": value for key, value in encoder.fc.state_dict().items()}
+    published_fc = {f"fc.{key[len('classifier.'):]}": value for key, value in state.items()
+                    if key.startswith(("classifier.0.", "classifier.3."))}
+    if not published_fc:
+        return renamed
+    if all(key in published_fc and published_fc[key].numel() == value.numel()
+           for key, value in own_fc.items()):
+        own_fc = {key: published_fc[key].reshape(value.shape) for key, value in own_fc.items()}
+    return {**renamed, **own_fc}
+
+
+@ENCODERS.register("vgg16",
+                   record=torchvision_imagenet("vgg16-397923af.pth", vgg_layout, "VGG-16"))
 class VGG16Encoder(Encoder):
     """FCN's original backbone: VGG-16 with pool2/pool3/pool4 taps and fc6/fc7 as
     convolutions."""
@@ -160,26 +237,6 @@ class VGG16Encoder(Encoder):
         pool4 = self.to_pool4(pool3)
         return [pool2, pool3, pool4, self.fc(self.to_pool5(pool4))]
 
-    def imagenet_file(self) -> Path:
-        return torchvision_imagenet_file("VGG16_Weights")
-
-    def own_layout(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """torchvision's VGG-16 keys as this encoder's: ``features.N`` split at pool3 and
-        pool4, fc6/fc7 (``classifier.0``, ``classifier.3``) reshaped into convolutions (FCN
-        surgery) and the last classifier left out. With another ``fc_channels`` than
-        VGG's 4096, fc6 and fc7 keep their initialisation."""
-        renamed = {vgg_feature_key(key): value for key, value in state.items()
-                   if not key.startswith("classifier.")}
-        own_fc = {f"fc.{key}": value for key, value in self.fc.state_dict().items()}
-        published_fc = {f"fc.{key[len('classifier.'):]}": value for key, value in state.items()
-                        if key.startswith(("classifier.0.", "classifier.3."))}
-        if not published_fc:
-            return renamed
-        if all(key in published_fc and published_fc[key].numel() == value.numel()
-               for key, value in own_fc.items()):
-            own_fc = {key: published_fc[key].reshape(value.shape) for key, value in own_fc.items()}
-        return {**renamed, **own_fc}
-
 
 # torchvision's vgg16().features as this encoder splits it (a slice of a Sequential keeps
 # its layers' indices): layers [start, end) -> the Sequential that holds them
@@ -210,9 +267,26 @@ def dilate_layer(layer: nn.Sequential, dilation: int) -> None:
                 module.padding = (dilation, dilation)
 
 
-@ENCODERS.register("resnet50", depth=50)
-@ENCODERS.register("resnet34", depth=34)
-@ENCODERS.register("resnet18", depth=18)
+RESNET_STEM = {"conv1": "stem.0", "bn1": "stem.1", "layer1": "stem.4"}
+
+
+def resnet_layout(encoder: nn.Module, state: Tensors) -> Tensors:
+    """torchvision's ResNet keys as :class:`ResNetEncoder`'s: ``conv1``, ``bn1`` and
+    ``layer1`` in its stem, the classifier ``fc`` left out; its own keys stay as they are."""
+    renamed = {}
+    for key, value in state.items():
+        prefix, _, rest = key.partition(".")
+        if prefix != "fc":
+            renamed[f"{RESNET_STEM[prefix]}.{rest}" if prefix in RESNET_STEM else key] = value
+    return renamed
+
+
+@ENCODERS.register("resnet50", depth=50, record=torchvision_imagenet(
+    "resnet50-0676ba61.pth", resnet_layout, "ResNet-50"))
+@ENCODERS.register("resnet34", depth=34, record=torchvision_imagenet(
+    "resnet34-b627a593.pth", resnet_layout, "ResNet-34"))
+@ENCODERS.register("resnet18", depth=18, record=torchvision_imagenet(
+    "resnet18-f37072fd.pth", resnet_layout, "ResNet-18"))
 class ResNetEncoder(Encoder):
     """A torchvision ResNet with layer1 to layer4 taps; optional output stride 16 or 8."""
 
@@ -220,7 +294,6 @@ class ResNetEncoder(Encoder):
         super().__init__()
         if output_stride not in (8, 16, 32):
             raise BadValue(f"output_stride must be 8, 16 or 32, got {output_stride}")
-        self.depth = depth
         net = getattr(torchvision_models(), f"resnet{depth}")()
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         self.layer2, self.layer3, self.layer4 = net.layer2, net.layer3, net.layer4
@@ -238,22 +311,6 @@ class ResNetEncoder(Encoder):
         c3 = self.layer3(c2)
         return [c1, c2, c3, self.layer4(c3)]
 
-    def imagenet_file(self) -> Path:
-        return torchvision_imagenet_file(f"ResNet{self.depth}_Weights")
-
-    def own_layout(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """torchvision's ResNet keys as this encoder's: ``conv1``, ``bn1`` and ``layer1``
-        in its stem, the classifier ``fc`` left out; its own keys stay as they are."""
-        renamed = {}
-        for key, value in state.items():
-            prefix, _, rest = key.partition(".")
-            if prefix != "fc":
-                renamed[f"{RESNET_STEM[prefix]}.{rest}" if prefix in RESNET_STEM else key] = value
-        return renamed
-
-
-RESNET_STEM = {"conv1": "stem.0", "bn1": "stem.1", "layer1": "stem.4"}
-
 
 def block_out_channels(layer: nn.Sequential) -> int:
     last_block = layer[-1]
@@ -261,18 +318,75 @@ def block_out_channels(layer: nn.Sequential) -> int:
     return last_bn.num_features
 
 
-def torchvision_imagenet_file(weights_enum: str) -> Path:
-    """Where torchvision keeps its ``IMAGENET1K_V1`` weights of ``weights_enum`` (the torch
-    hub cache), checked to be there: seg never downloads them."""
-    weights = getattr(torchvision_models(), weights_enum).IMAGENET1K_V1
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    if not cached.exists():
+# -- where published weights lie: the caches on this machine, never a network --------------
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache as huggingface_hub finds it, read from the environment
+    now (huggingface_hub reads it once, when it is imported)."""
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return Path(os.path.expandvars(os.environ[variable])).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")
+    return Path(os.path.expandvars(home)).expanduser() / "hub"
+
+
+def hf_cached_file(repo_id: str, filename: str) -> Path | None:
+    """``filename`` of Hugging Face repo ``repo_id`` in the hub cache's snapshot layout
+    (``models--ORG--NAME/snapshots/REVISION/FILE``; the revision ``refs/main`` names
+    first), or None. Only the disk is read."""
+    repo = hf_hub_cache() / f"models--{repo_id.replace('/', '--')}"
+    try:
+        main = read_run_text(repo / "refs" / "main", "Hugging Face cache ref", 256).strip()
+    except UserError:  # none (a file put there by hand), or not one huggingface_hub wrote
+        main = ""
+    snapshots = sorted((repo / "snapshots").glob(f"*/{filename}"),
+                       key=lambda path: path.parent.name != main)
+    return snapshots[0] if snapshots else None
+
+
+def hf_source(source: str) -> tuple[str, str]:
+    """``(repo_id, filename)`` of an ``hf-hub:ORG/REPO/FILE`` source."""
+    org, repo, filename = source.removeprefix(HF_HUB).split("/", 2)
+    return f"{org}/{repo}", filename
+
+
+def cached_place(source: str) -> Path:
+    """Where a :class:`Pretrained` source lies in its cache on this machine, or would."""
+    if source.startswith(HF_HUB):
+        repo_id, filename = hf_source(source)
+        return (hf_cached_file(repo_id, filename)
+                or hf_hub_cache() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+                / "main" / filename)
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(source).name
+
+
+def download_address(source: str) -> str:
+    """Where a user downloads a :class:`Pretrained` source from."""
+    if source.startswith(HF_HUB):
+        repo_id, filename = hf_source(source)
+        return f"https://huggingface.co/{repo_id}/resolve/main/{filename}"
+    return source
+
+
+def published_file(pretrained: Pretrained, name: str) -> Path:
+    """The first of ``pretrained.sources`` found on this machine (``weights=imagenet``);
+    none: one line saying where to put it, for seg never downloads weights."""
+    if not pretrained.sources:
+        reason = pretrained.unavailable or f"the {name} encoder publishes no weights"
+        raise BadValue(f"model.encoder.weights=imagenet: {reason}: set "
+                       "model.encoder.weights=/path/to/weights, or weights=null")
+    places = [cached_place(source) for source in pretrained.sources]
+    found = next((place for place in places if place.exists()), None)
+    if found is None:
+        title = pretrained.title or f"the {name} encoder's weights"
         raise MissingPath(
-            f"torchvision's ImageNet weights {weights_enum}.IMAGENET1K_V1 are not in the torch "
-            "hub cache (seg never downloads them): "
-            f"download {weights.url} to {printable(cached)}, or set "
-            "model.encoder.weights=/path/to/file.pth (or weights=null)")
-    return cached
+            f"{title} are not cached on this machine (seg never downloads them): download "
+            f"{download_address(pretrained.sources[0])} to {printable(places[0])}, or set "
+            "model.encoder.weights=/path/to/weights (.pth or .safetensors, in the publisher's "
+            "layout; scripts/prepare_weights.py converts published ones), or weights=null")
+    return found
 
 
 # -- the one way weights reach an encoder --------------------------------------------------
@@ -422,33 +536,34 @@ def check_weights_fit(own: Mapping[str, torch.Tensor], state: Mapping[str, torch
                        "and its settings")
 
 
-def load_encoder_weights(encoder: Encoder, path: str | Path) -> None:
+def load_encoder_weights(encoder: Encoder, path: str | Path,
+                         pretrained: Pretrained | None = None) -> None:
     """Load the weights file ``path`` into ``encoder``: the one way weights reach any
-    encoder, a path given or its ImageNet weights' file. The file is read as data
-    (:func:`read_weights_file`), translated from its publisher's layout
-    (:meth:`Encoder.own_layout`) and must then fit the encoder, tensor for tensor."""
+    encoder, a path given or its published weights' file. The file is read as data
+    (:func:`read_weights_file`), translated from its publisher's layout (``pretrained``,
+    the encoder's record; none: the encoder's own names) and must then fit the encoder,
+    tensor for tensor."""
     try:
         tensors = read_weights_file(path)
     except MissingPath as error:
         raise MissingPath(f"{error}: set model.encoder.weights to an existing file, to "
                           "imagenet, or to null (scripts/prepare_weights.py converts "
                           "published ones)") from None
-    state = encoder.own_layout(tensors)
+    state = (pretrained or Pretrained()).layout(encoder, tensors)
     check_weights_fit(encoder.state_dict(), state, f"encoder weights file {printable(path)}")
     encoder.load_state_dict(state)
 
 
 def build_encoder(name: str, weights: str | None = None, **options: object) -> Encoder:
     """Build the encoder registered as ``name`` with its constructor's ``options``;
-    ``weights`` is None, "imagenet" (the encoder's :meth:`~Encoder.imagenet_file`, from a
-    local cache, never downloaded) or a path to a state dict (``.pth``, ``.pt`` or
-    ``.safetensors``), in its publisher's layout (torchvision's, timm's) or the encoder's
-    own (``seg-pretrain``'s ``encoder.pth``)."""
+    ``weights`` is None, "imagenet" (its record's published weights, from a cache on disk,
+    never downloaded) or a path to a state dict (``.pth``, ``.pt`` or ``.safetensors``), in
+    its publisher's layout (torchvision's, timm's) or the encoder's own (``seg-pretrain``'s
+    ``encoder.pth``)."""
     encoder = ENCODERS.build(name, **options)
     if weights is None:
         return encoder
-    path = encoder.imagenet_file() if weights == "imagenet" else weights
-    if path is None:
-        raise BadValue(f"the {name} encoder has no ImageNet weights: set weights=null")
-    load_encoder_weights(encoder, path)
+    pretrained = pretrained_of(name, options)
+    path = published_file(pretrained, name) if weights == "imagenet" else weights
+    load_encoder_weights(encoder, path, pretrained)
     return encoder

@@ -8,25 +8,24 @@ the other encoders never need it. A checkpoint names the timm model as data: the
 must be one of ``timm.list_models()`` (with one of timm's pretrained tags for it, such as
 ``resnet18.a1_in1k``, or none), and only timm's own builder for it runs.
 
-``weights=imagenet`` reads timm's pretrained weights from the Hugging Face cache on disk
-(or, for the few timm publishes by URL only, the torch hub cache) and nothing else: seg
-never asks a hub, so no server (an ``HF_ENDPOINT`` included) decides what a run trains on.
+The encoder's pretrained record (:func:`timm_pretrained`) is read from timm's own
+``pretrained_cfg`` of the model, without any network: its normalisation, and for
+``weights=imagenet`` the Hugging Face cache on disk (or, for the few timm publishes by URL
+only, the torch hub cache) and nothing else: seg never asks a hub, so no server (an
+``HF_ENDPOINT`` included) decides what a run trains on.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 
-from seg.errors import BadValue, MissingPath, UserError
-from seg.files import read_run_text
-from seg.models.encoders import ENCODERS, Encoder
+from seg.errors import BadValue
+from seg.models.encoders import ENCODERS, HF_HUB, Encoder, Pretrained, Tensors
+from seg.models.normalise import IMAGENET_MEAN, IMAGENET_STD
 from seg.settings import optional_package
-from seg.text import printable
 
 TAP_STRIDES = (4, 8, 16, 32)
+DEFAULT_MODEL = "tf_efficientnet_lite0"
 
 
 def import_timm():
@@ -60,69 +59,59 @@ def features_model(model_name: str) -> torch.nn.Module:
                        "features_only") from None
 
 
-def hf_hub_cache() -> Path:
-    """The Hugging Face hub cache as huggingface_hub finds it, read from the environment
-    now (huggingface_hub reads it once, when it is imported)."""
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(variable):
-            return Path(os.path.expandvars(os.environ[variable])).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")
-    return Path(os.path.expandvars(home)).expanduser() / "hub"
+def timm_layout(encoder: torch.nn.Module, state: Tensors) -> Tensors:
+    """timm's layout (the whole classifier, as timm's cache and scripts/prepare_weights.py
+    hold it) as :class:`TimmEncoder`'s: its tensors under ``body.``, the classifier's head
+    left out; a file of the encoder's own keys stays as it is."""
+    own = encoder.state_dict()
+    return {key if key in own else f"body.{key}": value for key, value in state.items()
+            if key in own or f"body.{key}" in own}
 
 
-def hf_cached_file(repo_id: str, filename: str) -> Path | None:
-    """``filename`` of Hugging Face repo ``repo_id`` in the hub cache's snapshot layout
-    (``models--ORG--NAME/snapshots/REVISION/FILE``; the revision ``refs/main`` names
-    first), or None. Only the disk is read."""
-    repo = hf_hub_cache() / f"models--{repo_id.replace('/', '--')}"
-    try:
-        main = read_run_text(repo / "refs" / "main", "Hugging Face cache ref", 256).strip()
-    except UserError:  # none (a file put there by hand), or not one huggingface_hub wrote
-        main = ""
-    snapshots = sorted((repo / "snapshots").glob(f"*/{filename}"),
-                       key=lambda path: path.parent.name != main)
-    return snapshots[0] if snapshots else None
-
-
-def hf_cache_place(repo_id: str, filename: str) -> Path:
-    """The cached file, or where to put it when it is not there."""
-    return (hf_cached_file(repo_id, filename)
-            or hf_hub_cache() / f"models--{repo_id.replace('/', '--')}" / "snapshots" / "main"
-            / filename)
-
-
-def timm_weights_files(model_name: str) -> list[Path]:
-    """Where timm's pretrained weights of ``model_name`` may lie, in the order looked at:
-    the Hugging Face cache (safetensors first, as timm prefers), the torch hub cache."""
-    pretrained = import_timm().get_pretrained_cfg(model_name)
-    if pretrained is None or not (pretrained.hf_hub_id or pretrained.url):
-        raise BadValue(f"timm publishes no pretrained weights for {model_name}: set "
-                       "model.encoder.weights=/path/to/weights, or weights=null")
-    if pretrained.custom_load:
-        raise BadValue(f"timm reads the weights of {model_name} with code of its own, not "
-                       "as a state dict: set model.encoder.weights=/path/to/state_dict.pth, "
-                       "or weights=null")
-    places = []
+def timm_sources(pretrained: object) -> tuple[str, ...]:
+    """Where timm's weights of a ``pretrained_cfg`` may lie, in the order looked at: the
+    Hugging Face cache (safetensors first, as timm prefers), the torch hub cache."""
+    sources = []
     if pretrained.hf_hub_id:
         repo_id = pretrained.hf_hub_id.split("@")[0]
         names = ([pretrained.hf_hub_filename] if pretrained.hf_hub_filename
                  else ["model.safetensors", "pytorch_model.bin"])
-        places += [hf_cache_place(repo_id, name) for name in names]
+        sources += [f"{HF_HUB}{repo_id}/{name}" for name in names]
     if pretrained.url:
-        places.append(Path(torch.hub.get_dir()) / "checkpoints" / Path(pretrained.url).name)
-    return places
+        sources.append(pretrained.url)
+    return tuple(sources)
 
 
-@ENCODERS.register("timm")
+def timm_pretrained(model_name: str = DEFAULT_MODEL, **_options: object) -> Pretrained:
+    """The :class:`Pretrained` record of timm model ``model_name`` (bare, or with one of
+    timm's tags), from its ``pretrained_cfg`` in timm's own tables (no network): where its
+    weights lie and their normalisation (ImageNet's where timm gives none)."""
+    pretrained = import_timm().get_pretrained_cfg(model_name)
+    title = f"timm's {model_name} weights"
+    if pretrained is None:
+        return Pretrained(layout=timm_layout, title=title, unavailable=(
+            f"timm publishes no pretrained weights for {model_name}"))
+    unavailable = ""
+    if pretrained.custom_load:
+        unavailable = (f"timm reads the weights of {model_name} with code of its own, not as "
+                       "a state dict")
+    elif not (pretrained.hf_hub_id or pretrained.url):
+        unavailable = f"timm publishes no pretrained weights for {model_name}"
+    return Pretrained(
+        sources=() if unavailable else timm_sources(pretrained),
+        mean=tuple(pretrained.mean or IMAGENET_MEAN), std=tuple(pretrained.std or IMAGENET_STD),
+        layout=timm_layout, title=title, unavailable=unavailable)
+
+
+@ENCODERS.register("timm", record=timm_pretrained)
 class TimmEncoder(Encoder):
     """The feature maps of timm model ``model_name`` at strides 4, 8, 16 and 32.
 
     Its ``state_dict`` is ``body.`` and timm's own keys; a weights file in timm's layout
     (the whole classifier, as timm and ``scripts/prepare_weights.py`` write it) loads
-    into it with the classifier's head left out (:meth:`own_layout`)."""
+    into it with the classifier's head left out (:func:`timm_layout`)."""
 
-    def __init__(self, model_name: str = "tf_efficientnet_lite0") -> None:
+    def __init__(self, model_name: str = DEFAULT_MODEL) -> None:
         super().__init__()
         self.model_name = model_name
         self.body = features_model(model_name)
@@ -142,24 +131,3 @@ class TimmEncoder(Encoder):
         features = self.body(x)
         return [features[i] for i in self.taps]
 
-    def imagenet_file(self) -> Path:
-        """timm's pretrained weights of ``model_name`` (its default tag, or the tag it
-        names) from the caches on disk; never downloaded."""
-        places = timm_weights_files(self.model_name)
-        found = next((place for place in places if place.exists()), None)
-        if found is None:
-            raise MissingPath(
-                f"timm's weights for {self.model_name} are not cached on this machine "
-                f"(seg never downloads): put the file {places[0].name} timm publishes for it "
-                f"at {printable(places[0])}, or set model.encoder.weights=/path/to/weights "
-                "(.pth or .safetensors in timm's layout; scripts/prepare_weights.py "
-                "efficientnet-lite0 writes one), or weights=null")
-        return found
-
-    def own_layout(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """timm's layout (the whole classifier, as timm's cache and
-        scripts/prepare_weights.py hold it) as this encoder's: its tensors under ``body.``,
-        the classifier's head left out; a file of this encoder's own keys stays as it is."""
-        own = self.state_dict()
-        return {key if key in own else f"body.{key}": value for key, value in state.items()
-                if key in own or f"body.{key}" in own}

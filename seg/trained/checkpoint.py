@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from seg.catalogue import fits
-from seg.data.base import IGNORE_INDEX, SegmentationDataset
+from seg.data.base import SegmentationDataset
+from seg.data.labels import IGNORE_INDEX
 from seg.data.readers import catalogue
 from seg.data.transforms import eval_transform
 from seg.engine import load_checkpoint, load_model_state

@@ -1,5 +1,6 @@
-"""Exporting a trained model to ONNX, with its class names, palette and normalisation as
-the file's metadata, so that the file can be used without its checkpoint."""
+"""Exporting a trained model to ONNX, its normalisation inside the graph and its class
+names, palette and normalisation as the file's metadata, so that the file can be used
+without its checkpoint: it takes images as decoded (RGB, 0-255), as seg-predict does."""
 
 from __future__ import annotations
 
@@ -9,19 +10,35 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from seg.files import write_file
+from seg.models.normalise import Normalise
+from seg.trained.checkpoint import model_from_checkpoint
 
 # The model needs ONNX Resize with half-pixel coordinates (opset 11); torch's TorchScript
 # exporter writes up to opset 20.
 OPSETS = (11, 20)
 # What a checkpoint says about its model that a user of the ONNX file needs, as JSON.
 METADATA_KEYS = ("class_names", "palette", "mean", "std")
+# What the graph of a checkpoint (exported_model) takes, for its metadata
+GRAPH_INPUT = ("images: float32 (batch, 3, height, width), RGB pixel values 0-255 as decoded; "
+               "the graph normalises them with mean and std")
 
 
 def checkpoint_metadata(state: dict) -> dict[str, str]:
-    """The checkpoint's class names, palette and normalisation, each as JSON."""
-    return {key: json.dumps(state[key]) for key in METADATA_KEYS}
+    """The checkpoint's class names, palette and normalisation, each as JSON, and what the
+    graph takes (``input``)."""
+    return {**{key: json.dumps(state[key]) for key in METADATA_KEYS},
+            "input": json.dumps(GRAPH_INPUT)}
+
+
+def exported_model(state: dict, source: str | Path | None = None) -> nn.Sequential:
+    """A loaded checkpoint's model behind its normalisation (the :class:`Normalise` that
+    seg-predict applies): what seg-export writes, so that the ONNX graph takes images as
+    decoded and normalises them as training did."""
+    return nn.Sequential(Normalise(state["mean"], state["std"]),
+                         model_from_checkpoint(state, source))
 
 
 def weight_bytes(weights: dict[str, torch.Tensor]) -> int:

@@ -22,11 +22,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from seg.data.base import MAX_IMAGE_PIXELS, SampleError, read_image
-from seg.data.folder import IMAGE_SUFFIXES
+from seg.data.decoding import MAX_IMAGE_PIXELS, SampleError, read_image
+from seg.data.readers.folder import IMAGE_SUFFIXES
 from seg.drawing import overlay_with_legend
 from seg.errors import BadValue, MissingPath, NotAFolder, PathExists
 from seg.files import NAME_MAX, refuse_unless_replaceable, write_file
+from seg.models.normalise import Normalise
 from seg.text import printable
 from seg.trained.checkpoint import model_from_checkpoint
 from seg.trained.inference import Inference, out_of_memory
@@ -124,8 +125,7 @@ class Predictor:
         self.model = model_from_checkpoint(state).to(device).eval()
         self.device = device
         self.inference = inference
-        self.mean = torch.tensor(state["mean"], device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(state["std"], device=device).view(1, 3, 1, 1)
+        self.normalise = Normalise(state["mean"], state["std"]).to(device)
         self.palette = np.array(state["palette"], dtype=np.uint8)[:len(state["class_names"])]
         self.class_names = [str(name) for name in state["class_names"]]
 
@@ -133,7 +133,8 @@ class Predictor:
     def labels(self, images: list[np.ndarray]) -> np.ndarray:
         """Class indices ``(B, H, W)`` for same-sized ``(H, W, 3)`` uint8 RGB images."""
         batch = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2)
-        batch = (batch.float() / 255.0 - self.mean) / self.std
+        # normalised as training's loader did, then seen whole, in windows or at scales
+        batch = self.normalise(batch)  # (B, 3, H, W) float32
         return self.inference(self.model, batch).max(1).indices.to(torch.uint8).cpu().numpy()
 
     def encode(self, labels: np.ndarray, image: np.ndarray, alpha: float) -> dict[str, bytes]:
@@ -187,7 +188,7 @@ def refuse_long_names(names: dict[Path, str]) -> list[str]:
     return problems
 
 
-def check_output(output: Path, files: list[Path], names: Iterable[str], overwrite: bool
+def check_mask_outputs(output: Path, files: list[Path], names: Iterable[str], overwrite: bool
                  ) -> None:
     """Outputs never replace an input, nor (unless ``overwrite``) an earlier result, nor
     anything but a plain file (no link, folder, device or hard link); subfolders of the
