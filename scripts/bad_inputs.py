@@ -616,7 +616,7 @@ CASES = [
 
 def setup(tmp: Path) -> None:
     """The tiny dataset and a trained checkpoint every case starts from."""
-    from seg.data.shapes import generate_shapes
+    from seg.data.synthetic.shapes import generate_shapes
 
     generate_shapes(tmp / "shapes", num_train=8, num_val=4, image_size=64, seed=0)
     subprocess.run([str(BIN / "seg-train"), "debug=tiny", f"dataset.root={tmp}/shapes",

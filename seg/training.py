@@ -19,13 +19,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from seg.data.base import IGNORE_INDEX, SegmentationDataset
+from seg.data.base import SegmentationDataset
 from seg.data.check import read_every_sample
+from seg.data.labels import IGNORE_INDEX
 from seg.data.loader import build_loader, first_samples, resolve_num_workers
 from seg.data.palette import resolve_palette
 from seg.data.readers import build_split, training_split, validation_split
 from seg.data.transforms import auto_crop_size, sampled_image_sizes
-from seg.engine import RunInfo, Trainer, load_checkpoint, name_per_class, seed_everything
+from seg.engine import (
+    RunInfo,
+    RunParts,
+    Trainer,
+    load_checkpoint,
+    name_per_class,
+    seed_everything,
+)
 from seg.engine.checkpoints import free_name, remove_unfinished_saves
 from seg.engine.distributed import ProcessGroup, broadcast_from_main, init_distributed
 from seg.engine.hooks import REGISTERED_HOOKS
@@ -34,9 +42,9 @@ from seg.engine.metrics import format_table
 from seg.engine.tensorboard import NullLogger, TensorBoardLogger
 from seg.errors import BadValue, PathExists, UserError
 from seg.files import read_json, read_run_text, write_text
-from seg.models import SegmentationModel, upsampler_label
-from seg.models import model_from_config as build_model_from
+from seg.models import SegmentationModel, model_from_config
 from seg.run_lock import run_folder_lock
+from seg.run_names import configuration
 from seg.settings import (
     check_dataset_root,
     integer_in,
@@ -51,12 +59,11 @@ from seg.text import printable
 log = logging.getLogger("seg.train")
 
 
-def hparams_of(cfg: DictConfig) -> dict[str, object]:
-    """The knobs a sweep compares, shown in TensorBoard's HParams tab."""
+def hparams_of(cfg: DictConfig, configuration: dict[str, str]) -> dict[str, object]:
+    """The knobs a sweep compares, shown in TensorBoard's HParams tab: each part as the
+    run's configuration labels it (seg.run_names), then the recipe's numbers."""
     return {
-        "encoder": cfg.model.encoder.name,
-        "decoder": cfg.model.decoder.name,
-        "upsampler": upsampler_label(cfg.model.upsampler),
+        **configuration,
         "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
         "lr": cfg.optimizer.lr,
         "encoder_lr_mult": cfg.get("encoder_lr_mult", 1.0),
@@ -84,16 +91,20 @@ def parameter_groups(model: SegmentationModel, lr: float, encoder_lr_mult: objec
     return [{"params": rest}, {"params": encoder, "lr": lr * mult}]
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+def train(cfg: DictConfig, run_dir: str | Path, choices: dict[str, str] | None = None
+          ) -> dict:
     """Train as ``cfg`` says, writing checkpoints, TensorBoard events and metrics.json
     into ``run_dir``; return the final metrics (as in metrics.json). The main process
     holds the run folder's lock throughout: a second run into it is refused. With
-    ``trainer.resume=auto``, a run that already finished there is left as it is."""
+    ``trainer.resume=auto``, a run that already finished there is left as it is.
+    ``choices``: Hydra's runtime choices (the option of each config group), which name
+    the run's configuration (seg.run_names); without them it is named from ``cfg``."""
     check_optimizer(cfg.optimizer)
     trainer = instantiate(cfg.trainer)
     check_settings(cfg)
     group = init_distributed(trainer.device)  # a no-op unless torchrun or SLURM started us
     trainer.join(group)
+    trainer.apply_process_settings()  # threads before the data is read; fit does it too
     run_dir = Path(broadcast_from_main(str(run_dir)))
     with run_folder_lock(run_dir) if group.is_main else contextlib.nullcontext():
         if group.is_main:  # the lock held: no save of another process is under way
@@ -105,7 +116,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 log.info("%s already finished: trained to iteration %d with this config "
                          "(metrics.json), nothing to do", run_dir, finished["iterations"])
             return finished
-        return train_locked(cfg, run_dir, trainer, group)
+        return train_locked(cfg, run_dir, trainer, group, choices)
 
 
 def finished_metrics(cfg: DictConfig, run_dir: Path, trainer: Trainer) -> dict | None:
@@ -146,41 +157,59 @@ def readable_metrics(path: Path) -> dict | None:
         return None
 
 
-def train_locked(cfg: DictConfig, run_dir: Path, trainer: Trainer, group: ProcessGroup
-                 ) -> dict:
+def train_locked(cfg: DictConfig, run_dir: Path, trainer: Trainer, group: ProcessGroup,
+                 choices: dict[str, str] | None = None) -> dict:
     # first: refuses a folder holding another run, a rewind, a setting it would drop
     resume_from = trainer.resume_state(run_dir, OmegaConf.to_container(cfg, resolve=True))
+    parts = build_run(cfg, run_dir, trainer, group, resume_from, choices)
+    if group.is_main:
+        keep_earlier_recipe(run_dir, resume_from, parts.info.config)
+    log.info("training %s on %s in %s (precision %s, %d process(es))",
+             type(parts.model.encoder).__name__, trainer.device, run_dir, trainer.precision,
+             group.world_size)
+    try:
+        metrics = trainer.fit(parts, run_dir, resume_from)
+        metrics["upsampler_params"] = parts.model.upsampler_parameters()
+        parts.logger.log_hparams(hparams_of(cfg, parts.info.configuration),
+                                 {f"hparams/{key}": metrics[key]
+                                  for key in ("mIoU", "pixel_acc", "boundary_f")})
+    finally:
+        parts.logger.close()
+    class_names = parts.info.class_names
+    if group.is_main:
+        log.info("final val metrics:\n%s", format_table(metrics, class_names))
+    metrics = {**name_per_class(metrics, class_names),
+               "configuration": parts.info.configuration}
+    if group.is_main:
+        write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+        log.info("run folder: %s", run_dir)
+    return metrics
+
+
+def build_run(cfg: DictConfig, run_dir: str | Path, trainer: Trainer | None = None,
+              group: ProcessGroup | None = None, resume_from: dict | None = None,
+              choices: dict[str, str] | None = None) -> RunParts:
+    """Everything the run ``cfg`` describes, for ``Trainer.fit``: seeded, the loaders
+    (this process's shard), the model, its parameter groups, optimizer and schedule, the
+    loss, what the checkpoints carry, the TensorBoard writer in ``run_dir`` (the main
+    process's; continuing ``resume_from``) and the callbacks built with it. ``trainer``
+    (default: ``cfg.trainer``'s) decides the device; ``group`` the processes; ``choices``
+    (Hydra's runtime choices) name the run's configuration."""
+    trainer = trainer if trainer is not None else instantiate(cfg.trainer)
+    group = group if group is not None else ProcessGroup()
     seed_everything(cfg.seed, trainer.deterministic)  # checked by check_settings
     train_loader, val_loader = loaders(cfg, trainer.device, group)
-    model = model_from_config(cfg.model, cfg.dataset.num_classes)
+    model = model_of(cfg.model, cfg.dataset.num_classes)
     if one_of(cfg.get("encoder_norm_eval", False), "encoder_norm_eval", (True, False)):
         model.freeze_encoder_norms()
     optimizer = instantiate(cfg.optimizer)(params=parameter_groups(
         model, cfg.optimizer.lr, cfg.get("encoder_lr_mult", 1.0)))
     scheduler = instantiate(cfg.scheduler)(optimizer=optimizer)
-    info = run_info(cfg)
-    if group.is_main:
-        keep_earlier_recipe(run_dir, resume_from, info.config)
-    logger = open_logger(cfg, run_dir, trainer.resume, resume_from, group.is_main)
-    log.info("training %s on %s in %s (precision %s, %d process(es))",
-             type(model.encoder).__name__, trainer.device, run_dir, trainer.precision,
-             group.world_size)
-    try:
-        metrics = trainer.fit(model, optimizer, scheduler, train_loader, val_loader, run_dir,
-                              logger, info, resume_from, hooks=callbacks(cfg, logger, model),
-                              criterion=loss_from_config(cfg))
-        metrics["upsampler_params"] = model.upsampler_parameters()
-        logger.log_hparams(hparams_of(cfg), {f"hparams/{key}": metrics[key] for key in
-                                             ("mIoU", "pixel_acc", "boundary_f")})
-    finally:
-        logger.close()
-    if group.is_main:
-        log.info("final val metrics:\n%s", format_table(metrics, info.class_names))
-    metrics = name_per_class(metrics, info.class_names)
-    if group.is_main:
-        write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-        log.info("run folder: %s", run_dir)
-    return metrics
+    info = run_info(cfg, choices)
+    logger = open_logger(cfg, Path(run_dir), trainer.resume, resume_from, group.is_main)
+    return RunParts(model, optimizer, scheduler, train_loader, val_loader, info,
+                    criterion=loss_from_config(cfg), hooks=callbacks(cfg, logger, model),
+                    logger=logger)
 
 
 # numpy's global generator takes seeds of 32 bits
@@ -250,16 +279,32 @@ def loaders(cfg: DictConfig, device: torch.device, group: ProcessGroup
     """The train and val loaders of ``cfg.dataset``, this process's shard of each. Every
     val image is decoded first: a broken one stops the run before it trains, not after."""
     data = cfg.dataset
-    check_dataset_root(data.root, data.get("setup_command"))
-    resolve_crop_size(data)
-    workers = resolve_num_workers(data.num_workers, device.type, data.crop_size)
-    options = {"num_workers": workers, "seed": cfg.seed, "pin_memory": device.type == "cuda",
-               "rank": group.rank, "world_size": group.world_size}
-    train_loader = build_loader(training_split(data), data.batch_size, train=True, **options)
+    train_loader = training_loader(cfg, device, group)
+    options = loader_options(cfg, device, group)
     val_set = limit_val_batches(validation_split(data), data.get("val_max_batches"),
                                 data.val_batch_size, group.world_size)
-    read_every_sample(val_set, workers)
+    read_every_sample(val_set, options["num_workers"])
     return train_loader, build_loader(val_set, data.val_batch_size, train=False, **options)
+
+
+def training_loader(cfg: DictConfig, device: torch.device, group: ProcessGroup,
+                    batch_size: int | None = None) -> DataLoader:
+    """The augmented train split of ``cfg.dataset`` (this process's shard), in batches of
+    ``batch_size`` (default ``dataset.batch_size``), its root checked and an ``auto`` crop
+    size resolved first: what training and the study's encoder pretraining read."""
+    data = cfg.dataset
+    check_dataset_root(data.root, data.get("setup_command"))
+    resolve_crop_size(data)
+    return build_loader(training_split(data), batch_size or data.batch_size, train=True,
+                        **loader_options(cfg, device, group))
+
+
+def loader_options(cfg: DictConfig, device: torch.device, group: ProcessGroup) -> dict:
+    """What both loaders of a run share: workers, seed, pinning and this process's shard."""
+    data = cfg.dataset
+    workers = resolve_num_workers(data.num_workers, device.type, data.crop_size)
+    return {"num_workers": workers, "seed": cfg.seed, "pin_memory": device.type == "cuda",
+            "rank": group.rank, "world_size": group.world_size}
 
 
 def resolve_crop_size(data: DictConfig) -> None:
@@ -312,14 +357,15 @@ def keep_earlier_recipe(run_dir: Path, resume_from: dict | None, config: dict) -
     log.info("resumed with another config; the one that trained the run so far is in %s", path)
 
 
-def run_info(cfg: DictConfig) -> RunInfo:
+def run_info(cfg: DictConfig, choices: dict[str, str] | None = None) -> RunInfo:
     """What the checkpoints carry so that they can be used alone: the classes, colours,
-    normalisation and the resolved config."""
+    normalisation, the resolved config and the configuration's labels (seg.run_names)."""
     data = cfg.dataset
+    config = OmegaConf.to_container(cfg, resolve=True)
     return RunInfo(class_names=list(data.class_names),
                    palette=resolve_palette(data.palette, data.num_classes),
-                   mean=list(data.mean), std=list(data.std),
-                   config=OmegaConf.to_container(cfg, resolve=True), ignore_index=IGNORE_INDEX)
+                   mean=list(data.mean), std=list(data.std), config=config,
+                   ignore_index=IGNORE_INDEX, configuration=configuration(config, choices))
 
 
 def open_logger(cfg: DictConfig, run_dir: Path, resume: bool | str, resume_from: dict | None,
@@ -363,10 +409,10 @@ def hook_targets() -> frozenset[str]:
     return shipped_hook_targets() | REGISTERED_HOOKS
 
 
-def model_from_config(model_cfg: DictConfig, num_classes: int) -> SegmentationModel:
+def model_of(model_cfg: DictConfig, num_classes: int) -> SegmentationModel:
     """The model of a composed config's ``model`` node (seg.models.model_from_config, which
     reloading a checkpoint builds through too)."""
-    return build_model_from(OmegaConf.to_container(model_cfg, resolve=True), num_classes)
+    return model_from_config(OmegaConf.to_container(model_cfg, resolve=True), num_classes)
 
 
 def loss_from_config(cfg: DictConfig) -> torch.nn.Module:

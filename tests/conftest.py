@@ -13,9 +13,9 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from seg.cli.common import CONFIG_MODULE
+from seg.cli.command import CONFIG_MODULE
 from seg.data.cpus import available_cpus
-from seg.data.shapes import generate_shapes
+from seg.data.synthetic.shapes import generate_shapes
 
 
 def share_the_cores() -> None:
@@ -56,7 +56,7 @@ def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, shapes_root: Path) -> Path:
     """A model trained with debug=tiny on the tiny dataset: its best.pt (read, never written)."""
-    from seg.cli.train import train
+    from seg.training import train
 
     run = tmp_path_factory.mktemp("trained")
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):

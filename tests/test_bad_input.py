@@ -19,16 +19,15 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from seg.cli import train as train_command
-from seg.cli.common import CONFIG_MODULE, exit_on_user_error
+from seg.cli.command import CONFIG_MODULE, exit_on_user_error
 from seg.cli.eval import evaluate_checkpoint
 from seg.cli.export import export
 from seg.cli.predict import predict
-from seg.cli.train import train
 from seg.engine import save_checkpoint
 from seg.engine.checkpoints import CHECKPOINT_FORMAT
 from seg.errors import BadValue
 from seg.trained.checkpoint import load_trained, model_from_checkpoint
-from seg.training import model_from_config
+from seg.training import model_of, train
 
 
 class WritesAFileWhenUnpickled:
@@ -50,7 +49,7 @@ def compose_config(name: str, *overrides: str):
 def honest_state(shapes_root: Path) -> dict:
     """What seg-train writes, for an untrained model (the weights do not matter here)."""
     cfg = compose_config("train", "debug=tiny", f"dataset.root={shapes_root}")
-    model = model_from_config(cfg.model, cfg.dataset.num_classes)
+    model = model_of(cfg.model, cfg.dataset.num_classes)
     return {
         "model": model.state_dict(), "config": OmegaConf.to_container(cfg, resolve=True),
         "class_names": list(cfg.dataset.class_names), "palette": [[i, i, i] for i in range(8)],

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from seg.cli.compare import main
-from seg.study.report import CSV_METRICS, aggregate
+from seg.cli.compare import main, study_commands
+from seg.study.report import aggregate, csv_metrics
 from seg.study.stats import difference_interval
 
-# the upsampler config behind each label (seg.models.upsampler_label reads it back)
+# the upsampler config behind each label (seg.run_names names it back)
 UPSAMPLER_CONFIGS = {"transposed_frozen": {"name": "transposed", "learnable": False},
                      "transposed_kaiming": {"name": "transposed", "init": "kaiming"},
                      "transposed_full": {"name": "transposed", "channelwise": False}}
@@ -97,9 +97,12 @@ def test_aggregate_writes_tables_pairs_by_seed_and_lists_failures(tmp_path: Path
     assert len(summary.splitlines()) == 4  # header + bilinear, transposed, frozen
     # runs without a history (an older sweep): one row each, at their final iteration
     csv_lines = (sweep / "compare.csv").read_text().splitlines()
-    assert csv_lines[0] == "decoder,upsampler,seed,iteration," + ",".join(CSV_METRICS)
+    assert csv_lines[0] == "decoder,upsampler,seed,iteration," + ",".join(csv_metrics())
     assert len(csv_lines) == 1 + 9 and all(",100," in line for line in csv_lines[1:])
-    assert "## Does the gain survive its control?" not in report  # no control ran
+    # the one control the sweep ran: the kernel learned, and the same kernel frozen
+    assert ("| fcn8s | transposed - transposed_frozen | learning the kernel | 100 / 100 | 3 |"
+            in report)
+    assert "transposed_frozen matches transposed: learning the kernel makes no" in report
     assert "not checked, no evaluation at 3/4 of the run" in report
     assert (sweep / "compare.png").stat().st_size > 0
 
@@ -175,13 +178,15 @@ def test_a_preset_whose_encoder_comes_pretrained_skips_the_pretraining(
 
     pretrained, launched = [], []
     monkeypatch.setattr(sweep, "pretrained_encoder",
-                        lambda overrides, folder: pretrained.append(folder) or (folder, 0))
-    monkeypatch.setattr(sweep, "multirun", lambda overrides: launched.append(overrides) or 0)
+                        lambda overrides, folder, command: pretrained.append(folder) or (folder, 0))
+    monkeypatch.setattr(sweep, "multirun",
+                        lambda command, overrides: launched.append(overrides) or 0)
     folder = tmp_path / "imagenet"
-    sweep.run_study(["compare=imagenet", f"hydra.sweep.dir={folder}"])
+    sweep.run_study(["compare=imagenet", f"hydra.sweep.dir={folder}"], study_commands())
     assert pretrained == [] and len(launched) == 2  # the sweep, then its longer baseline
     assert not any(o.startswith("model.encoder.weights=") for o in launched[0])
-    sweep.run_study(["compare=default", f"hydra.sweep.dir={tmp_path / 'default'}"])
+    sweep.run_study(["compare=default", f"hydra.sweep.dir={tmp_path / 'default'}"],
+                    study_commands())
     assert pretrained == [tmp_path / "default"]
     assert f"model.encoder.weights={tmp_path / 'default'}" in launched[2]
 
@@ -199,7 +204,7 @@ def test_the_random_init_arm_pretrains_the_same_encoder_on_the_dataset(
     assert scratch.encoder_lr_mult == 0
     pretrained = []
     monkeypatch.setattr(sweep, "pretrained_encoder",
-                        lambda overrides, folder: pretrained.append(folder) or (folder, 0))
-    monkeypatch.setattr(sweep, "multirun", lambda overrides: 0)
-    sweep.run_study(["compare=scratch", f"hydra.sweep.dir={tmp_path}"])
+                        lambda overrides, folder, command: pretrained.append(folder) or (folder, 0))
+    monkeypatch.setattr(sweep, "multirun", lambda command, overrides: 0)
+    sweep.run_study(["compare=scratch", f"hydra.sweep.dir={tmp_path}"], study_commands())
     assert pretrained == [tmp_path]

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from seg.data.readers import training_split, validation_split
 from seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from seg.training import model_from_config
+from seg.training import model_of
 from tests.conftest import needs_optuna
 from tests.layouts import make_layout
 
@@ -40,7 +40,7 @@ def test_option_instantiates(compose_train, tmp_path, group: str, option: str) -
     layout = make_layout(option, tmp_path / "data") if group == "dataset" else {}
     cfg = compose_train(f"{group}={option}", *(f"{k}={v}" for k, v in layout.items()))
     stand_in_for_missing_weights(cfg.model.encoder, tmp_path)
-    model = model_from_config(cfg.model, cfg.dataset.num_classes)
+    model = model_of(cfg.model, cfg.dataset.num_classes)
     assert len(training_split(cfg.dataset)) > 0 and len(validation_split(cfg.dataset)) > 0
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
     instantiate(cfg.scheduler)(optimizer=optimizer)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from seg.cli.train import train
-from seg.data.shapes import generate_shapes
+from seg.data.synthetic.shapes import generate_shapes
 from seg.engine import load_checkpoint
+from seg.training import train
 
 pytestmark = pytest.mark.slow
 TIMING_KEYS = {"wall_s", "train_images_per_s", "inference_ms_per_image"}

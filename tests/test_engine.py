@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from seg.engine import PolyLR, load_checkpoint, poly_factor, save_checkpoint
+from seg.engine import Hook, PolyLR, Step, load_checkpoint, poly_factor, save_checkpoint
 
 
 def test_poly_schedule_decays_to_zero_after_linear_warmup() -> None:
@@ -40,7 +40,7 @@ def test_nan_loss_stops_the_run_naming_the_iteration_and_keeps_weights(tmp_path)
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from seg.engine import RunInfo, Trainer
+    from seg.engine import RunInfo, RunParts, Trainer
     from seg.engine.tensorboard import TensorBoardLogger
 
     model = nn.Conv2d(3, 2, 1)
@@ -55,19 +55,31 @@ def test_nan_loss_stops_the_run_naming_the_iteration_and_keeps_weights(tmp_path)
                    std=[1.0] * 3)
     logger = TensorBoardLogger(tmp_path / "tb")
     with pytest.raises(FloatingPointError, match="at iteration 1"):
-        trainer.fit(model, optimizer, PolyLR(optimizer, 3), loader, loader, tmp_path, logger, info)
+        trainer.fit(RunParts(model, optimizer, PolyLR(optimizer, 3), loader, loader, info,
+                             logger=logger), tmp_path)
     logger.close()
     assert torch.equal(model.weight, weight_before)  # the bad step was not applied
+
+
+class LossesSeen(Hook):
+    """The training loss at every step that reads it."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def after_step(self, step: Step) -> None:
+        if step.loss is not None:
+            self.seen.append(step.loss)
 
 
 def test_native_stride_pretraining_scores_each_tap_against_nearest_labels(tmp_path) -> None:
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
 
-    from seg.engine import Trainer
-    from seg.engine.tensorboard import TensorBoardLogger
+    from seg.engine import RunInfo, Trainer
+    from seg.engine.tensorboard import NullLogger
     from seg.models import build_encoder
-    from seg.study.pretrain import NativeStrideClassifier, pretrain
+    from seg.study.pretrain import NativeStrideClassifier, pretraining_parts
 
     torch.manual_seed(0)
     classifier = NativeStrideClassifier(build_encoder("simple", stem_width=8,
@@ -86,12 +98,16 @@ def test_native_stride_pretraining_scores_each_tap_against_nearest_labels(tmp_pa
     loader = DataLoader([item] * 4, batch_size=2)
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=0.01)
     encoder_before = {k: v.clone() for k, v in classifier.encoder.state_dict().items()}
-    logger = TensorBoardLogger(tmp_path / "tb")
-    first = pretrain(Trainer(device="cpu", log_every=1), classifier, optimizer,
-                     PolyLR(optimizer, 30), loader, 1, logger)
-    last = pretrain(Trainer(device="cpu", log_every=5), classifier, optimizer,
-                    PolyLR(optimizer, 30), loader, 29, logger)
-    logger.close()
+    info = RunInfo(class_names=["a", "b", "c"], palette=[[0, 0, 0]] * 3, mean=[0.0] * 3,
+                   std=[1.0] * 3)
+    losses = LossesSeen()
+    parts = pretraining_parts(classifier, optimizer, PolyLR(optimizer, 30), loader, info,
+                              NullLogger())
+    parts.hooks.append(losses)
+    Trainer(max_iters=30, device="cpu", log_every=1, progress=False).fit(parts, tmp_path)
+    first, last = losses.seen[0], losses.seen[-1]
+    assert not (tmp_path / "checkpoints" / "best.pt").exists()  # no val data: no evaluation
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 30
     assert last < first  # it learns the three bands
     after = classifier.encoder.state_dict()
     assert any(not torch.equal(encoder_before[k], after[k]) for k in after)
@@ -156,7 +172,7 @@ def test_budgets_are_log_spaced_and_hold_three_quarters(max_iters, count, expect
 def test_the_learning_curve_callback_records_its_evaluations(compose_train, tmp_path) -> None:
     import json
 
-    from seg.cli.train import train
+    from seg.training import train
 
     train(compose_train("trainer.max_iters=4", "callbacks=study",
                         "callbacks.learning_curve.count=2"), tmp_path)

@@ -20,13 +20,13 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from seg.cli.common import import_user_modules, root_cause
-from seg.cli.train import train
+from seg.cli.command import import_user_modules
+from seg.cli.errors import root_cause
 from seg.engine import load_checkpoint
 from seg.engine.checkpoints import Checkpointer, remove_unfinished_saves
 from seg.engine.hooks import REGISTERED_HOOKS, Hook, register_hook
 from seg.errors import BadValue, NonFiniteLoss, PathExists, UserError
-from seg.training import check_callbacks, loss_from_config, model_from_config, parameter_groups
+from seg.training import check_callbacks, loss_from_config, model_of, parameter_groups, train
 
 SEG_TRAIN = [sys.executable, "-m", "seg.cli.train"]
 TINY = ["debug=tiny", "dataset.crop_size=48"]
@@ -163,7 +163,7 @@ def test_a_nonfinite_step_under_skip_leaves_weights_statistics_and_optimizer_as_
         compose_train, optimizer: str) -> None:
     cfg = compose_train("trainer.on_nan=skip", f"optimizer={optimizer}")
     trainer = instantiate(cfg.trainer)
-    model = model_from_config(cfg.model, cfg.dataset.num_classes).train()
+    model = model_of(cfg.model, cfg.dataset.num_classes).train()
     assert any("running_mean" in key for key in model.state_dict())  # batch norms to keep
     optim = instantiate(cfg.optimizer)(params=parameter_groups(model, cfg.optimizer.lr, 1.0))
     criterion = loss_from_config(cfg)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from seg.cli.train import train
 from seg.engine import Trainer
+from seg.training import train
 
 pytestmark = pytest.mark.gpu
 

@@ -4,6 +4,7 @@ host and data-dependent shapes on the CPU too, where a GPU would drain its queue
 
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 
@@ -13,15 +14,8 @@ from hydra.utils import instantiate
 
 from seg.engine import Hook, Step, Trainer
 from seg.engine.census import KINDS, OpCensus, kind_of
-from seg.engine.distributed import ProcessGroup
 from seg.engine.tensorboard import NullLogger
-from seg.training import (
-    loaders,
-    loss_from_config,
-    model_from_config,
-    parameter_groups,
-    run_info,
-)
+from seg.training import build_run, model_of
 
 ITERATIONS, LOG_EVERY = 6, 3
 
@@ -42,19 +36,17 @@ def fit_in_census(cfg, tmp_path: Path, val_batches: int = 2) -> tuple[OpCensus, 
     and any save; phase ``ITERATIONS + 1`` the final evaluation."""
     trainer = instantiate(cfg.trainer, max_iters=ITERATIONS, eval_every=ITERATIONS,
                           log_every=LOG_EVERY)
-    train_loader, val_loader = loaders(cfg, trainer.device, ProcessGroup())
-    train_batches = list(islice(train_loader, ITERATIONS))
-    val = list(islice(val_loader, val_batches))
+    parts = build_run(cfg, tmp_path, trainer)
+    parts.logger.close()
+    train_batches = list(islice(parts.train_data, ITERATIONS))
+    val = list(islice(parts.val_data, val_batches))
     assert len(val) == val_batches
-    model = model_from_config(cfg.model, cfg.dataset.num_classes)
-    optimizer = instantiate(cfg.optimizer)(params=parameter_groups(model, cfg.optimizer.lr, 1))
-    scheduler = instantiate(cfg.scheduler)(optimizer=optimizer)
     census = OpCensus()
     census.phase = 1
+    parts = replace(parts, train_data=train_batches, val_data=val, hooks=[Phases(census)],
+                    logger=NullLogger())
     with census:
-        metrics = trainer.fit(model, optimizer, scheduler, train_batches, val, tmp_path,
-                              NullLogger(), run_info(cfg), hooks=[Phases(census)],
-                              criterion=loss_from_config(cfg))
+        metrics = trainer.fit(parts, tmp_path)
     return census, metrics
 
 
@@ -102,7 +94,7 @@ def test_a_nan_step_is_skipped_on_the_device(compose_train, tmp_path: Path,
 
 
 def model_parameters(cfg):
-    return model_from_config(cfg.model, cfg.dataset.num_classes).parameters()
+    return model_of(cfg.model, cfg.dataset.num_classes).parameters()
 
 
 def test_evaluation_waits_the_same_for_any_number_of_batches(

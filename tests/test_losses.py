@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seg.data.base import IGNORE_INDEX
+from seg.data.labels import IGNORE_INDEX
 from seg.engine.losses import SegmentationLoss, soft_dice_loss
 from seg.errors import BadValue
 

@@ -60,7 +60,7 @@ def test_skip_score_layers_start_at_zero_so_skips_do_not_count_at_init() -> None
     with torch.no_grad():
         taps = encoder(torch.randn(1, 3, 64, 64))
         other_skips = [*(torch.randn_like(tap) for tap in taps[:-1]), taps[-1]]
-        assert torch.equal(model.decoder(taps, 64, 64), model.decoder(other_skips, 64, 64))
+        assert torch.equal(model.decoder(taps, (64, 64)), model.decoder(other_skips, (64, 64)))
 
 
 def test_missing_imagenet_weights_name_the_expected_file(tmp_path, monkeypatch) -> None:
@@ -99,7 +99,7 @@ def test_fcn_at_once_skip_scaling(variant: str, scales: list[float]) -> None:
         skips = taps[-len(plain.score):-1]
         taps_scaled = [tap * scale for tap, scale in zip(skips, scales, strict=True)]
         taps_scaled.append(taps[-1])
-        assert torch.allclose(scaled(taps, 64, 64), plain(taps_scaled, 64, 64), atol=1e-5)
+        assert torch.allclose(scaled(taps, (64, 64)), plain(taps_scaled, (64, 64)), atol=1e-5)
 
 
 def test_the_timm_encoder_without_timm_is_one_line(monkeypatch) -> None:

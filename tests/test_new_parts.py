@@ -1,10 +1,11 @@
-"""A new part is one module and one YAML file: a toy encoder and a toy dataset reader,
-defined in a module of their own outside seg and configured by YAML files outside
-configs/, train, evaluate, predict and export through seg's own entry points."""
+"""A new part is one module and one YAML file: a toy encoder, a toy decoder and a toy
+dataset reader, defined in a module of their own outside seg and configured by YAML files
+outside configs/, train, evaluate, predict and export through seg's own entry points."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 import textwrap
@@ -16,15 +17,16 @@ import torch
 from hydra import compose, initialize_config_module
 from PIL import Image
 
-from seg.cli.common import CONFIG_MODULE
+from seg.cli.command import CONFIG_MODULE
 from seg.cli.eval import evaluate_checkpoint
 from seg.cli.export import export
 from seg.cli.predict import predict
-from seg.cli.train import train
+from seg.models.normalise import Normalise
 from seg.trained.checkpoint import load_trained, model_from_checkpoint
+from seg.training import train
 
 TOY_MODULE = '''
-"""A toy encoder and a toy dataset reader, each registered where it is defined."""
+"""A toy encoder, decoder and dataset reader, each registered where it is defined."""
 
 from pathlib import Path
 from typing import Unpack
@@ -33,6 +35,7 @@ from torch import nn
 
 from seg.data.base import ReadOptions, Sample, SegmentationDataset
 from seg.data.readers import READERS
+from seg.models.decoder import DECODERS, Decoder
 from seg.models.encoders import ENCODERS, Encoder
 
 
@@ -55,6 +58,29 @@ class ToyEncoder(Encoder):
         return taps
 
 
+@DECODERS.register("toy_head")
+class ToyHead(Decoder):
+    """The coarsest tap scored by a 1x1 conv, then one upsampling step to the input."""
+
+    def __init__(self, in_channels, strides, num_classes, upsampler, hidden: int = 4) -> None:
+        super().__init__()
+        self.stride = strides[-1]
+        self.score = nn.Sequential(nn.Conv2d(in_channels[-1], hidden, 1), nn.ReLU(),
+                                   nn.Conv2d(hidden, num_classes, 1))
+        self.up = upsampler(channels=num_classes, factor=self.stride)
+
+    @property
+    def output_stride(self):
+        return self.stride
+
+    def upsamplers(self):
+        return [self.up]
+
+    def forward(self, features, image_size):
+        height, width = image_size
+        return self.up(self.score(features[-1]))[:, :, :height, :width]
+
+
 @READERS.register("toy_pngs")
 class ToyPngs(SegmentationDataset):
     """ROOT/SPLIT/images/*.png with ROOT/SPLIT/masks/*.png of class indices."""
@@ -73,6 +99,11 @@ ENCODER_YAML = """
 name: toy
 weights: null
 width: 8
+"""
+
+DECODER_YAML = """
+name: toy_head
+hidden: 4
 """
 
 DATASET_YAML = """
@@ -112,8 +143,10 @@ def write_toy_parts(folder: Path) -> Path:
     (folder / "toy_parts.py").write_text(textwrap.dedent(TOY_MODULE))
     configs = folder / "configs"
     (configs / "model" / "encoder").mkdir(parents=True)
+    (configs / "model" / "decoder").mkdir()
     (configs / "dataset").mkdir()
     (configs / "model" / "encoder" / "toy.yaml").write_text(ENCODER_YAML)
+    (configs / "model" / "decoder" / "toy_head.yaml").write_text(DECODER_YAML)
     (configs / "dataset" / "toy.yaml").write_text(DATASET_YAML)
     return configs
 
@@ -123,11 +156,12 @@ def toy_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The toy module importable and imported (so its parts are registered), its YAML
     files in a config folder of their own; the catalogues as they were afterwards."""
     from seg.data.readers import READERS
-    from seg.models import ENCODERS
+    from seg.models import DECODERS, ENCODERS
 
     configs = write_toy_parts(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(ENCODERS, "entries", dict(ENCODERS.entries))
+    monkeypatch.setattr(DECODERS, "entries", dict(DECODERS.entries))
     monkeypatch.setattr(READERS, "entries", dict(READERS.entries))
     importlib.import_module("toy_parts")
     yield configs
@@ -168,10 +202,11 @@ def test_a_toy_encoder_and_reader_train_reload_predict_and_export(
     path = export(compose_config("export", f"checkpoint={checkpoint}",
                                  f"output={tmp_path / 'toy.onnx'}"))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    # images as decoded (0-255): the graph normalises them as seg-predict does
+    images = torch.randint(0, 256, (1, 3, 64, 64), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        expected = model.eval()(images).numpy()
-    (logits,) = session.run(None, {"images": images.numpy()})
+        expected = model.eval()(Normalise(state["mean"], state["std"])(images)).numpy()
+    (logits,) = session.run(None, {"images": images.float().numpy()})
     assert np.abs(logits - expected).max() <= 1e-4
 
 
@@ -210,3 +245,31 @@ def test_imports_brings_a_users_module_into_every_command(tmp_path: Path) -> Non
     assert missing.stderr == (f"error: imports: no module no_such_parts here: put "
                               f"no_such_parts.py in the current folder ({tmp_path}) or on "
                               "PYTHONPATH, or install its package\n")
+
+
+def test_a_toy_decoder_trains_reloads_predicts_and_exports_in_new_processes(
+        tmp_path: Path) -> None:
+    """The decoder contract (seg.models.decoder.Decoder) is all the model and the commands
+    ask of a decoder: one module and one YAML, no edit to seg."""
+    write_toy_parts(tmp_path)
+    write_squares(tmp_path / "squares", "train", 4)
+    write_squares(tmp_path / "squares", "val", 2)
+    trained = run_command("seg-train", "imports=[toy_parts]", "hydra.searchpath=[file://configs]",
+                          "debug=tiny", "dataset=toy", "dataset.root=squares",
+                          "model/encoder=toy", "model/decoder=toy_head",
+                          "model/upsampler=transposed", "hydra.run.dir=run", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["configuration"]["decoder"] == "toy_head"
+    assert metrics["upsampler_params"] > 0  # the toy's one step, a learned one
+    checkpoint = "run/checkpoints/best.pt"
+    for command, *overrides in (
+            ("seg-eval", "device=cpu", "output_dir=eval"),
+            ("seg-predict", "input=squares/val/images", "output=masks", "progress=false"),
+            ("seg-export", "output=toy.onnx")):
+        done = run_command(command, "imports=[toy_parts]", f"checkpoint={checkpoint}",
+                           *overrides, cwd=tmp_path)
+        assert done.returncode == 0, f"{command}: {done.stderr}"
+    assert (tmp_path / "eval" / "eval.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "masks").glob("*.png")) == ["0.png", "1.png"]
+    assert (tmp_path / "toy.onnx").stat().st_size > 0

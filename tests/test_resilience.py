@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from seg.cli.common import exit_on_user_error
-from seg.cli.train import train
-from seg.data.base import SampleError
+from seg.cli.command import exit_on_user_error
+from seg.data.decoding import SampleError
 from seg.data.sampler import ShardSampler, TrainSampler
 from seg.engine import (
     RunInfo,
+    RunParts,
     Trainer,
     TrainingInterrupted,
     load_checkpoint,
@@ -25,6 +25,7 @@ from seg.engine import (
     save_checkpoint,
 )
 from seg.engine.tensorboard import TensorBoardLogger
+from seg.training import train
 
 TIMING_KEYS = {"wall_s", "train_images_per_s", "inference_ms_per_image"}
 SHORT_RUN = ["trainer.deterministic=true", "trainer.max_iters=6", "trainer.eval_every=6",
@@ -229,8 +230,8 @@ def fit_on_pixels(tmp_path: Path, on_nan: str) -> dict:
                    std=[1.0] * 3)
     logger = TensorBoardLogger(tmp_path / "tb")
     try:
-        return trainer.fit(model, optimizer, scheduler, train_loader, val_loader, tmp_path,
-                           logger, info)
+        return trainer.fit(RunParts(model, optimizer, scheduler, train_loader, val_loader, info,
+                                    logger=logger), tmp_path)
     finally:
         logger.close()
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from seg.cli.train import train
 from seg.engine import load_checkpoint, save_checkpoint
 from seg.errors import BadValue, PathExists
 from seg.files import WriteFailed, write_file
 from seg.run_lock import holder_if_locked, run_folder_lock
+from seg.training import train
 
 SEG_TRAIN = [sys.executable, "-m", "seg.cli.train"]
 

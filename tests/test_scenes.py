@@ -13,10 +13,9 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from seg.cli.common import CONFIG_MODULE
-from seg.cli.train import train
+from seg.cli.command import CONFIG_MODULE
 from seg.data.readers import training_split
-from seg.data.scenes import (
+from seg.data.synthetic.scenes import (
     BLOB,
     SCENES_CLASSES,
     SLAB,
@@ -27,6 +26,7 @@ from seg.data.scenes import (
     render_scenes_sample,
     scene_layers,
 )
+from seg.training import train
 from tests.layouts import generated_voc_masks
 
 NUM_CLASSES = len(SCENES_CLASSES)

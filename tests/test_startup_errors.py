@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seg.data.folder import read_classes
+from seg.data.readers.folder import read_classes
 from seg.engine.metrics import format_table
 from seg.errors import BadValue
 from seg.text import printable
@@ -110,7 +110,7 @@ def test_the_metrics_table_escapes_class_names() -> None:
 
 
 def test_seg_train_logs_class_names_escaped(compose_train, tmp_path: Path, caplog) -> None:
-    from seg.cli.train import train
+    from seg.training import train
 
     cfg = compose_train()
     cfg.dataset.class_names = [FAKE, *cfg.dataset.class_names[1:]]
@@ -200,10 +200,10 @@ def test_a_run_folder_that_cannot_be_made_is_one_line(run_dir: str, expected: st
 CTRL_C = "import os, signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
 INTERRUPTS = {
     "in the task": CTRL_C + "import seg.training as training\n"
-                   "training.train = lambda cfg, run_dir: (os.kill(os.getpid(), signal.SIGINT),"
-                   " time.sleep(30))",
-    "before Hydra": CTRL_C + "import seg.cli.common as common\n"
-                    "common.check_run_dir = lambda cfg: (os.kill(os.getpid(), signal.SIGINT),"
+                   "training.train = lambda cfg, run_dir, choices=None: "
+                   "(os.kill(os.getpid(), signal.SIGINT), time.sleep(30))",
+    "before Hydra": CTRL_C + "import seg.cli.command as command\n"
+                    "command.check_run_dir = lambda cfg: (os.kill(os.getpid(), signal.SIGINT),"
                     " time.sleep(30))",
 }
 
@@ -266,7 +266,7 @@ def test_no_write_test_folder_is_left(tmp_path: Path) -> None:
     leaves nothing behind."""
     from hydra import compose, initialize_config_module
 
-    from seg.cli.common import CONFIG_MODULE, check_run_dir
+    from seg.cli.command import CONFIG_MODULE, check_run_dir
 
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose("train", [f"hydra.run.dir={tmp_path}/new/run"], return_hydra_config=True)

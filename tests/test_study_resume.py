@@ -16,12 +16,11 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf
 
-from seg.cli.train import train
 from seg.engine import TrainingInterrupted, load_checkpoint
 from seg.engine.tensorboard import TensorBoardLogger
 from seg.study.runs import load_runs
 from seg.study.sweep import folder_name, longer_baseline_overrides, setting
-from seg.training import finished_metrics
+from seg.training import finished_metrics, train
 from tests.conftest import needs_submitit
 
 TINY_STUDY = ["debug=tiny", "dataset.crop_size=48", "pretrain.iterations=2",

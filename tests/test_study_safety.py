@@ -18,13 +18,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from seg.cli.compare import main
+from seg.cli.command import module_command
+from seg.cli.compare import main, study_commands
 from seg.cli.sweeps import results_table, sweep_results
 from seg.errors import BadValue, PathExists
 from seg.study import sweep
 from seg.study.report import aggregate
 from seg.study.runs import load_runs
-from seg.study.sweep import module_command
 from tests.test_compare import write_run
 
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -281,8 +281,9 @@ def test_the_sweep_and_the_pretraining_start_through_the_safe_command(
     monkeypatch.setattr(sweep.subprocess, "run",
                         lambda command, check: started.append(command) or
                         subprocess.CompletedProcess(command, 0))
-    sweep.multirun(["seed=0"])
-    sweep.pretrained_encoder(["compare=quick"], tmp_path)
+    commands = study_commands()
+    sweep.multirun(commands.train, ["seed=0"])
+    sweep.pretrained_encoder(["compare=quick"], tmp_path, commands.pretrain)
     assert [command[:4] for command in started] == [
         module_command("seg.cli.train")[:4], module_command("seg.cli.pretrain")[:4]]
 
@@ -330,7 +331,7 @@ def test_a_stopped_pretraining_goes_on_from_its_checkpoint(compose_train, tmp_pa
     counting_steps(monkeypatch, fail_at=4)
     with pytest.raises(RuntimeError, match="killed"):
         pretrain_encoder(cfg, stopped)
-    assert load_checkpoint(stopped / "pretrain.pt")["iteration"] == 2
+    assert load_checkpoint(stopped / "checkpoints" / "last.pt")["iteration"] == 2
     assert not (stopped / "encoder.pth").exists()
     monkeypatch.undo()
     taken = counting_steps(monkeypatch)
@@ -358,7 +359,7 @@ def test_a_signal_saves_the_pretraining_where_it_stands(compose_train, tmp_path:
     monkeypatch.setattr(Trainer, "train_step", terminated_at_three)
     with pytest.raises(PretrainingStopped, match="SIGTERM at iteration 3, saved"):
         pretrain_encoder(compose_train(*PRETRAIN), tmp_path)
-    assert load_checkpoint(tmp_path / "pretrain.pt")["iteration"] == 3
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["iteration"] == 3
     monkeypatch.undo()
     taken = counting_steps(monkeypatch)
     pretrain_encoder(compose_train(*PRETRAIN), tmp_path)
@@ -373,11 +374,11 @@ def test_a_checkpoint_of_other_settings_is_refused(compose_train, tmp_path: Path
     with pytest.raises(RuntimeError):
         pretrain_encoder(compose_train(*PRETRAIN), tmp_path)
     monkeypatch.undo()
-    before = (tmp_path / "pretrain.pt").read_bytes()
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
     with pytest.raises(BadValue, match=r"other settings \(pretrain.lr\).*delete it to start"):
         pretrain_encoder(compose_train(*PRETRAIN[:2], "+pretrain.lr=0.02", *PRETRAIN[3:]),
                          tmp_path)
-    assert (tmp_path / "pretrain.pt").read_bytes() == before
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
 
 
 def test_a_finished_encoder_is_never_replaced(compose_train, tmp_path: Path) -> None:
@@ -394,7 +395,7 @@ def test_a_finished_encoder_is_never_replaced(compose_train, tmp_path: Path) -> 
 def test_a_study_stopped_before_any_run_reports_only_why(tmp_path: Path, monkeypatch,
                                                          capsys) -> None:
     """A refused pretraining (its folder in use) is the one line seg-compare ends with."""
-    monkeypatch.setattr(sweep, "run_study", lambda overrides: (tmp_path, 1))
+    monkeypatch.setattr(sweep, "run_study", lambda overrides, commands: (tmp_path, 1))
     assert main(["compare=quick"]) == 1
     assert capsys.readouterr().err == ""  # the pretraining's own line came before
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seg.cli.train import train
+from seg.training import train
 
 SEG_TRAIN = [sys.executable, "-m", "seg.cli.train"]
 SEG_EVAL = [sys.executable, "-m", "seg.cli.eval"]
@@ -25,7 +25,7 @@ def events(run_dir: Path) -> EventAccumulator:
 def tiny_run(tmp_path_factory, shapes_root) -> Path:
     from hydra import compose, initialize_config_module
 
-    from seg.cli.common import CONFIG_MODULE
+    from seg.cli.command import CONFIG_MODULE
 
     run_dir = tmp_path_factory.mktemp("run")
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
@@ -68,6 +68,13 @@ def test_tensorboard_has_scalars_images_config_and_hparams(tiny_run: Path) -> No
     # the run's session, but no experiment summary: TensorBoard takes the first one it
     # finds as every run's, and would then hide the keys a sweep varies
     assert hparams_tags == {"_hparams_/session_start_info", "_hparams_/session_end_info"}
+
+
+def test_the_kernels_come_from_an_engine_hook(compose_train) -> None:
+    """The upsampler kernels above are logged by the engine's hook: a plain seg-train
+    builds nothing from seg/study (only callbacks=study adds its learning curve)."""
+    targets = {node._target_ for node in compose_train().callbacks.values()}
+    assert targets == {"seg.engine.kernels.LearnedKernels"}
 
 
 def test_resume_continues_from_the_saved_iteration(compose_train, tmp_path) -> None:
@@ -186,10 +193,10 @@ def test_a_failed_run_does_not_stop_the_sweep_and_is_listed(tmp_path, shapes_roo
 
 def test_encoder_lr_mult_sets_the_encoders_rate_and_zero_freezes_it(compose_train) -> None:
     from seg.errors import BadValue
-    from seg.training import model_from_config, parameter_groups
+    from seg.training import model_of, parameter_groups
 
     cfg = compose_train()
-    model = model_from_config(cfg.model, cfg.dataset.num_classes)
+    model = model_of(cfg.model, cfg.dataset.num_classes)
     assert [len(g["params"]) for g in parameter_groups(model, 0.1, 1.0)] == \
         [len(list(model.parameters()))]
     decoder_group, encoder_group = parameter_groups(model, 0.1, 0.25)

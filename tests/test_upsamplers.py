@@ -150,21 +150,6 @@ def test_the_bilinear_conv_control_is_resize_then_convolve_away_from_the_borders
     assert torch.allclose(out[inner], reference[inner], atol=1e-3 * factor)
 
 
-def test_upsampler_labels_name_what_sets_a_control_apart() -> None:
-    from omegaconf import OmegaConf
-
-    from seg.models import upsampler_label
-
-    def label(**options) -> str:
-        return upsampler_label(OmegaConf.create(options))
-
-    assert label(name="transposed", learnable=True, init="bilinear") == "transposed"
-    assert label(name="transposed", learnable=False) == "transposed_frozen"
-    assert label(name="transposed", init="kaiming") == "transposed_kaiming"
-    assert label(name="transposed", channelwise=False) == "transposed_full"
-    assert label(name="bilinear_conv") == "bilinear_conv"
-
-
 def test_kaiming_init_is_not_bilinear() -> None:
     upsampler = build_upsampler("transposed", channels=3, factor=2, init="kaiming")
     assert not torch.allclose(upsampler.deconv.weight, upsampler.initial_weight)

@@ -18,6 +18,7 @@ from seg.engine.device import resolve_device, seed_everything
 from seg.engine.evaluation import Evaluator, evaluate, name_per_class
 from seg.engine.hooks import Hook, Step
 from seg.engine.loop import LossWindow, Trainer
+from seg.engine.parts import RunParts
 from seg.engine.precision import resolve_precision
 from seg.engine.schedule import PolyLR, poly_factor
 from seg.engine.signals import TrainingInterrupted
@@ -29,6 +30,7 @@ __all__ = [
     "LossWindow",
     "PolyLR",
     "RunInfo",
+    "RunParts",
     "Step",
     "Trainer",
     "TrainingInterrupted",

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from seg.data.base import IGNORE_INDEX
+from seg.data.labels import IGNORE_INDEX
 from seg.engine.distributed import barrier, broadcast_from_main
 from seg.errors import BadValue, MissingPath, NonFiniteLoss
 from seg.files import TEMPORARY_NAME, write_file
@@ -38,6 +38,8 @@ class RunInfo:
     std: list[float]
     config: dict = field(default_factory=dict)
     ignore_index: int = IGNORE_INDEX
+    # each part's option and what differs from it (seg.run_names): which run this is
+    configuration: dict[str, str] = field(default_factory=dict)
     format: int = field(default_factory=lambda: CHECKPOINT_FORMAT)
 
 

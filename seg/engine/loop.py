@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
-from torch.utils.data import DataLoader
 
 from seg.engine.batches import endless
 from seg.engine.checkpoints import (
@@ -28,6 +28,7 @@ from seg.engine.distributed import ProcessGroup, all_reduce_sum, broadcast_from_
 from seg.engine.evaluation import Evaluator
 from seg.engine.hooks import Hook, Progress, Step, TensorBoardScalars
 from seg.engine.losses import cross_entropy
+from seg.engine.parts import RunParts
 from seg.engine.precision import autocast, resolve_precision
 from seg.engine.resume import (
     earlier_run_problem,
@@ -38,7 +39,6 @@ from seg.engine.resume import (
 )
 from seg.engine.signals import StopSignals, TrainingInterrupted
 from seg.engine.state import TrainingState
-from seg.engine.tensorboard import TensorBoardLogger
 from seg.errors import NonFiniteLoss, PathExists
 from seg.settings import one_of, positive_int, positive_number
 
@@ -116,7 +116,7 @@ class Run:
     info: RunInfo
     state: TrainingState
     checkpoints: Checkpointer
-    evaluate: Callable[[], tuple[dict, dict]]
+    evaluate: Callable[[], tuple[dict, dict]] | None  # None: a run without val data
     hooks: list[Hook]
 
     def save(self, name: str, pending_evaluation: bool = False) -> Path:
@@ -177,9 +177,7 @@ class Trainer:
         self.eval_every = positive_int(eval_every, "trainer.eval_every")
         self.device = resolve_device(device, "trainer.device")
         self.deterministic = deterministic
-        use_fast_kernels(self.device, deterministic)
-        if positive_int(threads, "trainer.threads", allow_none=True):
-            torch.set_num_threads(threads)  # runs side by side share the cores, not fight
+        self.threads = positive_int(threads, "trainer.threads", allow_none=True)
         self.resume = resume
         self.rewind = rewind
         self.kept_before_first_save: dict[str, str] = {}
@@ -196,6 +194,14 @@ class Trainer:
         self.on_nan = on_nan
         self.group = ProcessGroup()
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "16" else None
+
+    def apply_process_settings(self) -> None:
+        """What this trainer sets for the whole process, done when a run starts (not when
+        a Trainer is built, which a benchmark or a test may do for its settings alone):
+        cuDNN autotuning and TF32 on CUDA unless ``deterministic``, and ``threads``."""
+        use_fast_kernels(self.device, self.deterministic)
+        if self.threads:
+            torch.set_num_threads(self.threads)  # runs side by side share the cores, not fight
 
     def join(self, group: ProcessGroup) -> None:
         """Train as one of ``group``'s processes (each on its own GPU when on CUDA)."""
@@ -231,48 +237,34 @@ class Trainer:
             self.kept_before_first_save["last.pt"] = f"last_iteration_{newest}.pt"
         return state
 
-    def fit(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler: LRScheduler,
-        train_loader: DataLoader,
-        val_loader: DataLoader,
-        run_dir: Path,
-        logger: TensorBoardLogger,
-        info: RunInfo,
-        resume_from: dict | None = None,
-        hooks: Sequence[Hook] = (),
-        criterion: Callable[..., torch.Tensor] = cross_entropy,
-    ) -> dict:
-        """Train to ``max_iters``, continuing ``resume_from`` (a checkpoint) when given;
-        return the final evaluation's metrics (also in metrics.json). ``hooks`` are called
-        after each step and evaluation, after the TensorBoard logging of ``logger``.
-        ``criterion(logits, targets, ignore_index)`` is the loss (seg.engine.losses)."""
-        run = self.start(model, optimizer, scheduler, val_loader, Path(run_dir), info,
-                         resume_from, [TensorBoardScalars(logger, info, self.log_every), *hooks])
-        state, net = run.state, self.prepare(model)
+    def fit(self, parts: RunParts, run_dir: Path, resume_from: dict | None = None) -> dict:
+        """Train ``parts`` to ``max_iters`` in ``run_dir``, continuing ``resume_from`` (a
+        checkpoint, :meth:`resume_state`) when given; return the final evaluation's
+        metrics (also in metrics.json), or with no ``val_data`` the run's totals alone.
+        ``parts.hooks`` are called after each step and evaluation, after the TensorBoard
+        logging of ``parts.logger``."""
+        self.apply_process_settings()
+        run = self.start(parts, Path(run_dir), resume_from)
+        optimizer, scheduler = parts.optimizer, parts.scheduler
+        state, net = run.state, self.prepare(parts.model)
         metrics = self.evaluate_and_save(run) if state.pending_evaluation else {}
         throughput, losses = Throughput(), LossWindow(self.device)
         first_iteration = state.iteration + 1
         with StopSignals() as signals, Progress(self.group.is_main, self.progress,
                                                 self.log_every, self.max_iters,
                                                 state.iteration) as progress:
-            batches = endless(train_loader, state.epoch, state.epoch_batches)
+            batches = endless(parts.train_data, state.epoch, state.epoch_batches)
             while state.iteration < self.max_iters:
                 state.epoch, state.epoch_batches, batch = next(batches)
-                loss, skipped = self.train_step(net, optimizer, batch, info.ignore_index,
-                                                criterion)
+                loss, skipped = self.train_step(net, optimizer, batch, parts.info.ignore_index,
+                                                parts.criterion)
                 scheduler.step()
                 state.iteration += 1
                 losses.add(loss, skipped, state.iteration)
                 images_per_s = throughput.add(len(batch["mask"]) * self.group.world_size)
-                evaluation_due = (state.iteration % self.eval_every == 0
-                                  or any(hook.wants_evaluation(state.iteration,
-                                                               self.max_iters)
-                                         for hook in run.hooks)
-                                  or state.iteration == self.max_iters)
-                save_due = evaluation_due or state.iteration % self.checkpoint_every == 0
+                evaluation_due = self.evaluation_due(run)
+                save_due = (evaluation_due or state.iteration % self.checkpoint_every == 0
+                            or state.iteration == self.max_iters)
                 # the loss is read (the one wait for the device) only where it is logged,
                 # before a save (which must not keep a run the NaN policy stops) and after
                 # the first step, which reads its skip flag back (see apply_update)
@@ -289,19 +281,31 @@ class Trainer:
                     run.save("last.pt")
                 self.stop_if_signalled(signals, run, read_due)
                 throughput.restart()
-        return self.summary(metrics or run.evaluate()[0], state, throughput)
+        if not metrics and run.evaluate is not None:
+            metrics = run.evaluate()[0]
+        return self.summary(metrics, state, throughput)
 
-    def start(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: LRScheduler,
-              val_loader: DataLoader, run_dir: Path, info: RunInfo, resume_from: dict | None,
-              hooks: list[Hook]) -> Run:
+    def evaluation_due(self, run: Run) -> bool:
+        """Whether to evaluate after this step: every ``eval_every``, where a hook asks, and
+        at the end; never in a run without val data."""
+        iteration = run.state.iteration
+        return run.evaluate is not None and (
+            iteration % self.eval_every == 0 or iteration == self.max_iters
+            or any(hook.wants_evaluation(iteration, self.max_iters) for hook in run.hooks))
+
+    def start(self, parts: RunParts, run_dir: Path, resume_from: dict | None) -> Run:
         """The run, with the model on its device and, when resuming, the state restored."""
+        model, info = parts.model, parts.info
         model.to(self.device, memory_format=self.memory_format).train()
-        evaluator = Evaluator(len(info.class_names), self.device, info.ignore_index,
-                              precision=self.precision)
-        run = Run(model, optimizer, scheduler, self.scaler, info, TrainingState(),
+        evaluate = None
+        if parts.val_data is not None:
+            evaluator = Evaluator(len(info.class_names), self.device, info.ignore_index,
+                                  precision=self.precision)
+            evaluate = partial(evaluator, model, parts.val_data)
+        hooks = [TensorBoardScalars(parts.logger, info, self.log_every), *parts.hooks]
+        run = Run(model, parts.optimizer, parts.scheduler, self.scaler, info, TrainingState(),
                   Checkpointer(run_dir / "checkpoints", self.group.is_main,
-                               self.kept_before_first_save),
-                  lambda: evaluator(model, val_loader), hooks)
+                               self.kept_before_first_save), evaluate, hooks)
         if resume_from is not None:
             self.restore(run, resume_from)
         return run
@@ -335,10 +339,12 @@ class Trainer:
         return metrics
 
     def summary(self, metrics: dict, state: TrainingState, throughput: Throughput) -> dict:
-        """The final evaluation's metrics with the run's totals."""
+        """The final evaluation's metrics (none in a run without val data) with the run's
+        totals."""
+        best = {"best_mIoU": max(state.best_miou, metrics["mIoU"])} if metrics else {}
         return {
             **metrics,
-            "best_mIoU": max(state.best_miou, metrics["mIoU"]),
+            **best,
             "iterations": state.iteration,
             "nonfinite_losses": throughput.nonfinite,
             "train_images_per_s": throughput.images_per_s,

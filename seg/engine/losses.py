@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seg.catalogue import Catalogue
-from seg.data.base import IGNORE_INDEX
+from seg.data.labels import IGNORE_INDEX
 from seg.settings import number_in
 
 

@@ -17,7 +17,7 @@ class TrainingInterrupted(Exception):
     """A stop signal arrived; the last checkpoint was saved just before this was raised."""
 
     def __init__(self, signum: int, iteration: int, checkpoint: Path) -> None:
-        self.signum = signum
+        self.signum, self.iteration = signum, iteration
         name = signal.Signals(signum).name
         super().__init__(f"stopped by {name} at iteration {iteration}; saved {checkpoint}: "
                          "resume with trainer.resume=auto in the same run folder "
@@ -51,7 +51,7 @@ class StopSignals:
 
     def forward(self) -> None:
         handler = self.previous.get(self.received)
-        # Python's Ctrl-C handler and seg's own start-up one (seg.cli.common) only stop
+        # Python's Ctrl-C handler and seg's own start-up one (seg.cli.command) only stop
         # a command at once: the loop has saved and stops by itself
         if (callable(handler) and handler is not signal.default_int_handler
                 and not getattr(handler, "only_before_training", False)):

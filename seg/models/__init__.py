@@ -6,7 +6,7 @@ themselves in their catalogue: a new upsampler family is one new module."""
 import importlib
 import pkgutil
 
-from seg.models.decoder import DECODERS, FCNDecoder
+from seg.models.decoder import DECODERS, Decoder, FCNDecoder
 from seg.models.encoders import ENCODERS, Encoder, build_encoder
 from seg.models.model import (
     SegmentationModel,
@@ -14,7 +14,7 @@ from seg.models.model import (
     encoder_from_config,
     model_from_config,
 )
-from seg.models.upsamplers import UPSAMPLERS, build_upsampler, upsampler_label
+from seg.models.upsamplers import UPSAMPLERS, build_upsampler
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -22,6 +22,7 @@ for _module in pkgutil.iter_modules(__path__):
 __all__ = [
     "DECODERS",
     "ENCODERS",
+    "Decoder",
     "UPSAMPLERS",
     "Encoder",
     "FCNDecoder",
@@ -31,5 +32,4 @@ __all__ = [
     "build_upsampler",
     "encoder_from_config",
     "model_from_config",
-    "upsampler_label",
 ]

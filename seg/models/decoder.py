@@ -1,4 +1,5 @@
-"""FCN decoder: score the encoder's taps with 1x1 convs, fuse them coarse to fine.
+"""Decoders: the contract every decoder keeps (:class:`Decoder`), its catalogue, and the
+FCN decoder, which scores the encoder's taps with 1x1 convs and fuses them coarse to fine.
 
 FCN-32s upsamples the stride-32 scores straight to the input; FCN-16s first adds
 the stride-16 skip scores; FCN-8s adds the stride-8 ones too (Long et al. 2015).
@@ -24,6 +25,31 @@ UpsamplerFactory = Callable[..., nn.Module]
 BILINEAR: UpsamplerFactory = partial(build_upsampler, "bilinear")
 
 
+class Decoder(nn.Module):
+    """What the model asks of a decoder, whatever its family. It is built by its catalogue
+    (:data:`DECODERS`) from the encoder's ``in_channels`` and ``strides`` (its taps, finest
+    first), the ``num_classes`` and an ``upsampler(channels=..., factor=...)`` factory that
+    makes each of its upsampling steps, and it provides:
+
+    - ``forward(features, image_size) -> logits (B, K, H, W)``: the taps to class scores
+      at ``image_size`` (``(H, W)``), the input's size;
+    - ``output_stride``: the stride of the finest map its last upsampling step enlarges;
+    - ``upsamplers()``: its upsampling steps, coarse to fine (the study counts their
+      parameters, hooks log their kernels).
+    """
+
+    def forward(self, features: Sequence[torch.Tensor], image_size: tuple[int, int]
+                ) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def output_stride(self) -> int:
+        raise NotImplementedError
+
+    def upsamplers(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+
 def crop_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Keep the top-left ``height x width`` of a map at least that large (FCN's crop)."""
     return x[:, :, :height, :width]
@@ -33,7 +59,7 @@ def crop_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 @DECODERS.register("fcn8s", taps=3)
 @DECODERS.register("fcn16s", taps=2)
 @DECODERS.register("fcn32s", taps=1)
-class FCNDecoder(nn.Module):
+class FCNDecoder(Decoder):
     """FCN-32s / 16s / 8s / 4s fusion head over taps ``[stride 4, 8, 16, 32]``: it fuses
     the last ``taps`` of them (the name fixes how many).
 
@@ -75,8 +101,17 @@ class FCNDecoder(nn.Module):
         )
         self.final = upsampler(channels=num_classes, factor=self.strides[0])
 
-    def forward(self, taps: Sequence[torch.Tensor], height: int, width: int) -> torch.Tensor:
-        taps = list(taps)[-len(self.score):]
+    @property
+    def output_stride(self) -> int:
+        return self.strides[0]
+
+    def upsamplers(self) -> list[nn.Module]:
+        return [*self.fuse[::-1], self.final]
+
+    def forward(self, features: Sequence[torch.Tensor], image_size: tuple[int, int]
+                ) -> torch.Tensor:
+        height, width = image_size
+        taps = list(features)[-len(self.score):]
         scores = self.score[-1](self.dropout(taps[-1]))  # (B, K, H/32, W/32)
         for i in reversed(range(len(self.fuse))):
             skip = taps[i] if self.skip_scales is None else taps[i] * self.skip_scales[i]

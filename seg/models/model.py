@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from seg.errors import BadValue
-from seg.models.decoder import DECODERS, FCNDecoder
+from seg.models.decoder import DECODERS, Decoder
 from seg.models.encoders import ENCODERS, Encoder, build_encoder
 from seg.models.upsamplers import UPSAMPLERS, build_upsampler
 
@@ -17,7 +17,7 @@ from seg.models.upsamplers import UPSAMPLERS, build_upsampler
 class SegmentationModel(nn.Module):
     """``forward(images (B, 3, H, W)) -> logits (B, K, H, W)`` for any H and W."""
 
-    def __init__(self, encoder: Encoder, decoder: FCNDecoder) -> None:
+    def __init__(self, encoder: Encoder, decoder: Decoder) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -50,17 +50,16 @@ class SegmentationModel(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        height, width = images.shape[-2:]
-        return self.decoder(self.encoder(images), height, width)
+        return self.decoder(self.encoder(images), tuple(images.shape[-2:]))
 
     @property
     def output_stride(self) -> int:
-        """The stride of the finest scores, which the last upsampling step enlarges."""
-        return self.decoder.strides[0]
+        """The stride of the finest map, which the decoder's last upsampling step enlarges."""
+        return self.decoder.output_stride
 
     def upsamplers(self) -> list[nn.Module]:
         """The decoder's upsampling steps, coarse to fine."""
-        return [*self.decoder.fuse[::-1], self.decoder.final]
+        return self.decoder.upsamplers()
 
     def upsampler_parameters(self) -> int:
         """How many trainable parameters the upsampling steps add."""
@@ -70,7 +69,7 @@ class SegmentationModel(nn.Module):
 
 def build_model(
     encoder: Encoder,
-    decoder_factory: Callable[..., FCNDecoder],
+    decoder_factory: Callable[..., Decoder],
     num_classes: int,
     upsampler: Callable[..., nn.Module],
 ) -> SegmentationModel:

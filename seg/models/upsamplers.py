@@ -11,8 +11,6 @@ phase_kernels.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,20 +29,6 @@ def kernel_drift(upsampler: nn.Module) -> float | None:
         return None
     moved = upsampler.weight.detach() - initial
     return float(moved.norm() / initial.norm())
-
-
-def upsampler_label(options: Mapping) -> str:
-    """An upsampler config's name, with what sets a transposed one apart from the
-    default: ``transposed_frozen``, ``transposed_kaiming`` (random init),
-    ``transposed_full`` (a C x C kernel), or several of them. Runs are labelled so."""
-    name = options["name"]
-    if options.get("learnable", True) is False:
-        name += "_frozen"
-    if options.get("init", "bilinear") != "bilinear":
-        name += f"_{options['init']}"
-    if options.get("channelwise", True) is False:
-        name += "_full"
-    return name
 
 
 def build_upsampler(name: str, channels: int, factor: int, **options) -> nn.Module:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from seg.engine.metrics import METRICS
 from seg.errors import MissingPath
 from seg.files import write_text
 from seg.study.cost import CPU_THREADS, IMAGE_SIZE, REPEATS, inference_costs
@@ -20,7 +21,6 @@ from seg.study.runs import load_longer_runs, load_runs, setting_of
 from seg.study.stats import (
     FIXED,
     PER_CLASS_METRICS,
-    SUMMARY_METRICS,
     above_majority_check,
     budget_differences,
     class_names_of,
@@ -37,40 +37,11 @@ from seg.study.stats import (
     per_class_differences,
     speed_verdicts,
     summarize,
+    summary_metrics,
 )
 from seg.text import printable
 
-# compare.csv's scalar columns, per run and evaluation (then iou/<class>, boundary_f/<class>)
-CSV_METRICS = ("mIoU", "pixel_acc", "mean_acc", "boundary_f", "boundary_iou", "checkerboard")
 PER_CLASS_SHOWN = "transposed"  # compare.md's per-class table; per_class.csv has every upsampler
-# (upsampler, control) -> the reading when the upsampler is significantly better, worse, or
-# neither; {u} the upsampler, {c} the control, {d} the absolute mean difference in points
-CONTROL_READINGS = {
-    ("transposed", "bilinear_conv"): (
-        "the gain over bilinear is not explained by parameter count: {u} beats {c} by {d}",
-        "{c} beats {u} by {d}: as many learned parameters after a fixed resize do better",
-        "{c} matches {u}: the gain may be the extra parameters"),
-    ("transposed", "transposed_kaiming"): (
-        "the bilinear start matters: {u} beats its random start ({c}) by {d}",
-        "the random start ({c}) beats {u} by {d}: the bilinear start holds it back",
-        "{c} matches {u}: the bilinear start makes no measurable difference"),
-    ("transposed_full", "transposed"): (
-        "the full C x C kernel helps: {u} beats the channel-wise {c} by {d}",
-        "the full C x C kernel does worse: the channel-wise {c} beats {u} by {d}",
-        "{u} matches {c}: a full C x C kernel adds nothing over one kernel per channel"),
-    **{(aware, f"{aware}_static"): (
-        "content-awareness helps: {u} beats its input-independent twin {c} by {d}",
-        "the input-independent {c} beats {u} by {d}: content-awareness does harm here",
-        "{c} matches {u}: a learned pattern the same everywhere does as well")
-       for aware in ("dysample", "carafe")},
-    **{(aware, "bilinear_conv"): (
-        "{u} beats {c}, bilinear followed by a learned filter, by {d}",
-        "{c}, bilinear followed by a learned filter, beats {u} by {d}",
-        "{c}, bilinear followed by a learned filter, matches {u}")
-       for aware in ("dysample", "carafe", "resize_conv", "pixel_shuffle")},
-}
-
-
 def recipe_of(config: dict) -> str:
     """One line saying what every run of the sweep trained, for the report's reader, from
     a run's plain config (values shown as written, escaped: seg.text.printable)."""
@@ -185,11 +156,12 @@ def verdict_section(verdicts: list[dict]) -> list[str]:
 
 def final_section(rows: list[dict], pairs: list[dict]) -> list[str]:
     """The per-configuration table at the end of training, then its paired differences."""
-    titles = [title for title, _, _ in SUMMARY_METRICS.values()]
+    columns = summary_metrics()
+    titles = [title for title, _, _ in columns.values()]
     lines = ["## At the end of training", "", "Mean ± standard deviation over seeds.", ""]
     cells = [[row["decoder"], row["upsampler"], str(row["seeds"])]
              + [f"{scale * row[f'{key}_mean']:{form}} ± {scale * row[f'{key}_std']:{form}}"
-                for key, (_, scale, form) in SUMMARY_METRICS.items()] for row in rows]
+                for key, (_, scale, form) in columns.items()] for row in rows]
     lines += table(["decoder", "upsampler", "seeds", *titles], cells)
     lines += ["", f"Paired difference learned - {FIXED} (same seed), in percentage points, "
               "with its 95 % t interval:", ""]
@@ -221,9 +193,8 @@ def control_reading(row: dict) -> str:
     """One line on what the upsampler - control difference says."""
     if row["n"] < 2:
         return "too few paired seeds for an interval"
-    better, worse, same = CONTROL_READINGS[row["upsampler"], row["control"]]
-    reading = better if row["low"] > 0 else worse if row["high"] < 0 else same
-    reading = reading.format(u=row["upsampler"], c=row["control"],
+    significance = 1 if row["low"] > 0 else -1 if row["high"] < 0 else 0
+    reading = row["pair"].reading(significance).format(u=row["upsampler"], c=row["control"],
                              d=f"{abs(100 * row['mean']):.2f} points")
     gain = row.get("gain")
     if gain is not None and gain["n"] >= 2 and not gain["low"] > 0:
@@ -318,16 +289,23 @@ def markdown_report(runs: list[dict], failed: list[str], per_class_rows: list[di
 # -- the files -------------------------------------------------------------------------------
 
 
+def csv_metrics() -> list[str]:
+    """compare.csv's scalar columns, per run and evaluation (then iou/<class>,
+    boundary_f/<class>): the registered metrics' scalars with a ``csv`` place, in order
+    (seg.engine.metrics.METRICS)."""
+    return [scalar.key for scalar in METRICS.placed("csv")]
+
+
 def budget_rows(runs: list[dict]) -> list[dict]:
     """compare.csv: one row per run and evaluation, its scalars then its per-class values."""
-    classes = class_names_of(runs)
+    classes, scalars = class_names_of(runs), csv_metrics()
     rows = []
     for run in sorted(runs, key=lambda r: (configuration_order(r["decoder"], r["upsampler"]),
                                            r["seed"])):
         for entry in run["history"]:
             row = {"decoder": run["decoder"], "upsampler": run["upsampler"],
                    "seed": run["seed"], "iteration": entry["iteration"],
-                   **{metric: entry.get(metric) for metric in CSV_METRICS}}
+                   **{metric: entry.get(metric) for metric in scalars}}
             for prefix, key in PER_CLASS_METRICS.items():
                 values = per_class(entry, key)
                 row.update({f"{prefix}/{name}": values.get(name) for name in classes})

@@ -18,10 +18,12 @@ import os
 import re
 from pathlib import Path
 
+from seg.engine.metrics import METRICS
 from seg.errors import BadValue
 from seg.files import read_json, read_yaml
-from seg.models import upsampler_label
+from seg.run_names import configuration
 from seg.settings import is_int, is_number
+from seg.study.stats import RUN_NUMBERS
 from seg.text import printable, shown
 
 ENCODER_DIR = "pretrained_encoder"  # in the sweep folder, beside the numbered runs
@@ -29,14 +31,23 @@ ENCODER_DIR = "pretrained_encoder"  # in the sweep folder, beside the numbered r
 LONGER_DIR = "longer_baseline"
 # a part's name as the catalogues register it: what labels rows, columns and figures
 PART_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
-# the metrics the study reads (seg.study.stats, seg.study.report): a number or null each,
-# the first two present in every metrics.json seg-train writes
-REQUIRED_METRICS = ("mIoU", "boundary_f")
-OPTIONAL_METRICS = ("pixel_acc", "mean_acc", "fw_iou", "boundary_iou", "checkerboard",
-                    "upsampler_params", "train_images_per_s", "inference_ms_per_image")
+MAX_LABEL = 200  # characters of a configuration's label (an option and its changes)
 PER_CLASS_KEYS = ("per_class_iou", "per_class_boundary_f")
 RERUN_CONFIG = "rerun that run, or move its folder out of the sweep folder"
 RERUN_METRICS = "rerun that run, or delete the file to list the run as failed"
+
+
+def required_metrics() -> tuple[str, ...]:
+    """The metrics the study cannot do without, present in every metrics.json seg-train
+    writes: those it compares between runs of the same seed (seg.engine.metrics.METRICS)."""
+    return tuple(scalar.key for scalar in METRICS.placed("paired"))
+
+
+def optional_metrics() -> tuple[str, ...]:
+    """The other numbers the study reads (seg.study.stats, seg.study.report), each a number
+    or null: every registered metric's scalars, then the run's own numbers."""
+    required = required_metrics()
+    return (*(key for key in METRICS.scalar_keys() if key not in required), *RUN_NUMBERS)
 
 
 def load_runs(sweep_dir: Path) -> tuple[list[dict], list[str]]:
@@ -54,7 +65,7 @@ def load_runs(sweep_dir: Path) -> tuple[list[dict], list[str]]:
             failed.append(failed_run(run_dir))
             continue
         metrics = read_metrics(metrics_file)
-        settings = run_settings(config, config_file)
+        settings = run_settings(config, config_file, metrics)
         max_iters = settings["max_iters"] or metrics.get("iterations", 0)
         runs.append({
             **metrics,  # first: a metrics.json cannot relabel its run
@@ -88,25 +99,54 @@ def setting_of(config: object, key: str, default: object = None) -> object:
     return config
 
 
-def run_settings(config: dict, path: Path) -> dict:
-    """The keys of a run config the study uses, checked: ``decoder``, ``upsampler`` (its
-    label), ``seed`` and ``max_iters`` (None when the config has none)."""
+def run_settings(config: dict, path: Path, metrics: dict | None = None) -> dict:
+    """The keys of a run config the study uses, checked: ``decoder`` and ``upsampler``
+    (the configuration's labels, which pair and label runs: seg.run_names), ``seed`` and
+    ``max_iters`` (None when the config has none). The labels are those training recorded
+    in metrics.json, or for a run of an earlier version, named from its config."""
     decoder = setting_of(config, "model.decoder.name")
     upsampler = setting_of(config, "model.upsampler")
     expect(isinstance(decoder, str) and PART_NAME.fullmatch(decoder), path,
            "model.decoder.name", "a decoder's name (letters, digits, _.+-)", decoder)
     expect(isinstance(upsampler, dict), path, "model.upsampler", "a mapping", upsampler)
-    for key in ("name", "init"):
-        value = upsampler.get(key, "bilinear")
-        expect(isinstance(value, str) and PART_NAME.fullmatch(value), path,
-               f"model.upsampler.{key}", "a name (letters, digits, _.+-)", value)
+    name = upsampler.get("name")
+    expect(isinstance(name, str) and PART_NAME.fullmatch(name), path, "model.upsampler.name",
+           "a name (letters, digits, _.+-)", name)
     seed = setting_of(config, "seed")
     expect(is_int(seed), path, "seed", "an integer", seed)
     max_iters = setting_of(config, "trainer.max_iters")
     expect(max_iters is None or (is_int(max_iters) and max_iters > 0), path,
            "trainer.max_iters", "a positive integer", max_iters)
-    return {"decoder": decoder, "upsampler": upsampler_label(upsampler), "seed": seed,
-            "max_iters": max_iters}
+    labels = recorded_configuration(metrics or {}, path)
+    if labels is None:
+        labels = configuration(config)
+        check_labels(labels, path, "the configuration named from model", RERUN_CONFIG)
+    return {"decoder": labels.get("decoder", decoder),
+            "upsampler": labels.get("upsampler", name), "seed": seed, "max_iters": max_iters}
+
+
+def recorded_configuration(metrics: dict, path: Path) -> dict[str, str] | None:
+    """metrics.json's ``configuration`` (part -> label), checked; None where the run
+    recorded none (an earlier version's)."""
+    labels = metrics.get("configuration")
+    if labels is None:
+        return None
+    where = path.parent.parent / "metrics.json"
+    expect(isinstance(labels, dict), where, "configuration", "a mapping of labels", labels,
+           RERUN_METRICS)
+    check_labels(labels, where, "configuration", RERUN_METRICS)
+    return labels
+
+
+def check_labels(labels: dict, path: Path, key: str, fix: str) -> None:
+    """Each label is an option's name, then ``key=value`` changes: printable, and short
+    enough to head a column."""
+    for part, label in labels.items():
+        option = label.split(" ", 1)[0] if isinstance(label, str) else None
+        expect(option is not None and PART_NAME.fullmatch(option) and label.isprintable()
+               and len(label) <= MAX_LABEL, path, f"{key}.{printable(str(part))}",
+               f"an option's name, then key=value changes (at most {MAX_LABEL} printable "
+               "characters)", label, fix)
 
 
 def expect(condition: object, path: Path, key: str, wanted: str, value: object,
@@ -123,7 +163,7 @@ def read_metrics(path: Path) -> dict:
     it is not what seg-train writes (a run killed while writing it, a file edited by
     hand, a FIFO, a link to a device)."""
     metrics = read_json(path, "run metrics", fix=RERUN_METRICS)
-    check_evaluation(metrics, path, "", REQUIRED_METRICS)
+    check_evaluation(metrics, path, "", required_metrics())
     iterations = metrics.get("iterations")
     expect(iterations is None or (is_int(iterations) and iterations >= 0), path,
            "iterations", "a count of iterations", iterations, RERUN_METRICS)
@@ -149,7 +189,7 @@ def check_evaluation(entry: dict, path: Path, where: str, required: tuple = ()) 
     for key in required:
         expect(is_number(entry.get(key)), path, where + key, "a number", entry.get(key),
                RERUN_METRICS)
-    for key in OPTIONAL_METRICS:
+    for key in optional_metrics():
         value = entry.get(key)
         expect(value is None or is_number(value), path, where + key, "a number or null",
                value, RERUN_METRICS)

@@ -11,6 +11,9 @@ from collections.abc import Callable, Sequence
 
 from scipy.stats import t as student_t
 
+from seg.engine.metrics import METRICS
+from seg.study.controls import CONTROLS
+
 FIXED = "bilinear"
 EARLY_SHARE = 0.25  # "learns faster": significantly better at a budget up to this share of the run
 CONVERGED_CHANGE = 0.01  # mIoU: 3/4 of the run to its end moving less than 1 point is converged
@@ -23,29 +26,29 @@ ABOVE_MAJORITY = 0.01
 # mIoU: an upsampler whose last quarter rose this much more than the baseline's was
 # still learning when the study stopped: its gain over the baseline is a lower bound
 STILL_RISING = 0.002
-# (upsampler, its control, what the control rules out, whether that could explain the
-# upsampler's gain over the fixed baseline): each paired upsampler - control
-CONTROLS = (("transposed", "bilinear_conv", "parameter count", True),
-            ("transposed", "transposed_kaiming", "the bilinear start", True),
-            ("transposed_full", "transposed", "full vs channel-wise kernel", False),
-            ("dysample", "dysample_static", "content-awareness", True),
-            ("dysample", "bilinear_conv", "learned parameters", True),
-            ("carafe", "carafe_static", "content-awareness", True),
-            ("carafe", "bilinear_conv", "learned parameters", True),
-            ("resize_conv", "bilinear_conv", "learned parameters", True),
-            ("pixel_shuffle", "bilinear_conv", "learned parameters", True))
 PER_CLASS_METRICS = {"iou": "per_class_iou", "boundary_f": "per_class_boundary_f"}
-# metric -> (column title, scale, format); ratios are shown in percent
-SUMMARY_METRICS = {
-    "mIoU": ("mIoU %", 100, ".2f"),
-    "boundary_f": ("boundary F %", 100, ".2f"),
-    "pixel_acc": ("pixel acc %", 100, ".2f"),
-    "checkerboard": ("checkerboard", 1, ".4f"),
+# the summary's columns after the evaluation's metrics: the run's own numbers, each
+# -> (column title, scale, format)
+RUN_NUMBERS = {
     "upsampler_params": ("upsampler params", 1, ".0f"),
     "train_images_per_s": ("train img/s", 1, ".1f"),
     "inference_ms_per_image": ("inference ms/img", 1, ".2f"),
 }
-PAIRED_METRICS = ("mIoU", "boundary_f")
+
+
+def summary_metrics() -> dict[str, tuple[str, int, str]]:
+    """The summary's columns, metric -> (column title, scale, format), in order: the
+    registered metrics' scalars that place themselves there (seg.engine.metrics.METRICS;
+    ratios in percent), then :data:`RUN_NUMBERS`."""
+    placed = {scalar.key: (scalar.title, scalar.scale, scalar.form)
+              for scalar in METRICS.placed("summary")}
+    return {**placed, **RUN_NUMBERS}
+
+
+def paired_metrics() -> list[str]:
+    """The metrics compared between runs of the same seed, in order (registered metrics'
+    scalars with a ``paired`` place)."""
+    return [scalar.key for scalar in METRICS.placed("paired")]
 
 
 def t_quantile(degrees_of_freedom: int) -> float:
@@ -77,7 +80,7 @@ def summarize(runs: list[dict]) -> list[dict]:
     for decoder, upsampler in sorted(groups, key=lambda c: configuration_order(*c)):
         members = groups[decoder, upsampler]
         row = {"decoder": decoder, "upsampler": upsampler, "seeds": len(members)}
-        for key in SUMMARY_METRICS:
+        for key in summary_metrics():
             values = [m[key] for m in members if m.get(key) is not None]
             row[f"{key}_mean"] = statistics.fmean(values) if values else math.nan
             row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -95,7 +98,7 @@ def paired_differences(runs: list[dict], fixed: str = FIXED) -> list[dict]:
             continue
         seeds = sorted(s for d, u, s in by_key if (d, u) == (decoder, upsampler)
                        and (decoder, fixed, s) in by_key)
-        for metric in PAIRED_METRICS:
+        for metric in paired_metrics():
             diffs = [by_key[decoder, upsampler, s][metric] - by_key[decoder, fixed, s][metric]
                      for s in seeds]
             pairs.append({"decoder": decoder, "upsampler": upsampler, "metric": metric,
@@ -245,21 +248,22 @@ def learning_curves(runs: list[dict], metric: str = "mIoU") -> dict[tuple[str, s
 
 
 def control_differences(runs: list[dict], metric: str = "mIoU") -> list[dict]:
-    """Each upsampler - its control (:data:`CONTROLS`) per decoder, at the end, paired by
+    """Each upsampler - its control (seg.study.controls) per decoder, at the end, paired by
     seed; only the pairs the sweep ran. ``gain``: the upsampler - the fixed baseline, for
     the controls that could explain it (else None)."""
     present = {(r["decoder"], r["upsampler"]) for r in runs}
     rows = []
     for decoder in sorted({decoder for decoder, _ in present}):
-        for upsampler, control, rules_out, explains_gain in CONTROLS:
+        for pair in CONTROLS:
+            upsampler, control = pair.upsampler, pair.control
             if {(decoder, upsampler), (decoder, control)} <= present:
                 interval = paired(runs, decoder, upsampler, control, lambda r: r.get(metric))
                 # the gain the control is to explain, when the sweep has the baseline
                 gain = (paired(runs, decoder, upsampler, FIXED, lambda r: r.get(metric))
-                        if explains_gain and (decoder, FIXED) in present else None)
+                        if pair.explains_gain and (decoder, FIXED) in present else None)
                 rows.append({"decoder": decoder, "upsampler": upsampler, "control": control,
-                             "rules_out": rules_out, "gain": gain, **interval,
-                             **parameter_counts(runs, decoder, upsampler, control)})
+                             "rules_out": pair.rules_out, "gain": gain, "pair": pair,
+                             **interval, **parameter_counts(runs, decoder, upsampler, control)})
     return rows
 
 
