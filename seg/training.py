@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import stat
+from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -24,6 +25,7 @@ from seg.data.check import read_every_sample
 from seg.data.labels import IGNORE_INDEX
 from seg.data.loader import build_loader, first_samples, resolve_num_workers
 from seg.data.palette import resolve_palette
+from seg.data.pixels import IMAGENET_MEAN, IMAGENET_STD, mean_colour
 from seg.data.readers import build_split, training_split, validation_split
 from seg.data.transforms import auto_crop_size, sampled_image_sizes
 from seg.engine import (
@@ -199,7 +201,8 @@ def build_run(cfg: DictConfig, run_dir: str | Path, trainer: Trainer | None = No
     group = group if group is not None else ProcessGroup()
     seed_everything(cfg.seed, trainer.deterministic)  # checked by check_settings
     train_loader, val_loader = loaders(cfg, trainer.device, group)
-    model = model_of(cfg.model, cfg.dataset.num_classes)
+    data = cfg.dataset
+    model = model_of(cfg.model, data.num_classes, data.mean, data.std)
     if one_of(cfg.get("encoder_norm_eval", False), "encoder_norm_eval", (True, False)):
         model.freeze_encoder_norms()
     optimizer = instantiate(cfg.optimizer)(params=parameter_groups(
@@ -284,7 +287,8 @@ def loaders(cfg: DictConfig, device: torch.device, group: ProcessGroup
     val_set = limit_val_batches(validation_split(data), data.get("val_max_batches"),
                                 data.val_batch_size, group.world_size)
     read_every_sample(val_set, options["num_workers"])
-    return train_loader, build_loader(val_set, data.val_batch_size, train=False, **options)
+    return train_loader, build_loader(val_set, data.val_batch_size, train=False,
+                                      image_fill=mean_colour(data.mean, data.std), **options)
 
 
 def training_loader(cfg: DictConfig, device: torch.device, group: ProcessGroup,
@@ -409,10 +413,14 @@ def hook_targets() -> frozenset[str]:
     return shipped_hook_targets() | REGISTERED_HOOKS
 
 
-def model_of(model_cfg: DictConfig, num_classes: int) -> SegmentationModel:
-    """The model of a composed config's ``model`` node (seg.models.model_from_config, which
-    reloading a checkpoint builds through too)."""
-    return model_from_config(OmegaConf.to_container(model_cfg, resolve=True), num_classes)
+def model_of(model_cfg: DictConfig, num_classes: int,
+             mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+             ) -> SegmentationModel:
+    """The model of a composed config's ``model`` node, its input normalised with ``mean``
+    and ``std`` (a run's ``dataset.mean``/``std``), through seg.models.model_from_config,
+    which reloading a checkpoint builds through too."""
+    return model_from_config(OmegaConf.to_container(model_cfg, resolve=True), num_classes,
+                             mean=list(mean), std=list(std))
 
 
 def loss_from_config(cfg: DictConfig) -> torch.nn.Module:

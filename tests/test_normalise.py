@@ -1,6 +1,7 @@
-"""One normalisation, from each encoder's pretrained record (issue 37): the dataset's mean
-and std default to the encoder's, and seg-predict, the ONNX graph and the training loader
-give the model the same float32 values, bit for bit."""
+"""One normalisation, from each encoder's pretrained record (issue 37), inside the model:
+the dataset's mean and std default to the encoder's; training, seg-eval, seg-predict and
+the ONNX graph hand the model pixels as decoded, and it normalises them bit for bit as
+albumentations' Normalize does."""
 
 from __future__ import annotations
 
@@ -53,19 +54,41 @@ def test_the_module_gives_albumentations_values_bit_for_bit(mean, std) -> None:
         assert np.array_equal(ours.view(np.uint32), loader.view(np.uint32))
 
 
-def test_the_loaders_pipelines_normalise_as_the_module() -> None:
+def test_the_loaders_give_the_model_pixels_as_decoded() -> None:
+    """Training's crops are uint8, evaluation's images float32, both the decoded values: the
+    model normalises them (its first step, the module above)."""
     image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     mask = np.zeros((40, 56), np.uint8)
-    expected = Normalise((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))(as_batch(image))[0]
     validation = transforms.eval_transform(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
-    assert torch.equal(validation(image=image, mask=mask)["image"], expected)
-    training = transforms.train_transform(
-        (40, 56), scale_range=(1.0, 1.0), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3),
-        hflip=0.0, color_jitter=0.0)
-    assert torch.equal(training(image=image, mask=mask)["image"], expected)
+    evaluated = validation(image=image, mask=mask)["image"]
+    assert evaluated.dtype == torch.float32 and torch.equal(evaluated, as_batch(image)[0].float())
+    training = transforms.train_transform((40, 56), scale_range=(1.0, 1.0), hflip=0.0,
+                                          color_jitter=0.0)
+    trained = training(image=image, mask=mask)["image"]
+    assert trained.dtype == torch.uint8 and torch.equal(trained, as_batch(image)[0])
     # the pipelines' defaults are the statistics of an encoder without published weights
     assert (transforms.IMAGENET_MEAN, transforms.IMAGENET_STD) == (IMAGENET_MEAN, IMAGENET_STD)
     assert Pretrained().mean == IMAGENET_MEAN and Pretrained().std == IMAGENET_STD
+
+
+@pytest.mark.parametrize(("mean", "std"), STATISTICS)
+def test_padding_is_the_colour_that_normalises_to_zero(mean, std) -> None:
+    """Evaluation pads to a multiple, and a batch of mixed sizes, with the mean colour:
+    normalised, exactly 0, as padding after an albumentations Normalize was."""
+    from seg.data.loader import collate
+    from seg.data.pixels import mean_colour
+
+    image = np.full((5, 6, 3), 200, np.uint8)
+    mask = np.zeros((5, 6), np.uint8)
+    padded = transforms.eval_transform(mean, std, pad_to_multiple=8)(image=image, mask=mask)
+    assert torch.equal(Normalise(mean, std)(padded["image"][None])[0, :, 5:, 6:],
+                       torch.zeros(3, 3, 2))
+    small = transforms.eval_transform(mean, std)(image=image, mask=mask)
+    large = transforms.eval_transform(mean, std)(image=np.zeros((7, 6, 3), np.uint8),
+                                                 mask=np.zeros((7, 6), np.uint8))
+    batch = collate([{**small, "id": "a"}, {**large, "id": "b"}],
+                    image_fill=mean_colour(mean, std))
+    assert torch.equal(Normalise(mean, std)(batch["image"])[0, :, 5:], torch.zeros(3, 2, 6))
 
 
 @pytest.mark.parametrize("option", ENCODER_CONFIGS)
@@ -123,8 +146,9 @@ def test_timm_records_come_from_its_pretrained_cfg_offline() -> None:
 
 def test_seg_predict_and_the_onnx_graph_normalise_as_seg_eval(
         checkpoint: Path, shapes_root: Path, tmp_path: Path) -> None:
-    """An image through seg-eval's loader (albumentations), seg-predict's Predictor and
-    seg-export's graph: the same normalised input, so the same classes and logits."""
+    """An image through seg-eval's loader, seg-predict's Predictor and seg-export's graph:
+    each hands the model the pixels as decoded and the model normalises them, bit for bit
+    as albumentations' Normalize; the same classes and logits."""
     import onnx
     import onnxruntime
 
@@ -136,11 +160,12 @@ def test_seg_predict_and_the_onnx_graph_normalise_as_seg_eval(
     image = read_image(sorted((shapes_root / "JPEGImages").glob("*.jpg"))[0])
     loader = transforms.eval_transform(mean=state["mean"], std=state["std"])
     evaluated = loader(image=image, mask=np.zeros(image.shape[:2], np.uint8))["image"][None]
+    normalised = A.Normalize(mean=state["mean"], std=state["std"])(image=image)["image"]
+    assert torch.equal(model.normalise(evaluated)[0], as_batch(normalised)[0])
     with torch.no_grad():
         expected = model(evaluated)
 
     predictor = Predictor(state, torch.device("cpu"), Inference())
-    assert torch.equal(predictor.normalise(as_batch(image)), evaluated)
     assert np.array_equal(predictor.labels([image]), expected.argmax(1).to(torch.uint8).numpy())
 
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):

@@ -197,3 +197,68 @@ def test_seg_compare_submits_its_runs_through_submitit(tmp_path: Path, shapes_ro
     assert len(list(sweep.glob(".submitit/*/*_log.out"))) == 2  # one job per run
     assert not list((sweep / "pretrained_encoder").rglob("*_log.out"))
     assert "Failed runs: none" in (sweep / "compare.md").read_text()
+
+
+SLOW_STEPS = '''
+"""Each training step takes 0.3 s longer: time for the test to kill the pretraining
+between two of its checkpoints."""
+import time
+
+from seg.engine import Trainer
+
+step = Trainer.train_step
+
+
+def slow_step(self, *args, **kwargs):
+    time.sleep(0.3)
+    return step(self, *args, **kwargs)
+
+
+Trainer.train_step = slow_step
+'''
+
+
+def test_a_study_killed_while_pretraining_goes_on_from_its_checkpoint(
+        tmp_path: Path, shapes_root: Path, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture) -> None:
+    """seg-compare's pretraining (seg-pretrain, in a process of its own) killed with
+    SIGKILL after its first checkpoints; the same command again continues it from its
+    last checkpoint instead of starting over, and writes the encoder."""
+    from seg.cli.command import module_command
+    from seg.study import sweep
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "slow_steps.py").write_text(SLOW_STEPS)
+    overrides = ["compare=default", "imports=[slow_steps]", "debug=tiny",
+                 "dataset.crop_size=48", f"dataset.root={shapes_root}",
+                 "pretrain.iterations=12", "pretrain.batch_size=2",
+                 "pretrain.checkpoint_every=2", "trainer.log_every=1"]
+    last = tmp_path / "pretrained_encoder" / "checkpoints" / "last.pt"
+    started = []
+
+    def killed_after_a_checkpoint(command, check):
+        child = subprocess.Popen(command)
+        started.append(child)
+        deadline = time.monotonic() + 120
+        while not last.is_file() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child.kill()  # SIGKILL: no handler saves anything more
+        return subprocess.CompletedProcess(command, child.wait())
+
+    monkeypatch.setattr(sweep.subprocess, "run", killed_after_a_checkpoint)
+    pretrain = module_command("seg.cli.pretrain")
+    encoder, status = sweep.pretrained_encoder(overrides, tmp_path, pretrain)
+    assert status == -signal.SIGKILL and not encoder.exists()
+    stopped_at = load_checkpoint(last)["iteration"]
+    assert 2 <= stopped_at < 12
+    capfd.readouterr()
+
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    encoder, status = sweep.pretrained_encoder(overrides, tmp_path, pretrain)
+    output = capfd.readouterr()
+    log = output.out + output.err
+    assert status == 0 and encoder.is_file()
+    assert f"resumed from {last} at iteration {stopped_at}" in log
+    assert f"iteration {stopped_at + 1}/12" in log and "iteration 1/12" not in log
+    assert load_checkpoint(last)["iteration"] == 12

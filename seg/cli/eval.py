@@ -71,6 +71,7 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path) -> dict:
     ``output_dir``, saying where as the last line."""
     from seg.data.base import ON_ERROR
     from seg.data.loader import build_loader
+    from seg.data.pixels import mean_colour
     from seg.engine import name_per_class, resolve_device
     from seg.engine.distributed import init_distributed, process_device
     from seg.engine.metrics import format_table
@@ -98,7 +99,8 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | Path) -> dict:
     device = process_device(device, group)
     loader = build_loader(dataset_from_stored(state, cfg.split, root, on_error),
                           cfg.batch_size, train=False, num_workers=cfg.num_workers,
-                          rank=group.rank, world_size=group.world_size)
+                          rank=group.rank, world_size=group.world_size,
+                          image_fill=mean_colour(state["mean"], state["std"]))
 
     model = model_from_checkpoint(state, cfg.checkpoint)
     batches = with_progress(loader, cfg.progress and group.is_main)

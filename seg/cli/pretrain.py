@@ -122,6 +122,7 @@ def pretraining_run(cfg: DictConfig, run_dir: Path, trainer: Trainer, recipe: di
     from seg.engine import RunInfo, seed_everything
     from seg.engine.distributed import ProcessGroup
     from seg.models import encoder_from_config
+    from seg.models.normalise import Normalise
     from seg.study.pretrain import NativeStrideClassifier, pretraining_parts
     from seg.training import open_logger, training_loader
 
@@ -130,7 +131,7 @@ def pretraining_run(cfg: DictConfig, run_dir: Path, trainer: Trainer, recipe: di
     loader = training_loader(cfg, trainer.device, ProcessGroup(), settings.batch_size)
     classifier = NativeStrideClassifier(
         encoder_from_config(OmegaConf.to_container(cfg.model.encoder, resolve=True)),
-        data.num_classes)
+        data.num_classes, Normalise(list(data.mean), list(data.std)))
     optimizer = instantiate(cfg.optimizer, lr=settings.lr)(params=classifier.parameters())
     scheduler = instantiate(cfg.scheduler, total_iters=trainer.max_iters)(optimizer=optimizer)
     info = RunInfo(class_names=list(data.class_names),

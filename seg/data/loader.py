@@ -17,9 +17,11 @@ from seg.data.sampler import ShardSampler, TrainSampler
 from seg.errors import BadValue
 
 
-def collate(items: list[dict], ignore_index: int = IGNORE_INDEX) -> dict:
-    """Batch items, padding mixed sizes: images with 0 and masks with ``ignore_index`` at
-    the bottom and right, so padding never counts in loss or metrics.
+def collate(items: list[dict], ignore_index: int = IGNORE_INDEX,
+            image_fill: Sequence[float] = (0.0, 0.0, 0.0)) -> dict:
+    """Batch items, padding mixed sizes at the bottom and right: images with ``image_fill``
+    per channel (the mean colour, seg.data.pixels.mean_colour, which the model normalises
+    to 0) and masks with ``ignore_index``, so padding never counts in loss or metrics.
 
     Items a dataset skipped (``{"skipped": message}``, see ``dataset.on_error``) are left
     out; their messages are in the batch's ``"skipped"`` list, which may be all it holds.
@@ -37,7 +39,8 @@ def collate(items: list[dict], ignore_index: int = IGNORE_INDEX) -> dict:
                 "skipped": skipped}
     height = max(item["image"].shape[-2] for item in items)
     width = max(item["image"].shape[-1] for item in items)
-    images = items[0]["image"].new_zeros(len(items), 3, height, width)
+    images = items[0]["image"].new_empty(len(items), 3, height, width)
+    images[:] = torch.tensor(image_fill, dtype=images.dtype).view(1, 3, 1, 1)
     masks = items[0]["mask"].new_full((len(items), height, width), ignore_index)
     for i, item in enumerate(items):
         h, w = item["mask"].shape
@@ -85,10 +88,12 @@ def build_loader(
     ignore_index: int = IGNORE_INDEX,
     rank: int = 0,
     world_size: int = 1,
+    image_fill: Sequence[float] = (0.0, 0.0, 0.0),
 ) -> DataLoader:
     """Training loaders shuffle by (seed, epoch), seed each sample's augmentation and drop
     the last partial batch (see ``TrainSampler``); evaluation loaders keep every image, in
-    order, and pad mixed sizes (see ``collate``). With ``world_size`` processes each loads
+    order, and pad mixed sizes, images with ``image_fill`` (see ``collate``). With
+    ``world_size`` processes each loads
     its own share; ``batch_size`` is per process.
 
     Workers persist across epochs (no restart cost, and cached samples stay) and each
@@ -115,5 +120,6 @@ def build_loader(
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
         prefetch_factor=2 if workers > 0 else None,
-        collate_fn=functools.partial(collate, ignore_index=ignore_index),
+        collate_fn=functools.partial(collate, ignore_index=ignore_index,
+                                     image_fill=tuple(image_fill)),
     )

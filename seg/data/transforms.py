@@ -1,7 +1,9 @@
 """Albumentations pipelines for training and evaluation.
 
 Masks are only ever resized with nearest neighbour (class indices must not be blended) and
-padded with 255, the ignore label, so padding never counts as background.
+padded with 255, the ignore label, so padding never counts as background. Images leave
+the pipelines as decoded, 0-255 (training's uint8, evaluation's float32): the model
+normalises them itself (seg.models.normalise), whatever runs it.
 """
 
 from __future__ import annotations
@@ -16,16 +18,9 @@ from albumentations.pytorch import ToTensorV2
 
 from seg.data.decoding import image_size
 from seg.data.labels import IGNORE_INDEX
+from seg.data.pixels import IMAGENET_MEAN, IMAGENET_STD, mean_colour
 from seg.errors import BadValue
 from seg.settings import number_in, positive_int, positive_ints
-
-# ImageNet statistics: the pipelines' defaults (for tests and benchmarks). A run's come
-# from its encoder's pretrained record through dataset.mean and dataset.std (seg/resolvers.py),
-# and are normalised here with albumentations' Normalize, as seg.models.normalise.Normalise
-# computes them for seg-predict and the ONNX graph (the same float32 values for every pixel;
-# tests/test_normalise.py checks both, and these numbers against the record's).
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 def crop_shape(crop_size: object) -> tuple[int, int]:
@@ -103,12 +98,11 @@ def train_transform(
     crop_size: int | Sequence[int],
     scale_range: Sequence[float] = (0.5, 2.0),
     base_size: int | None = None,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
     hflip: float = 0.5,
     color_jitter: float = 0.2,
 ) -> A.Compose:
-    """Training augmentation: random scale, pad, random crop, flip, colour jitter, normalise.
+    """Training augmentation: random scale, pad (black), random crop, flip, colour jitter;
+    the crops leave it as uint8 tensors ``(3, H, W)``, a quarter of float32's bytes.
 
     The settings are checked first, so that a bad one is a one-line error naming its
     ``dataset.*`` key rather than albumentations' multi-line validation report.
@@ -119,7 +113,6 @@ def train_transform(
             mask nearest).
         base_size: when set, the factor applies to a short side of ``base_size``
             instead of the image's own size.
-        mean, std: normalisation statistics in [0, 1] units.
         hflip: probability of a horizontal flip.
         color_jitter: brightness/contrast/saturation strength (hue gets a quarter of it),
             applied with probability 0.5; ``0`` disables it.
@@ -152,7 +145,7 @@ def train_transform(
                 p=0.5,
             )
         )
-    steps += [A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
+    steps.append(ToTensorV2())
     return A.Compose(steps)
 
 
@@ -161,12 +154,14 @@ def eval_transform(
     std: Sequence[float] = IMAGENET_STD,
     pad_to_multiple: int | None = None,
 ) -> A.Compose:
-    """Evaluation pipeline: normalise, optionally pad bottom/right to a multiple, to tensor.
+    """Evaluation pipeline: float32 pixels as decoded (0-255), optionally padded bottom and
+    right to a multiple, to tensor.
 
-    Padding is applied after normalisation, so padded image pixels are 0 (the mean colour)
-    and padded mask pixels are 255 (ignored by the loss and the metrics).
+    Padded image pixels are the mean colour of ``mean`` and ``std`` (what the model's
+    normalisation maps to exactly 0), padded mask pixels 255 (ignored by the loss and the
+    metrics).
     """
-    steps: list = [A.Normalize(mean=tuple(mean), std=tuple(std))]
+    steps: list = [A.ToFloat(max_value=1.0)]  # the same values, as float32
     if pad_to_multiple is not None and pad_to_multiple > 1:
         steps.append(
             A.PadIfNeeded(
@@ -176,7 +171,7 @@ def eval_transform(
                 pad_width_divisor=pad_to_multiple,
                 position="top_left",
                 border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
+                fill=mean_colour(mean, std),
                 fill_mask=IGNORE_INDEX,
             )
         )

@@ -13,7 +13,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from seg.engine.checkpoints import RunInfo
 from seg.engine.metrics import METRICS
-from seg.engine.tensorboard import TensorBoardLogger, denormalize
+from seg.engine.tensorboard import TensorBoardLogger, displayable
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,6 @@ class TensorBoardScalars(Hook):
                 scalars[f"val_iou/{name}"] = iou
         self.logger.log_scalars(scalars, iteration)
         self.logger.log_segmentation(
-            "val/examples", denormalize(shown["image"], info.mean, info.std), shown["mask"],
+            "val/examples", displayable(shown["image"]), shown["mask"],
             shown["prediction"], info.palette, iteration, class_names=info.class_names,
         )

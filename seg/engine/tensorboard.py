@@ -21,11 +21,9 @@ def colorize(labels: torch.Tensor, palette: Sequence[Sequence[int]]) -> torch.Te
     return table[labels.long().clamp(0, 255).cpu()].permute(0, 3, 1, 2)
 
 
-def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Undo the input normalisation so images display in [0, 1]."""
-    mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images * std_t + mean_t).clamp(0, 1)
+def displayable(images: torch.Tensor) -> torch.Tensor:
+    """Images as decoded (0-255, what the model takes) in [0, 1], for display."""
+    return (images.float() / 255).clamp(0, 1)
 
 
 

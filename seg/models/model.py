@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 import torch
@@ -11,14 +11,21 @@ from torch import nn
 from seg.errors import BadValue
 from seg.models.decoder import DECODERS, Decoder
 from seg.models.encoders import ENCODERS, Encoder, build_encoder
+from seg.models.normalise import IMAGENET_MEAN, IMAGENET_STD, Normalise
 from seg.models.upsamplers import UPSAMPLERS, build_upsampler
 
 
 class SegmentationModel(nn.Module):
-    """``forward(images (B, 3, H, W)) -> logits (B, K, H, W)`` for any H and W."""
+    """``forward(images (B, 3, H, W)) -> logits (B, K, H, W)`` for any H and W, the images
+    as decoded (0-255, uint8 or float): the model normalises them first (``normalise``,
+    default ImageNet's statistics), so that training, evaluation, seg-predict and the ONNX
+    graph share one normalisation."""
 
-    def __init__(self, encoder: Encoder, decoder: Decoder) -> None:
+    def __init__(self, encoder: Encoder, decoder: Decoder,
+                 normalise: Normalise | None = None) -> None:
         super().__init__()
+        self.normalise = normalise if normalise is not None else Normalise(IMAGENET_MEAN,
+                                                                           IMAGENET_STD)
         self.encoder = encoder
         self.decoder = decoder
         self.encoder_frozen = False
@@ -50,7 +57,8 @@ class SegmentationModel(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(images), tuple(images.shape[-2:]))
+        features = self.encoder(self.normalise(images))
+        return self.decoder(features, tuple(images.shape[-2:]))
 
     @property
     def output_stride(self) -> int:
@@ -72,25 +80,31 @@ def build_model(
     decoder_factory: Callable[..., Decoder],
     num_classes: int,
     upsampler: Callable[..., nn.Module],
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> SegmentationModel:
     """Assemble a model: the decoder is sized from the encoder's taps; ``upsampler``
-    is called as ``upsampler(channels=..., factor=...)`` for each upsampling step."""
+    is called as ``upsampler(channels=..., factor=...)`` for each upsampling step; the
+    input is normalised with ``mean`` and ``std`` (fractions of 255, RGB)."""
     decoder = decoder_factory(
         in_channels=encoder.channels,
         strides=encoder.strides,
         num_classes=num_classes,
         upsampler=upsampler,
     )
-    return SegmentationModel(encoder, decoder)
+    return SegmentationModel(encoder, decoder, Normalise(mean, std))
 
 
-def model_from_config(config: object, num_classes: int, weights: bool = True
-                      ) -> SegmentationModel:
+def model_from_config(config: object, num_classes: int, weights: bool = True,
+                      mean: Sequence[float] = IMAGENET_MEAN,
+                      std: Sequence[float] = IMAGENET_STD) -> SegmentationModel:
     """The model a config's ``model`` node describes (plain data: ``{"encoder": {"name":
     ..., options}, "decoder": {...}, "upsampler": {...}}``), every part named from its
     catalogue with its options checked (seg.catalogue). Training and reloading a
     checkpoint both build here; ``weights=False`` leaves the encoder's ``weights``
-    unread, as a checkpoint's own weights replace them (and never name another file)."""
+    unread, as a checkpoint's own weights replace them (and never name another file).
+    ``mean`` and ``std``: the input normalisation (the run's ``dataset.mean``/``std``, which
+    default to the encoder's pretrained record; a checkpoint's own)."""
     if not isinstance(config, Mapping):
         raise BadValue(f"model is not a config node (got {type(config).__name__})")
     upsampler_name, upsampler_options = UPSAMPLERS.read(config.get("upsampler"),
@@ -98,7 +112,8 @@ def model_from_config(config: object, num_classes: int, weights: bool = True
     decoder_name, decoder_options = DECODERS.read(config.get("decoder"), "model.decoder")
     return build_model(encoder_from_config(config.get("encoder"), weights),
                        partial(DECODERS.build, decoder_name, **decoder_options), num_classes,
-                       partial(build_upsampler, upsampler_name, **upsampler_options))
+                       partial(build_upsampler, upsampler_name, **upsampler_options),
+                       mean, std)
 
 
 def encoder_from_config(node: object, weights: bool = True) -> Encoder:

@@ -1,45 +1,32 @@
-"""The input normalisation: each channel's pixel values (0-255) shifted by 255 times its
-mean and scaled by the inverse of 255 times its standard deviation, the statistics the
-encoder's weights were trained with (its pretrained record, seg.models.encoders.Pretrained).
+"""The input normalisation, the model's first step (as mmsegmentation's data
+preprocessor): each channel's pixel values (0-255) shifted by 255 times its mean and
+scaled by the inverse of 255 times its standard deviation, the statistics the encoder's
+weights were trained with (its pretrained record, seg.models.encoders.Pretrained).
 
-:class:`Normalise` is the one implementation that seg-predict and the ONNX graph share.
-Training and seg-eval normalise in their data loader instead (albumentations' ``Normalize``,
-seg/data/transforms.py), with the same numbers: :func:`normalisation_constants` computes
-them as albumentations does, in float32, so that a uint8 image gives bit for bit the values
-training gave the model (tests/test_normalise.py checks every pixel value). They stay
-there because the loader pads: a training crop is padded with black before it is
-normalised, a validation batch of mixed sizes with the mean colour after; a model that
-normalised its input could no longer tell the two apart.
+Training, evaluation, seg-predict and the ONNX graph all feed the model images as decoded
+(uint8, or float of the same values) and share this one implementation. Its constants are
+albumentations' (seg.data.pixels.normalisation_constants, in float32), so a uint8 image
+gives bit for bit the values albumentations' ``Normalize`` gives (tests/test_normalise.py
+checks every pixel value). Images of mixed sizes in one batch are padded with the mean
+colour (seg.data.pixels.mean_colour), which normalises to exactly 0.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-# ImageNet's statistics (RGB, 0-1): what torchvision's weights and most of timm's were
-# trained with, and the normalisation of an encoder that publishes no weights.
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-PIXEL_MAX = 255.0  # images are 8-bit: mean and std are fractions of it
+from seg.data.pixels import IMAGENET_MEAN, IMAGENET_STD, normalisation_constants
 
-
-def normalisation_constants(mean: Sequence[float], std: Sequence[float]
-                            ) -> tuple[np.ndarray, np.ndarray]:
-    """``(offset, scale)`` per channel, float32: ``255 mean`` and ``1 / (255 std)``, each
-    rounded as albumentations' ``Normalize(mean, std)`` rounds them."""
-    offset = np.asarray(mean, dtype=np.float32) * np.float32(PIXEL_MAX)
-    scale = np.reciprocal(np.asarray(std, dtype=np.float32) * np.float32(PIXEL_MAX))
-    return offset, scale
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Normalise"]
 
 
 class Normalise(nn.Module):
     """Images ``(B, 3, H, W)`` of 0-255 pixel values (uint8, or float) to the normalised
     float32 values the model was trained on: ``(x - offset) * scale`` per channel
-    (:func:`normalisation_constants`), two float32 operations, as the training loader's
+    (seg.data.pixels.normalisation_constants), two float32 operations, as albumentations'
     lookup table computes each of its 256 entries."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:

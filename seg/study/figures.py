@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from seg.engine.metrics import dilate
-from seg.engine.tensorboard import colorize, denormalize
+from seg.engine.tensorboard import colorize, displayable
 from seg.files import write_file
 from seg.study.runs import lowest_seed_checkpoints
 from seg.study.stats import FIXED, in_study_order
@@ -158,7 +158,7 @@ def example_figure(runs: list[dict], path: Path, window: int = 48) -> bool:
     item = dataset[index]
     size = min(window, *item["mask"].shape)
     crop = (slice(top, top + size), slice(left, left + size))
-    image = denormalize(item["image"][None], first["mean"], first["std"])[0]
+    image = displayable(item["image"][None])[0]
     palette = first["palette"]
 
     def show(axes, rgb: torch.Tensor, title: str | None = None) -> None:

@@ -17,6 +17,7 @@ from seg.data.labels import IGNORE_INDEX
 from seg.engine import RunInfo, RunParts, TrainingInterrupted
 from seg.engine.tensorboard import NullLogger, TensorBoardLogger
 from seg.models.encoders import Encoder
+from seg.models.normalise import IMAGENET_MEAN, IMAGENET_STD, Normalise
 
 FCN8S_TAPS = 3  # the study's decoder; the stride-4 tap gets no head
 
@@ -30,15 +31,19 @@ class NativeStrideClassifier(nn.Module):
     study starts every run from such an encoder, so no upsampler is favoured by it.
     """
 
-    def __init__(self, encoder: Encoder, num_classes: int) -> None:
+    def __init__(self, encoder: Encoder, num_classes: int,
+                 normalise: Normalise | None = None) -> None:
         super().__init__()
+        # the images as decoded, normalised as the segmentation model normalises them
+        self.normalise = normalise if normalise is not None else Normalise(IMAGENET_MEAN,
+                                                                           IMAGENET_STD)
         self.encoder = encoder
         channels = encoder.channels[-FCN8S_TAPS:]
         self.heads = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in channels)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Scores ``(B, K, H/s, W/s)`` for each tap stride ``s``."""
-        taps = self.encoder(images)[-FCN8S_TAPS:]
+        taps = self.encoder(self.normalise(images))[-FCN8S_TAPS:]
         return [head(tap) for head, tap in zip(self.heads, taps, strict=True)]
 
     @staticmethod

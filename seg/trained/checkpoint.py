@@ -74,10 +74,11 @@ def check_run_info(state: dict, path: str | Path) -> None:
 
 def model_from_checkpoint(state: dict, source: str | Path | None = None
                           ) -> SegmentationModel:
-    """The trained model of a loaded checkpoint (see :func:`load_trained`)."""
+    """The trained model of a loaded checkpoint (see :func:`load_trained`), normalising its
+    input with the checkpoint's mean and std."""
     try:
         model = model_from_config(state["config"].get("model"), len(state["class_names"]),
-                                  weights=False)
+                                  weights=False, mean=state["mean"], std=state["std"])
     except BadValue as error:
         where = f"checkpoint {source}" if source is not None else "checkpoint"
         raise BadValue(f"{where}: {error}; {FIX}") from None

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from seg.files import write_file
-from seg.models.normalise import Normalise
 from seg.trained.checkpoint import model_from_checkpoint
 
 # The model needs ONNX Resize with half-pixel coordinates (opset 11); torch's TorchScript
@@ -33,12 +32,11 @@ def checkpoint_metadata(state: dict) -> dict[str, str]:
             "input": json.dumps(GRAPH_INPUT)}
 
 
-def exported_model(state: dict, source: str | Path | None = None) -> nn.Sequential:
-    """A loaded checkpoint's model behind its normalisation (the :class:`Normalise` that
-    seg-predict applies): what seg-export writes, so that the ONNX graph takes images as
-    decoded and normalises them as training did."""
-    return nn.Sequential(Normalise(state["mean"], state["std"]),
-                         model_from_checkpoint(state, source))
+def exported_model(state: dict, source: str | Path | None = None) -> nn.Module:
+    """A loaded checkpoint's model, its normalisation its first step: what seg-export
+    writes, so that the ONNX graph takes images as decoded and normalises them as training
+    did (seg.models.normalise.Normalise)."""
+    return model_from_checkpoint(state, source)
 
 
 def weight_bytes(weights: dict[str, torch.Tensor]) -> int:

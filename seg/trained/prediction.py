@@ -27,7 +27,6 @@ from seg.data.readers.folder import IMAGE_SUFFIXES
 from seg.drawing import overlay_with_legend
 from seg.errors import BadValue, MissingPath, NotAFolder, PathExists
 from seg.files import NAME_MAX, refuse_unless_replaceable, write_file
-from seg.models.normalise import Normalise
 from seg.text import printable
 from seg.trained.checkpoint import model_from_checkpoint
 from seg.trained.inference import Inference, out_of_memory
@@ -119,13 +118,13 @@ def scan(folder: Path, inputs: Inputs, recursive: bool, exclude: Path | None) ->
 
 
 class Predictor:
-    """A checkpoint's model, normalisation and colours, applied to uint8 RGB images."""
+    """A checkpoint's model (which normalises its input) and colours, applied to uint8 RGB
+    images."""
 
     def __init__(self, state: dict, device: torch.device, inference: Inference) -> None:
         self.model = model_from_checkpoint(state).to(device).eval()
         self.device = device
         self.inference = inference
-        self.normalise = Normalise(state["mean"], state["std"]).to(device)
         self.palette = np.array(state["palette"], dtype=np.uint8)[:len(state["class_names"])]
         self.class_names = [str(name) for name in state["class_names"]]
 
@@ -133,8 +132,8 @@ class Predictor:
     def labels(self, images: list[np.ndarray]) -> np.ndarray:
         """Class indices ``(B, H, W)`` for same-sized ``(H, W, 3)`` uint8 RGB images."""
         batch = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2)
-        # normalised as training's loader did, then seen whole, in windows or at scales
-        batch = self.normalise(batch)  # (B, 3, H, W) float32
+        # seen whole, in windows or at scales; pixel values as decoded, the model normalises
+        batch = batch.float()  # (B, 3, H, W)
         return self.inference(self.model, batch).max(1).indices.to(torch.uint8).cpu().numpy()
 
     def encode(self, labels: np.ndarray, image: np.ndarray, alpha: float) -> dict[str, bytes]:

@@ -79,13 +79,12 @@ def training_split(data: Mapping) -> SegmentationDataset:
 
     transform = train_transform(
         crop_size=data["crop_size"], scale_range=data["scale_range"],
-        base_size=data["base_size"], color_jitter=data["color_jitter"],
-        mean=data["mean"], std=data["std"])
+        base_size=data["base_size"], color_jitter=data["color_jitter"])
     return build_split(data, "train", transform)
 
 
 def validation_split(data: Mapping) -> SegmentationDataset:
-    """``dataset.val`` with the evaluation transform (normalisation only)."""
+    """``dataset.val`` with the evaluation transform (pixels as decoded, as float32)."""
     from seg.data.transforms import eval_transform
 
     return build_split(data, "val", eval_transform(mean=data["mean"], std=data["std"]))
