@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from seg.data.pixels import IMAGENET_MEAN, IMAGENET_STD
 from seg.models import DECODERS, build_encoder, build_model, build_upsampler
 from seg.models.phase_kernels import (
     PhaseConvTranspose2d,
@@ -169,6 +170,11 @@ def test_building_an_upsampler_leaves_the_global_rng_alone() -> None:
     assert torch.equal(after, torch.rand(1))
 
 
+# images whose normalisation (the model's first step) is a standard normal sample
+IMAGENET_MEAN_PIXELS = 255 * torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+IMAGENET_STD_PIXELS = 255 * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
 def losses_over_five_steps(upsampler: str, **options) -> list[float]:
     torch.manual_seed(0)
     upsample = partial(build_upsampler, upsampler, **options)
@@ -180,7 +186,8 @@ def losses_over_five_steps(upsampler: str, **options) -> list[float]:
     generator = torch.Generator().manual_seed(1)
     losses = []
     for _ in range(5):
-        images = torch.randint(0, 256, (2, 3, 48, 40), generator=generator)  # as decoded
+        normalised = torch.randn(2, 3, 48, 40, generator=generator)
+        images = normalised * IMAGENET_STD_PIXELS + IMAGENET_MEAN_PIXELS  # the model's input
         targets = torch.randint(0, 4, (2, 48, 40), generator=generator)
         loss = F.cross_entropy(model(images), targets)
         optimizer.zero_grad()
