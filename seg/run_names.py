@@ -19,9 +19,12 @@ from importlib.resources import files
 
 import yaml
 
-# the groups that name a part, and where the part sits in a composed config
-PART_GROUPS = {"encoder": "model/encoder", "decoder": "model/decoder",
-               "upsampler": "model/upsampler", "loss": "loss"}
+# each part: where it sits in a composed config, and the config group of its options
+PARTS = {"encoder": ("model.encoder", "model/encoder"),
+         "decoder": ("model.decoder", "model/decoder"),
+         "upsampler": ("model.upsampler", "model/upsampler"),
+         "final_upsampler": ("model.final_upsampler", "model/upsampler"),
+         "loss": ("loss", "loss")}
 
 
 @cache
@@ -95,13 +98,16 @@ def configuration(config: Mapping, choices: Mapping[str, str] | None = None
                   ) -> dict[str, str]:
     """Each part of a run's plain config, labelled (:func:`part_label`): ``{"encoder":
     "simple_small", "decoder": "fcn8s", "upsampler": "dysample dynamic_scope=true",
-    "loss": "ce"}``. ``choices``: Hydra's runtime choices, where the run had them."""
+    "loss": "ce"}`` (and ``final_upsampler`` where the run set one). ``choices``: Hydra's
+    runtime choices, where the run had them."""
     choices = choices or {}
     labels = {}
-    for part, group in PART_GROUPS.items():
+    for part, (location, group) in PARTS.items():
         node = config
-        for key in group.split("/"):
+        for key in location.split("."):
             node = node.get(key) if isinstance(node, Mapping) else None
+        # Hydra's name for a group placed elsewhere: model/upsampler@model.final_upsampler
+        choice = group if location == group.replace("/", ".") else f"{group}@{location}"
         if isinstance(node, Mapping):
-            labels[part] = part_label(group, node, choices.get(group))
+            labels[part] = part_label(group, node, choices.get(choice))
     return labels

@@ -113,3 +113,26 @@ def test_the_timm_encoder_without_timm_is_one_line(monkeypatch) -> None:
         build_encoder("timm", model_name="resnet18")
     assert str(error.value) == ("model.encoder.name=timm needs the timm package: pip install "
                                 "'seg[timm]' (make install installs it)")
+
+
+def test_the_final_step_can_keep_a_fixed_upsampler_while_the_inner_ones_learn() -> None:
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from seg.cli.command import CONFIG_MODULE
+    from seg.models.model import model_from_config
+    from seg.models.upsamplers import BilinearUpsampler
+    from seg.run_names import configuration
+
+    with initialize_config_module(CONFIG_MODULE, version_base=None):
+        cfg = compose("train", overrides=["model/decoder=fcn8s",
+                                          "model/upsampler@model.final_upsampler=bilinear"])
+    node = OmegaConf.to_container(cfg.model, resolve=True)
+    model = model_from_config(node, num_classes=3, weights=False)
+    *inner, final = model.decoder.upsamplers()
+    assert isinstance(final, BilinearUpsampler)
+    assert inner and not any(isinstance(step, BilinearUpsampler) for step in inner)
+    assert configuration({"model": node})["final_upsampler"] == "bilinear"
+    node["final_upsampler"] = None
+    assert not isinstance(model_from_config(node, 3, weights=False).decoder.upsamplers()[-1],
+                          BilinearUpsampler)

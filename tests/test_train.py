@@ -125,15 +125,15 @@ def test_the_run_log_holds_what_the_console_showed(tmp_path, shapes_root) -> Non
 
 
 def test_unknown_upsampler_lists_valid_names(tmp_path, shapes_root) -> None:
-    result = run_cli(SEG_TRAIN, "debug=tiny", "model/upsampler=nearest",
+    result = run_cli(SEG_TRAIN, "debug=tiny", "model/upsampler=nearest_ish",
                      f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert result.returncode != 0
     assert "bilinear" in result.stderr and "transposed" in result.stderr
-    result = run_cli(SEG_TRAIN, "debug=tiny", "model.upsampler.name=nearest",
+    result = run_cli(SEG_TRAIN, "debug=tiny", "model.upsampler.name=nearest_ish",
                      f"dataset.root={shapes_root}", f"hydra.run.dir={tmp_path}/run2", cwd=tmp_path)
     assert result.returncode != 0
     assert ("valid names are bilinear, bilinear_conv, carafe, carafe_static, dysample, "
-            "dysample_static, pixel_shuffle, resize_conv, transposed" in result.stderr)
+            "dysample_static, nearest, pixel_shuffle, resize_conv, transposed" in result.stderr)
     assert "Traceback" not in result.stderr
 
 

@@ -206,7 +206,7 @@ def test_frozen_transposed_trains_like_bilinear() -> None:
 
 def test_unknown_upsampler_lists_valid_names() -> None:
     valid = ("valid names are bilinear, bilinear_conv, carafe, carafe_static, dysample, "
-             "dysample_static, pixel_shuffle, resize_conv")
+             "dysample_static, nearest, pixel_shuffle, resize_conv")
     with pytest.raises(ValueError, match=valid):
         build_upsampler("nearest-ish", channels=4, factor=2)
 

@@ -18,11 +18,24 @@ from torch import nn
 
 from seg.catalogue import Catalogue
 from seg.errors import BadValue
-from seg.models.upsamplers import build_upsampler
+from seg.models.upsamplers import build_upsampler, upsample
 
-DECODERS = Catalogue("decoder", given=("in_channels", "strides", "num_classes", "upsampler"))
+DECODERS = Catalogue("decoder", given=("in_channels", "strides", "num_classes", "upsampler",
+                                     "final_upsampler"))
 UpsamplerFactory = Callable[..., nn.Module]
 BILINEAR: UpsamplerFactory = partial(build_upsampler, "bilinear")
+
+
+def make_step(factory: UpsamplerFactory, channels: int, factor: int,
+              guide_channels: int | None = None) -> nn.Module:
+    """One upsampling step of a decoder, from its ``upsampler`` (or ``final_upsampler``)
+    factory: ``channels`` maps enlarged ``factor`` times. ``guide_channels``: the channels
+    of the feature map the decoder has at the step's output resolution (the encoder's
+    skip), which a feature-guided upsampler takes as its guide (seg.models.upsamplers
+    .upsample); None where there is none, as for the last step to the image."""
+    if guide_channels is None:
+        return factory(channels=channels, factor=factor)
+    return factory(channels=channels, factor=factor, guide_channels=guide_channels)
 
 
 class Decoder(nn.Module):
@@ -36,6 +49,11 @@ class Decoder(nn.Module):
     - ``output_stride``: the stride of the finest map its last upsampling step enlarges;
     - ``upsamplers()``: its upsampling steps, coarse to fine (the study counts their
       parameters, hooks log their kernels).
+
+    ``upsampler`` makes its steps inside the decoder, ``final_upsampler`` (None: the
+    same) its last step, to the input's resolution; each step is built by
+    :func:`make_step` and applied by ``seg.models.upsamplers.upsample``, which hands a
+    feature-guided upsampler its guide.
     """
 
     def forward(self, features: Sequence[torch.Tensor], image_size: tuple[int, int]
@@ -75,6 +93,7 @@ class FCNDecoder(Decoder):
         num_classes: int,
         taps: int = 3,
         upsampler: UpsamplerFactory = BILINEAR,
+        final_upsampler: UpsamplerFactory | None = None,
         skip_scaling: bool = False,
         dropout: float = 0.0,
     ) -> None:
@@ -94,12 +113,13 @@ class FCNDecoder(Decoder):
         for skip_score in self.score[:-1]:
             nn.init.zeros_(skip_score.weight)
             nn.init.zeros_(skip_score.bias)
-        # fuse[i] takes the scores at strides[i + 1] up to strides[i]
+        # fuse[i] takes the scores at strides[i + 1] up to strides[i], guided by tap i
         self.fuse = nn.ModuleList(
-            upsampler(channels=num_classes, factor=self.strides[i + 1] // self.strides[i])
+            make_step(upsampler, num_classes, self.strides[i + 1] // self.strides[i],
+                      guide_channels=channels[i])
             for i in range(taps - 1)
         )
-        self.final = upsampler(channels=num_classes, factor=self.strides[0])
+        self.final = make_step(final_upsampler or upsampler, num_classes, self.strides[0])
 
     @property
     def output_stride(self) -> int:
@@ -116,6 +136,6 @@ class FCNDecoder(Decoder):
         for i in reversed(range(len(self.fuse))):
             skip = taps[i] if self.skip_scales is None else taps[i] * self.skip_scales[i]
             skip_scores = self.score[i](skip)  # (B, K, H/s, W/s)
-            upsampled = self.fuse[i](scores)
+            upsampled = upsample(self.fuse[i], scores, taps[i])
             scores = crop_to(upsampled, *skip_scores.shape[-2:]) + skip_scores
-        return crop_to(self.final(scores), height, width)  # (B, K, H, W)
+        return crop_to(upsample(self.final, scores), height, width)  # (B, K, H, W)

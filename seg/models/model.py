@@ -82,15 +82,18 @@ def build_model(
     upsampler: Callable[..., nn.Module],
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    final_upsampler: Callable[..., nn.Module] | None = None,
 ) -> SegmentationModel:
     """Assemble a model: the decoder is sized from the encoder's taps; ``upsampler``
-    is called as ``upsampler(channels=..., factor=...)`` for each upsampling step; the
-    input is normalised with ``mean`` and ``std`` (fractions of 255, RGB)."""
+    is called as ``upsampler(channels=..., factor=...)`` for each upsampling step inside
+    the decoder, ``final_upsampler`` (None: ``upsampler``) for its last, to the input's
+    size; the input is normalised with ``mean`` and ``std`` (fractions of 255, RGB)."""
     decoder = decoder_factory(
         in_channels=encoder.channels,
         strides=encoder.strides,
         num_classes=num_classes,
         upsampler=upsampler,
+        final_upsampler=final_upsampler,
     )
     return SegmentationModel(encoder, decoder, Normalise(mean, std))
 
@@ -99,7 +102,8 @@ def model_from_config(config: object, num_classes: int, weights: bool = True,
                       mean: Sequence[float] = IMAGENET_MEAN,
                       std: Sequence[float] = IMAGENET_STD) -> SegmentationModel:
     """The model a config's ``model`` node describes (plain data: ``{"encoder": {"name":
-    ..., options}, "decoder": {...}, "upsampler": {...}}``), every part named from its
+    ..., options}, "decoder": {...}, "upsampler": {...}, "final_upsampler": {...} or
+    None}``), every part named from its
     catalogue with its options checked (seg.catalogue). Training and reloading a
     checkpoint both build here; ``weights=False`` leaves the encoder's ``weights``
     unread, as a checkpoint's own weights replace them (and never name another file).
@@ -107,13 +111,20 @@ def model_from_config(config: object, num_classes: int, weights: bool = True,
     default to the encoder's pretrained record; a checkpoint's own)."""
     if not isinstance(config, Mapping):
         raise BadValue(f"model is not a config node (got {type(config).__name__})")
-    upsampler_name, upsampler_options = UPSAMPLERS.read(config.get("upsampler"),
-                                                        "model.upsampler")
     decoder_name, decoder_options = DECODERS.read(config.get("decoder"), "model.decoder")
+    final = config.get("final_upsampler")
     return build_model(encoder_from_config(config.get("encoder"), weights),
                        partial(DECODERS.build, decoder_name, **decoder_options), num_classes,
-                       partial(build_upsampler, upsampler_name, **upsampler_options),
-                       mean, std)
+                       upsampler_factory(config.get("upsampler"), "model.upsampler"),
+                       mean, std,
+                       None if final is None else upsampler_factory(final,
+                                                                    "model.final_upsampler"))
+
+
+def upsampler_factory(node: object, where: str) -> Callable[..., nn.Module]:
+    """What builds each step of the upsampler a config node names (options checked)."""
+    name, options = UPSAMPLERS.read(node, where)
+    return partial(build_upsampler, name, **options)
 
 
 def encoder_from_config(node: object, weights: bool = True) -> Encoder:

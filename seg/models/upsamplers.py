@@ -18,7 +18,7 @@ from torch import nn
 from seg.catalogue import Catalogue
 from seg.errors import BadValue
 
-UPSAMPLERS = Catalogue("upsampler", given=("channels", "factor"))
+UPSAMPLERS = Catalogue("upsampler", given=("channels", "factor", "guide_channels"))
 
 
 def kernel_drift(upsampler: nn.Module) -> float | None:
@@ -31,15 +31,33 @@ def kernel_drift(upsampler: nn.Module) -> float | None:
     return float(moved.norm() / initial.norm())
 
 
-def build_upsampler(name: str, channels: int, factor: int, **options) -> nn.Module:
-    """Build the upsampler registered as ``name`` for ``channels`` maps and ``factor``."""
-    UPSAMPLERS.entry(name)
+def build_upsampler(name: str, channels: int, factor: int, guide_channels: int | None = None,
+                    **options) -> nn.Module:
+    """Build the upsampler registered as ``name`` for ``channels`` maps and ``factor``.
+    ``guide_channels``: the channels of the feature map at the output's resolution that a
+    decoder step can hand a feature-guided upsampler (SAPA, FADE: ``guided = True``) as
+    its guide; None where the step has none. Other upsamplers never see it."""
+    entry = UPSAMPLERS.entry(name)
     if not isinstance(factor, int) or factor < 1:
         raise BadValue(f"upsampling factor must be a positive integer, got {factor!r}")
+    if is_guided(entry.builder):
+        options["guide_channels"] = guide_channels
     # A private RNG: building any upsampler leaves the global random state, and so every
     # other weight of the model, exactly as it was; comparisons differ only here.
     with torch.random.fork_rng(devices=[]):
         return UPSAMPLERS.build(name, channels=channels, factor=factor, **options)
+
+
+def is_guided(upsampler: object) -> bool:
+    """Whether an upsampler (class or module) takes a guide: ``forward(x, guide)``."""
+    return bool(getattr(upsampler, "guided", False))
+
+
+def upsample(step: nn.Module, x: torch.Tensor, guide: torch.Tensor | None = None
+             ) -> torch.Tensor:
+    """Apply an upsampling step: a feature-guided one with ``guide`` (the feature map at
+    the output's resolution, or None), any other to ``x`` alone."""
+    return step(x, guide) if is_guided(step) else step(x)
 
 
 def resize(x: torch.Tensor, factor: int, mode: str = "bilinear") -> torch.Tensor:
@@ -48,6 +66,20 @@ def resize(x: torch.Tensor, factor: int, mode: str = "bilinear") -> torch.Tensor
         return x
     align_corners = False if mode == "bilinear" else None
     return F.interpolate(x, scale_factor=factor, mode=mode, align_corners=align_corners)
+
+
+@UPSAMPLERS.register("nearest")
+class NearestUpsampler(nn.Module):
+    """Fixed nearest-neighbour resizing (each pixel repeated ``factor`` times each way): the
+    up-step of segmentation_models_pytorch's U-Net; no parameters."""
+
+    def __init__(self, channels: int, factor: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return resize(x, self.factor, mode="nearest")
 
 
 @UPSAMPLERS.register("bilinear")
