@@ -20,6 +20,7 @@ try:
         audit,
         cli,
         data,
+        decoders,
         encoders,
         flops,
         harness,
@@ -287,6 +288,18 @@ def test_encoders_benchmark_times_both_encoders() -> None:
         p.numel() for p in small.parameters())
     report = encoders.report(result)
     assert "simple" in report and "images/s" in report
+
+
+def test_decoders_benchmark_sides_have_equal_decoder_parameters() -> None:
+    pytest.importorskip("segmentation_models_pytorch")
+    plan = {"warmup": 1, "steps": 1, "repeats": 1}
+    sides = {name: decoders.side("unet", name, "32", plan) for name in decoders.SIDES}
+    assert sides["seg"]["decoder_parameters"] == sides["smp"]["decoder_parameters"] > 0
+    assert all(side["images_per_s"] > 0 and side["inference_ms"] > 0
+               for side in sides.values())
+    result = {"unet": {"32": sides, "ratio": 1.0, "parameter_ratio": 1.0}}
+    report = decoders.report(result)
+    assert "unet (seg)" in report and "unet (smp)" in report and "fp32" in report
 
 
 # -- targets ---------------------------------------------------------------------------------

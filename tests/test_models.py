@@ -18,8 +18,16 @@ def encoder(request):
     return build_encoder(name, **({"output_stride": int(stride)} if stride else {})).eval()
 
 
-@pytest.mark.parametrize("variant", list(DECODERS))
-@pytest.mark.parametrize("upsampler", sorted(UPSAMPLERS))
+def decoder_cases() -> list[tuple[str, str]]:
+    """FCN's decoders with every upsampler; the others (wider, so slower) with bilinear and
+    a feature-guided one, whose guide's channels come from the encoder: every upsampler
+    inside every decoder is tested on a small encoder (tests/test_decoders.py)."""
+    return [(decoder, upsampler) for decoder in DECODERS
+            for upsampler in (sorted(UPSAMPLERS) if decoder.startswith("fcn")
+                              else ("bilinear", "fade"))]
+
+
+@pytest.mark.parametrize(("variant", "upsampler"), decoder_cases())
 def test_logits_come_out_at_the_input_size(encoder, variant: str, upsampler: str) -> None:
     model = build_model(encoder, partial(DECODERS.build, variant), 5,
                         partial(build_upsampler, upsampler)).eval()

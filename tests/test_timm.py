@@ -94,7 +94,7 @@ def test_a_timm_encoder_trains_reloads_predicts_and_exports(shapes_root: Path,
     checkpoint = tmp_path / "run" / "checkpoints" / "best.pt"
     state = load_trained(checkpoint)
     assert state["config"]["model"]["encoder"] == {"name": "timm", "model_name": SMALL,
-                                                   "weights": None}
+                                                   "weights": None, "finest_stride": 4}
     assert state["mean"] == [0.5, 0.5, 0.5] and state["std"] == [0.25, 0.25, 0.25]
     model = model_from_checkpoint(state, checkpoint).eval()
 

@@ -133,7 +133,8 @@ def test_unknown_upsampler_lists_valid_names(tmp_path, shapes_root) -> None:
                      f"dataset.root={shapes_root}", f"hydra.run.dir={tmp_path}/run2", cwd=tmp_path)
     assert result.returncode != 0
     assert ("valid names are bilinear, bilinear_conv, carafe, carafe_static, dysample, "
-            "dysample_static, nearest, pixel_shuffle, resize_conv, transposed" in result.stderr)
+            "dysample_static, fade, nearest, pixel_shuffle, resize_conv, sapa, sapa_free, "
+            "transposed" in result.stderr)
     assert "Traceback" not in result.stderr
 
 

@@ -102,9 +102,11 @@ def fixed_reference(name: str, x: torch.Tensor, factor: int) -> torch.Tensor:
     ("carafe", {}),
     ("carafe", {"kernel_size": 3, "encoder_kernel_size": 1, "compressed_channels": 2}),
     ("carafe_static", {}),
+    ("sapa", {}),  # guided: with no guide, by the input upsampled (test_guided_upsamplers:
+    ("fade", {}),  # with a skip as the guide)
 ], ids=["bilinear", "transposed", "transposed-frozen", "transposed-full", "resize_conv",
         "pixel_shuffle", "bilinear_conv", "dysample", "dysample-groups-dynamic",
-        "dysample_static", "carafe", "carafe-small", "carafe_static"])
+        "dysample_static", "carafe", "carafe-small", "carafe_static", "sapa", "fade"])
 def test_every_upsampler_equals_its_fixed_counterpart_at_init(name, options, factor) -> None:
     upsampler = build_upsampler(name, channels=3, factor=factor, **options)
     for height, width in SIZES:
@@ -206,7 +208,8 @@ def test_frozen_transposed_trains_like_bilinear() -> None:
 
 def test_unknown_upsampler_lists_valid_names() -> None:
     valid = ("valid names are bilinear, bilinear_conv, carafe, carafe_static, dysample, "
-             "dysample_static, nearest, pixel_shuffle, resize_conv")
+             "dysample_static, fade, nearest, pixel_shuffle, resize_conv, sapa, sapa_free, "
+             "transposed")
     with pytest.raises(ValueError, match=valid):
         build_upsampler("nearest-ish", channels=4, factor=2)
 

@@ -271,3 +271,37 @@ def test_seg_export_writes_a_self_describing_file(checkpoint: Path, tmp_path: Pa
     with pytest.raises(ValueError, match="format=tflite"):
         export(compose_config("export", f"checkpoint={checkpoint}", "format=tflite",
                               f"output={tmp_path / 'm.tflite'}"))
+
+
+def perturbed_model(decoder: str, upsampler: str) -> nn.Module:
+    """A small model with ``decoder`` whose every parameter is moved off its
+    initialisation (zero-initialised skips and learned upsamplers that start as bilinear
+    would otherwise hide a step the export gets wrong)."""
+    from functools import partial
+
+    torch.manual_seed(0)
+    encoder = build_encoder("simple", stem_width=8, widths=[8, 16, 16, 16], depths=[1, 1, 1, 1])
+    model = build_model(encoder, partial(DECODERS.build, decoder), 3,
+                        partial(build_upsampler, name=upsampler))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter), alpha=0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize("upsampler", ["bilinear", "transposed", "carafe", "sapa", "fade"])
+@pytest.mark.parametrize("decoder", ["unet", "fpn", "deeplabv3plus", "segformer", "fcn8s"])
+def test_every_decoder_exports_to_onnx_at_odd_sizes(decoder: str, upsampler: str,
+                                                   tmp_path: Path) -> None:
+    import onnxruntime
+
+    model = perturbed_model(decoder, upsampler)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in ((1, 3, 64, 64), (2, 3, 75, 101)):
+        images = 255 * torch.rand(shape, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            expected = model(images).numpy()
+        (logits,) = session.run(None, {"images": images.numpy()})
+        assert logits.shape == expected.shape == (shape[0], 3, *shape[2:])
+        assert np.abs(logits - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())

@@ -4,7 +4,7 @@
   report (BENCHMARKS.md, one section per machine, through seg.files);
 - one module per benchmark, each with ``run(...)`` (its result, a dict) and
   ``report(result)`` (its text): ``loader``, ``cache``, ``trainer``, ``encoders``,
-  ``peer``, ``upsample``, ``upsamplers``, ``audit``;
+  ``peer``, ``upsample``, ``upsamplers``, ``audit``, ``decoders``;
 - ``data``: the generated files and in-memory batches they measure on;
 - ``reference``: torchvision's references/segmentation pipeline and criterion, written out;
 - ``flops``: FLOPs of a training step and MFU;

@@ -7,6 +7,7 @@
     python scripts/bench.py peer [--steps N] [--warmup N]  # our ResNet-50 FCNs / torchvision
     python scripts/bench.py upsample [--json PATH]  # transposed conv by phases; upsamplers
     python scripts/bench.py audit [--precision P]  # one training step's ops: ours / torchvision
+    python scripts/bench.py decoders     # U-Net, FPN, DeepLabV3+, SegFormer: ours / SMP's
     python scripts/bench.py all          # every benchmark; writes BENCHMARKS.md
 
 `python scripts/bench.py BENCHMARK --help` says what one measures. After each benchmark,
@@ -27,7 +28,7 @@ import torch
 
 from seg.files import write_text
 
-from . import audit, cache, encoders, loader, peer, trainer, upsample, upsamplers
+from . import audit, cache, decoders, encoders, loader, peer, trainer, upsample, upsamplers
 from .harness import device_heading, write_section
 from .targets import Verdict, check, describe
 
@@ -129,6 +130,8 @@ COMMANDS = {  # in the order `all` runs them
                         (precision_option, json_option)),
     "audit": Command(measure_audit, audit.report, "one training step's ops: ours / torchvision",
                      audit.__doc__, (precision_option,)),
+    "decoders": Command(lambda args: decoders.run(), decoders.report,
+                        "U-Net, FPN, DeepLabV3+, SegFormer: ours / SMP's", decoders.__doc__),
 }
 
 
@@ -161,6 +164,10 @@ def parse_args(argv: Sequence[str] | None,
     side = subparsers.add_parser("peer-side")  # one side of `peer`, in its own process
     side.add_argument("side", choices=tuple(peer.PEER_SIDES))
     peer_options(side)
+    decoder_side = subparsers.add_parser("decoders-side")  # one side of `decoders`
+    decoder_side.add_argument("decoder", choices=tuple(decoders.DECODERS))
+    decoder_side.add_argument("side", choices=decoders.SIDES)
+    decoder_side.add_argument("--precision", choices=("32", "bf16", "16"), required=True)
     return parser.parse_args(argv)
 
 
@@ -180,6 +187,9 @@ def main(argv: Sequence[str] | None = None,
     args = parse_args(argv, commands)
     if args.benchmark == "peer-side":
         print(json.dumps(peer.side(args.side, args.steps, args.warmup)))
+        return 0
+    if args.benchmark == "decoders-side":
+        print(json.dumps(decoders.side(args.decoder, args.side, args.precision)))
         return 0
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     names = list(commands) if args.benchmark == "all" else [args.benchmark]

@@ -82,6 +82,13 @@ def median_ms(run: Callable[[], None], device: torch.device, warmup: int,
 
 
 def cpu_name() -> str:
+    """The CPU's model name as lscpu shows it (Linux), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine()
 
 

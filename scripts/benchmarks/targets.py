@@ -42,6 +42,12 @@ TARGETS = (
     Target("peer", "ours-fcn8s.ratio", ">=", 1.8,
            "FCN-8s trains at 1.8x torchvision's fcn_resnet50 in its bare loop",
            device="cpu"),
+    *(Target("decoders", f"{decoder}.ratio", ">=", 1.2,
+             f"{decoder} trains at 1.2x SMP's with the same encoder, upsampling and parameters")
+      for decoder in ("unet", "fpn", "deeplabv3plus", "segformer")),
+    *(Target("decoders", f"{decoder}.parameter_ratio", "<=", 1.0,
+             f"{decoder} has no more decoder parameters than SMP's")
+      for decoder in ("unet", "fpn", "deeplabv3plus", "segformer")),
 )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seg.catalogue import Catalogue
@@ -71,6 +72,18 @@ class Decoder(nn.Module):
 def crop_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Keep the top-left ``height x width`` of a map at least that large (FCN's crop)."""
     return x[:, :, :height, :width]
+
+
+def fit_to(x: torch.Tensor, height: int, width: int, margin: int) -> torch.Tensor:
+    """``x`` cropped to ``height x width``; where it is short, its last rows and columns
+    first repeated ``margin`` times. An encoder that rounds sizes down leaves an enlarged
+    map short of the finer one it meets: ConvNeXt's 4x4 stride-4 patchify stem gives
+    floor(H/4) rows, x4 up to 3 short of the input, and its stages' floor(h/2), x2 one
+    short of the skip (the up-step's factor bounds the shortfall). An exported graph
+    always pads, as the shortfall depends on the input's size, which it does not fix."""
+    if torch.onnx.is_in_onnx_export() or x.shape[-2] < height or x.shape[-1] < width:
+        x = F.pad(x, (0, margin, 0, margin), mode="replicate")
+    return crop_to(x, height, width)
 
 
 @DECODERS.register("fcn4s", taps=4)
@@ -137,5 +150,6 @@ class FCNDecoder(Decoder):
             skip = taps[i] if self.skip_scales is None else taps[i] * self.skip_scales[i]
             skip_scores = self.score[i](skip)  # (B, K, H/s, W/s)
             upsampled = upsample(self.fuse[i], scores, taps[i])
-            scores = crop_to(upsampled, *skip_scores.shape[-2:]) + skip_scores
-        return crop_to(upsample(self.final, scores), height, width)  # (B, K, H, W)
+            factor = self.strides[i + 1] // self.strides[i]
+            scores = fit_to(upsampled, *skip_scores.shape[-2:], factor) + skip_scores
+        return fit_to(upsample(self.final, scores), height, width, self.strides[0])  # (B, K, H, W)

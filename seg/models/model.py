@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
@@ -88,12 +89,14 @@ def build_model(
     is called as ``upsampler(channels=..., factor=...)`` for each upsampling step inside
     the decoder, ``final_upsampler`` (None: ``upsampler``) for its last, to the input's
     size; the input is normalised with ``mean`` and ``std`` (fractions of 255, RGB)."""
+    # final_upsampler only where set: a decoder of one's own may not take it
+    final = {} if final_upsampler is None else {"final_upsampler": final_upsampler}
     decoder = decoder_factory(
         in_channels=encoder.channels,
         strides=encoder.strides,
         num_classes=num_classes,
         upsampler=upsampler,
-        final_upsampler=final_upsampler,
+        **final,
     )
     return SegmentationModel(encoder, decoder, Normalise(mean, std))
 
@@ -113,6 +116,11 @@ def model_from_config(config: object, num_classes: int, weights: bool = True,
         raise BadValue(f"model is not a config node (got {type(config).__name__})")
     decoder_name, decoder_options = DECODERS.read(config.get("decoder"), "model.decoder")
     final = config.get("final_upsampler")
+    builder = DECODERS.entry(decoder_name).builder
+    if final is not None and "final_upsampler" not in inspect.signature(builder).parameters:
+        raise BadValue(f"model.final_upsampler: the {decoder_name} decoder takes no "
+                       "final_upsampler (its steps all come from model.upsampler): leave it "
+                       "null")
     return build_model(encoder_from_config(config.get("encoder"), weights),
                        partial(DECODERS.build, decoder_name, **decoder_options), num_classes,
                        upsampler_factory(config.get("upsampler"), "model.upsampler"),

@@ -2,8 +2,9 @@
 ``pip install 'seg[timm]'``).
 
 timm's ``features_only`` models return one feature map per stage and describe them in
-``feature_info``; the encoder keeps those at strides 4, 8, 16 and 32 (FCN-4s to FCN-32s)
-and reads their channels from there. timm is imported when such an encoder is built, so
+``feature_info``; the encoder keeps those at strides 4, 8, 16 and 32 (FCN-4s to FCN-32s),
+with ``finest_stride: 2`` a stride-2 tap first too (SMP's U-Net concatenates one), and
+reads their channels from there. timm is imported when such an encoder is built, so
 the other encoders never need it. A checkpoint names the timm model as data: the name
 must be one of ``timm.list_models()`` (with one of timm's pretrained tags for it, such as
 ``resnet18.a1_in1k``, or none), and only timm's own builder for it runs.
@@ -25,6 +26,7 @@ from seg.models.normalise import IMAGENET_MEAN, IMAGENET_STD
 from seg.settings import optional_package
 
 TAP_STRIDES = (4, 8, 16, 32)
+FINEST_STRIDES = (2, 4)  # finest_stride: 4, or 2 for a stride-2 tap before TAP_STRIDES
 DEFAULT_MODEL = "tf_efficientnet_lite0"
 
 
@@ -105,27 +107,34 @@ def timm_pretrained(model_name: str = DEFAULT_MODEL, **_options: object) -> Pret
 
 @ENCODERS.register("timm", record=timm_pretrained)
 class TimmEncoder(Encoder):
-    """The feature maps of timm model ``model_name`` at strides 4, 8, 16 and 32.
+    """The feature maps of timm model ``model_name`` at strides 4, 8, 16 and 32, after one
+    at stride 2 where ``finest_stride`` is 2 (the decoders that fuse at stride 4 take the
+    last taps, so only the U-Net uses it).
 
     Its ``state_dict`` is ``body.`` and timm's own keys; a weights file in timm's layout
     (the whole classifier, as timm and ``scripts/prepare_weights.py`` write it) loads
     into it with the classifier's head left out (:func:`timm_layout`)."""
 
-    def __init__(self, model_name: str = DEFAULT_MODEL) -> None:
+    def __init__(self, model_name: str = DEFAULT_MODEL, finest_stride: int = 4) -> None:
         super().__init__()
+        if finest_stride not in FINEST_STRIDES:
+            raise BadValue(f"model.encoder.finest_stride={finest_stride!r}: use 4 (taps at "
+                           "strides 4 to 32) or 2 (a stride-2 tap first, as SMP's U-Net)")
+        strides = (2, *TAP_STRIDES) if finest_stride == 2 else TAP_STRIDES
         self.model_name = model_name
         self.body = features_model(model_name)
         reductions = list(self.body.feature_info.reduction())
-        missing = [stride for stride in TAP_STRIDES if stride not in reductions]
+        missing = [stride for stride in strides if stride not in reductions]
         if missing:
             raise BadValue(f"model.encoder.model_name={model_name}: its features are at "
-                           f"strides {reductions}, an FCN needs 4, 8, 16 and 32: choose a "
+                           f"strides {reductions}, an FCN needs "
+                           f"{', '.join(map(str, strides[:-1]))} and {strides[-1]}: choose a "
                            "convolutional model (a plain ViT has one stride)")
         # the last stage of each stride: the deepest features at that resolution
-        self.taps = [len(reductions) - 1 - reductions[::-1].index(s) for s in TAP_STRIDES]
+        self.taps = [len(reductions) - 1 - reductions[::-1].index(s) for s in strides]
         channels = self.body.feature_info.channels()
         self.channels = tuple(channels[i] for i in self.taps)
-        self.strides = TAP_STRIDES
+        self.strides = strides
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = self.body(x)

@@ -67,4 +67,10 @@ CONTROLS: tuple[Control, ...] = (
     learned_parameters("carafe"),
     learned_parameters("resize_conv"),
     learned_parameters("pixel_shuffle"),
+    Control("sapa", "sapa_free", "a learned embedding of the similarity", True,
+            "learning the similarity helps: {u} beats its parameter-free twin {c} by {d}",
+            "the parameter-free {c} beats {u} by {d}: learning the similarity does harm here",
+            "{c} matches {u}: the guide's raw similarity does as well as a learned one"),
+    learned_parameters("sapa"),
+    learned_parameters("fade"),
 )
