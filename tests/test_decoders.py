@@ -4,6 +4,7 @@ trainable parameter gets a gradient (DistributedDataParallel needs each one used
 
 from __future__ import annotations
 
+import warnings
 from functools import cache, partial
 from importlib.resources import files
 from pathlib import Path
@@ -63,8 +64,13 @@ def test_a_decoder_with_learned_steps_resumes_reloads_and_serves(
 
     import onnxruntime
 
-    path = export(compose_config("export", f"checkpoint={checkpoint}",
-                                 f"output={tmp_path / 'model.onnx'}"))
+    with warnings.catch_warnings(record=True) as caught:  # seg-export prints none
+        warnings.simplefilter("always")
+        path = export(compose_config("export", f"checkpoint={checkpoint}",
+                                     f"output={tmp_path / 'model.onnx'}"))
+    shown = [str(warning.message) for warning in caught  # as Python shows a command's
+             if not issubclass(warning.category, DeprecationWarning)]
+    assert not shown
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     pixels = 255 * torch.rand(1, 3, 53, 71, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -144,3 +150,18 @@ def test_every_learned_upsampler_starts_as_its_fixed_twin_in_every_decoder(
         expected = fixed(images)
         assert torch.allclose(learned(images), expected, atol=1e-4 * expected.abs().max()), \
             f"{upsampler} inside {decoder} does not start as {fixed_twin(upsampler)}"
+
+
+def upsampler_options_all() -> list[str]:
+    return sorted(path.stem for path in UPSAMPLER_CONFIGS.glob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("upsampler", upsampler_options_all())
+@pytest.mark.parametrize("decoder", [*NEW_DECODERS, "fcn8s"])
+def test_seg_train_trains_every_decoder_with_every_upsampler(
+        decoder: str, upsampler: str, compose_train, tmp_path: Path) -> None:
+    metrics = train(compose_train(f"model/decoder={decoder}", f"model/upsampler={upsampler}"),
+                    tmp_path / "run")
+    assert metrics["iterations"] == 2 and 0.0 <= metrics["mIoU"] <= 1.0
+    assert metrics["configuration"]["upsampler"].split()[0] in (upsampler, *UPSAMPLERS)

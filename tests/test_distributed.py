@@ -56,10 +56,16 @@ def test_two_gloo_processes_evaluate_a_checkpoint_as_one(compose_train, five_val
     assert sum(map(sum, matrices[0])) == 5 * 64 * 64  # every val pixel, counted once
 
 
-def test_torchrun_trains_with_two_processes_and_one_writer(shapes_root, tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", [
+    (), *((f"model/decoder={decoder}", "model/upsampler=fade")
+          for decoder in ("unet", "fpn", "deeplabv3plus", "segformer"))],
+    ids=["fcn4s", "unet", "fpn", "deeplabv3plus", "segformer"])
+def test_torchrun_trains_with_two_processes_and_one_writer(model: tuple[str, ...], shapes_root,
+                                                           tmp_path: Path) -> None:
+    """Every decoder under DistributedDataParallel, which needs each parameter used."""
     run(torchrun("-m", "seg.cli.train", "debug=tiny", f"dataset.root={shapes_root}",
                  "dataset.crop_size=48", "trainer.max_iters=4", "trainer.sync_bn=true",
-                 f"hydra.run.dir={tmp_path}"))
+                 *model, f"hydra.run.dir={tmp_path}"))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["iterations"] == 4
     assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 1

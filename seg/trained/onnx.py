@@ -64,6 +64,10 @@ def export_onnx(model: torch.nn.Module, path: str | Path, opset: int = 18,
         # the cost is reversing 8 integers at run time: nothing a user can act on.
         warnings.filterwarnings("ignore", category=UserWarning,
                                 message="Constant folding - Only steps=1 can be constant folded")
+        # group norm (FPN's) checks in Python that a training batch has more than one
+        # value per group; traced, that check is a constant the graph never uses
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning,
+                                module=r"torch\.nn\.functional")
         torch.onnx.export(model, (sample,), graph_bytes, input_names=["images"],
                           output_names=["logits"], opset_version=opset, dynamo=False,
                           dynamic_axes={"images": dynamic, "logits": dynamic})
