@@ -44,7 +44,7 @@ def settings(device_type: str) -> dict:
     """Warm-up and timed training steps, and inference repeats, per device."""
     if device_type == "cuda":
         return {"warmup": 10, "steps": 30, "repeats": 20}
-    return {"warmup": 3, "steps": 15, "repeats": 5}
+    return {"warmup": 3, "steps": 15, "repeats": 10}
 
 
 def build(decoder: str, side: str) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -94,7 +94,7 @@ def inference_ms(model: torch.nn.Module, device: torch.device, precision: str,
         with torch.no_grad(), autocast(device, precision):
             model(image)
 
-    return median_ms(forward, device, warmup=2, repeats=repeats)
+    return median_ms(forward, device, warmup=3, repeats=repeats)
 
 
 def side(decoder: str, name: str, precision: str, plan: dict | None = None) -> dict:
