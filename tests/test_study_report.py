@@ -310,3 +310,21 @@ def test_a_baseline_at_the_majority_class_fails_the_learning_check(tmp_path: Pat
     assert ("- Learning check (bilinear fcn8s, val mIoU at the end, mean over seeds): not "
             "checked, no bilinear fcn8s run with a confusion matrix.") in \
         aggregate(tmp_path).read_text()
+
+
+def test_a_decoder_that_learned_nothing_gets_no_verdicts(tmp_path: Path) -> None:
+    from seg.study.report import NO_VERDICT, markdown_report
+
+    fabricate(tmp_path, {"transposed": END_ONLY, "bilinear_conv": END_ONLY})
+    runs, _ = load_runs(tmp_path)
+    learned = markdown_report(runs, [], [], [])
+    assert "**ends better**" in learned and NO_VERDICT not in learned
+    # the same runs against a majority class as good as the baseline: nothing learned
+    for run in runs:
+        run["confusion_matrix"] = [[90, 0], [10, 0]]  # majority-class mIoU 0.9 / 2
+        if run["upsampler"] == "bilinear":
+            run["mIoU"] = 0.452
+    report = markdown_report(runs, [], [], [])
+    assert f"- fcn8s: {NO_VERDICT} (the learning check above)" in report
+    assert "**ends better**" not in report and "learned is better" not in report
+    assert report.count(f"| {NO_VERDICT} |") >= 2  # the paired table's rows, the control's

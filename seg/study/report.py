@@ -135,27 +135,42 @@ def last_quarter_section(changes: list[dict]) -> list[str]:
                        rows), ""]
 
 
-def verdict_section(verdicts: list[dict]) -> list[str]:
-    """Per learned upsampler and decoder, whether it learns faster or ends better, in words."""
+NO_VERDICT = "no verdict: its bilinear runs learned nothing beyond the majority class"
+
+
+def unlearned_decoders(runs: list[dict]) -> set[str]:
+    """The decoders whose learning check fails: their differences mean nothing, so the
+    report states none of them as a finding."""
+    return {decoder for decoder in decoders_of(runs)
+            if above_majority_check(runs, decoder)[0] is False}
+
+
+def verdict_section(verdicts: list[dict], unlearned: set[str] = frozenset()) -> list[str]:
+    """Per learned upsampler and decoder, whether it learns faster or ends better, in words;
+    for an ``unlearned`` decoder, only that it learned nothing."""
     lines = ["## Learned vs bilinear, in words", "",
              f"*Learns faster*: val mIoU significantly above {FIXED}'s (paired by seed, 95 % t "
              "interval above 0) at some budget up to 1/4 of the run; *ends better*: at the "
              "last evaluation. In brackets, the early budget whose interval is farthest from 0, "
              "and the end (percentage points).", ""]
-    for verdict in verdicts:
+    lines += [f"- {decoder}: {NO_VERDICT} (the learning check above)"
+              for decoder in sorted(unlearned)]
+    for verdict in (v for v in verdicts if v["decoder"] not in unlearned):
         early, final = verdict["early"], verdict["final"]
         at_start = (f"{interval_text(early)} at iteration {early['iteration']}" if early
                     else "no evaluation up to 1/4 of the run")
         lines.append(f"- {verdict['decoder']}, {verdict['upsampler']}: **{verdict['words']}** "
                      f"(early: {at_start}; end: {interval_text(final)} at iteration "
                      f"{final['iteration']})")
-    if not verdicts:
+    if not verdicts and not unlearned:
         lines.append(f"- no learned upsampler ran with the same seed as {FIXED}")
     return lines + [""]
 
 
-def final_section(rows: list[dict], pairs: list[dict]) -> list[str]:
-    """The per-configuration table at the end of training, then its paired differences."""
+def final_section(rows: list[dict], pairs: list[dict], unlearned: set[str] = frozenset()
+                  ) -> list[str]:
+    """The per-configuration table at the end of training, then its paired differences
+    (with no verdict for an ``unlearned`` decoder)."""
     columns = summary_metrics()
     titles = [title for title, _, _ in columns.values()]
     lines = ["## At the end of training", "", "Mean ± standard deviation over seeds.", ""]
@@ -167,7 +182,8 @@ def final_section(rows: list[dict], pairs: list[dict]) -> list[str]:
               "with its 95 % t interval:", ""]
     lines += table(["decoder", "upsampler", "metric", "seeds", "mean", "95 % CI", "verdict"],
                    [[p["decoder"], p["upsampler"], p["metric"], str(p["n"]), points(p["mean"]),
-                     f"[{points(p['low'])}, {points(p['high'])}]", p["verdict"]]
+                     f"[{points(p['low'])}, {points(p['high'])}]",
+                     NO_VERDICT if p["decoder"] in unlearned else p["verdict"]]
                     for p in pairs])
     return lines + [""]
 
@@ -204,13 +220,16 @@ def control_reading(row: dict) -> str:
     return reading
 
 
-def control_section(controls: list[dict]) -> list[str]:
-    """Each gain against the control that could explain it away, where the sweep ran both."""
+def control_section(controls: list[dict], unlearned: set[str] = frozenset()) -> list[str]:
+    """Each gain against the control that could explain it away, where the sweep ran both
+    (read for no ``unlearned`` decoder)."""
     if not controls:
         return []
     rows = [[c["decoder"], f"{c['upsampler']} - {c['control']}", c["rules_out"],
              f"{c['params']:,} / {c['control_params']:,}" if "params" in c else "–",
-             str(c["n"]), interval_text(c), control_reading(c)] for c in controls]
+             str(c["n"]), interval_text(c),
+             NO_VERDICT if c["decoder"] in unlearned else control_reading(c)]
+            for c in controls]
     return ["## Does the gain survive its control?", "",
             "Val mIoU at the end, paired by seed, in percentage points with its 95 % t "
             "interval; the upsamplers' learned parameters (the upsampler's / the control's).",
@@ -275,11 +294,12 @@ def markdown_report(runs: list[dict], failed: list[str], per_class_rows: list[di
     if recipe:
         lines += [f"Every run: {recipe}.", ""]
     differences = budget_differences(runs)
+    unlearned = unlearned_decoders(runs)
     lines += convergence_section(runs, longer_runs or [])
-    lines += verdict_section(speed_verdicts(differences))
-    lines += final_section(summarize(runs), paired_differences(runs))
+    lines += verdict_section(speed_verdicts(differences), unlearned)
+    lines += final_section(summarize(runs), paired_differences(runs), unlearned)
     lines += budget_section(differences)
-    lines += control_section(control_differences(runs))
+    lines += control_section(control_differences(runs), unlearned)
     lines += per_class_section(per_class_rows)
     lines += cost_section(costs)
     lines += ["Failed runs: " + (", ".join(failed) if failed else "none")]

@@ -23,6 +23,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from seg.study.progress import SweepProgress
 from seg.study.runs import ENCODER_DIR, LONGER_DIR
 
 SWEEP_ROOT = Path("outputs/compare")
@@ -137,10 +138,28 @@ def pretrains(overrides: Sequence[str]) -> bool:
 
 
 def multirun(train: Sequence[str], overrides: Sequence[str]) -> int:
-    """Run the command ``train`` (seg-train) as a Hydra multirun of ``overrides``; return
-    its exit status."""
+    """Run the command ``train`` (seg-train) as a Hydra multirun of ``overrides``, saying
+    as its runs finish how many of how many are done and when the rest should be (see
+    :class:`SweepProgress`); return its exit status."""
     command = [*train, "--multirun", *overrides]
-    return subprocess.run(command, check=False).returncode
+    sweep_dir = setting(overrides, "hydra.sweep.dir")
+    if sweep_dir is None:
+        return subprocess.run(command, check=False).returncode
+    with SweepProgress(Path(sweep_dir), sweep_size(overrides)):
+        return subprocess.run(command, check=False).returncode
+
+
+def sweep_size(overrides: Sequence[str]) -> int:
+    """How many runs the multirun of ``overrides`` makes: the product of each swept key's
+    values, the command line's over the preset's ``hydra.sweeper.params``."""
+    preset = OmegaConf.select(composed(overrides), "hydra.sweeper.params", default=None) or {}
+    by_key = {key: f"{key}={values}" for key, values in preset.items()}
+    by_key.update({key_of(override): override for override in overrides})
+    size = 1
+    for parsed in OverridesParser.create().parse_overrides(list(by_key.values())):
+        if parsed.is_sweep_override():
+            size *= len(list(parsed.sweep_string_iterator()))
+    return size
 
 
 def longer_baseline_overrides(overrides: Sequence[str], sweep_dir: str) -> list[str] | None:
