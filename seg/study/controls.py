@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# fixed like the baseline, nothing learned to control for: read against bilinear alone
+FIXED_ALTERNATIVES = frozenset({"nearest"})
+
 
 @dataclass(frozen=True)
 class Control:
