@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from seg.data.base import SegmentationDataset
-from seg.data.check import read_every_sample
+from seg.data.check import check_dataset, read_every_sample
 from seg.data.labels import IGNORE_INDEX
 from seg.data.loader import build_loader, first_samples, resolve_num_workers
 from seg.data.palette import resolve_palette
@@ -39,7 +39,7 @@ from seg.engine import (
 from seg.engine.checkpoints import free_name, remove_unfinished_saves
 from seg.engine.distributed import ProcessGroup, broadcast_from_main, init_distributed
 from seg.engine.hooks import REGISTERED_HOOKS
-from seg.engine.losses import LOSSES
+from seg.engine.losses import LOSSES, checked_class_weights, median_frequency_weights
 from seg.engine.metrics import format_table
 from seg.engine.tensorboard import NullLogger, TensorBoardLogger
 from seg.errors import BadValue, PathExists, UserError
@@ -424,5 +424,28 @@ def model_of(model_cfg: DictConfig, num_classes: int,
 
 
 def loss_from_config(cfg: DictConfig) -> torch.nn.Module:
-    """The training loss the ``loss`` node names (seg.engine.losses.LOSSES)."""
-    return LOSSES.build_from(OmegaConf.to_container(cfg.loss, resolve=True), "loss")
+    """The training loss the ``loss`` node names (seg.engine.losses.LOSSES). Its
+    ``class_weights`` are read here, where the dataset's classes are known: a list (one
+    per class; the catalogue checks lengths against a default's, and this has none) or
+    ``auto``, worked out from the training split."""
+    node = OmegaConf.to_container(cfg.loss, resolve=True)
+    weights = node.get("class_weights") if isinstance(node, dict) else None
+    if weights is not None:
+        node["class_weights"] = None  # the catalogue checks the key; the value is checked below
+    name, options = LOSSES.read(node, "loss")
+    if weights is not None:
+        if weights == "auto":
+            weights = training_class_weights(cfg.dataset)
+        options["class_weights"] = checked_class_weights(weights, cfg.dataset.num_classes)
+    return LOSSES.build(name, **options)
+
+
+def training_class_weights(data: DictConfig) -> list[float]:
+    """``loss.class_weights: auto``: median-frequency weights (seg.engine.losses) of the
+    training split's label pixel counts, counted as ``seg-data check`` counts them."""
+    train_set = build_split(data, "train", None, cache=False)  # read once: keep no copy
+    counts = check_dataset("train", train_set, resolve_num_workers(data.num_workers)).histogram
+    weights = median_frequency_weights(counts[:data.num_classes])
+    log.info("loss.class_weights=auto: %s (median-frequency balancing of the training "
+             "split's pixel counts)", ", ".join(f"{w:.3g}" for w in weights))
+    return weights

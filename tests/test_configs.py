@@ -16,7 +16,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 GROUPS = ["dataset", "model/encoder", "model/decoder", "model/upsampler", "optimizer",
           "scheduler", "trainer", "logger", "experiment", "debug", "compare",
-          "hparams_search"]
+          "hparams_search", "loss"]
 
 
 def options(group: str) -> list[str]:

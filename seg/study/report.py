@@ -183,7 +183,8 @@ def final_section(rows: list[dict], pairs: list[dict], unlearned: set[str] = fro
     lines += table(["decoder", "upsampler", "metric", "seeds", "mean", "95 % CI", "verdict"],
                    [[p["decoder"], p["upsampler"], p["metric"], str(p["n"]), points(p["mean"]),
                      f"[{points(p['low'])}, {points(p['high'])}]",
-                     NO_VERDICT if p["decoder"] in unlearned else p["verdict"]]
+                     NO_VERDICT if p["decoder"] in unlearned and p["n"] >= 2
+                     else p["verdict"]]
                     for p in pairs])
     return lines + [""]
 
@@ -228,7 +229,8 @@ def control_section(controls: list[dict], unlearned: set[str] = frozenset()) -> 
     rows = [[c["decoder"], f"{c['upsampler']} - {c['control']}", c["rules_out"],
              f"{c['params']:,} / {c['control_params']:,}" if "params" in c else "–",
              str(c["n"]), interval_text(c),
-             NO_VERDICT if c["decoder"] in unlearned else control_reading(c)]
+             NO_VERDICT if c["decoder"] in unlearned and c["n"] >= 2
+             else control_reading(c)]
             for c in controls]
     return ["## Does the gain survive its control?", "",
             "Val mIoU at the end, paired by seed, in percentage points with its 95 % t "
