@@ -293,3 +293,14 @@ def test_train_sampler_shards_and_resumes() -> None:
 def test_shard_sampler_covers_every_index_once() -> None:
     shards = [list(ShardSampler(11, rank, 4)) for rank in range(4)]
     assert sorted(sum(shards, [])) == list(range(11))
+
+
+def test_an_option_added_since_the_checkpoint_does_not_block_its_resume() -> None:
+    from seg.engine.resume import changed_settings
+
+    stored = {"model": {"encoder": {"name": "timm", "model_name": "m"}}}
+    now = {"model": {"encoder": {"name": "timm", "model_name": "m", "finest_stride": 4},
+                     "final_upsampler": None}}
+    assert changed_settings(stored, now) == []
+    now["model"]["encoder"]["model_name"] = "other"
+    assert changed_settings(stored, now) == [("model.encoder.model_name", "m", "other")]

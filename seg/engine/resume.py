@@ -106,15 +106,17 @@ def leaves(value: object, key: str) -> dict[str, object]:
 
 def changed_settings(stored: dict, config: dict) -> list[tuple[str, object, object]]:
     """``(key, in the checkpoint, now)`` for each setting of :data:`FROM_CHECKPOINT` that
-    differs. Keys the checkpoint does not hold (an earlier version's) are not compared."""
+    differs. Keys the checkpoint does not hold (an earlier version's, such as an option
+added since) are not compared."""
     changed = []
     for key in FROM_CHECKPOINT:
         try:
             before, now = leaves(select(stored, key), key), leaves(select(config, key), key)
         except KeyError:
             continue
-        changed += [(name, before.get(name), now.get(name)) for name in sorted(before | now)
-                    if before.get(name) != now.get(name) and not name.startswith(NOT_COMPARED)]
+        # a leaf the checkpoint lacks is a key added since (its default stands for it)
+        changed += [(name, before[name], now.get(name)) for name in sorted(before)
+                    if before[name] != now.get(name) and not name.startswith(NOT_COMPARED)]
     return changed
 
 
