@@ -29,7 +29,7 @@ from seg.engine.evaluation import Evaluator
 from seg.engine.hooks import Hook, Progress, Step, TensorBoardScalars
 from seg.engine.losses import cross_entropy
 from seg.engine.parts import RunParts
-from seg.engine.precision import autocast, resolve_precision
+from seg.engine.precision import autocast, keep_depthwise_in_fp32, resolve_precision
 from seg.engine.resume import (
     earlier_run_problem,
     newer_last_checkpoint,
@@ -296,7 +296,7 @@ class Trainer:
     def start(self, parts: RunParts, run_dir: Path, resume_from: dict | None) -> Run:
         """The run, with the model on its device and, when resuming, the state restored."""
         model, info = parts.model, parts.info
-        model.to(self.device, memory_format=self.memory_format).train()
+        self.place(model)
         evaluate = None
         if parts.val_data is not None:
             evaluator = Evaluator(len(info.class_names), self.device, info.ignore_index,
@@ -309,6 +309,15 @@ class Trainer:
         if resume_from is not None:
             self.restore(run, resume_from)
         return run
+
+    def place(self, model: nn.Module) -> None:
+        """``model`` on the device, in the memory format and layer precisions it trains in."""
+        model.to(self.device, memory_format=self.memory_format).train()
+        if self.device.type == "cpu" and self.precision == "bf16":
+            kept = keep_depthwise_in_fp32(model)
+            if kept:
+                log.info("bf16 on the CPU: %d depthwise convolutions run in fp32 (their bf16 "
+                         "backward is several times slower here)", kept)
 
     def restore(self, run: Run, checkpoint: dict) -> None:
         """Load a checkpoint's weights and training state into ``run``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
+from torch import nn
 
 from seg.errors import BadValue
 
@@ -36,3 +37,44 @@ def autocast(device: torch.device, precision: str):
     """The autocast context of ``precision`` (a no-op for fp32)."""
     dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision)
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+class Float32Convolution:
+    """Mixed into a convolution's class: under the CPU's autocast it runs in fp32 and
+    hands autocast's dtype on, so the layers after it see what they would have."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+            return super().forward(x)
+        with torch.autocast("cpu", enabled=False):
+            out = super().forward(x.float())
+        return out.to(torch.get_autocast_dtype("cpu"))
+
+
+FLOAT32_CLASSES: dict[type, type] = {}
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    """A convolution with one filter group per input channel (MobileNet's, EfficientNet's)."""
+    return isinstance(module, nn.Conv2d) and 1 < module.groups == module.in_channels
+
+
+def keep_depthwise_in_fp32(model: nn.Module) -> int:
+    """Run ``model``'s depthwise convolutions in fp32 under CPU autocast; returns how many.
+
+    oneDNN's bf16 depthwise backward is 3 to 9 times slower than its fp32 one on 2-core
+    Xeons with AMX (tf_efficientnet_lite0's 5 x 5 layers, batch 8: 16-34 ms against 4-5;
+    BENCHMARKS.md), which made bf16 slower than fp32 for depthwise-heavy encoders. Each
+    module's class becomes a subclass with :class:`Float32Convolution` mixed in, so its
+    parameters, its state_dict keys and its own forward (timm's padding-"same" one) stay.
+    """
+    converted = 0
+    for module in model.modules():
+        if is_depthwise(module) and not isinstance(module, Float32Convolution):
+            cls = type(module)
+            if cls not in FLOAT32_CLASSES:
+                FLOAT32_CLASSES[cls] = type(f"Float32{cls.__name__}", (Float32Convolution, cls),
+                                            {"__module__": cls.__module__})
+            module.__class__ = FLOAT32_CLASSES[cls]
+            converted += 1
+    return converted
