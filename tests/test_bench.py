@@ -26,6 +26,7 @@ try:
         harness,
         loader,
         peer,
+        precisions,
         reference,
         trainer,
         training,
@@ -300,6 +301,20 @@ def test_decoders_benchmark_sides_have_equal_decoder_parameters() -> None:
     result = {"unet": {"32": sides, "ratio": 1.0, "parameter_ratio": 1.0}}
     report = decoders.report(result)
     assert "unet (seg)" in report and "unet (smp)" in report and "fp32" in report
+
+
+def test_precisions_benchmark_times_each_side_and_what_auto_trains_with(monkeypatch) -> None:
+    pytest.importorskip("timm")
+    monkeypatch.setattr(precisions, "WARMUP", 0)
+    monkeypatch.setattr(precisions, "STEPS", 1)
+    device = torch.device("cpu")
+    result = precisions.run(("fcn8s",))
+    names = list(precisions.sides(device))
+    assert list(result["rates"]["fcn8s"]) == names and names[0] == "fp32"
+    assert result["auto"] == names[-1]  # bf16 + depthwise fp32 where bf16 is native, else fp32
+    rates = result["rates"]["fcn8s"]
+    assert result["auto_vs_best"] == pytest.approx(rates[names[-1]] / max(rates.values()))
+    assert "auto / the fastest" in precisions.report(result)
 
 
 # -- targets ---------------------------------------------------------------------------------

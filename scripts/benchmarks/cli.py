@@ -8,6 +8,7 @@
     python scripts/bench.py upsample [--json PATH]  # transposed conv by phases; upsamplers
     python scripts/bench.py audit [--precision P]  # one training step's ops: ours / torchvision
     python scripts/bench.py decoders     # U-Net, FPN, DeepLabV3+, SegFormer: ours / SMP's
+    python scripts/bench.py precisions   # lite0 models: fp32, bf16, bf16 + depthwise fp32
     python scripts/bench.py all          # every benchmark; writes BENCHMARKS.md
 
 `python scripts/bench.py BENCHMARK --help` says what one measures. After each benchmark,
@@ -28,7 +29,18 @@ import torch
 
 from seg.files import write_text
 
-from . import audit, cache, decoders, encoders, loader, peer, trainer, upsample, upsamplers
+from . import (
+    audit,
+    cache,
+    decoders,
+    encoders,
+    loader,
+    peer,
+    precisions,
+    trainer,
+    upsample,
+    upsamplers,
+)
 from .harness import device_heading, write_section
 from .targets import Verdict, check, describe
 
@@ -132,6 +144,9 @@ COMMANDS = {  # in the order `all` runs them
                      audit.__doc__, (precision_option,)),
     "decoders": Command(lambda args: decoders.run(), decoders.report,
                         "U-Net, FPN, DeepLabV3+, SegFormer: ours / SMP's", decoders.__doc__),
+    "precisions": Command(lambda args: precisions.run(), precisions.report,
+                          "lite0 models: fp32, bf16, bf16 + depthwise fp32",
+                          precisions.__doc__),
 }
 
 

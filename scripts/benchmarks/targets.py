@@ -45,6 +45,8 @@ TARGETS = (
     *(Target("decoders", f"{decoder}.ratio", ">=", 1.2,
              f"{decoder} trains at 1.2x SMP's with the same encoder, upsampling and parameters")
       for decoder in ("unet", "fpn", "deeplabv3plus", "segformer")),
+    Target("precisions", "auto_vs_best", ">=", 0.95,
+           "trainer.precision=auto trains lite0 models within 5 % of the fastest precision"),
     *(Target("decoders", f"{decoder}.parameter_ratio", "<=", 1.0,
              f"{decoder} has no more decoder parameters than SMP's")
       for decoder in ("unet", "fpn", "deeplabv3plus", "segformer")),
