@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import stat
 from collections.abc import Sequence
@@ -38,9 +39,10 @@ from seg.engine import (
 )
 from seg.engine.checkpoints import free_name, remove_unfinished_saves
 from seg.engine.distributed import ProcessGroup, broadcast_from_main, init_distributed
-from seg.engine.hooks import REGISTERED_HOOKS
+from seg.engine.hooks import EVAL, REGISTERED_HOOKS
 from seg.engine.losses import LOSSES, checked_class_weights, median_frequency_weights
 from seg.engine.metrics import format_table
+from seg.engine.resume import ResumeCommand, refuse_changed_settings
 from seg.engine.tensorboard import NullLogger, TensorBoardLogger
 from seg.errors import BadValue, PathExists, UserError
 from seg.files import read_json, read_run_text, write_text
@@ -93,19 +95,23 @@ def parameter_groups(model: SegmentationModel, lr: float, encoder_lr_mult: objec
     return [{"params": rest}, {"params": encoder, "lr": lr * mult}]
 
 
-def train(cfg: DictConfig, run_dir: str | Path, choices: dict[str, str] | None = None
-          ) -> dict:
+def train(cfg: DictConfig, run_dir: str | Path, choices: dict[str, str] | None = None,
+          resume_command: ResumeCommand | None = None) -> dict:
     """Train as ``cfg`` says, writing checkpoints, TensorBoard events and metrics.json
     into ``run_dir``; return the final metrics (as in metrics.json). The main process
     holds the run folder's lock throughout: a second run into it is refused. With
     ``trainer.resume=auto``, a run that already finished there is left as it is.
     ``choices``: Hydra's runtime choices (the option of each config group), which name
-    the run's configuration (seg.run_names); without them it is named from ``cfg``."""
+    the run's configuration (seg.run_names); without them it is named from ``cfg``.
+    ``resume_command``: what a resume's command line changed against the run, for a
+    refusal that names the config group or the override (seg.engine.resume)."""
     check_optimizer(cfg.optimizer)
     trainer = instantiate(cfg.trainer)
     check_settings(cfg)
     group = init_distributed(trainer.device)  # a no-op unless torchrun or SLURM started us
     trainer.join(group)
+    if trainer.epochs is not None:
+        budget_from_epochs(cfg, trainer, group.world_size)
     trainer.apply_process_settings()  # threads before the data is read; fit does it too
     run_dir = Path(broadcast_from_main(str(run_dir)))
     with run_folder_lock(run_dir) if group.is_main else contextlib.nullcontext():
@@ -118,7 +124,7 @@ def train(cfg: DictConfig, run_dir: str | Path, choices: dict[str, str] | None =
                 log.info("%s already finished: trained to iteration %d with this config "
                          "(metrics.json), nothing to do", run_dir, finished["iterations"])
             return finished
-        return train_locked(cfg, run_dir, trainer, group, choices)
+        return train_locked(cfg, run_dir, trainer, group, choices, resume_command)
 
 
 def finished_metrics(cfg: DictConfig, run_dir: Path, trainer: Trainer) -> dict | None:
@@ -160,20 +166,24 @@ def readable_metrics(path: Path) -> dict | None:
 
 
 def train_locked(cfg: DictConfig, run_dir: Path, trainer: Trainer, group: ProcessGroup,
-                 choices: dict[str, str] | None = None) -> dict:
+                 choices: dict[str, str] | None = None,
+                 resume_command: ResumeCommand | None = None) -> dict:
     # first: refuses a folder holding another run, a rewind, a setting it would drop
-    resume_from = trainer.resume_state(run_dir, OmegaConf.to_container(cfg, resolve=True))
+    resume_from = trainer.resume_state(run_dir)
+    if resume_from is not None:
+        refuse_changed_settings(resume_from, OmegaConf.to_container(cfg, resolve=True),
+                                resume_command)
     parts = build_run(cfg, run_dir, trainer, group, resume_from, choices)
     if group.is_main:
         keep_earlier_recipe(run_dir, resume_from, parts.info.config)
-    log.info("training %s on %s in %s (precision %s, %d process(es))",
+    log.info("training %s on %s in %s (precision %s, evaluations in fp32; %d process(es))",
              type(parts.model.encoder).__name__, trainer.device, run_dir, trainer.precision,
              group.world_size)
     try:
         metrics = trainer.fit(parts, run_dir, resume_from)
         metrics["upsampler_params"] = parts.model.upsampler_parameters()
         parts.logger.log_hparams(hparams_of(cfg, parts.info.configuration),
-                                 {f"hparams/{key}": metrics[key]
+                                 {f"{EVAL}/{key}": metrics[key]
                                   for key in ("mIoU", "pixel_acc", "boundary_f")})
     finally:
         parts.logger.close()
@@ -268,6 +278,21 @@ def names_code(value: object) -> bool:
     if isinstance(value, dict):
         return "_target_" in value or any(names_code(item) for item in value.values())
     return isinstance(value, list) and any(names_code(item) for item in value)
+
+
+def budget_from_epochs(cfg: DictConfig, trainer: Trainer, world_size: int) -> None:
+    """``trainer.epochs``: ``max_iters`` for that many passes over the training split (in
+    batches of ``dataset.batch_size`` per process, rounded up), set in ``cfg`` too, so
+    that the schedule (``${trainer.max_iters}``), the checkpoints' config and a resume
+    see it; said in the log."""
+    data = cfg.dataset
+    check_dataset_root(data.root, data.get("setup_command"))
+    images = len(build_split(data, "train", None))  # lists the samples, decodes none
+    per_iteration = data.batch_size * world_size
+    iterations = max(1, math.ceil(trainer.epochs * images / per_iteration))
+    trainer.max_iters = cfg.trainer.max_iters = iterations
+    log.info("trainer.epochs=%g: %d iterations (%d training images, %d a step)",
+             trainer.epochs, iterations, images, per_iteration)
 
 
 def check_optimizer(optimizer: DictConfig) -> None:

@@ -100,13 +100,19 @@ def test_help_loads_no_heavy_library(name: str) -> None:
 # -- what the commands leave behind -------------------------------------------------------
 
 
-def test_eval_writes_only_eval_json_and_says_where(checkpoint: Path, shapes_root: Path,
-                                                   empty_folder: Path) -> None:
+def test_eval_writes_only_its_outputs_and_says_where(checkpoint: Path, shapes_root: Path,
+                                                     empty_folder: Path) -> None:
     result = run_command("eval", f"checkpoint={checkpoint}", f"dataset_root={shapes_root}",
                          "device=cpu", cwd=empty_folder)
     assert result.returncode == 0, result.stderr
-    (written,) = files_under(empty_folder)
-    assert written.startswith("outputs/eval/") and written.endswith("/eval.json")
+    files = files_under(empty_folder)
+    (written,) = [name for name in files if name.endswith("/eval.json")]
+    assert written.startswith("outputs/eval/")
+    folder = written.removesuffix("eval.json")
+    # eval.json, the confusion matrix (picture, counts) and the 4 val images' panels
+    assert files - {written} == {f"{folder}confusion.png", f"{folder}confusion.csv",
+                                 *(name for name in files if name.startswith(f"{folder}worst/"))}
+    assert len(files) == 3 + 4
     assert result.stdout.strip().splitlines()[-1] == f"wrote {written}"  # the last line
     assert "evaluated 1/1 batches" in result.stdout  # progress, as log lines off a terminal
     assert "mIoU" in result.stdout
@@ -115,10 +121,11 @@ def test_eval_writes_only_eval_json_and_says_where(checkpoint: Path, shapes_root
 def test_eval_writes_into_output_dir(checkpoint: Path, shapes_root: Path,
                                      empty_folder: Path) -> None:
     result = run_command("eval", f"checkpoint={checkpoint}", f"dataset_root={shapes_root}",
-                         "device=cpu", "output_dir=results", "progress=false",
+                         "device=cpu", "output_dir=results", "progress=false", "worst=0",
                          cwd=empty_folder)
     assert result.returncode == 0, result.stderr
-    assert files_under(empty_folder) == {"results/eval.json"}
+    assert files_under(empty_folder) == {"results/eval.json", "results/confusion.png",
+                                         "results/confusion.csv"}
     assert "evaluated" not in result.stdout
 
 

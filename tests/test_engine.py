@@ -200,3 +200,15 @@ def test_progress_logs_lines_instead_of_a_bar_when_not_on_a_terminal(caplog) -> 
     assert "\r" not in redirected.getvalue()
     lines = [r.getMessage() for r in caplog.records if "iteration" in r.getMessage()]
     assert [line.split(":")[0] for line in lines] == ["iteration 2/4", "iteration 4/4"]
+
+
+def test_progress_says_elapsed_time_and_the_rest_at_the_same_pace(monkeypatch) -> None:
+    from seg.engine import hooks
+    from seg.engine.hooks import Progress, Step
+
+    clock = iter([1000.0, 1090.0, 1300.0])  # started, then two reads
+    monkeypatch.setattr(hooks.time, "monotonic", lambda: next(clock))
+    progress = Progress(show=False, bar=False, log_every=1, total=400, initial=100)
+    # 30 iterations (from 100) in 90 s: 3 s each, 270 to go
+    assert progress.timing(Step(130, 400, 0.5, 0.1, 10.0)) == "elapsed 2 min, ETA 14 min"
+    assert progress.timing(Step(400, 400, 0.5, 0.1, 10.0)) == "elapsed 5 min"  # done

@@ -38,6 +38,7 @@ from seg.cli.errors import (
     stop_or_fail,
     stopped_by,
 )
+from seg.cli.resume_config import take_run_config
 from seg.cli.run_folder import (
     hydra_files_kept_unless_trained,
     known_run_folder,
@@ -263,6 +264,8 @@ def hydra_command(config_name: str, help_config: str | None = None
             logging.raiseExceptions = False
             if help_config is not None:
                 ask_help_of(help_config)
+            if config_name == "train":  # trainer.resume=RUN composes RUN's own config
+                take_run_config(sys.argv)
             with hydra_files_kept_unless_trained():  # a run that fails at once
                 return without_tracebacks(hydra_main)
 

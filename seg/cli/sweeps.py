@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,20 +28,66 @@ from seg.text import Lines, printable
 log = logging.getLogger(__name__)
 
 # the custom-scalars charts: one per metric, every run of the sweep overlaid
-CHARTS = {"val": ["val/mIoU", "val/boundary_f", "val/pixel_acc", "val/checkerboard"],
+CHARTS = {"eval": ["eval/mIoU", "eval/boundary_f", "eval/pixel_acc", "eval/checkerboard"],
           "train": ["train/loss", "train/lr"]}
 MAX_NAME = 120  # characters: long sweeps still give names a file system takes
 
 
 def run_name(override_dirname: str) -> str:
     """``${seg.run_name:${hydra.job.override_dirname}}``: a run's folder name from the
-    overrides that set it apart, e.g. ``upsampler=bilinear,seed=1`` for
-    ``model/upsampler=bilinear seed=1``. A config group is named by its last part, and a
-    ``/`` left in a value becomes ``_``, so the name is one folder, not a path."""
-    items = [item.split("=", 1) for item in override_dirname.split(",") if "=" in item]
-    name = ",".join(f"{key.rsplit('/', 1)[-1]}={value.replace('/', '_')}"
-                    for key, value in items)
+    overrides that set it apart, e.g. ``upsampler-bilinear+seed-1`` for
+    ``model/upsampler=bilinear seed=1``: only the keys the sweep varies (where the sweep
+    said which, :data:`SWEPT_KEYS_VARIABLE`), a config group named by its last part, a
+    float to 4 significant digits, and only letters, digits and ``._-`` in a value. So the
+    name is one folder, and a path to it needs no quoting on a command line (``=`` and
+    ``,`` would make Hydra read it as an override and a sweep)."""
+    swept = swept_keys_of_this_sweep()
+    items = [item.split("=", 1) for item in OVERRIDE_SEPARATOR.split(override_dirname)
+             if "=" in item]
+    name = "+".join(f"{folder_safe(key.rsplit('/', 1)[-1])}-{folder_safe(rounded(value))}"
+                    for key, value in items if swept is None or key.lstrip("+~") in swept)
     return name[:MAX_NAME] or "run"
+
+
+# between two overrides of override_dirname: a comma before the next ``key=`` (a value
+# such as [0.5,2.0] holds commas too)
+OVERRIDE_SEPARATOR = re.compile(r",(?=[+~]?[\w./@-]+=)")
+UNSAFE_IN_FOLDER = re.compile(r"[^\w.-]")
+SWEPT_KEYS_VARIABLE = "SEG_SWEPT_KEYS"  # set for a sweep's runs by SweepSummary
+
+
+def rounded(value: str) -> str:
+    """A float's text to 4 significant digits (0.006260326907499732: 0.00626); any other
+    value as it is."""
+    if not FLOAT_TEXT.fullmatch(value):
+        return value
+    return f"{float(value):.4g}"
+
+
+FLOAT_TEXT = re.compile(r"-?\d*\.\d+(e-?\d+)?|-?\d+e-?\d+")
+
+
+def folder_safe(text: str) -> str:
+    return UNSAFE_IN_FOLDER.sub("_", text)
+
+
+def swept_keys_of_this_sweep() -> set[str] | None:
+    """The keys the running sweep varies, as its first process found them; None outside
+    a sweep that said (every override then names the run)."""
+    value = os.environ.get(SWEPT_KEYS_VARIABLE)
+    return None if value is None else set(filter(None, value.split(",")))
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys that a sweep's command line (``key=a,b``, ``range(...)``, ``choice(...)``,
+    ``interval(...)``) and its ``hydra.sweeper.params`` give several values."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    overrides = task + [f"{key}={value}" for key, value in params.items()]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return sorted({o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()})
 
 
 def register_run_name_resolver() -> None:
@@ -106,6 +154,36 @@ def results_table(results: list[tuple[str, dict | None]]) -> str:
     return Lines("\n".join(lines))
 
 
+SEED_ITEM = re.compile(r"(^|\+)seed-[^+]*")
+JOB_NUMBER = re.compile(r"^\d+_")
+
+
+def configuration_of(run: str) -> str:
+    """A run's folder name without its job number and its seed: what runs that differ
+    only by seed share."""
+    return SEED_ITEM.sub("", JOB_NUMBER.sub("", run)).strip("+") or "(all)"
+
+
+def seed_table(results: list[tuple[str, dict | None]]) -> str:
+    """Runs that differ only by seed, one line per configuration: how many finished, the
+    final val mIoU's mean and standard deviation over them; empty when no configuration
+    has two runs."""
+    groups: dict[str, list[float]] = {}
+    for name, metrics in results:
+        scores = groups.setdefault(configuration_of(name), [])
+        if metrics is not None:
+            scores.append(metrics["mIoU"])
+    if all(len(scores) < 2 for scores in groups.values()):
+        return ""
+    width = max([len(name) for name in groups] + [13])
+    lines = [f"{'configuration':<{width}}  {'runs':>4}  mIoU mean ± std"]
+    for name, scores in groups.items():
+        spread = f" ± {statistics.stdev(scores):.4f}" if len(scores) > 1 else ""
+        mean = f"{statistics.fmean(scores):.4f}{spread}" if scores else "FAILED"
+        lines.append(f"{name:<{width}}  {len(scores):>4}  {mean}")
+    return Lines("\n".join(lines))
+
+
 def write_layout(sweep_dir: Path) -> None:
     """A custom-scalars layout at the sweep's root: TensorBoard's Custom Scalars tab then
     draws each metric once, with every run of the sweep on it."""
@@ -118,12 +196,22 @@ def write_layout(sweep_dir: Path) -> None:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: when a sweep ends, print its runs' results and write the layout."""
+    """Hydra callback: when a sweep starts, tell its runs which keys it varies (their
+    folder names, :func:`run_name`); when it ends, print its runs' results and write the
+    layout."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        # the launcher's processes (joblib's, SLURM's jobs) start after this, and inherit it
+        os.environ[SWEPT_KEYS_VARIABLE] = ",".join(swept_keys(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        os.environ.pop(SWEPT_KEYS_VARIABLE, None)  # a later sweep in this process says its own
         sweep_dir = Path(config.hydra.sweep.dir)
         results = sweep_results(sweep_dir)
         if not results:
             return
         write_layout(sweep_dir)
         log.info("sweep %s:\n%s", sweep_dir, results_table(results))
+        grouped = seed_table(results)
+        if grouped:
+            log.info("over seeds:\n%s", grouped)

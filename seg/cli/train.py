@@ -16,14 +16,18 @@ from seg.cli.command import CONFIG_PATH, exit_on_user_error, hydra_command
 
 def train_in_hydra_run(cfg: DictConfig) -> dict:
     """Train as ``cfg`` says into the run folder Hydra made for this run (checkpoints,
-    TensorBoard events, metrics.json); return the final metrics. A process group that
-    torchrun started is shut down however the training ends."""
+    TensorBoard events, metrics.json); return the final metrics. A resume by folder
+    (seg.cli.resume_config) tells the training what its command line changed. A process
+    group that torchrun started is shut down however the training ends."""
     from seg import training  # looked up when called: a test may replace training.train
+    from seg.cli.resume_config import resume_command
     from seg.engine.distributed import shutdown  # torch.distributed: once a run starts
 
     try:
         runtime = HydraConfig.get().runtime
-        return training.train(cfg, runtime.output_dir, choices=dict(runtime.choices))
+        choices = dict(runtime.choices)
+        return training.train(cfg, runtime.output_dir, choices=choices,
+                              resume_command=resume_command(choices))
     finally:
         shutdown()
 

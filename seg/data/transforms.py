@@ -8,7 +8,7 @@ normalises them itself (seg.models.normalise), whatever runs it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from numbers import Real
 from pathlib import Path
 
@@ -94,15 +94,34 @@ class RandomShortSideScale(A.RandomScale):
         return {"scale": params["scale"] * self.base_size / min(height, width)}
 
 
+LARGEST_ROTATION = 180.0  # degrees: a larger angle is one of these, turned the other way
+# The Gaussian blur's odd kernel sides and sigmas (pixels): a slight defocus, not a smear
+# that would wipe out 1-3 px structures.
+BLUR_KERNELS = (3, 5)
+BLUR_SIGMAS = (0.5, 1.5)
+
+
+def probability(value: object, key: str) -> float:
+    """``value`` if it is a number from 0 to 1: how often a random step happens."""
+    return number_in(value, key, 0.0, 1.0)
+
+
 def train_transform(
     crop_size: int | Sequence[int],
     scale_range: Sequence[float] = (0.5, 2.0),
     base_size: int | None = None,
     hflip: float = 0.5,
     color_jitter: float = 0.2,
+    vflip: float = 0.0,
+    rotation: float = 0.0,
+    blur: float = 0.0,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> A.Compose:
-    """Training augmentation: random scale, pad (black), random crop, flip, colour jitter;
-    the crops leave it as uint8 tensors ``(3, H, W)``, a quarter of float32's bytes.
+    """Training augmentation: random scale, rotation, pad (black), random crop, flips,
+    colour jitter, blur; the crops leave it as uint8 tensors ``(3, H, W)``, a quarter of
+    float32's bytes. A step whose setting is 0 is left out, not run with probability 0:
+    the other steps then draw the same random numbers as without it.
 
     The settings are checked first, so that a bad one is a one-line error naming its
     ``dataset.*`` key rather than albumentations' multi-line validation report.
@@ -116,14 +135,19 @@ def train_transform(
         hflip: probability of a horizontal flip.
         color_jitter: brightness/contrast/saturation strength (hue gets a quarter of it),
             applied with probability 0.5; ``0`` disables it.
+        vflip: probability of a vertical flip.
+        rotation: largest angle (degrees) of a random rotation, drawn uniformly from
+            ``[-rotation, rotation]`` for every sample (mask nearest; the corners it
+            uncovers are ignored in the mask and the mean colour of ``mean`` and ``std``
+            in the image, what normalises to 0).
+        blur: probability of a slight Gaussian blur (kernels BLUR_KERNELS).
     """
     height, width = crop_shape(crop_size)
-    scale_range = scale_bounds(scale_range)
-    base_size = positive_int(base_size, "dataset.base_size", allow_none=True)
-    color_jitter = jitter_strength(color_jitter)
-    hflip = number_in(hflip, "hflip", 0.0, 1.0)
     steps: list = [
-        RandomShortSideScale(scale_range, base_size),
+        RandomShortSideScale(scale_bounds(scale_range),
+                             positive_int(base_size, "dataset.base_size", allow_none=True)),
+        *rotation_steps(number_in(rotation, "dataset.rotation", 0.0, LARGEST_ROTATION),
+                        mean, std),
         A.PadIfNeeded(
             min_height=height,
             min_width=width,
@@ -132,9 +156,35 @@ def train_transform(
             fill_mask=IGNORE_INDEX,
         ),
         A.RandomCrop(height=height, width=width),
+        *flip_steps(probability(hflip, "dataset.hflip"), probability(vflip, "dataset.vflip")),
+        *photometric_steps(jitter_strength(color_jitter), probability(blur, "dataset.blur")),
+        ToTensorV2(),
     ]
+    return A.Compose(steps)
+
+
+def rotation_steps(rotation: float, mean: Sequence[float], std: Sequence[float]) -> list:
+    """A random rotation by up to ``rotation`` degrees either way; none for 0."""
+    if rotation == 0:
+        return []
+    return [A.Rotate(limit=rotation, interpolation=cv2.INTER_LINEAR,
+                     mask_interpolation=cv2.INTER_NEAREST, border_mode=cv2.BORDER_CONSTANT,
+                     fill=mean_colour(mean, std), fill_mask=IGNORE_INDEX, p=1.0)]
+
+
+def flip_steps(hflip: float, vflip: float) -> list:
+    """Horizontal then vertical flip, each with its probability; none at 0."""
+    steps: list = []
     if hflip > 0:
         steps.append(A.HorizontalFlip(p=hflip))
+    if vflip > 0:
+        steps.append(A.VerticalFlip(p=vflip))
+    return steps
+
+
+def photometric_steps(color_jitter: float, blur: float) -> list:
+    """Colour jitter (half the samples) and a slight Gaussian blur; each none at 0."""
+    steps: list = []
     if color_jitter > 0:
         steps.append(
             A.ColorJitter(
@@ -145,8 +195,21 @@ def train_transform(
                 p=0.5,
             )
         )
-    steps.append(ToTensorV2())
-    return A.Compose(steps)
+    if blur > 0:
+        steps.append(A.GaussianBlur(blur_limit=BLUR_KERNELS, sigma_limit=BLUR_SIGMAS, p=blur))
+    return steps
+
+
+# The dataset.* keys of the training augmentation, each a train_transform argument.
+AUGMENTATION_KEYS = ("crop_size", "scale_range", "base_size", "hflip", "vflip", "rotation",
+                     "blur", "color_jitter", "mean", "std")
+
+
+def augmentation(data: Mapping) -> A.Compose:
+    """The training augmentation that a dataset config's keys set (``dataset.*``; a key
+    a config lacks keeps train_transform's default): what training and ``seg-data show``
+    read samples through."""
+    return train_transform(**{key: data[key] for key in AUGMENTATION_KEYS if key in data})
 
 
 def eval_transform(

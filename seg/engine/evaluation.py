@@ -23,6 +23,9 @@ from seg.engine.metrics import (
 from seg.engine.precision import autocast
 
 Infer = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+# What an evaluation may also hand each batch to: its sample ids, predictions and targets
+# (seg-eval's worst images, seg.trained.error_analysis.WorstImages)
+BatchHook = Callable[[Sequence[str], torch.Tensor, torch.Tensor], None]
 
 
 class ForwardTimer:
@@ -63,17 +66,19 @@ class Evaluator:
     kept on ``device`` (no copy to the host per batch, and what NCCL can reduce) and
     summed over all processes when distributed; with them the first batch's
     images, targets and predictions for display. ``infer(model, images)`` gives the scores
-    (default: ``model(images)``; see ``seg.trained.inference.Inference``)."""
+    (default: ``model(images)``; see ``seg.trained.inference.Inference``); ``on_batch``, when
+    given, sees each batch's ids, predictions and targets, on the device."""
 
     def __init__(self, num_classes: int, device: torch.device, ignore_index: int = IGNORE_INDEX,
                  boundary_tolerance: int = 2, precision: str = "32",
-                 infer: Infer | None = None) -> None:
+                 infer: Infer | None = None, on_batch: BatchHook | None = None) -> None:
         self.num_classes = num_classes
         self.device = device
         self.ignore_index = ignore_index
         self.boundary_tolerance = boundary_tolerance
         self.precision = precision
         self.infer = infer
+        self.on_batch = on_batch
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, loader: DataLoader
@@ -101,6 +106,8 @@ class Evaluator:
             evaluated = EvaluatedBatch(logits, predictions, targets)
             for metric in metrics:
                 metric.add(evaluated)
+            if self.on_batch is not None:
+                self.on_batch(batch.get("id", []), predictions, targets)
             first_batch = first_batch or {"image": images, "mask": targets,
                                           "prediction": predictions}
         model.train(was_training)
@@ -123,11 +130,11 @@ class Evaluator:
 def evaluate(
     model: nn.Module, loader: DataLoader, num_classes: int, device: torch.device,
     ignore_index: int = IGNORE_INDEX, boundary_tolerance: int = 2, precision: str = "32",
-    infer: Infer | None = None,
+    infer: Infer | None = None, on_batch: BatchHook | None = None,
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     """:class:`Evaluator`'s metrics and first batch, in one call."""
     evaluator = Evaluator(num_classes, device, ignore_index, boundary_tolerance, precision,
-                          infer)
+                          infer, on_batch)
     return evaluator(model, loader)
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from seg.clock import duration
+from seg.confusion_picture import draw_confusion
 from seg.engine.checkpoints import RunInfo
 from seg.engine.metrics import METRICS
 from seg.engine.tensorboard import TensorBoardLogger, displayable
@@ -73,6 +77,7 @@ class Progress(Hook):
                  ) -> None:
         self.show, self.log_every = show, log_every
         self.last_loss = float("nan")  # shown between the steps that read it
+        self.initial, self.started = initial, time.monotonic()
         on_terminal = sys.stderr.isatty()
         self.bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True,
                         disable=not (show and bar and on_terminal), mininterval=1.0)
@@ -93,14 +98,29 @@ class Progress(Hook):
             self.bar.set_postfix(loss=f"{self.last_loss:.3f}", lr=f"{step.lr:.2e}",
                                  img_s=f"{step.images_per_s:.0f}", refresh=False)
         elif self.show and step.due(self.log_every):
-            log.info("iteration %d/%d: loss %.4f, lr %.2e, %.0f images/s", step.iteration,
-                     step.max_iters, self.last_loss, step.lr, step.images_per_s)
+            log.info("iteration %d/%d: loss %.4f, lr %.2e, %.0f images/s, %s", step.iteration,
+                     step.max_iters, self.last_loss, step.lr, step.images_per_s,
+                     self.timing(step))
+
+    def timing(self, step: Step) -> str:
+        """``elapsed 1 min, ETA 3 min``: the wall time since this process started training
+        (evaluations and saves included) and the rest at the same pace."""
+        elapsed = time.monotonic() - self.started
+        done = step.iteration - self.initial
+        if done <= 0 or step.iteration >= step.max_iters:
+            return f"elapsed {duration(elapsed)}"
+        remaining = elapsed / done * (step.max_iters - step.iteration)
+        return f"elapsed {duration(elapsed)}, ETA {duration(remaining)}"
 
 
 class TensorBoardScalars(Hook):
     """Training loss, learning rate and speed every ``log_every`` iterations; after each
     evaluation every registered metric's scalars (seg.engine.metrics.METRICS), per-class
-    IoU and a grid of examples."""
+    IoU, a grid of examples and the confusion matrix.
+
+    The evaluation's tags are ``eval/...`` and ``eval_iou/...``: TensorBoard orders its
+    cards by tag, so they come before ``train/...`` and the upsamplers' kernels, and the
+    first screen shows validation mIoU."""
 
     def __init__(self, logger: TensorBoardLogger, info: RunInfo, log_every: int) -> None:
         self.logger, self.info, self.log_every = logger, info, log_every
@@ -113,12 +133,18 @@ class TensorBoardScalars(Hook):
     def after_evaluation(self, iteration: int, metrics: dict,
                          shown: dict[str, torch.Tensor]) -> None:
         info = self.info
-        scalars = {f"val/{key}": metrics[key] for key in METRICS.scalar_keys()}
+        scalars = {f"{EVAL}/{key}": metrics[key] for key in METRICS.scalar_keys()}
         for name, iou in zip(info.class_names, metrics["per_class_iou"], strict=True):
             if iou == iou:  # skip NaN: the class is absent from this split
-                scalars[f"val_iou/{name}"] = iou
+                scalars[f"{EVAL}_iou/{name}"] = iou
         self.logger.log_scalars(scalars, iteration)
         self.logger.log_segmentation(
-            "val/examples", displayable(shown["image"]), shown["mask"],
+            f"{EVAL}/examples", displayable(shown["image"]), shown["mask"],
             shown["prediction"], info.palette, iteration, class_names=info.class_names,
         )
+        if "confusion_matrix" in metrics:
+            picture = draw_confusion(np.asarray(metrics["confusion_matrix"]), info.class_names)
+            self.logger.log_picture(f"{EVAL}/confusion_matrix", picture, iteration)
+
+
+EVAL = "eval"  # the evaluations' tag group (see TensorBoardScalars)

@@ -151,6 +151,8 @@ class Trainer:
     iterations, at the end, and where a hook asks (``Hook.wants_evaluation``: the study's
     learning curve); each evaluation lands in metrics.json's ``history``. ``threads``
     caps this process's CPU threads (for runs side by side); None leaves torch's default.
+    ``epochs``: the budget in passes over the training split instead (see
+    seg.training.budget_from_epochs).
     """
 
     def __init__(
@@ -171,9 +173,13 @@ class Trainer:
         on_nan: str = "stop",
         threads: int | None = None,
         rewind: bool = False,
+        epochs: float | None = None,
     ) -> None:
         one_of(on_nan, "trainer.on_nan", ("stop", "skip"))
         self.max_iters = positive_int(max_iters, "trainer.max_iters")
+        # passes over the training split; when set, the run (seg.training) turns it into
+        # max_iters from the split's size, before anything is built from max_iters
+        self.epochs = positive_number(epochs, "trainer.epochs", allow_none=True)
         self.eval_every = positive_int(eval_every, "trainer.eval_every")
         self.device = resolve_device(device, "trainer.device")
         self.deterministic = deterministic
@@ -299,8 +305,9 @@ class Trainer:
         self.place(model)
         evaluate = None
         if parts.val_data is not None:
-            evaluator = Evaluator(len(info.class_names), self.device, info.ignore_index,
-                                  precision=self.precision)
+            # in fp32 whatever the steps run in, as seg-eval (and torchvision's and
+            # mmsegmentation's evaluations) do: one number per checkpoint
+            evaluator = Evaluator(len(info.class_names), self.device, info.ignore_index)
             evaluate = partial(evaluator, model, parts.val_data)
         hooks = [TensorBoardScalars(parts.logger, info, self.log_every), *parts.hooks]
         run = Run(model, parts.optimizer, parts.scheduler, self.scaler, info, TrainingState(),

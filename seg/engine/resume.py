@@ -3,6 +3,8 @@ not do: replace another run, move a run backwards, or drop a changed setting sil
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from seg.engine.checkpoints import free_name, load_checkpoint
@@ -120,14 +122,85 @@ added since) are not compared."""
     return changed
 
 
-def refuse_changed_settings(resume_from: dict, config: dict) -> None:
-    """A resume whose command line changes what the checkpoint decides is refused, one
-    line naming the first such setting (see :data:`FROM_CHECKPOINT`)."""
+@dataclass(frozen=True)
+class ResumeCommand:
+    """What the command line of a resume did, for a refusal that names it: the option of
+    each config group (Hydra's runtime choices, ``model/upsampler@model.final_upsampler``
+    style) in the run being resumed and now, and the command line's own overrides by the
+    key or group they set (``trainer.resume`` left out)."""
+
+    run_choices: Mapping[str, str | None]
+    choices: Mapping[str, str | None]
+    given: Mapping[str, str]
+
+
+KEEPS = ("a resumed run keeps its checkpoint's model, optimizer, random state and classes")
+NEW_RUN = "start a new run (without trainer.resume)"
+
+
+def refuse_changed_settings(resume_from: dict, config: dict,
+                            command: ResumeCommand | None = None) -> None:
+    """A resume whose config changes what the checkpoint decides is refused, one line
+    naming the first such setting (see :data:`FROM_CHECKPOINT`), or the config group whose
+    other option changed it. With the ``command`` line known, the fix it gives is to drop
+    the override that changed it only where the command line gave one."""
     changed = changed_settings(resume_from.get("config") or {}, config)
     if not changed:
         return
+    if command is not None:
+        raise BadValue(group_refusal(changed, command) or setting_refusal(changed, command))
     key, before, now = changed[0]
     more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
-    raise BadValue(f"{key}={now!r}{more} but the run being resumed has {before!r}, and a "
-                   "resumed run keeps its checkpoint's model, optimizer, random state and "
-                   f"classes: drop the override, or start a new run (without trainer.resume)")
+    raise BadValue(f"{key}={now!r}{more} but the run being resumed has {before!r}, and "
+                   f"{KEEPS}: drop the override, or {NEW_RUN}")
+
+
+def package_of(setting: str) -> str:
+    """Where a setting of the command line sits in the config: ``model/upsampler`` in
+    ``model.upsampler``, ``model/upsampler@model.final_upsampler`` in its package, a key
+    (``optimizer.lr``) at itself."""
+    group, _, package = setting.partition("@")
+    return package or group.replace("/", ".")
+
+
+def holds(package: str, key: str) -> bool:
+    return key == package or key.startswith(f"{package}.")
+
+
+def option(choice: str | None) -> str:
+    return "null" if choice is None else choice
+
+
+def group_refusal(changed: list[tuple[str, object, object]], command: ResumeCommand
+                  ) -> str | None:
+    """The refusal naming the config group whose changed option changes the first setting
+    that can change no more, e.g. ``model/upsampler is bilinear in the run, transposed
+    here``; None where no group's option changed."""
+    for key, _, _ in changed:
+        for group, before in command.run_choices.items():
+            now = command.choices.get(group, before)
+            if now == before or not holds(package_of(group), key):
+                continue
+            others = sum(not holds(package_of(group), other) for other, _, _ in changed)
+            more = f" (and {others} more setting(s))" if others else ""
+            fix = (f"drop {command.given[group]}" if group in command.given
+                   else f"resume with {group}={option(before)}")
+            return (f"{group} is {option(before)} in the run, {option(now)} here{more}: "
+                    f"{KEEPS} ({key} would change); {fix}, or {NEW_RUN}")
+    return None
+
+
+def setting_refusal(changed: list[tuple[str, object, object]], command: ResumeCommand
+                    ) -> str:
+    """The refusal naming the first changed setting; "drop the override" only where the
+    command line gave one that sets it."""
+    key, before, now = changed[0]
+    more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+    given = next((override for setting, override in command.given.items()
+                  if holds(package_of(setting), key)), None)
+    if given is not None:
+        return (f"{key}={now!r}{more} but the run being resumed has {before!r}, and {KEEPS}: "
+                f"drop {given}, or {NEW_RUN}")
+    return (f"{key} is {now!r} here but {before!r} in the run being resumed{more}, though the "
+            f"command line does not set it (a config or data file changed since the run?): "
+            f"{KEEPS}; put back what changed, or {NEW_RUN}")

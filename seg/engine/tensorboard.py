@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
@@ -107,6 +108,10 @@ class TensorBoardLogger:
         grid = tile(scaled.unsqueeze(1), columns=8, padding=1, pad_value=0.5)
         self.writer.add_image(tag, grid, step)
 
+    def log_picture(self, tag: str, picture: np.ndarray, step: int) -> None:
+        """An RGB uint8 picture ``(H, W, 3)``."""
+        self.writer.add_image(tag, picture, step, dataformats="HWC")
+
     def log_text(self, tag: str, text: str, step: int = 0) -> None:
         # Markdown code fence keeps the YAML indentation readable in TensorBoard.
         self.writer.add_text(tag, "```\n" + text + "\n```", step)
@@ -117,14 +122,15 @@ class TensorBoardLogger:
         Only the session's start and end are written, not an experiment summary: TensorBoard
         takes the first experiment summary it finds as the whole sweep's, with every key
         marked as not differing, so a sweep's swept keys would start hidden. Without one
-        it computes the experiment from all runs, and shows the keys that differ."""
+        it computes the experiment from all runs, and shows the keys that differ.
+
+        ``metrics`` name scalars the run already logs (``eval/mIoU``): the HParams tab
+        shows each one's last value, and the Time Series tab no one-point cards of its own."""
         clean = {k: v if isinstance(v, int | float | str | bool) else str(v)
                  for k, v in hparams.items()}
         _, session_start, session_end = hparams_summary(clean, metrics)
         for summary in (session_start, session_end):
             self.writer.file_writer.add_summary(summary)
-        for tag, value in metrics.items():
-            self.writer.add_scalar(tag, value, 0)
 
     def close(self) -> None:
         self.writer.close()

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
+from seg.clock import duration
+
 POLL_SECONDS = 10.0
 RUN_FOLDER = re.compile(r"\d+(_|$)")
 
@@ -22,15 +24,6 @@ def finished_runs(sweep_dir: Path) -> int:
     ``3_decoder=fcn8s,...``) that hold their metrics.json."""
     return sum(1 for path in sweep_dir.glob("*/metrics.json")
                if RUN_FOLDER.match(path.parent.name))
-
-
-def duration(seconds: float) -> str:
-    """``1 h 05 min``, ``12 min``, ``40 s``."""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    hours, minutes = divmod(round(seconds / 60), 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
 
 
 def progress_line(done: int, total: int, done_before: int, elapsed: float,

@@ -75,12 +75,9 @@ def build_split(data: Mapping, split: str, transform: Callable | None,
 
 def training_split(data: Mapping) -> SegmentationDataset:
     """``dataset.train`` with the training augmentation the ``dataset.*`` keys set."""
-    from seg.data.transforms import train_transform
+    from seg.data.transforms import augmentation
 
-    transform = train_transform(
-        crop_size=data["crop_size"], scale_range=data["scale_range"],
-        base_size=data["base_size"], color_jitter=data["color_jitter"])
-    return build_split(data, "train", transform)
+    return build_split(data, "train", augmentation(data))
 
 
 def validation_split(data: Mapping) -> SegmentationDataset:
