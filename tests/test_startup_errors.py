@@ -200,7 +200,7 @@ def test_a_run_folder_that_cannot_be_made_is_one_line(run_dir: str, expected: st
 CTRL_C = "import os, signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
 INTERRUPTS = {
     "in the task": CTRL_C + "import seg.training as training\n"
-                   "training.train = lambda cfg, run_dir, choices=None: "
+                   "training.train = lambda cfg, run_dir, **given: "
                    "(os.kill(os.getpid(), signal.SIGINT), time.sleep(30))",
     "before Hydra": CTRL_C + "import seg.cli.command as command\n"
                     "command.check_run_dir = lambda cfg: (os.kill(os.getpid(), signal.SIGINT),"
