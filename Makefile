@@ -70,6 +70,7 @@ lint: $(STAMP) ## Check the code with ruff
 	$(BIN)/ruff check .
 
 tensorboard: $(STAMP) ## Open TensorBoard on every run and sweep under outputs/
+	@echo "open http://localhost:6006/?smoothing=0#timeseries (smoothing off: each evaluation as measured)"
 	$(BIN)/tensorboard --logdir outputs
 
 clean: ## Remove caches and build leftovers (keeps .venv, data/ and outputs/)

@@ -39,7 +39,7 @@ from seg.engine import (
 )
 from seg.engine.checkpoints import free_name, remove_unfinished_saves
 from seg.engine.distributed import ProcessGroup, broadcast_from_main, init_distributed
-from seg.engine.hooks import EVAL, REGISTERED_HOOKS
+from seg.engine.hooks import REGISTERED_HOOKS, metric_tag
 from seg.engine.losses import LOSSES, checked_class_weights, median_frequency_weights
 from seg.engine.metrics import format_table
 from seg.engine.resume import ResumeCommand, refuse_changed_settings
@@ -183,7 +183,7 @@ def train_locked(cfg: DictConfig, run_dir: Path, trainer: Trainer, group: Proces
         metrics = trainer.fit(parts, run_dir, resume_from)
         metrics["upsampler_params"] = parts.model.upsampler_parameters()
         parts.logger.log_hparams(hparams_of(cfg, parts.info.configuration),
-                                 {f"{EVAL}/{key}": metrics[key]
+                                 {metric_tag(key): metrics[key]
                                   for key in ("mIoU", "pixel_acc", "boundary_f")})
     finally:
         parts.logger.close()

@@ -112,7 +112,7 @@ def test_a_registered_metric_reaches_every_view(tmp_path: Path) -> None:
         logger = RecordedScalars()
         info = RunInfo(names, [[0, 0, 0]] * 3, [0.0] * 3, [1.0] * 3)
         TensorBoardScalars(logger, info, log_every=1).after_evaluation(1, metrics, shown)
-        assert logger.scalars["eval/toy_coverage"] == pytest.approx(12 / 31)
+        assert logger.scalars["eval_metrics/toy_coverage"] == pytest.approx(12 / 31)
         # the study: read from metrics.json, averaged over seeds, a summary column
         assert "toy_coverage" in optional_metrics() and "toy_coverage" in csv_metrics()
         (tmp_path / "metrics.json").write_text(json.dumps({"mIoU": 0.5, "boundary_f": 0.5,

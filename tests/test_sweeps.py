@@ -90,4 +90,4 @@ def test_the_layout_overlays_the_runs_per_metric(tmp_path) -> None:
     (event,) = accumulator.Tensors(metadata.CONFIG_SUMMARY_TAG)
     layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
     titles = {chart.title for category in layout.category for chart in category.chart}
-    assert {"eval/mIoU", "eval/boundary_f", "train/loss"} <= titles
+    assert {"eval/mIoU", "eval_metrics/boundary_f", "train/loss"} <= titles

@@ -55,15 +55,18 @@ def test_run_folder_holds_checkpoints_and_metrics(tiny_run: Path) -> None:
 def test_tensorboard_has_scalars_images_config_and_hparams(tiny_run: Path) -> None:
     acc = events(tiny_run)
     scalars = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "eval/mIoU", "eval/pixel_acc", "eval/boundary_f",
-            "eval/boundary_iou", "eval/checkerboard", "eval_iou/background"} <= scalars
+    assert {"train/loss", "train/lr", "eval/mIoU", "eval_metrics/pixel_acc",
+            "eval_metrics/boundary_f", "eval_metrics/boundary_iou", "eval_metrics/checkerboard",
+            "eval/per_class_iou/background"} <= scalars
     # the HParams tab reads the final metrics from the eval/ scalars: no one-point cards
     assert not any(tag.startswith("hparams/") for tag in scalars)
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
-    assert {"eval/examples", "eval/confusion_matrix"} <= set(acc.Tags()["images"])
-    # TensorBoard orders cards by tag: the evaluation's come first, scalars and images
-    assert sorted(scalars)[0].startswith("eval/")
-    assert sorted(acc.Tags()["images"])[:2] == ["eval/confusion_matrix", "eval/examples"]
+    # TensorBoard orders cards by tag: mIoU first, then per-class IoU; the examples and the
+    # confusion matrix first among the images
+    ordered = sorted(scalars)
+    assert ordered[0] == "eval/mIoU" and ordered[1].startswith("eval/per_class_iou/")
+    assert sorted(acc.Tags()["images"])[:2] == ["eval_images/confusion_matrix",
+                                                "eval_images/examples"]
     for step in range(3):  # FCN-8s has three learned upsampling steps by default
         assert f"upsampler/{step}_kernel_drift" in scalars
         assert f"upsampler/{step}_kernels" in acc.Tags()["images"]

@@ -28,7 +28,8 @@ from seg.text import Lines, printable
 log = logging.getLogger(__name__)
 
 # the custom-scalars charts: one per metric, every run of the sweep overlaid
-CHARTS = {"eval": ["eval/mIoU", "eval/boundary_f", "eval/pixel_acc", "eval/checkerboard"],
+CHARTS = {"eval": ["eval/mIoU", "eval_metrics/boundary_f", "eval_metrics/pixel_acc",
+                    "eval_metrics/checkerboard"],
           "train": ["train/loss", "train/lr"]}
 MAX_NAME = 120  # characters: long sweeps still give names a file system takes
 

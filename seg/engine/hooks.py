@@ -118,9 +118,10 @@ class TensorBoardScalars(Hook):
     evaluation every registered metric's scalars (seg.engine.metrics.METRICS), per-class
     IoU, a grid of examples and the confusion matrix.
 
-    The evaluation's tags are ``eval/...`` and ``eval_iou/...``: TensorBoard orders its
-    cards by tag, so they come before ``train/...`` and the upsamplers' kernels, and the
-    first screen shows validation mIoU."""
+    TensorBoard orders its cards by tag, and the tags are chosen for that order: first
+    ``eval/mIoU`` then ``eval/per_class_iou/<class>`` (the group its Time Series opens
+    on), ``eval_images/`` (examples, confusion matrix), ``eval_metrics/`` (the other
+    metrics), then ``train/`` and the upsamplers' ``upsampler/``."""
 
     def __init__(self, logger: TensorBoardLogger, info: RunInfo, log_every: int) -> None:
         self.logger, self.info, self.log_every = logger, info, log_every
@@ -133,18 +134,20 @@ class TensorBoardScalars(Hook):
     def after_evaluation(self, iteration: int, metrics: dict,
                          shown: dict[str, torch.Tensor]) -> None:
         info = self.info
-        scalars = {f"{EVAL}/{key}": metrics[key] for key in METRICS.scalar_keys()}
+        scalars = {metric_tag(key): metrics[key] for key in METRICS.scalar_keys()}
         for name, iou in zip(info.class_names, metrics["per_class_iou"], strict=True):
             if iou == iou:  # skip NaN: the class is absent from this split
-                scalars[f"{EVAL}_iou/{name}"] = iou
+                scalars[f"eval/per_class_iou/{name}"] = iou
         self.logger.log_scalars(scalars, iteration)
         self.logger.log_segmentation(
-            f"{EVAL}/examples", displayable(shown["image"]), shown["mask"],
+            "eval_images/examples", displayable(shown["image"]), shown["mask"],
             shown["prediction"], info.palette, iteration, class_names=info.class_names,
         )
         if "confusion_matrix" in metrics:
             picture = draw_confusion(np.asarray(metrics["confusion_matrix"]), info.class_names)
-            self.logger.log_picture(f"{EVAL}/confusion_matrix", picture, iteration)
+            self.logger.log_picture("eval_images/confusion_matrix", picture, iteration)
 
 
-EVAL = "eval"  # the evaluations' tag group (see TensorBoardScalars)
+def metric_tag(key: str) -> str:
+    """The TensorBoard tag of an evaluation metric (see TensorBoardScalars' order)."""
+    return "eval/mIoU" if key == "mIoU" else f"eval_metrics/{key}"
