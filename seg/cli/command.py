@@ -1,7 +1,8 @@
 """The plumbing every command shares: where the configs are, the argument parser of the
 commands that read more than overrides, the checks before Hydra writes a run folder, the
-user's own modules (``imports=``), the start-up signals, and the decorators that run a
-command so that whatever goes wrong ends as one line (seg.cli.errors says which)."""
+user's own modules (``imports=``), the start-up signals, the decorators that run a
+command so that whatever goes wrong ends as one line (seg.cli.errors says which), and
+what quiets the Hydra plugins' log lines."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import functools
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -38,6 +40,7 @@ from seg.cli.errors import (
     stop_or_fail,
     stopped_by,
 )
+from seg.cli.help_text import register_settings_resolver
 from seg.cli.resume_config import take_run_config
 from seg.cli.run_folder import (
     hydra_files_kept_unless_trained,
@@ -64,6 +67,7 @@ CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 register_resolvers()  # ${seg.encoder_mean:...} and the like in configs/dataset/
 register_run_dir_resolver()  # ${seg.run_dir:...}: hydra.run.dir in configs/hydra/default.yaml
 register_run_name_resolver()  # ${seg.run_name:...}: hydra.sweep.subdir, there too
+register_settings_resolver(CONFIG_MODULE)  # ${seg.settings_help:...}: configs/hydra/help/
 
 
 class CommandLine(argparse.ArgumentParser):
@@ -319,3 +323,46 @@ def without_tracebacks(hydra_main: Callable[[], object]) -> object:
         sys.exit(1)
     finally:
         del os.environ["HYDRA_FULL_ERROR"]
+
+
+# -- the Hydra plugins' log lines -----------------------------------------------------------
+
+
+class ShortJoblibLine(logging.Filter):
+    """Hydra's joblib launcher logs the whole call it makes as a sweep starts
+    (``Joblib.Parallel(n_jobs=2,backend=loky,prefer=processes,...) is launching 6 jobs``):
+    one short line says what matters in it. Put on the launcher's logger by
+    configs/hydra/default.yaml (``hydra_logging``)."""
+
+    CALL = re.compile(r"Joblib\.Parallel\((?P<arguments>.*)\) is launching (?P<jobs>\d+) jobs")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        call = self.CALL.fullmatch(record.getMessage())
+        if call is not None:
+            found = re.search(r"(?:^|,)n_jobs=(-?\d+)", call["arguments"])
+            runs = int(call["jobs"])
+            record.msg = (f"joblib: launching {runs} run{'s' * (runs != 1)}, "
+                          f"{side_by_side(int(found[1]) if found else -1)}")
+            record.args = ()
+        return True
+
+
+def side_by_side(n_jobs: int) -> str:
+    """How many runs joblib's ``n_jobs`` runs at a time, in words (-1: every core)."""
+    if n_jobs == -1:
+        return "one per core"
+    return f"{n_jobs} at a time" if n_jobs > 0 else f"n_jobs={n_jobs}"
+
+
+class PlainOptunaLogs(Callback):
+    """Optuna prints its log lines through a handler of its own, on stderr in colour, the
+    escape codes written even into a file (``seg-train -m ... > search.log``): hand them to
+    Hydra's handlers instead, plain, as Hydra's own lines. A callback of the searches in
+    configs/hparams_search/: ``on_multirun_start`` runs before the sweeper is built and
+    creates the study, the first thing Optuna logs."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        import optuna  # the sweeper imports it next
+
+        optuna.logging.disable_default_handler()
+        optuna.logging.enable_propagation()

@@ -33,13 +33,15 @@ every string from a run folder it writes or prints is escaped (seg.text.printabl
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from seg.cli.command import CommandLine, module_command
+from seg.cli.command import CONFIG_MODULE, CommandLine, module_command
+from seg.cli.help_text import config_folder, preset_lines
 from seg.errors import UserError
 from seg.text import printable
 
@@ -50,12 +52,52 @@ OUTPUTS = {"compare.md", "compare.csv", "summary.csv", "per_class.csv", "curves.
            "compare.png", "examples.png"}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+DESCRIPTION = """\
+seg-compare: the upsampling study, learned vs fixed upsampling, measured over seeds and
+budgets. It pretrains one encoder (seg-pretrain), runs a preset's sweep of seg-train runs
+from it, several at a time, then writes the report (compare.md, compare.csv, curves.png,
+...) into the sweep folder, outputs/compare/<the overrides>. The same command again
+resumes a stopped study."""
+
+EXAMPLES = """\
+examples:
+  seg-compare                                # compare=default: the study, sized for 2 CPU cores
+  seg-compare compare=quick                  # a pipeline check, not a result
+  seg-compare seed=0,1,2,3,4                 # five seeds instead of three
+  seg-compare compare=gpu hydra/launcher=slurm hydra.launcher.partition=gpu
+  seg-compare --aggregate outputs/compare/quick          # the report of a sweep folder again
+  seg-compare --gaps outputs/compare/A outputs/compare/B  # how the gaps differ between two"""
+
+# What running each preset took, as docs/STUDY.md records it (the machine named as it is
+# there); `seg-compare --help` lists every preset of configs/compare/, with these beside
+# them, and "cost not measured" beside the others.
+PRESET_COSTS = {
+    "default": "cost: 19 min 16 s on a 2-core Intel Xeon (AMX), pretraining and report "
+               "included (docs/STUDY.md)",
+    "quick": "cost: 2 min 18 s on the idle 2-core Intel Xeon (AMX) (docs/STUDY.md)",
+    "full": "cost: 77 min 36 s on shapes, 75 min 11 s on scenes, on a 2-core Intel Xeon "
+            "(AMX) (docs/STUDY.md)",
+    "imagenet": "cost: 18 min 52 s on shapes, 19 min 20 s on scenes, on the 2-core Intel "
+                "Xeon (AMX) (docs/STUDY.md)",
+    "scratch": "cost: 57 min 54 s on shapes (its pretraining 26 min 14 s), 55 min 29 s on "
+               "scenes, on the 2-core Intel Xeon (AMX) (docs/STUDY.md)",
+    "mydata": "cost: 37 min 5 s for 750 images of 128 px (scripts/make_cells.py's) on the "
+              "2-core Intel Xeon (AMX) (docs/STUDY.md)",
+    "practice": "cost not measured: sized for 3 hours on 2 CPU cores from about 0.42 s per "
+                "iteration per run (docs/STUDY.md)",
+    "gpu": "cost not measured: not run yet (docs/STUDY.md)",
+}
+
+
+def command_line() -> CommandLine:
+    """seg-compare's arguments; its --help lists the presets, read from configs/compare/."""
+    presets = preset_lines(config_folder(CONFIG_MODULE) / "compare", PRESET_COSTS)
     parser = CommandLine(
-        description=__doc__.splitlines()[0],
-        epilog="examples: seg-compare | seg-compare compare=quick | "
-               "seg-compare seed=0,1,2,3,4 | seg-compare compare=gpu hydra/launcher=slurm "
-               "hydra.launcher.partition=gpu | seg-compare --aggregate outputs/compare/quick")
+        prog="seg-compare", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join([EXAMPLES, "", "presets (compare=NAME: configs/compare/NAME.yaml, "
+                                       "the first sentence of its header comment):",
+                          *presets]))
     parser.add_argument("--aggregate", type=Path, metavar="DIR",
                         help="only summarise this existing sweep folder")
     parser.add_argument("--gaps", type=Path, nargs=2, metavar=("A", "B"),
@@ -63,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "two sweeps of the same grid (A - B, paired by seed)")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides for the sweep (key=value, group=option)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = command_line()
     args = parser.parse_args(argv)
     # the study's code loads torch, matplotlib and the datasets: not for --help
     from seg.files import read_run_text

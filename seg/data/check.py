@@ -1,6 +1,7 @@
 """Reading every sample of a dataset up front, in parallel: what ``seg-data check`` reports
 (per split: the samples, the problems, images that viewers turn by their EXIF orientation,
-and a per-class pixel histogram) and what seg-train does to its val split before training."""
+colour masks that look resized with interpolation, and a per-class pixel histogram) and
+what seg-train does to its val split before training."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from seg.data.base import SegmentationDataset
-from seg.data.decoding import SampleError, exif_orientation
+from seg.data.decoding import SampleError, exif_orientation, read_label_image
 from seg.data.labels import IGNORE_INDEX
 from seg.text import printable
 
@@ -30,11 +31,20 @@ PROBLEM_KINDS = (
     ("cannot read", "unreadable files"),
 )
 MAX_SHARED_SHOWN = 5
-Item = tuple[int, np.ndarray | None, str | None, int]
+# A colour mask resized with (bilinear, bicubic) interpolation holds, along each boundary
+# of two classes, colours between theirs: it looks so when at least MIN_BLENDS of its
+# colours not in classes.yaml, and at least half of the first MAX_COLOURS_TESTED, lie
+# between two listed colours, at most BLEND_SLACK (RGB units: rounding) off the line.
+MIN_BLENDS = 3
+MAX_COLOURS_TESTED = 64
+BLEND_SLACK = 2.0
+MAX_RESIZED_SHOWN = 3
+Item = tuple[int, np.ndarray | None, str | None, int, bool]
 
 
 class SampleCheck(Dataset):
-    """Each item: ``(index, label histogram or None, problem or None, EXIF orientation)``."""
+    """Each item: ``(index, label histogram or None, problem or None, EXIF orientation,
+    whether a bad mask looks resized with interpolation)``."""
 
     def __init__(self, dataset: SegmentationDataset) -> None:
         self.dataset = dataset
@@ -46,9 +56,52 @@ class SampleCheck(Dataset):
         try:
             _, mask = self.dataset.load(index)  # fills the dataset's cache, if it keeps one
         except SampleError as error:
-            return index, None, str(error), 1
+            return index, None, str(error), 1, looks_resized(self.dataset, index)
         orientation = exif_orientation(self.dataset.samples[index].image)
-        return index, np.bincount(mask.ravel(), minlength=256), None, orientation
+        return index, np.bincount(mask.ravel(), minlength=256), None, orientation, False
+
+
+def looks_resized(dataset: SegmentationDataset, index: int) -> bool:
+    """Whether sample ``index`` has a colour mask whose colours not in the dataset's
+    colour table (classes.yaml's, ignore_color's) are mostly blends of two that are."""
+    table: dict[int, int] | None = getattr(dataset, "color_table", None)
+    if not table:  # not a reader of colour masks
+        return False
+    try:
+        rgb = read_label_image(dataset.samples[index].mask, dataset.max_image_pixels)
+    except SampleError:
+        return False
+    if rgb.ndim != 3:
+        return False
+    packed = np.unique((rgb[..., 0].astype(np.int32) << 16)
+                       | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2])
+    unknown = [int(colour) for colour in packed if int(colour) not in table]
+    if len(unknown) < MIN_BLENDS:
+        return False
+    blended = blended_colours(unpacked(unknown[:MAX_COLOURS_TESTED]), unpacked(list(table)))
+    return int(blended.sum()) >= MIN_BLENDS and float(blended.mean()) >= 0.5
+
+
+def unpacked(colours: Sequence[int]) -> np.ndarray:
+    """Packed ``r << 16 | g << 8 | b`` colours as rows of ``(r, g, b)``, float."""
+    packed = np.asarray(colours, dtype=np.int64)[:, None]
+    return ((packed >> np.array([16, 8, 0])) & 255).astype(np.float64)  # (n, 3)
+
+
+def blended_colours(colours: np.ndarray, listed: np.ndarray) -> np.ndarray:
+    """Which of ``colours`` (n, 3) lie strictly between two of ``listed`` (k, 3), at most
+    BLEND_SLACK off the straight line from one to the other: what interpolation makes
+    where two classes meet."""
+    first, second = np.triu_indices(len(listed), 1)
+    start, step = listed[first], listed[second] - listed[first]  # (pairs, 3)
+    length = (step**2).sum(1)
+
+    def between(colour: np.ndarray) -> bool:
+        along = ((colour - start) * step).sum(1) / length  # 0 at start, 1 at the other
+        off = np.linalg.norm(start + along[:, None] * step - colour, axis=1)
+        return bool(((along > 0) & (along < 1) & (off <= BLEND_SLACK)).any())
+
+    return np.array([between(colour) for colour in colours], dtype=bool)
 
 
 def as_is(item: tuple) -> tuple:
@@ -65,7 +118,7 @@ def read_samples(dataset: SegmentationDataset, workers: int) -> Iterator[Item]:
 
 def read_every_sample(dataset: SegmentationDataset, workers: int) -> None:
     """Raise :class:`SampleError` for the first bad sample, saying how many there are."""
-    problems = [problem for _, _, problem, _ in read_samples(dataset, workers) if problem]
+    problems = [problem for _, _, problem, _, _ in read_samples(dataset, workers) if problem]
     if problems:
         more = f" (and {len(problems) - 1} more: run seg-data check)" if len(problems) > 1 else ""
         raise SampleError(f"{problems[0]}{more}")
@@ -74,8 +127,9 @@ def read_every_sample(dataset: SegmentationDataset, workers: int) -> None:
 @dataclass
 class SplitReport:
     """What reading one split found: its sample count, how many read cleanly, the label
-    histogram of those, one line per problem, and the images of an EXIF orientation
-    other than 1 (as stored) with that orientation."""
+    histogram of those, one line per problem, the images of an EXIF orientation other
+    than 1 (as stored) with that orientation, and the bad colour masks that look resized
+    with interpolation."""
 
     name: str
     samples: int = 0
@@ -84,13 +138,16 @@ class SplitReport:
     problems: list[str] = field(default_factory=list)
     turned: list[tuple[str, int]] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)
 
 
 def check_dataset(name: str, dataset: SegmentationDataset, workers: int) -> SplitReport:
     """Read every sample of ``dataset`` (the split ``name``) and look for ids listed twice."""
     report = SplitReport(name, samples=len(dataset), ids=dataset.ids)
     report.problems += duplicate_ids(dataset)
-    for index, histogram, problem, orientation in read_samples(dataset, workers):
+    for index, histogram, problem, orientation, resized in read_samples(dataset, workers):
+        if resized:
+            report.resized.append(printable(dataset.samples[index].mask))
         if problem is not None:
             report.problems.append(problem)
             continue
@@ -128,8 +185,9 @@ def shared_ids(reports: Sequence[SplitReport]) -> None:
 
 def format_report(reports: Sequence[SplitReport], class_names: Sequence[str]) -> str:
     """The counts per split, the pixels per class over all splits (ignore last), a warning
-    per split with EXIF-turned images, then the problems (MAX_PROBLEMS_SHOWN per split) and
-    a summary of their kinds, as the lines ``seg-data check`` prints."""
+    per split with EXIF-turned images, then the problems (MAX_PROBLEMS_SHOWN per split), a
+    summary of their kinds and, if any colour mask looks resized, one line saying so, as
+    the lines ``seg-data check`` prints."""
     class_names = [printable(name) for name in class_names]  # from data: escaped
     lines = []
     for report in reports:
@@ -146,7 +204,18 @@ def format_report(reports: Sequence[SplitReport], class_names: Sequence[str]) ->
     lines.append(f"      {ignore:<{width}} {int(total[IGNORE_INDEX]):>12,d} "
                  f"{100 * total[IGNORE_INDEX] / pixels:6.2f} %")
     lines += [turned_warning(report) for report in reports if report.turned]
-    return "\n".join(lines + problem_lines(reports))
+    resized = [path for report in reports for path in report.resized]
+    return "\n".join(lines + problem_lines(reports) + ([resized_hint(resized)] if resized else []))
+
+
+def resized_hint(paths: Sequence[str]) -> str:
+    """One line: these colour masks look resized with interpolation, and the fix."""
+    shown = ", ".join(paths[:MAX_RESIZED_SHOWN])
+    more = f" and {len(paths) - MAX_RESIZED_SHOWN} more" if len(paths) > MAX_RESIZED_SHOWN else ""
+    return (f"hint: {len(paths)} colour mask(s) look resized with interpolation (their unknown "
+            f"colours are blends between classes.yaml's colours, where classes meet): "
+            f"{shown}{more}; resize masks with nearest neighbour (PIL Image.NEAREST, "
+            "cv2.INTER_NEAREST) from the originals")
 
 
 def turned_warning(report: SplitReport) -> str:

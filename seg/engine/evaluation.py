@@ -70,7 +70,7 @@ class Evaluator:
     given, sees each batch's ids, predictions and targets, on the device."""
 
     def __init__(self, num_classes: int, device: torch.device, ignore_index: int = IGNORE_INDEX,
-                 boundary_tolerance: int = 2, precision: str = "32",
+                 boundary_tolerance: int | None = None, precision: str = "32",
                  infer: Infer | None = None, on_batch: BatchHook | None = None) -> None:
         self.num_classes = num_classes
         self.device = device
@@ -129,7 +129,7 @@ class Evaluator:
 
 def evaluate(
     model: nn.Module, loader: DataLoader, num_classes: int, device: torch.device,
-    ignore_index: int = IGNORE_INDEX, boundary_tolerance: int = 2, precision: str = "32",
+    ignore_index: int = IGNORE_INDEX, boundary_tolerance: int | None = None, precision: str = "32",
     infer: Infer | None = None, on_batch: BatchHook | None = None,
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     """:class:`Evaluator`'s metrics and first batch, in one call."""

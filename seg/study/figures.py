@@ -22,7 +22,7 @@ from seg.study.stats import FIXED, in_study_order
 from seg.trained.checkpoint import dataset_from_stored, load_trained, model_from_checkpoint
 
 BOUNDARY_BAND = 3  # pixels: how near a true boundary a disputed pixel counts in examples.png
-BAR_METRICS = (("mIoU", "val mIoU"), ("boundary_f", "val boundary F (2 px)"),
+BAR_METRICS = (("mIoU", "val mIoU"), ("boundary_f", "val boundary F"),
                ("train_images_per_s", "train images/s"))
 
 

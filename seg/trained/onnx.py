@@ -1,6 +1,7 @@
 """Exporting a trained model to ONNX, its normalisation inside the graph and its class
 names, palette and normalisation as the file's metadata, so that the file can be used
-without its checkpoint: it takes images as decoded (RGB, 0-255), as seg-predict does."""
+without its checkpoint: it takes images as decoded (RGB, 0-255), as seg-predict does, and
+its metadata says so (``input``, ``output``: the contract, in words)."""
 
 from __future__ import annotations
 
@@ -20,16 +21,22 @@ from seg.trained.checkpoint import model_from_checkpoint
 OPSETS = (11, 20)
 # What a checkpoint says about its model that a user of the ONNX file needs, as JSON.
 METADATA_KEYS = ("class_names", "palette", "mean", "std")
-# What the graph of a checkpoint (exported_model) takes, for its metadata
-GRAPH_INPUT = ("images: float32 (batch, 3, height, width), RGB pixel values 0-255 as decoded; "
-               "the graph normalises them with mean and std")
+# What the graph of a checkpoint (exported_model) takes and gives, for its metadata: its
+# first step is seg.models.normalise.Normalise, (x - 255 mean) * (1 / (255 std))
+GRAPH_INPUT = ("images: float32 (batch, 3, height, width), any height and width: RGB pixel "
+               "values 0-255 as decoded, not normalised; the graph normalises them itself, "
+               "per channel (images - 255 * mean) / (255 * std), that is (images / 255 - mean) "
+               "/ std, with this file's mean and std (RGB, fractions of 255)")
+GRAPH_OUTPUT = ("logits: float32 (batch, classes, height, width), the input's height and "
+                "width; the argmax over axis 1 is each pixel's index into class_names "
+                "(palette: its colour)")
 
 
 def checkpoint_metadata(state: dict) -> dict[str, str]:
     """The checkpoint's class names, palette and normalisation, each as JSON, and what the
-    graph takes (``input``)."""
+    graph takes (``input``) and gives (``output``)."""
     return {**{key: json.dumps(state[key]) for key in METADATA_KEYS},
-            "input": json.dumps(GRAPH_INPUT)}
+            "input": json.dumps(GRAPH_INPUT), "output": json.dumps(GRAPH_OUTPUT)}
 
 
 def exported_model(state: dict, source: str | Path | None = None) -> nn.Module:
