@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write (new)")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
     parser.add_argument("--size", default="1440,900", help="window width,height in pixels")
-    parser.add_argument("--page", default="?smoothing=0#timeseries",
-                        help="what follows the address: the page `make tensorboard` prints")
+    # the page `make tensorboard` prints, its charts drawn as SVG: headless Chromium has no
+    # GPU, and the WebGL charts' worker draws after the screenshot is taken
+    parser.add_argument("--page", default="?smoothing=0&forceSVG=true#timeseries",
+                        help="what follows the address")
     parser.add_argument("--wait-ms", type=int, default=20000,
                         help="how long the page may load and draw (Chromium's virtual time)")
     args = parser.parse_args(argv)
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     width, height = (int(part) for part in args.size.split(","))
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(args.logdir),
+        [sys.executable, "-P", "-m", "tensorboard.main", "--logdir", str(args.logdir),
          "--port", str(port), "--host", "127.0.0.1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
