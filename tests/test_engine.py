@@ -212,3 +212,11 @@ def test_progress_says_elapsed_time_and_the_rest_at_the_same_pace(monkeypatch) -
     # 30 iterations (from 100) in 90 s: 3 s each, 270 to go
     assert progress.timing(Step(130, 400, 0.5, 0.1, 10.0)) == "elapsed 2 min, ETA 14 min"
     assert progress.timing(Step(400, 400, 0.5, 0.1, 10.0)) == "elapsed 5 min"  # done
+
+
+def test_elapsed_and_eta_reads_as_a_person_says_it() -> None:
+    from seg.clock import elapsed_and_eta
+
+    assert elapsed_and_eta(30.0, 3, 12) == "elapsed 30 s, ETA 2 min"  # 90 s, to the minute
+    assert elapsed_and_eta(30.0, 0, 12) == "elapsed 30 s"  # no pace yet
+    assert elapsed_and_eta(4000.0, 12, 12) == "elapsed 1 h 07 min"  # done

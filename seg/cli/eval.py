@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 from seg.cli.command import CONFIG_PATH, exit_on_user_error, hydra_command
 from seg.cli.errors import one_line
+from seg.clock import elapsed_and_eta
 from seg.errors import BadValue, PathExists
 from seg.settings import check_dataset_root, is_int, one_of
 
@@ -52,10 +54,12 @@ def with_progress(batches: Collection, show: bool) -> Iterable:
 
 def logged_every_tenth(batches: Iterable, total: int) -> Iterator:
     every = max(1, total // 10)
+    started = time.monotonic()
     for done, batch in enumerate(batches, 1):
         yield batch
         if done % every == 0 or done == total:
-            log.info("evaluated %d/%d batches", done, total)
+            log.info("evaluated %d/%d batches, %s", done, total,
+                     elapsed_and_eta(time.monotonic() - started, done, total))
 
 
 def check_eval_json(path: Path, overwrite: bool) -> None:

@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from seg.clock import duration
+from seg.clock import elapsed_and_eta
 from seg.confusion_picture import draw_confusion
 from seg.engine.checkpoints import RunInfo
 from seg.engine.metrics import METRICS
@@ -105,12 +105,8 @@ class Progress(Hook):
     def timing(self, step: Step) -> str:
         """``elapsed 1 min, ETA 3 min``: the wall time since this process started training
         (evaluations and saves included) and the rest at the same pace."""
-        elapsed = time.monotonic() - self.started
-        done = step.iteration - self.initial
-        if done <= 0 or step.iteration >= step.max_iters:
-            return f"elapsed {duration(elapsed)}"
-        remaining = elapsed / done * (step.max_iters - step.iteration)
-        return f"elapsed {duration(elapsed)}, ETA {duration(remaining)}"
+        return elapsed_and_eta(time.monotonic() - self.started, step.iteration - self.initial,
+                               step.max_iters - self.initial)
 
 
 class TensorBoardScalars(Hook):
