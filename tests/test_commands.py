@@ -80,9 +80,10 @@ def test_entry_points_import_torch_only_when_they_run(name: str) -> None:
     top = {alias.name for node in tree.body if isinstance(node, ast.Import)
            for alias in node.names}
     top |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
-    light = {"__future__", "json", "logging", "os", "sys", "typing", "pathlib",
+    light = {"__future__", "json", "logging", "os", "sys", "time", "typing", "pathlib",
              "collections.abc", "hydra", "hydra.core.hydra_config", "hydra.utils", "omegaconf",
-             "tqdm", "seg.settings", "seg.errors", "seg.text", "seg.run_lock", "seg.cli.command",
+             "tqdm", "seg.settings", "seg.errors", "seg.text", "seg.clock", "seg.run_lock",
+             "seg.cli.command",
              "seg.cli.errors"}
     assert top <= light
 
@@ -177,8 +178,10 @@ def test_eval_progress_elsewhere_is_a_log_line_every_tenth(monkeypatch, caplog) 
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # a pipe, a log file
     with caplog.at_level(logging.INFO, logger="seg.eval"):
         assert list(with_progress(range(20), show=True)) == list(range(20))
-    assert [record.getMessage() for record in caplog.records] == [
+    messages = [record.getMessage() for record in caplog.records]
+    assert [message.split(",")[0] for message in messages] == [
         f"evaluated {done}/20 batches" for done in range(2, 21, 2)]
+    assert "ETA" in messages[0] and messages[-1].endswith(" s")  # the last: elapsed alone
 
 
 def test_eval_progress_can_be_off() -> None:
