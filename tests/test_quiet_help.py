@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from seg.cli.compare import PRESET_COSTS
 from seg.cli.help_text import first_sentence, preset_lines, read_comments
 from tests.conftest import needs_optuna
@@ -128,6 +130,7 @@ after: "a # in quotes"  # the real one
 # -- quiet sweeps ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a whole (tiny) sweep: `make test-all`
 @needs_optuna
 def test_optuna_sweep_log_has_no_colour_codes_nor_plugin_chatter(tmp_path: Path,
                                                                   shapes_root: Path) -> None:
@@ -144,6 +147,7 @@ def test_optuna_sweep_log_has_no_colour_codes_nor_plugin_chatter(tmp_path: Path,
                      log, re.MULTILINE)
 
 
+@pytest.mark.slow  # a whole (tiny) sweep: `make test-all`
 def test_joblib_sweep_says_in_one_short_line_what_it_launches(tmp_path: Path,
                                                               shapes_root: Path) -> None:
     sweep = tmp_path / "sweep"
