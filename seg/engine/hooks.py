@@ -139,9 +139,14 @@ class TensorBoardScalars(Hook):
             "eval_images/examples", displayable(shown["image"]), shown["mask"],
             shown["prediction"], info.palette, iteration, class_names=info.class_names,
         )
-        if "confusion_matrix" in metrics:
+        if "confusion_matrix" in metrics and len(info.class_names) <= MAX_CONFUSION_CLASSES:
             picture = draw_confusion(np.asarray(metrics["confusion_matrix"]), info.class_names)
             self.logger.log_picture("eval_images/confusion_matrix", picture, iteration)
+
+
+# ADE20K's 150 classes would make a picture of 5,000 px a side at every evaluation: the
+# events would grow by megabytes each time (seg-eval still draws it, once, on request)
+MAX_CONFUSION_CLASSES = 40
 
 
 def metric_tag(key: str) -> str:
