@@ -25,9 +25,11 @@ try:
         flops,
         harness,
         loader,
+        peak,
         peer,
         precisions,
         reference,
+        sharing,
         trainer,
         training,
         upsample,
@@ -376,3 +378,50 @@ def test_passing_targets_print_pass_and_exit_zero(capsys, tmp_path: Path) -> Non
     assert cli.main(["all", "--output", str(output)], commands) == 0
     assert "  PASS  trainer ratio 1.020 (target >= 0.95)" in capsys.readouterr().out
     assert "PASS  trainer ratio 1.020" in output.read_text()
+
+
+def test_peak_counts_flops_rates_and_where_a_step_goes(monkeypatch) -> None:
+    monkeypatch.setattr(peak, "MODELS", {"make train": ((), 32)})
+    monkeypatch.setattr(peak, "STEPS", 2)
+    monkeypatch.setattr(peak, "WARMUP", 1)
+    monkeypatch.setattr(peak, "PROFILED", 1)
+    monkeypatch.setattr(peak, "loader_ms", lambda size: 12.5)
+    result = peak.run()
+    model = result["models"]["make train"]
+    assert result["peak_flops"] > 1e8 and model["flops_per_image"] > 1e6
+    assert model["fraction"] == pytest.approx(
+        model["flops_per_image"] * model["images_per_s"] / result["peak_flops"])
+    assert result["make_train_fraction"] == model["fraction"]
+    profile = model["profile_ms"]
+    assert {"convolution", "loss", "optimizer"} <= set(profile)
+    # the ops timed one by one add up to about the step (the timing adds a little)
+    assert 0.5 * model["step_ms"] < sum(profile.values()) < 3 * model["step_ms"]
+    text = peak.report(result)
+    assert "of peak" in text and "convolution" in text and "12.5 ms per batch" in text
+
+
+def test_peak_loader_times_make_trains_augmentations() -> None:
+    assert 0 < peak.loader_ms(32) < 2000
+
+
+def test_sharing_rate_from_the_logs_second_half() -> None:
+    lines = [f"[2026-12-07 10:00:{seconds:02d},500][seg.engine.hooks][INFO] - iteration "
+             f"{iteration}/40: loss 1.0, lr 1e-3, 9 images/s"
+             for seconds, iteration in ((1, 10), (2, 20), (4, 30), (6, 40))]
+    # from iteration 20 (the middle) to 40: 20 steps of 8 images in 4 s
+    assert sharing.rate_from_log("\n".join(["noise", *lines])) == pytest.approx(40.0)
+    with pytest.raises(RuntimeError, match="fewer than two"):
+        sharing.rate_from_log(lines[0])
+
+
+def test_sharing_report_and_its_targets() -> None:
+    rates = {"alone": 80.0, "two_at_once": [60.0, 62.0], "beside_busy": 50.0,
+             "two_at_once_ratio": 122 / 80, "beside_busy_ratio": 50 / 80,
+             "alone_vs_two": 80 / 122}
+    result = {**rates, "settings": {"auto": rates, "null": {**rates, "beside_busy": 4.0}},
+              "cores": 2}
+    text = sharing.report(result)
+    assert "60.0 +   62.0" in text and "1.52" in text
+    verdicts = {v.target.metric: v.passed for v in check("sharing", result, "cpu")}
+    assert verdicts == {"two_at_once_ratio": True, "beside_busy_ratio": True,
+                        "alone_vs_two": False}

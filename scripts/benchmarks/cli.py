@@ -9,6 +9,8 @@
     python scripts/bench.py audit [--precision P]  # one training step's ops: ours / torchvision
     python scripts/bench.py decoders     # U-Net, FPN, DeepLabV3+, SegFormer: ours / SMP's
     python scripts/bench.py precisions   # lite0 models: fp32, bf16, bf16 + depthwise fp32
+    python scripts/bench.py peak         # a step's FLOP/s / the measured peak; where it goes
+    python scripts/bench.py sharing      # make train's processes: alone, two at once, beside busy
     python scripts/bench.py all          # every benchmark; writes BENCHMARKS.md
 
 `python scripts/bench.py BENCHMARK --help` says what one measures. After each benchmark,
@@ -35,8 +37,10 @@ from . import (
     decoders,
     encoders,
     loader,
+    peak,
     peer,
     precisions,
+    sharing,
     trainer,
     upsample,
     upsamplers,
@@ -147,6 +151,12 @@ COMMANDS = {  # in the order `all` runs them
     "precisions": Command(lambda args: precisions.run(), precisions.report,
                           "lite0 models: fp32, bf16, bf16 + depthwise fp32",
                           precisions.__doc__),
+    "peak": Command(lambda args: peak.run(), peak.report,
+                    "a training step's FLOP/s / the measured peak; the step by kind",
+                    peak.__doc__),
+    "sharing": Command(lambda args: sharing.run(), sharing.report,
+                       "make train's processes: alone, two at once, beside a busy one",
+                       sharing.__doc__),
 }
 
 

@@ -1,13 +1,20 @@
-"""How many CPUs this process may use: for loader workers and dataset generation."""
+"""Which CPUs this process may use: for loader workers, dataset generation and the
+training's threads (seg.engine.threads)."""
 
 from __future__ import annotations
 
 import os
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (a SLURM or container limit, not the host's count)."""
+def usable_cpu_ids() -> list[int]:
+    """The CPUs this process may run on (its affinity: taskset, a SLURM or container
+    limit, not the host's count)."""
     try:
-        return len(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+        return list(range(os.cpu_count() or 1))
+
+
+def available_cpus() -> int:
+    """How many CPUs this process may run on."""
+    return len(usable_cpu_ids())

@@ -39,8 +39,9 @@ from seg.engine.resume import (
 )
 from seg.engine.signals import StopSignals, TrainingInterrupted
 from seg.engine.state import TrainingState
-from seg.errors import NonFiniteLoss, PathExists
-from seg.settings import one_of, positive_int, positive_number
+from seg.engine.threads import ThreadPolicy, fixed_threads_reason
+from seg.errors import BadValue, NonFiniteLoss, PathExists
+from seg.settings import is_int, one_of, positive_int, positive_number
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,9 @@ class Trainer:
     scaling) or auto; ``on_nan`` is ``stop`` (keep the last good checkpoint and say where)
     or ``skip`` (leave the batch out and go on). It evaluates every ``eval_every``
     iterations, at the end, and where a hook asks (``Hook.wants_evaluation``: the study's
-    learning curve); each evaluation lands in metrics.json's ``history``. ``threads``
-    caps this process's CPU threads (for runs side by side); None leaves torch's default.
+    learning curve); each evaluation lands in metrics.json's ``history``. ``threads``:
+    this process's CPU threads; ``auto`` (on the CPU) one per core no other process keeps
+    busy, read again as the run goes (seg.engine.threads); None leaves torch's default.
     ``epochs``: the budget in passes over the training split instead (see
     seg.training.budget_from_epochs).
     """
@@ -171,7 +173,7 @@ class Trainer:
         sync_bn: bool = False,
         checkpoint_every: int | None = None,
         on_nan: str = "stop",
-        threads: int | None = None,
+        threads: int | str | None = "auto",
         rewind: bool = False,
         epochs: float | None = None,
     ) -> None:
@@ -183,7 +185,11 @@ class Trainer:
         self.eval_every = positive_int(eval_every, "trainer.eval_every")
         self.device = resolve_device(device, "trainer.device")
         self.deterministic = deterministic
-        self.threads = positive_int(threads, "trainer.threads", allow_none=True)
+        if threads != "auto" and not (threads is None or is_int(threads) and threads >= 1):
+            raise BadValue(f"trainer.threads must be auto, a positive integer or null, "
+                           f"got {threads!r}")
+        self.threads = threads
+        self.thread_policy: ThreadPolicy | None = None
         self.resume = resume
         self.rewind = rewind
         self.kept_before_first_save: dict[str, str] = {}
@@ -204,10 +210,30 @@ class Trainer:
     def apply_process_settings(self) -> None:
         """What this trainer sets for the whole process, done when a run starts (not when
         a Trainer is built, which a benchmark or a test may do for its settings alone):
-        cuDNN autotuning and TF32 on CUDA unless ``deterministic``, and ``threads``."""
+        cuDNN autotuning and TF32 on CUDA unless ``deterministic``, and ``threads`` (a
+        fixed count; ``auto`` is chosen when the run starts, :meth:`choose_threads`)."""
         use_fast_kernels(self.device, self.deterministic)
-        if self.threads:
+        if isinstance(self.threads, int):
             torch.set_num_threads(self.threads)  # runs side by side share the cores, not fight
+
+    def choose_threads(self) -> None:
+        """On the CPU, say how many threads the run uses and why; with ``auto`` (and no
+        OMP_NUM_THREADS), choose them from the load and keep following it."""
+        if self.device.type != "cpu" or self.threads is None:
+            return
+        fixed = fixed_threads_reason(None if self.threads == "auto" else self.threads)
+        if fixed is None:
+            self.thread_policy = ThreadPolicy()
+        line = fixed or self.thread_policy.start()
+        if self.group.is_main:
+            log.info(line)
+
+    def follow_load(self) -> None:
+        """After a step: fewer threads when other processes take cores, more when
+        they leave (a no-op between two of ThreadPolicy's readings)."""
+        line = self.thread_policy.check() if self.thread_policy is not None else None
+        if line and self.group.is_main:
+            log.info(line)
 
     def join(self, group: ProcessGroup) -> None:
         """Train as one of ``group``'s processes (each on its own GPU when on CUDA)."""
@@ -250,6 +276,7 @@ class Trainer:
         ``parts.hooks`` are called after each step and evaluation, after the TensorBoard
         logging of ``parts.logger``."""
         self.apply_process_settings()
+        self.choose_threads()
         run = self.start(parts, Path(run_dir), resume_from)
         optimizer, scheduler = parts.optimizer, parts.scheduler
         state, net = run.state, self.prepare(parts.model)
@@ -286,6 +313,7 @@ class Trainer:
                 elif save_due:
                     run.save("last.pt")
                 self.stop_if_signalled(signals, run, read_due)
+                self.follow_load()
                 throughput.restart()
         if not metrics and run.evaluate is not None:
             metrics = run.evaluate()[0]

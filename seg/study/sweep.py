@@ -126,8 +126,8 @@ def pretrained_encoder(overrides: Sequence[str], sweep_dir: Path, pretrain: Sequ
         print(f"pretrained encoder: {encoder}, from an earlier start of this sweep", flush=True)
         return encoder, 0
     shared = [o for o in shared_overrides(overrides) if key_of(o) != "trainer.resume"]
-    # one process alone: every core (the sweep's runs share them, trainer.threads)
-    command = [*pretrain, *shared, "trainer.threads=null", f"hydra.run.dir={encoder_dir}"]
+    # one process alone: every free core (the sweep's runs share them, trainer.threads)
+    command = [*pretrain, *shared, "trainer.threads=auto", f"hydra.run.dir={encoder_dir}"]
     return encoder, subprocess.run(command, check=False).returncode
 
 
