@@ -30,7 +30,7 @@ MODELS = {  # name: the overrides of train.yaml, the crop the runs train at
     "practice U-Net": (("model/encoder=timm", "model.encoder.model_name=tf_efficientnet_lite0",
                         "model/decoder=unet", "model/upsampler=bilinear"), 112),
 }
-BATCH, WARMUP, STEPS, PROFILED = 8, 3, 12, 4
+BATCH, WARMUP, STEPS, PROFILED = 8, 5, 20, 4
 KIND_ORDER = ("convolution", "matmul", "normalization", "elementwise", "cast", "copy",
               "reduction", "loss", "optimizer", "view", "other")
 

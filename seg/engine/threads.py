@@ -74,6 +74,13 @@ def others_busy(before: CpuTimes, after: CpuTimes) -> float:
     return max(0.0, others / elapsed)
 
 
+def set_torch_threads(threads: int) -> None:
+    """torch's thread count, left alone where it already is ``threads`` (setting it also
+    resets oneDNN's cache of prepared kernels)."""
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def threads_for(cores: int, others: float) -> int:
     """One thread per core that other processes leave free (a core they keep busy
     :data:`TAKEN_SHARE` of the time counts as taken), at least one."""
@@ -96,7 +103,7 @@ class ThreadPolicy:
 
     def __init__(self, cores: list[int] | None = None,
                  read: Callable[[list[int]], CpuTimes | None] = read_cpu_times,
-                 set_threads: Callable[[int], None] = torch.set_num_threads,
+                 set_threads: Callable[[int], None] = set_torch_threads,
                  every_s: float = CHECK_EVERY_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.cores = cores if cores is not None else usable_cpu_ids()
