@@ -176,9 +176,9 @@ def train_locked(cfg: DictConfig, run_dir: Path, trainer: Trainer, group: Proces
     parts = build_run(cfg, run_dir, trainer, group, resume_from, choices)
     if group.is_main:
         keep_earlier_recipe(run_dir, resume_from, parts.info.config)
-    log.info("training %s on %s in %s (precision %s, evaluations in fp32; %d process(es))",
-             type(parts.model.encoder).__name__, trainer.device, run_dir, trainer.precision,
-             group.world_size)
+    log.info("training %s on %s in %s (precision %s: %s; evaluations in fp32; %d "
+             "process(es))", type(parts.model.encoder).__name__, trainer.device, run_dir,
+             trainer.precision, trainer.precision_reason, group.world_size)
     try:
         metrics = trainer.fit(parts, run_dir, resume_from)
         metrics["upsampler_params"] = parts.model.upsampler_parameters()

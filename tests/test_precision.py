@@ -79,3 +79,44 @@ def test_the_trainer_keeps_depthwise_layers_in_fp32_only_for_cpu_bf16(precision,
     net = small_net()
     Trainer(max_iters=1, eval_every=1, device="cpu", precision=precision).place(net)
     assert isinstance(net[1], Float32Convolution) is kept
+
+
+def test_the_reason_for_a_precision_says_whether_it_was_set_or_what_auto_saw():
+    from seg.engine.precision import precision_reason
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert precision_reason("32", "32", cpu) == "trainer.precision"
+    assert precision_reason(32, "32", cpu) == "trainer.precision"
+    assert "runs bf16 natively" in precision_reason("auto", "bf16", cpu)
+    assert "depthwise" in precision_reason("auto", "bf16", cpu)
+    assert "no native bf16" in precision_reason("auto", "32", cpu)
+    assert precision_reason("auto", "bf16", cuda) == "auto: this GPU runs bf16"
+    assert "gradient scaling" in precision_reason("auto", "16", cuda)
+
+
+def test_the_run_log_names_the_precision_and_why(compose_train, tmp_path, caplog):
+    from seg.training import train
+
+    with caplog.at_level("INFO", logger="seg.train"):
+        train(compose_train("trainer.precision=32"), tmp_path / "run")
+    started = [r.message for r in caplog.records if r.message.startswith("training ")]
+    assert len(started) == 1 and "(precision 32: trainer.precision; evaluations in fp32" \
+        in started[0]
+
+
+def test_a_channelwise_phase_convolution_runs_in_fp32_under_cpu_bf16_autocast():
+    from seg.models.phase_kernels import phase_convolution
+
+    torch.manual_seed(0)
+    window = torch.randn(2, 4, 9, 9, requires_grad=True)
+    weight = torch.randn(16, 1, 2, 2, requires_grad=True)  # 4 phases per channel
+    exact = torch.nn.functional.conv2d(window, weight, groups=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = phase_convolution(window, weight, groups=4)
+        mixed = phase_convolution(window, torch.randn(8, 2, 2, 2), groups=2)
+    assert out.dtype == torch.bfloat16 and mixed.dtype == torch.bfloat16
+    # computed in fp32 and rounded once: within bf16's half-ulp of the exact result
+    assert torch.allclose(out.float(), exact, rtol=2**-8, atol=1e-6)
+    out.float().sum().backward()
+    assert weight.grad is not None and weight.grad.dtype == torch.float32
+    assert window.grad is not None and window.grad.abs().sum() > 0

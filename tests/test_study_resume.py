@@ -56,14 +56,18 @@ def test_the_longer_baseline_is_bilinear_at_twice_the_budget_for_its_seeds() -> 
     assert longer_baseline_overrides(overrides, "out/sweep") == [
         "compare=default", "trainer.resume=auto", "hydra/launcher=slurm",
         "model/upsampler=bilinear", "model/decoder=fcn32s,fcn8s", "seed=0",
-        "trainer.max_iters=600", "hydra.sweep.dir=out/sweep/longer_baseline"]
+        "trainer.max_iters=600", "trainer.threads=auto",
+        "hydra.sweep.dir=out/sweep/longer_baseline"]
+    # a command line's own thread count holds for them too
+    given = longer_baseline_overrides([*overrides, "trainer.threads=1"], "out/sweep")
+    assert "trainer.threads=1" in given and "trainer.threads=auto" not in given
 
 
 def test_the_longer_baseline_takes_the_presets_decoders_and_seeds() -> None:
     longer = longer_baseline_overrides(["compare=gpu", "study.longer_baseline_seeds=[0,1]",
                                         "study.longer_baseline_factor=3"], "out")
-    assert longer[-4:] == ["model/decoder=fcn32s,fcn8s", "seed=0,1",
-                           "trainer.max_iters=9600", "hydra.sweep.dir=out/longer_baseline"]
+    assert longer[-5:] == ["model/decoder=fcn32s,fcn8s", "seed=0,1", "trainer.max_iters=9600",
+                           "trainer.threads=auto", "hydra.sweep.dir=out/longer_baseline"]
     assert longer_baseline_overrides(["compare=quick", "study.longer_baseline_seeds=[]"],
                                      "out") is None
 

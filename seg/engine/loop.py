@@ -29,7 +29,12 @@ from seg.engine.evaluation import Evaluator
 from seg.engine.hooks import Hook, Progress, Step, TensorBoardScalars
 from seg.engine.losses import cross_entropy
 from seg.engine.parts import RunParts
-from seg.engine.precision import autocast, keep_depthwise_in_fp32, resolve_precision
+from seg.engine.precision import (
+    autocast,
+    keep_depthwise_in_fp32,
+    precision_reason,
+    resolve_precision,
+)
 from seg.engine.resume import (
     earlier_run_problem,
     newer_last_checkpoint,
@@ -199,6 +204,7 @@ class Trainer:
         # NHWC convolutions are faster on CPUs (oneDNN) and tensor cores alike.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.precision = resolve_precision(precision, self.device)
+        self.precision_reason = precision_reason(precision, self.precision, self.device)
         self.compile = compile
         self.sync_bn = sync_bn
         self.checkpoint_every = positive_int(checkpoint_every, "trainer.checkpoint_every",

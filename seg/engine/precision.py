@@ -33,6 +33,20 @@ def resolve_precision(precision: str | int, device: torch.device) -> str:
     return precision
 
 
+def precision_reason(requested: str | int, resolved: str, device: torch.device) -> str:
+    """Why a run trains at ``resolved``: as set, or what ``auto`` saw on ``device``."""
+    if str(requested) != "auto":
+        return "trainer.precision"
+    if device.type == "cuda":
+        return ("auto: this GPU runs bf16" if resolved == "bf16"
+                else "auto: no bf16 on this GPU, fp16 with gradient scaling")
+    if resolved == "bf16":
+        return ("auto: this CPU runs bf16 natively, faster than fp32 here; depthwise "
+                "convolutions stay fp32, whose bf16 backward is slower (BENCHMARKS.md, "
+                "Precisions)")
+    return "auto: this CPU has no native bf16 (emulated, slower than fp32)"
+
+
 def autocast(device: torch.device, precision: str):
     """The autocast context of ``precision`` (a no-op for fp32)."""
     dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision)
