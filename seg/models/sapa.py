@@ -56,8 +56,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from seg.errors import BadValue
-from seg.models.carafe import bilinear_reassembly_kernels
-from seg.models.phase_kernels import compute_dtype, replicate_edges
+from seg.models.carafe import bilinear_reassembly_kernels, padded_neighbourhoods
+from seg.models.phase_kernels import replicate_edges
 from seg.models.upsamplers import UPSAMPLERS, resize
 
 WINDOW = 3  # the neighbourhood: the smallest that holds bilinear's support at every phase
@@ -71,18 +71,9 @@ def log_bilinear_kernels(factor: int) -> torch.Tensor:
 
 def neighbourhoods(x: torch.Tensor) -> torch.Tensor:
     """(B, H W, C, 9): each pixel's 3 x 3 neighbourhood, the edge repeated beyond the
-    border, taps in row-major order, in the precision the matrix products after it run
-    in (autocast's). Nine shifted views of the channels-last input, stacked: ``F.unfold``'s
-    backward (col2im) and the copies to this layout took 220 of the 780 ms
-    of a SAPA U-Net step (batch 8 at 112 px, one CPU thread, bf16)."""
-    batch, channels, height, width = x.shape
-    # padded, then cast: CPU autocast runs the replicate pad in fp32 whatever it is given
-    padded = replicate_edges(x).to(compute_dtype(x)).permute(0, 2, 3, 1)  # (B, H+2, W+2, C)
-    taps = [padded[:, row:row + height, col:col + width]
-            for row in range(WINDOW) for col in range(WINDOW)]
-    # stacked taps before channels, so that each copy moves whole rows of channels
-    stacked = torch.stack(taps, dim=-2).view(batch, height * width, WINDOW**2, channels)
-    return stacked.transpose(-1, -2)  # (B, H W, C, 9)
+    border, taps in row-major order, in autocast's precision (see
+    seg.models.carafe.padded_neighbourhoods)."""
+    return padded_neighbourhoods(replicate_edges(x), WINDOW)
 
 
 def phases_last(y: torch.Tensor, factor: int) -> torch.Tensor:
