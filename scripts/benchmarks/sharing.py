@@ -44,7 +44,7 @@ def training(folder: Path, name: str, threads: str, iterations: int) -> subproce
     """make train's recipe for ``iterations`` without evaluation, its log to a file."""
     log = (folder / f"{name}.log").open("w")
     return subprocess.Popen(
-        [sys.executable, "-m", "seg.cli.train", f"trainer.max_iters={iterations}",
+        [sys.executable, "-P", "-m", "seg.cli.train", f"trainer.max_iters={iterations}",
          "trainer.eval_every=1000000", "trainer.log_every=10", f"trainer.threads={threads}",
          f"dataset.root={SHAPES}", f"hydra.run.dir={folder / name}"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -66,7 +66,7 @@ def setting_rates(folder: Path, threads: str) -> dict:
             for index in (0, 1)]
     both = [finished_rate(process, folder, f"{threads}-pair{index}")
             for index, process in enumerate(pair)]
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    busy = subprocess.Popen([sys.executable, "-P", "-c", "while True: pass"])
     try:
         beside = finished_rate(training(folder, f"{threads}-busy", threads,
                                         iterations["beside busy"]), folder, f"{threads}-busy")
@@ -82,7 +82,7 @@ def run() -> dict:
     from seg.data.cpus import available_cpus
 
     if not (SHAPES / "ImageSets" / "Segmentation" / "train.txt").exists():
-        subprocess.run([sys.executable, "scripts/make_shapes.py", "--root", str(SHAPES)],
+        subprocess.run([sys.executable, "-P", "scripts/make_shapes.py", "--root", str(SHAPES)],
                        cwd=ROOT, check=True)
     with tempfile.TemporaryDirectory() as folder:
         settings = {threads: setting_rates(Path(folder), threads) for threads in ("auto", "null")}

@@ -174,8 +174,9 @@ def longer_baseline_overrides(overrides: Sequence[str], sweep_dir: str) -> list[
         return None
     budget = int(study.get("longer_baseline_factor", 2)) * int(cfg.trainer.max_iters)
     kept = [o for o in overrides if key_of(o) not in NOT_FOR_LONGER]
-    # they run after the sweep, often fewer than its runs at a time: each takes the cores
-    # the others leave (a preset's one thread per run would leave a core idle)
+    # they run after the sweep, often fewer than its runs at a time: each may take the
+    # cores the others leave (a preset's one thread per run would leave a core idle).
+    # Joblib's launcher sets OMP_NUM_THREADS in its workers, which auto then obeys.
     threads = [] if setting(overrides, "trainer.threads") else ["trainer.threads=auto"]
     return [*kept, "model/upsampler=bilinear", f"model/decoder={decoders(overrides, cfg)}",
             f"seed={seeds}", f"trainer.max_iters={budget}", *threads,
