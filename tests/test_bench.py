@@ -419,9 +419,11 @@ def test_sharing_report_and_its_targets() -> None:
              "two_at_once_ratio": 122 / 80, "beside_busy_ratio": 50 / 80,
              "alone_vs_two": 80 / 122}
     result = {**rates, "settings": {"auto": rates, "null": {**rates, "beside_busy": 4.0}},
-              "cores": 2}
+              "cores": 2, "data_parallel": 70.0, "data_parallel_vs_alone": 70 / 80}
     text = sharing.report(result)
     assert "60.0 +   62.0" in text and "1.52" in text
+    assert "data parallel, alone: 70.0 images/s (2 processes, torchrun), 0.88x" in text
+    assert "data parallel" not in sharing.report({**result, "data_parallel": None})
     verdicts = {v.target.metric: v.passed for v in check("sharing", result, "cpu")}
     assert verdicts == {"two_at_once_ratio": True, "beside_busy_ratio": True,
                         "alone_vs_two": False}

@@ -22,10 +22,11 @@ from .peer import CLASSES, PEER_SIDES, peer_settings, torchvision_loop
 AUDIT_SIDES = ("ours-os8", "ours-fcn8s", "torchvision")
 
 
-def ours_loop(overrides: tuple[str, ...], device: torch.device, precision: str
-              ) -> tuple[torch.nn.Module, Callable[[dict], None]]:
-    """Our model (train.yaml with ``overrides``) and one step as ``Trainer.fit`` runs it:
-    ``train_step``, the loss kept on the device (``LossWindow.add``), the scheduler's step."""
+def ours_loop(overrides: tuple[str, ...], device: torch.device, precision: str,
+              classes: int = CLASSES) -> tuple[torch.nn.Module, Callable[[dict], None]]:
+    """Our model (train.yaml with ``overrides``, ``classes`` outputs: VOC's by default, as
+    the peer trains) and one step as ``Trainer.fit`` runs it: ``train_step``, the loss
+    kept on the device (``LossWindow.add``), the scheduler's step."""
     from hydra.utils import instantiate
 
     from seg.engine import LossWindow
@@ -34,7 +35,7 @@ def ours_loop(overrides: tuple[str, ...], device: torch.device, precision: str
     cfg = compose(*overrides, f"trainer.precision={precision}")
     trainer = instantiate(cfg.trainer, device=str(device), progress=False)
     trainer.apply_process_settings()  # as fit does when a run starts
-    model = model_of(cfg.model, CLASSES)
+    model = model_of(cfg.model, classes)
     model.to(device, memory_format=trainer.memory_format).train()
     net = trainer.prepare(model)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())

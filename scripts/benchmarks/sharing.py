@@ -6,7 +6,10 @@ default (``trainer.threads=null``: every core, what runs did before). A rate is 
 images/s from the log's time stamps over the run's second half (start-up and warm-up
 left out). Ratios to the lone run with the same setting: two at once together (target
 >= 1: sharing the cores costs nothing in total) and beside the busy process (>= 0.4);
-and the lone run over the two at once together (>= 1: alone, no core is left idle)."""
+and the lone run over the two at once together (>= 1: alone, no core is left idle). Beside
+the lone run, the other way to give one training every core: data parallelism over
+processes (``torchrun``: two processes, each half the cores' threads and half the batch,
+the gradients averaged every step), whose rate says which of the two a lone run should use."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SHAPES = ROOT / "data" / "shapes"
 BATCH = 8  # shapes' batch_size
+PROCESSES = 2  # of the data-parallel run: 4 images each
 # iterations per run: fewer for torch's default where it collapses (a few images/s)
 ITERATIONS = {("auto", "alone"): 300, ("auto", "two at once"): 300,
               ("auto", "beside busy"): 300, ("null", "alone"): 300,
@@ -47,6 +51,21 @@ def training(folder: Path, name: str, threads: str, iterations: int) -> subproce
         [sys.executable, "-P", "-m", "seg.cli.train", f"trainer.max_iters={iterations}",
          "trainer.eval_every=1000000", "trainer.log_every=10", f"trainer.threads={threads}",
          f"dataset.root={SHAPES}", f"hydra.run.dir={folder / name}"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def data_parallel(folder: Path, cores: int, iterations: int) -> subprocess.Popen:
+    """make train's recipe as ``torchrun`` runs it: :data:`PROCESSES` seg-train processes
+    sharing the ``cores`` (threads each) and the batch (the same images per step in all)."""
+    log = (folder / "data-parallel.log").open("w")
+    seg_train = Path(sys.executable).parent / "seg-train"
+    return subprocess.Popen(
+        [sys.executable, "-P", "-m", "torch.distributed.run", "--standalone",
+         f"--nproc_per_node={PROCESSES}", "--no-python", str(seg_train),
+         f"trainer.max_iters={iterations}", "trainer.eval_every=1000000",
+         "trainer.log_every=10", f"trainer.threads={max(1, cores // PROCESSES)}",
+         f"dataset.batch_size={BATCH // PROCESSES}",
+         f"dataset.root={SHAPES}", f"hydra.run.dir={folder / 'data-parallel'}"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -84,9 +103,15 @@ def run() -> dict:
     if not (SHAPES / "ImageSets" / "Segmentation" / "train.txt").exists():
         subprocess.run([sys.executable, "-P", "scripts/make_shapes.py", "--root", str(SHAPES)],
                        cwd=ROOT, check=True)
+    cores = available_cpus()
     with tempfile.TemporaryDirectory() as folder:
         settings = {threads: setting_rates(Path(folder), threads) for threads in ("auto", "null")}
-    return {**settings["auto"], "settings": settings, "cores": available_cpus()}
+        parallel = (finished_rate(data_parallel(Path(folder), cores, ITERATIONS["auto", "alone"]),
+                                  Path(folder), "data-parallel") if cores > 1 else None)
+    alone = settings["auto"]["alone"]
+    return {**settings["auto"], "settings": settings, "cores": cores,
+            "data_parallel": parallel,
+            "data_parallel_vs_alone": None if parallel is None else parallel / alone}
 
 
 def report(result: dict) -> str:
@@ -99,4 +124,8 @@ def report(result: dict) -> str:
         lines.append(f"  {threads:16s} {rates['alone']:7.1f} {first:8.1f} + {second:6.1f} "
                      f"{rates['two_at_once_ratio']:8.2f} {rates['beside_busy']:12.1f} "
                      f"{rates['beside_busy_ratio']:8.2f}")
+    if result["data_parallel"] is not None:
+        lines.append(f"  data parallel, alone: {result['data_parallel']:.1f} images/s "
+                     f"({PROCESSES} processes, torchrun), "
+                     f"{result['data_parallel_vs_alone']:.2f}x of auto's lone run")
     return "\n".join(lines)
