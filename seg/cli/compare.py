@@ -82,7 +82,7 @@ PRESET_COSTS = {
     "scratch": "cost: 57 min 54 s on shapes (its pretraining 26 min 14 s), 55 min 29 s on "
                "scenes, on the 2-core Intel Xeon (AMX) (docs/STUDY.md)",
     "mydata": "cost: 28 min 9 s for 750 images of 128 px (scripts/make_cells.py's) on the "
-              "2-core Intel Xeon (AMX) (docs/STUDY.md)",
+              "2-core Intel Xeon (AMX), with loss=ce, its loss then (docs/STUDY.md)",
     "practice": "cost not measured: sized for 3 hours on 2 CPU cores from about 0.42 s per "
                 "iteration per run (docs/STUDY.md)",
     "gpu": "cost not measured: not run yet (docs/STUDY.md)",
