@@ -328,3 +328,17 @@ def test_a_decoder_that_learned_nothing_gets_no_verdicts(tmp_path: Path) -> None
     assert f"- fcn8s: {NO_VERDICT} (the learning check above)" in report
     assert "**ends better**" not in report and "learned is better" not in report
     assert report.count(f"| {NO_VERDICT} |") >= 2  # the paired table's rows, the control's
+
+
+def test_readings_of_an_unconverged_decoder_say_so(tmp_path: Path) -> None:
+    from seg.study.report import UNFINISHED
+
+    fabricate(tmp_path / "a", {"transposed": END_ONLY})  # 0.5 points over the last quarter
+    converged = aggregate(tmp_path / "a").read_text()
+    assert verdict_of(converged, "fcn8s", "transposed") == "ends better"
+    assert UNFINISHED not in converged
+    fabricate(tmp_path / "b", {"transposed": END_ONLY}, at_three_quarters=0.45)  # 5.5 points
+    report = aggregate(tmp_path / "b").read_text()
+    line = next(line for line in report.splitlines() if line.startswith("- fcn8s, transposed:"))
+    assert verdict_of(report, "fcn8s", "transposed") == "ends better"
+    assert line.endswith(f"at iteration 100; {UNFINISHED})")

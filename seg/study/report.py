@@ -145,9 +145,23 @@ def unlearned_decoders(runs: list[dict]) -> set[str]:
             if above_majority_check(runs, decoder)[0] is False}
 
 
-def verdict_section(verdicts: list[dict], unlearned: set[str] = frozenset()) -> list[str]:
+UNFINISHED = ("of unfinished runs: a convergence rule above fails for this decoder, so this "
+              "reads the budget it had, not where training ends")
+
+
+def unconverged_decoders(runs: list[dict], longer_runs: list[dict]) -> set[str]:
+    """The decoders whose baseline fails a convergence rule (last quarter or longer
+    budget): their differences are those of unfinished runs, and the report says so."""
+    return {decoder for decoder in decoders_of(runs)
+            if convergence_check(runs, decoder)[0] is False
+            or longer_budget_check(runs, longer_runs, decoder)[0] is False}
+
+
+def verdict_section(verdicts: list[dict], unlearned: set[str] = frozenset(),
+                    unconverged: set[str] = frozenset()) -> list[str]:
     """Per learned upsampler and decoder, whether it learns faster or ends better, in words;
-    for an ``unlearned`` decoder, only that it learned nothing."""
+    for an ``unlearned`` decoder, only that it learned nothing; for an ``unconverged`` one,
+    each reading marked as of unfinished runs."""
     lines = ["## Learned vs bilinear, in words", "",
              f"*Learns faster*: val mIoU significantly above {FIXED}'s (paired by seed, 95 % t "
              "interval above 0) at some budget up to 1/4 of the run; *ends better*: at the "
@@ -159,9 +173,10 @@ def verdict_section(verdicts: list[dict], unlearned: set[str] = frozenset()) -> 
         early, final = verdict["early"], verdict["final"]
         at_start = (f"{interval_text(early)} at iteration {early['iteration']}" if early
                     else "no evaluation up to 1/4 of the run")
+        caveat = f"; {UNFINISHED}" if verdict["decoder"] in unconverged else ""
         lines.append(f"- {verdict['decoder']}, {verdict['upsampler']}: **{verdict['words']}** "
                      f"(early: {at_start}; end: {interval_text(final)} at iteration "
-                     f"{final['iteration']})")
+                     f"{final['iteration']}{caveat})")
     if not verdicts and not unlearned:
         lines.append(f"- no learned upsampler ran with the same seed as {FIXED}")
     return lines + [""]
@@ -298,7 +313,8 @@ def markdown_report(runs: list[dict], failed: list[str], per_class_rows: list[di
     differences = budget_differences(runs)
     unlearned = unlearned_decoders(runs)
     lines += convergence_section(runs, longer_runs or [])
-    lines += verdict_section(speed_verdicts(differences), unlearned)
+    unconverged = unconverged_decoders(runs, longer_runs or [])
+    lines += verdict_section(speed_verdicts(differences), unlearned, unconverged)
     lines += final_section(summarize(runs), paired_differences(runs), unlearned)
     lines += budget_section(differences)
     lines += control_section(control_differences(runs), unlearned)
