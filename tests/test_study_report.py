@@ -342,3 +342,32 @@ def test_readings_of_an_unconverged_decoder_say_so(tmp_path: Path) -> None:
     line = next(line for line in report.splitlines() if line.startswith("- fcn8s, transposed:"))
     assert verdict_of(report, "fcn8s", "transposed") == "ends better"
     assert line.endswith(f"at iteration 100; {UNFINISHED})")
+
+
+def test_beside_the_field(tmp_path: Path) -> None:
+    from seg.study.field import kendall_tau, published_sign, ranks
+
+    assert ranks({"a": 1.0, "b": 3.0, "c": 2.0}) == {"a": 3, "b": 1, "c": 2}
+    assert kendall_tau({"a": 1, "b": 2, "c": 3}, {"a": 10, "b": 20, "c": 30}) == 1.0
+    assert kendall_tau({"a": 1, "b": 2, "c": 3}, {"a": 30, "b": 20, "c": 10}) == -1.0
+    assert kendall_tau({"a": 1}, {"a": 2}) is None
+    assert [published_sign(g) for g in (-1.4, 0.34, 0.5, 0.71)] == [-1, 0, 0, 1]
+    # ours: transposed +5 points (significant), carafe about 0, fade -5
+    fabricate(tmp_path, {"transposed": END_ONLY, "carafe": {}, "fade": {75: -0.05, 100: -0.05},
+                         "bilinear_conv": END_ONLY})
+    report = aggregate(tmp_path).read_text()
+    field = report.split("## Beside the field")[1].split("\n## ")[0]
+    assert "### fcn8s" in field and "bilinear_conv" not in field  # not in the table
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in field.splitlines()
+            if line.startswith("| ") and "---" not in line and "upsampler" not in line}
+    assert list(rows) == ["transposed", "carafe", "fade"]
+    assert "| **+5.00** [" in rows["transposed"] and "| 1 | -1.40 (deconvolution) | 3 |" in \
+        rows["transposed"]
+    assert rows["fade"].split(" | ")[2] == "3"  # our rank: last
+    # SegFormer-B1 orders them fade > carafe > transposed: every pair reversed
+    assert "- against SegFormer-B1: the orders agree at Kendall's tau -1.00 over 3" in field
+    assert "the signs differ for transposed (+1 here, -1 there), carafe (+0 here, +1 " in field
+    # UPerNet-R50: transposed +0.34 and carafe +0.40 are within its noise, fade +0.74 is not
+    assert ("- against UPerNet-R50: the orders agree at Kendall's tau -1.00 over 3 "
+            "upsamplers; the signs differ for transposed (+1 here, +0 there), fade (-1 here, "
+            "+1 there)") in field

@@ -16,6 +16,7 @@ from seg.engine.metrics import METRICS
 from seg.errors import MissingPath
 from seg.files import write_text
 from seg.study.cost import CPU_THREADS, IMAGE_SIZE, REPEATS, inference_costs
+from seg.study.field import FIELD, RUN_TO_RUN, SOURCE, kendall_tau, published_sign, ranks
 from seg.study.figures import bar_chart, curve_figure, example_figure
 from seg.study.runs import load_longer_runs, load_runs, setting_of
 from seg.study.stats import (
@@ -254,6 +255,73 @@ def control_section(controls: list[dict], unlearned: set[str] = frozenset()) -> 
                         "difference", "reading"], rows), ""]
 
 
+def field_section(pairs: list[dict], unlearned: set[str] = frozenset(),
+                  unconverged: set[str] = frozenset()) -> list[str]:
+    """Per decoder, each upsampler that the field's table (seg.study.field) also has, in
+    our order: our val mIoU gain over bilinear and its rank, beside the published gains
+    and ranks; then
+    how far the orders agree (Kendall's tau) and where the signs differ. No decoder that
+    learned nothing; an unconverged one's readings are marked."""
+    published = set().union(*(row.gains for row in FIELD))
+    ours = {(p["decoder"], p["upsampler"]): p for p in pairs
+            if p["metric"] == "mIoU" and p["n"] and p["upsampler"] in published}
+    decoders = sorted({decoder for decoder, _ in ours} - set(unlearned))
+    if not decoders:
+        return []
+    lines = ["## Beside the field", "",
+             f"Our val mIoU gain over {FIXED} (paired by seed, 95 % t interval, points) and its "
+             f"rank among the upsamplers both ran, beside {SOURCE}: its gains and ranks. A "
+             "sign counts where our interval leaves 0 out, and where a published gain is "
+             f"beyond ±{RUN_TO_RUN} points (the spread between runs its authors give).", ""]
+    for decoder in decoders:
+        # our ranking, best first
+        names = sorted((u for d, u in ours if d == decoder),
+                       key=lambda u: -ours[decoder, u]["mean"])
+        gains = {u: ours[decoder, u]["mean"] for u in names}
+        our_ranks = ranks(gains)
+        their_ranks = [ranks({u: row.gains[u] for u in names}) for row in FIELD]
+        header = ["upsampler", "ours", "rank"]
+        for row in FIELD:
+            header += [f"{row.model} (published)", "rank"]
+        cells = []
+        for u in names:
+            cell = [u, interval_text(ours[decoder, u], bold=True), str(our_ranks[u])]
+            for row, theirs in zip(FIELD, their_ranks, strict=True):
+                cell += [f"{row.gains[u]:+.2f} ({row.names[u]})", str(theirs[u])]
+            cells.append(cell)
+        lines += [f"### {decoder}", "", *table(header, cells), ""]
+        for row in FIELD:
+            lines.append(f"- against {row.model}: "
+                         + field_agreement(names, ours, decoder, row.gains))
+        if decoder in unconverged:
+            lines.append(f"- {UNFINISHED}")
+        lines.append("")
+    return lines
+
+
+def field_agreement(names: list[str], ours: dict, decoder: str,
+                    published: dict[str, float]) -> str:
+    """One line: Kendall's tau between our order and the published one, and the
+    upsamplers whose sign differs."""
+    gains = {u: ours[decoder, u]["mean"] for u in names}
+    tau = kendall_tau(gains, {u: published[u] for u in names})
+    order = ("one upsampler, no order to compare" if tau is None
+             else f"the orders agree at Kendall's tau {tau:+.2f} over {len(names)} upsamplers")
+    differ = [f"{u} ({our_sign(ours[decoder, u]):+d} here, {published_sign(published[u]):+d} "
+              "there)" for u in names
+              if our_sign(ours[decoder, u]) != published_sign(published[u])]
+    signs = ("the signs agree for every one" if not differ
+             else "the signs differ for " + ", ".join(differ))
+    return f"{order}; {signs}"
+
+
+def our_sign(row: dict) -> int:
+    """+1 or -1 where the row's interval leaves 0 out, else 0."""
+    if not significant(row):
+        return 0
+    return 1 if row["mean"] > 0 else -1
+
+
 def per_class_section(rows: list[dict]) -> list[str]:
     """Per class, the shown upsampler's IoU and boundary-F differences from bilinear."""
     upsamplers = list(dict.fromkeys(row["upsampler"] for row in rows))
@@ -318,6 +386,7 @@ def markdown_report(runs: list[dict], failed: list[str], per_class_rows: list[di
     lines += final_section(summarize(runs), paired_differences(runs), unlearned)
     lines += budget_section(differences)
     lines += control_section(control_differences(runs), unlearned)
+    lines += field_section(paired_differences(runs), unlearned, unconverged)
     lines += per_class_section(per_class_rows)
     lines += cost_section(costs)
     lines += ["Failed runs: " + (", ".join(failed) if failed else "none")]
