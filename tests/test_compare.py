@@ -184,6 +184,7 @@ def test_a_preset_whose_encoder_comes_pretrained_skips_the_pretraining(
     folder = tmp_path / "imagenet"
     sweep.run_study(["compare=imagenet", f"hydra.sweep.dir={folder}"], study_commands())
     assert pretrained == [] and len(launched) == 2  # the sweep, then its longer baseline
+    assert (folder / "running_time.json").is_file()  # how long it ran, over every start
     assert not any(o.startswith("model.encoder.weights=") for o in launched[0])
     sweep.run_study(["compare=default", f"hydra.sweep.dir={tmp_path / 'default'}"],
                     study_commands())

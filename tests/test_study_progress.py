@@ -3,8 +3,11 @@ pace."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
+
+import pytest
 
 from seg.study.progress import SweepProgress, duration, finished_runs, progress_line
 from seg.study.sweep import sweep_size
@@ -51,3 +54,36 @@ def test_the_sweep_size_is_the_product_of_the_swept_values() -> None:
     assert sweep_size(["compare=default"]) == 9  # 3 upsamplers x 1 decoder x 3 seeds
     assert sweep_size(["compare=quick"]) == 6
     assert sweep_size(["compare=default", "seed=0", "model/decoder=fcn8s,fcn32s"]) == 6
+
+
+def test_the_running_time_adds_up_over_starts(tmp_path: Path, monkeypatch, capsys) -> None:
+    from seg.study import progress
+    from seg.study.progress import RUNNING_TIME, RunningTime, running_time_text
+
+    clock = iter([100.0, 700.0, 1000.0, 1500.0, 1500.0])  # two starts: 600 s, then 500 s
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    folder = tmp_path / "sweep"  # made when the study starts
+    with RunningTime(folder, poll=3600):
+        pass
+    assert json.loads((folder / RUNNING_TIME).read_text()) == {"starts": [600.0]}
+    assert running_time_text(folder) == "10 min (wall time: running_time.json)"
+    with RunningTime(folder, poll=3600) as running:
+        pass
+    assert running.summary() == "18 min over 2 starts (this one 8 min)"
+    assert json.loads((folder / RUNNING_TIME).read_text()) == {"starts": [600.0, 500.0]}
+    assert "earlier starts of this study ran 10 min" in capsys.readouterr().out
+    assert running_time_text(folder) == (
+        "18 min over 2 starts of the command (wall time: running_time.json)")
+    assert running_time_text(tmp_path) is None  # no file: nothing to say
+
+
+def test_a_damaged_running_time_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    from seg.errors import BadValue
+    from seg.study.progress import RUNNING_TIME, RunningTime
+
+    for text in ('{"starts": ["an hour"]}', '{"starts": 5}', "not json"):
+        (tmp_path / RUNNING_TIME).write_text(text)
+        with pytest.raises(BadValue, match=f"{RUNNING_TIME}.*delete it to count"), \
+                RunningTime(tmp_path):
+            pass
+        assert (tmp_path / RUNNING_TIME).read_text() == text  # never overwritten

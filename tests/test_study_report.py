@@ -371,3 +371,11 @@ def test_beside_the_field(tmp_path: Path) -> None:
     assert ("- against UPerNet-R50: the orders agree at Kendall's tau -1.00 over 3 "
             "upsamplers; the signs differ for transposed (+1 here, +0 there), fade (-1 here, "
             "+1 there)") in field
+
+
+def test_compare_md_says_how_long_the_study_ran(tmp_path: Path) -> None:
+    fabricate(tmp_path, {"transposed": {}})
+    assert "The study ran" not in aggregate(tmp_path).read_text()  # not seg-compare's sweep
+    (tmp_path / "running_time.json").write_text('{"starts": [3600, 1500.5]}')
+    assert ("The study ran 1 h 25 min over 2 starts of the command (wall time: "
+            "running_time.json).") in aggregate(tmp_path).read_text()

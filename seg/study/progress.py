@@ -2,10 +2,13 @@
 finish, how many of how many are done and when the rest should be, from the pace of the
 runs that finished since this start (runs an earlier start finished are counted done,
 never in the pace). A run is done when its folder holds metrics.json, which seg-train
-writes last and whole."""
+writes last and whole. And how long the study has run over every start of the same
+command (:class:`RunningTime`): a study that resumes after interruptions still has one
+running time, the figure its cost is stated by."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -14,6 +17,9 @@ from pathlib import Path
 from types import TracebackType
 
 from seg.clock import duration
+from seg.errors import BadValue
+from seg.files import read_json, write_text
+from seg.text import printable
 
 POLL_SECONDS = 10.0
 RUN_FOLDER = re.compile(r"\d+(_|$)")
@@ -73,3 +79,73 @@ class SweepProgress:
             self.seen = done
             print(progress_line(done, self.total, self.done_before,
                                 time.monotonic() - self.start, datetime.now()), flush=True)
+
+
+RUNNING_TIME = "running_time.json"  # in the sweep folder: {"starts": [seconds, ...]}
+
+
+def earlier_starts(path: Path) -> list[float]:
+    """The running seconds of each earlier start that ``path`` records; none without it."""
+    if not path.is_file():
+        return []
+    fix = "delete it to count the running time from this start on"
+    starts = read_json(path, "study running time", fix=fix).get("starts")
+    if not isinstance(starts, list) or not all(
+            isinstance(s, int | float) and not isinstance(s, bool) and 0 <= s < 1e8
+            for s in starts):
+        raise BadValue(f"{printable(path)}: 'starts' must be a list of seconds, not what seg "
+                       f"writes: {fix}")
+    return [float(s) for s in starts]
+
+
+class RunningTime:
+    """While in its ``with`` block, this start's running seconds are kept in the sweep
+    folder's :data:`RUNNING_TIME` beside every earlier start's, rewritten every ``poll``
+    seconds (a killed study loses at most that) and when the block ends. Wall time: a
+    machine that pauses the study (``kill -STOP``) counts as running."""
+
+    def __init__(self, sweep_dir: Path, poll: float = 30.0) -> None:
+        self.path, self.poll = sweep_dir / RUNNING_TIME, poll
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.keep, daemon=True)
+
+    def __enter__(self) -> RunningTime:
+        self.earlier = earlier_starts(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.start = time.monotonic()
+        if self.earlier:
+            print(f"earlier starts of this study ran {duration(sum(self.earlier))}", flush=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.write()
+
+    def keep(self) -> None:
+        while not self.stopped.wait(self.poll):
+            self.write()
+
+    def write(self) -> None:
+        starts = [*self.earlier, round(time.monotonic() - self.start, 1)]
+        write_text(self.path, json.dumps({"starts": starts}) + "\n")
+
+    def summary(self) -> str:
+        """``2 h 51 min over 2 starts (this one 1 h 02 min)``, or ``12 min`` for one."""
+        this = time.monotonic() - self.start
+        if not self.earlier:
+            return duration(this)
+        return (f"{duration(sum(self.earlier) + this)} over {len(self.earlier) + 1} starts "
+                f"(this one {duration(this)})")
+
+
+def running_time_text(sweep_dir: Path) -> str | None:
+    """What the sweep folder's :data:`RUNNING_TIME` says, as compare.md states it; None
+    without one."""
+    starts = earlier_starts(sweep_dir / RUNNING_TIME)
+    if not starts:
+        return None
+    over = f" over {len(starts)} starts of the command" if len(starts) > 1 else ""
+    return f"{duration(sum(starts))}{over} (wall time: running_time.json)"

@@ -18,6 +18,7 @@ from seg.files import write_text
 from seg.study.cost import CPU_THREADS, IMAGE_SIZE, REPEATS, inference_costs
 from seg.study.field import FIELD, RUN_TO_RUN, SOURCE, kendall_tau, published_sign, ranks
 from seg.study.figures import bar_chart, curve_figure, example_figure
+from seg.study.progress import running_time_text
 from seg.study.runs import load_longer_runs, load_runs, setting_of
 from seg.study.stats import (
     FIXED,
@@ -372,12 +373,16 @@ def cost_section(costs: list[dict]) -> list[str]:
 
 
 def markdown_report(runs: list[dict], failed: list[str], per_class_rows: list[dict],
-                    costs: list[dict], longer_runs: list[dict] | None = None) -> str:
-    """The markdown of compare.md: the findings in words first, then their tables."""
+                    costs: list[dict], longer_runs: list[dict] | None = None,
+                    running_time: str | None = None) -> str:
+    """The markdown of compare.md: the findings in words first, then their tables;
+    ``running_time``: how long the study ran, where known."""
     recipe = recipe_of(runs[0]["config"]) if runs else ""
     lines = ["# Learned vs fixed upsampling", ""]
     if recipe:
         lines += [f"Every run: {recipe}.", ""]
+    if running_time:
+        lines += [f"The study ran {running_time}.", ""]
     differences = budget_differences(runs)
     unlearned = unlearned_decoders(runs)
     lines += convergence_section(runs, longer_runs or [])
@@ -455,7 +460,8 @@ def aggregate(sweep_dir: str | Path) -> Path:
     write_csv(rows, sweep_dir / "summary.csv")
     write_csv(per_class_rows, sweep_dir / "per_class.csv")
     report = write_text(sweep_dir / "compare.md", markdown_report(
-        runs, failed, per_class_rows, inference_costs(runs), load_longer_runs(sweep_dir)))
+        runs, failed, per_class_rows, inference_costs(runs), load_longer_runs(sweep_dir),
+        running_time_text(sweep_dir)))
     if rows:
         bar_chart(rows, sweep_dir / "compare.png")
         curve_figure(learning_curves(runs), sweep_dir / "curves.png")

@@ -7,7 +7,8 @@ the study names none.
 The same command finds the same sweep folder (named after its overrides) and picks up
 where it stopped: the encoder is not pretrained again, every run resumes from its own
 last checkpoint (``trainer.resume=auto``), and a run that finished is left as it is
-(seg.training.finished_metrics). The pretraining runs here; the sweeps' runs go through
+(seg.training.finished_metrics). The study's running time adds up over those starts
+(seg.study.progress.RunningTime). The pretraining runs here; the sweeps' runs go through
 the launcher the overrides choose (``hydra/launcher=slurm``: submitit).
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from seg.study.progress import SweepProgress
+from seg.study.progress import RunningTime, SweepProgress
 from seg.study.runs import ENCODER_DIR, LONGER_DIR
 
 SWEEP_ROOT = Path("outputs/compare")
@@ -67,16 +68,25 @@ def run_study(overrides: Sequence[str], commands: StudyCommands) -> tuple[Path, 
           "are kept, the others go on from their last checkpoint)", flush=True)
     if setting(overrides, "trainer.resume") is None:
         overrides.append("trainer.resume=auto")
+    with RunningTime(Path(sweep_dir)) as clock:
+        status = run_parts(overrides, sweep_dir, commands)
+    print(f"running time of the study: {clock.summary()}", flush=True)
+    return Path(sweep_dir), status
+
+
+def run_parts(overrides: list[str], sweep_dir: str, commands: StudyCommands) -> int:
+    """The study's parts in turn: the shared encoder's pretraining (where the study has
+    one), the sweep, the longer baselines; the exit status of the first that fails."""
     if setting(overrides, "model.encoder.weights") is None and pretrains(overrides):
         encoder, status = pretrained_encoder(overrides, Path(sweep_dir), commands.pretrain)
         if status:
-            return Path(sweep_dir), status
+            return status
         overrides.append(f"model.encoder.weights={encoder}")
     status = multirun(commands.train, overrides)
     longer = longer_baseline_overrides(overrides, sweep_dir) if status == 0 else None
     if longer is not None:
         status = multirun(commands.train, longer)
-    return Path(sweep_dir), status
+    return status
 
 
 def key_of(override: str) -> str:
