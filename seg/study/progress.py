@@ -15,6 +15,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from seg.clock import duration
 from seg.errors import BadValue
@@ -45,21 +46,18 @@ def progress_line(done: int, total: int, done_before: int, elapsed: float,
     return f"{line}; the rest in about {duration(remaining)} (ETA {eta})"
 
 
-class SweepProgress:
-    """While in its ``with`` block, a thread prints :func:`progress_line` whenever more
-    runs of ``sweep_dir`` have finished; ``total``: the runs of the sweep."""
+class Ticking:
+    """A ``with`` block during which a thread calls :meth:`tick` every ``poll`` seconds,
+    and once more as it ends (what happened since the last call); :meth:`begin` runs as
+    it starts."""
 
-    def __init__(self, sweep_dir: Path, total: int, poll: float = POLL_SECONDS) -> None:
-        self.sweep_dir, self.total, self.poll = sweep_dir, total, poll
+    def __init__(self, poll: float) -> None:
+        self.poll = poll
         self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread = threading.Thread(target=self.keep_ticking, daemon=True)
 
-    def __enter__(self) -> SweepProgress:
-        self.start = time.monotonic()
-        self.done_before = self.seen = finished_runs(self.sweep_dir)
-        if self.done_before:
-            print(f"{self.done_before} of {self.total} runs finished before: kept as they are",
-                  flush=True)
+    def __enter__(self) -> Self:
+        self.begin()
         self.thread.start()
         return self
 
@@ -67,11 +65,36 @@ class SweepProgress:
                  trace: TracebackType | None) -> None:
         self.stopped.set()
         self.thread.join()
-        self.report()  # the last runs, finished between two polls
+        self.tick()
 
-    def watch(self) -> None:
+    def keep_ticking(self) -> None:
         while not self.stopped.wait(self.poll):
-            self.report()
+            self.tick()
+
+    def begin(self) -> None:
+        pass
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+
+class SweepProgress(Ticking):
+    """While in its ``with`` block, a thread prints :func:`progress_line` whenever more
+    runs of ``sweep_dir`` have finished; ``total``: the runs of the sweep."""
+
+    def __init__(self, sweep_dir: Path, total: int, poll: float = POLL_SECONDS) -> None:
+        super().__init__(poll)
+        self.sweep_dir, self.total = sweep_dir, total
+
+    def begin(self) -> None:
+        self.start = time.monotonic()
+        self.done_before = self.seen = finished_runs(self.sweep_dir)
+        if self.done_before:
+            print(f"{self.done_before} of {self.total} runs finished before: kept as they are",
+                  flush=True)
+
+    def tick(self) -> None:
+        self.report()
 
     def report(self) -> None:
         done = finished_runs(self.sweep_dir)
@@ -98,37 +121,24 @@ def earlier_starts(path: Path) -> list[float]:
     return [float(s) for s in starts]
 
 
-class RunningTime:
+class RunningTime(Ticking):
     """While in its ``with`` block, this start's running seconds are kept in the sweep
     folder's :data:`RUNNING_TIME` beside every earlier start's, rewritten every ``poll``
     seconds (a killed study loses at most that) and when the block ends. Wall time: a
     machine that pauses the study (``kill -STOP``) counts as running."""
 
     def __init__(self, sweep_dir: Path, poll: float = 30.0) -> None:
-        self.path, self.poll = sweep_dir / RUNNING_TIME, poll
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.keep, daemon=True)
+        super().__init__(poll)
+        self.path = sweep_dir / RUNNING_TIME
 
-    def __enter__(self) -> RunningTime:
+    def begin(self) -> None:
         self.earlier = earlier_starts(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.start = time.monotonic()
         if self.earlier:
             print(f"earlier starts of this study ran {duration(sum(self.earlier))}", flush=True)
-        self.thread.start()
-        return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.stopped.set()
-        self.thread.join()
-        self.write()
-
-    def keep(self) -> None:
-        while not self.stopped.wait(self.poll):
-            self.write()
-
-    def write(self) -> None:
+    def tick(self) -> None:
         starts = [*self.earlier, round(time.monotonic() - self.start, 1)]
         write_text(self.path, json.dumps({"starts": starts}) + "\n")
 
