@@ -260,9 +260,8 @@ def field_section(pairs: list[dict], unlearned: set[str] = frozenset(),
                   unconverged: set[str] = frozenset()) -> list[str]:
     """Per decoder, each upsampler that the field's table (seg.study.field) also has, in
     our order: our val mIoU gain over bilinear and its rank, beside the published gains
-    and ranks; then
-    how far the orders agree (Kendall's tau) and where the signs differ. No decoder that
-    learned nothing; an unconverged one's readings are marked."""
+    and ranks; then how far the orders agree (Kendall's tau) and where the signs differ.
+    No decoder that learned nothing; an unconverged one's readings are marked."""
     published = set().union(*(row.gains for row in FIELD))
     ours = {(p["decoder"], p["upsampler"]): p for p in pairs
             if p["metric"] == "mIoU" and p["n"] and p["upsampler"] in published}
