@@ -79,7 +79,8 @@ def test_csv_has_a_row_per_run_and_budget(tmp_path: Path) -> None:
 def test_verdicts_in_words(tmp_path: Path) -> None:
     fabricate(tmp_path, {"transposed": EARLY_ONLY, "pixel_shuffle": END_ONLY,
                          "resize_conv": {**EARLY_ONLY, **END_ONLY}, "transposed_frozen": {},
-                         "transposed_kaiming": {100: -0.05}})
+                         "transposed_kaiming": {100: -0.05},
+                         "nearest": {2: 0.05, 25: -0.05, 100: -0.05}})
     report = aggregate(tmp_path).read_text()
     assert verdict_of(report, "fcn8s", "transposed") == "learns faster"
     assert verdict_of(report, "fcn8s", "pixel_shuffle") == "ends better"
@@ -87,6 +88,9 @@ def test_verdicts_in_words(tmp_path: Path) -> None:
     assert verdict_of(report, "fcn8s", "transposed_frozen") == (
         "neither: no significant difference early or at the end")
     assert verdict_of(report, "fcn8s", "transposed_kaiming") == "neither: ends worse"
+    # ahead at one early budget and behind at another is neither faster nor slower
+    assert verdict_of(report, "fcn8s", "nearest") == (
+        "neither: ends worse; early, ahead at one budget and behind at another")
     # the per-budget table: bold where the interval leaves 0 out
     budgets = report.split("## At every budget")[1]
     row = next(line for line in budgets.splitlines() if line.startswith("| fcn8s | transposed |"))

@@ -204,15 +204,21 @@ def speed_verdict(rows: list[dict]) -> dict:
 
 def verdict_words(faster: bool, slower: bool, better: bool, worse: bool,
                   evaluated_early: bool) -> str:
-    """"learns faster", "ends better", "both" or "neither", and what went worse."""
+    """"learns faster", "ends better", "both" or "neither", and what went worse. Ahead at
+    one early budget and behind at another is neither faster nor slower, and said so."""
+    mixed = faster and slower
+    faster, slower = faster and not mixed, slower and not mixed
     gains = {(True, True): "both: learns faster and ends better", (True, False): "learns faster",
              (False, True): "ends better", (False, False): "neither"}[faster, better]
     losses = " and ".join(w for w, hit in (("learns slower", slower), ("ends worse", worse))
                           if hit)
+    early = "; early, ahead at one budget and behind at another" if mixed else ""
     if gains != "neither":
-        return f"{gains}, but {losses}" if losses else gains
+        return (f"{gains}, but {losses}" if losses else gains) + early
     if losses:
-        return f"neither: {losses}"
+        return f"neither: {losses}{early}"
+    if mixed:
+        return f"neither: no significant difference at the end{early}"
     if evaluated_early:
         return "neither: no significant difference early or at the end"
     return "neither: no significant difference at the end (no evaluation up to 1/4 of the run)"
