@@ -1,8 +1,8 @@
 """`make bench`'s command line: `python scripts/bench.py BENCHMARK [options]`, BENCHMARK one of
 loader, cache, trainer, encoders, peer, upsample, audit, decoders, precisions, peak, sharing
 or all; `--help` lists the benchmarks and their targets, `BENCHMARK --help` says what one
-measures. The benchmarks are the package beside this file,
-scripts/benchmarks/; the exit status is 1 when a target fails."""
+measures. The benchmarks are the package beside this file, scripts/benchmarks/; the exit
+status is 1 when a target fails."""
 
 import sys
 from pathlib import Path
