@@ -80,7 +80,8 @@ def test_verdicts_in_words(tmp_path: Path) -> None:
     fabricate(tmp_path, {"transposed": EARLY_ONLY, "pixel_shuffle": END_ONLY,
                          "resize_conv": {**EARLY_ONLY, **END_ONLY}, "transposed_frozen": {},
                          "transposed_kaiming": {100: -0.05},
-                         "nearest": {2: 0.05, 25: -0.05, 100: -0.05}})
+                         "nearest": {2: 0.05, 25: -0.05, 100: -0.05},
+                         "carafe": {2: 0.05, 25: -0.05}})
     report = aggregate(tmp_path).read_text()
     assert verdict_of(report, "fcn8s", "transposed") == "learns faster"
     assert verdict_of(report, "fcn8s", "pixel_shuffle") == "ends better"
@@ -91,6 +92,9 @@ def test_verdicts_in_words(tmp_path: Path) -> None:
     # ahead at one early budget and behind at another is neither faster nor slower
     assert verdict_of(report, "fcn8s", "nearest") == (
         "neither: ends worse; early, ahead at one budget and behind at another")
+    assert verdict_of(report, "fcn8s", "carafe") == (
+        "neither: no significant difference at the end; early, ahead at one budget and "
+        "behind at another")
     # the per-budget table: bold where the interval leaves 0 out
     budgets = report.split("## At every budget")[1]
     row = next(line for line in budgets.splitlines() if line.startswith("| fcn8s | transposed |"))
