@@ -81,8 +81,8 @@ PRESET_COSTS = {
                 "Xeon (AMX) (docs/STUDY.md)",
     "scratch": "cost: 57 min 54 s on shapes (its pretraining 26 min 14 s), 55 min 29 s on "
                "scenes, on the 2-core Intel Xeon (AMX) (docs/STUDY.md)",
-    "mydata": "cost: 28 min 9 s for 750 images of 128 px (scripts/make_cells.py's) on the "
-              "2-core Intel Xeon (AMX), with loss=ce, its loss then (docs/STUDY.md)",
+    "mydata": "cost: 26 min 40 s for 750 images of 128 px (scripts/make_cells.py's) on "
+              "the 2-core Intel Xeon (AMX) (docs/STUDY.md)",
     "practice": "cost: 2 h 53 min on shapes, 2 h 57 min on scenes, on the 2-core Intel "
                 "Xeon (AMX) (docs/STUDY.md)",
     "practice_frozen": "cost: 18 min on shapes on the 2-core Intel Xeon (AMX) "
