@@ -60,7 +60,7 @@ bench: $(STAMP) ## Run the benchmarks side by side; prints a table and writes BE
 # one pytest worker per core (pytest-xdist): TEST_WORKERS=0 runs them in one process
 TEST_WORKERS ?= auto
 
-test: $(STAMP) ## Run the fast tests (about 3 minutes on 2 CPU cores)
+test: $(STAMP) ## Run the fast tests (about 5 minutes on 2 CPU cores)
 	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 test-all: $(STAMP) ## Run every test, the slow ones included
