@@ -5,6 +5,7 @@ parts of `peer` and `upsample` that need no ResNet-50, the report formats, and t
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -239,6 +240,19 @@ def test_steady_rate_leaves_out_the_warm_up() -> None:
         rate.after_step(Step(iteration, 4, 0.0, 0.0, images / seconds))
     assert rate.images_per_s() == pytest.approx(2.0)
 
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc only")
+def test_a_side_started_by_a_grown_process_measures_its_own_memory() -> None:
+    """`bench.py all` has grown by the time it starts a benchmark's side in its own
+    process: the side's peak memory must be its own growth, not its parent's size."""
+    side = (f"import sys; sys.path.insert(0, {str(SCRIPTS)!r}); "
+            "from benchmarks.harness import resident_mb; baseline = resident_mb(); "
+            "block = b'x' * (64 * 2**20); print(resident_mb() - baseline)")
+    grown_parent = ("import subprocess, sys; ballast = b'x' * (800 * 2**20); "
+                    f"subprocess.run([sys.executable, '-c', {side!r}], check=True)")
+    printed = subprocess.run([sys.executable, "-c", grown_parent], check=True,
+                             capture_output=True, text=True).stdout
+    assert 60 <= float(printed) < 200
 
 def test_benchmarks_keep_each_machines_section(tmp_path) -> None:
     write_section = harness.write_section
