@@ -72,7 +72,7 @@ examples:
 # there); `seg-compare --help` lists every preset of configs/compare/, with these beside
 # them, and "cost not measured" beside the others.
 PRESET_COSTS = {
-    "default": "cost: 19 min 16 s on a 2-core Intel Xeon (AMX), pretraining and report "
+    "default": "cost: 16 min 44 s on a 2-core Intel Xeon (AMX), pretraining and report "
                "included (docs/STUDY.md)",
     "quick": "cost: 2 min 18 s on the idle 2-core Intel Xeon (AMX) (docs/STUDY.md)",
     "full": "cost: 77 min 36 s on shapes, 75 min 11 s on scenes, on a 2-core Intel Xeon "
