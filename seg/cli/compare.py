@@ -74,7 +74,8 @@ examples:
 PRESET_COSTS = {
     "default": "cost: 16 min 44 s on a 2-core Intel Xeon (AMX), pretraining and report "
                "included (docs/STUDY.md)",
-    "quick": "cost: 2 min 18 s on the idle 2-core Intel Xeon (AMX) (docs/STUDY.md)",
+    "quick": "cost: 2 min 18 s to 3 min 15 s on the idle 2-core Intel Xeon (AMX) "
+             "(docs/STUDY.md)",
     "full": "cost: 77 min 36 s on shapes, 75 min 11 s on scenes, on a 2-core Intel Xeon "
             "(AMX) (docs/STUDY.md)",
     "imagenet": "cost: 18 min 52 s on shapes, 19 min 20 s on scenes, on the 2-core Intel "
