@@ -254,6 +254,7 @@ def test_a_side_started_by_a_grown_process_measures_its_own_memory() -> None:
                              capture_output=True, text=True).stdout
     assert 60 <= float(printed) < 200
 
+
 def test_benchmarks_keep_each_machines_section(tmp_path) -> None:
     write_section = harness.write_section
     path = tmp_path / "BENCHMARKS.md"

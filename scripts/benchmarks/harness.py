@@ -4,6 +4,7 @@ written through seg.files."""
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import resource
 import statistics
@@ -106,13 +107,10 @@ def resident_mb() -> float:
     """This process's peak resident set in MiB. Linux's VmHWM belongs to the program
     running now; ``ru_maxrss`` (the fallback elsewhere) also keeps the peak of the process
     it was forked from, so a side started by a grown ``bench.py all`` read 0 MiB of growth."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # in kB
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # in kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
